@@ -1,0 +1,78 @@
+"""Every error pybuild raises on purpose, in one tree.
+
+The CLI catches ``PybuildError`` and prints ``str(err)`` as one line (no
+traceback) with the exit status ``err.exit_code``; anything else is a bug.
+
+    PybuildError
+    ├── UsageError            bad command line, unknown image name (exit 2)
+    │   └── NotImplementedYet a planned command that does not exist yet (exit 2)
+    ├── DockerfileError       FILE:LINE: message (parse, expansion, stages)
+    ├── ContextError          a build context path that is missing or escapes
+    ├── LayerError            a layer tar that is malformed or hostile
+    ├── StoreError            the local store: missing image/blob, bad digest
+    │   └── DigestMismatch    content does not match its digest
+    ├── SandboxError          namespaces, mounts, pivot_root refused
+    └── BuildError            a step failed (RUN exit status, COPY source missing)
+"""
+
+from __future__ import annotations
+
+
+class PybuildError(Exception):
+    """Base of every error the CLI reports as one line."""
+
+    exit_code = 1
+
+
+class UsageError(PybuildError):
+    exit_code = 2
+
+
+class NotImplementedYet(UsageError):
+    """A command that is planned (listed in --help) but not built yet."""
+
+
+class DockerfileError(PybuildError):
+    """An error at a place in a Dockerfile; renders as ``FILE:LINE: message``."""
+
+    def __init__(self, message: str, path: str = "Dockerfile", line: int | None = None):
+        self.message = message
+        self.path = path
+        self.line = line
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.message}"
+
+
+class ContextError(PybuildError):
+    pass
+
+
+class LayerError(PybuildError):
+    """A layer that cannot be read or applied; names the layer and the entry."""
+
+    def __init__(self, message: str, layer: str = "", entry: str | None = None):
+        self.layer = layer
+        self.entry = entry
+        parts = [f"layer {layer}" if layer else "layer"]
+        if entry is not None:
+            parts.append(f"entry {entry!r}")
+        super().__init__(f"{', '.join(parts)}: {message}")
+
+
+class StoreError(PybuildError):
+    pass
+
+
+class DigestMismatch(StoreError):
+    pass
+
+
+class SandboxError(PybuildError):
+    pass
+
+
+class BuildError(PybuildError):
+    pass
