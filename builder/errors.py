@@ -41,6 +41,10 @@ class DockerfileError(PybuildError):
         self.line = line
         super().__init__(self.__str__())
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Errors cross process boundaries (sandbox children) by pickling.
+        return (type(self), (self.message, self.path, self.line))
+
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
         return f"{where}: {self.message}"
@@ -54,12 +58,16 @@ class LayerError(PybuildError):
     """A layer that cannot be read or applied; names the layer and the entry."""
 
     def __init__(self, message: str, layer: str = "", entry: str | None = None):
+        self.message = message
         self.layer = layer
         self.entry = entry
         parts = [f"layer {layer}" if layer else "layer"]
         if entry is not None:
             parts.append(f"entry {entry!r}")
         super().__init__(f"{', '.join(parts)}: {message}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.message, self.layer, self.entry))
 
 
 class StoreError(PybuildError):

@@ -1,0 +1,332 @@
+"""Run a build: plan the stages, execute each step, write and tag the image."""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.build import dispatch
+from builder.build.copy import CopyRequest, copy_into
+from builder.build.options import BuildOptions, BuildResult, StepRecord
+from builder.build.progress import Progress
+from builder.build.state import StageState
+from builder.errors import BuildError, ContextError, DockerfileError, PybuildError
+from builder.image import config as image_config
+from builder.run import RunSpec, in_mount_namespace, run_step
+from builder.snapshot import Snapshot, commit, prepare
+from builder.store.store import Store
+
+
+@dataclass
+class _Build:
+    store: Store
+    options: BuildOptions
+    progress: Progress
+    dockerfile_path: str
+    excluded: Callable[[str], bool] | None
+    escape: str = "\\"
+    stages: dict[int, StageState] = field(default_factory=dict)
+    global_args: dict[str, str | None] = field(default_factory=dict)
+    steps: list[StepRecord] = field(default_factory=list)
+    total_steps: int = 0
+
+    def created(self) -> str:
+        epoch = self.options.source_date_epoch
+        return image_config.rfc3339(epoch if epoch is not None else None)
+
+
+def _read_dockerfile(options: BuildOptions) -> tuple[bytes, str]:
+    if options.dockerfile_text is not None:
+        return options.dockerfile_text, "Dockerfile"
+    path = options.dockerfile or (options.context or Path(".")) / "Dockerfile"
+    try:
+        return Path(path).read_bytes(), str(path)
+    except FileNotFoundError:
+        raise ContextError(f"{path}: Dockerfile not found") from None
+    except IsADirectoryError:
+        raise ContextError(f"{path}: is a directory, not a Dockerfile") from None
+
+
+def _ignore_matcher(options: BuildOptions) -> Callable[[str], bool] | None:
+    if options.context is None:
+        return None
+    from builder.context.ignore import PatternMatcher, find_ignore_file, read_ignore_file
+
+    found = find_ignore_file(str(options.context),
+                             str(options.dockerfile) if options.dockerfile else None)
+    if found is None:
+        return None
+    patterns = read_ignore_file(Path(found).read_bytes())
+    try:
+        matcher = PatternMatcher(patterns)
+    except ValueError as err:
+        raise ContextError(f"{found}: {err}") from None
+    return matcher.matches
+
+
+def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResult:
+    from builder.dockerfile import Platform, parse_text, plan_build
+
+    text, path = _read_dockerfile(options)
+    dockerfile = parse_text(text, path)
+    os_name, _, arch = options.platform.partition("/")
+    arch, _, variant = arch.partition("/")
+    plan = plan_build(dockerfile, target=options.target, build_args=options.build_args,
+                      platform=Platform(os_name or "linux", arch or "amd64", variant))
+    for warning in [*dockerfile.warnings, *plan.warnings]:
+        progress.message(f"WARNING: {warning}")
+    run = _Build(store, options, progress, path, _ignore_matcher(options),
+                 escape=dockerfile.escape)
+    run.global_args = dict(getattr(plan, "global_args", {}) or {})
+    run.total_steps = sum(len(p.stage.commands) + 1 for p in plan.stages)
+    last: StageState | None = None
+    for planned in plan.stages:
+        last = _build_stage(run, planned)
+        run.stages[planned.stage.index] = last
+    assert last is not None
+    return _finish(run, last)
+
+
+def _stage_label(stage: Any) -> str:
+    return stage.name or f"stage-{stage.index}"
+
+
+def _base_state(run: _Build, planned: Any) -> StageState:
+    stage = planned.stage
+    name = _stage_label(stage)
+    base = planned.base
+    if isinstance(base, int):
+        if base not in run.stages:
+            raise DockerfileError(f"stage {base} is not built yet", run.dockerfile_path,
+                                  stage.line)
+        state = run.stages[base].fork(name)
+        return state
+    if base == "scratch":
+        os_name, _, arch = run.options.platform.partition("/")
+        arch, _, variant = arch.partition("/")
+        return StageState(name=name, image=image_config.new_image(os_name, arch, variant),
+                          chain=None, base_ref="scratch")
+    image_id = run.store.resolve_image(base)
+    if image_id is None:
+        raise DockerfileError(
+            f"base image {base!r} is not in the local store: add it with "
+            f"'pybuild load -i FILE', 'pybuild import TARBALL {base}' or 'pybuild pull {base}'",
+            run.dockerfile_path, stage.line)
+    image = copy.deepcopy(run.store.image_config(image_id))
+    image.pop("created", None)
+    return StageState(name=name, image=image, chain=run.store.image_top_chain(image_id),
+                      base_ref=image_id)
+
+
+def _build_stage(run: _Build, planned: Any) -> StageState:
+    stage = planned.stage
+    run.progress.step(f"[{_stage_label(stage)}] FROM {stage.base}")
+    state = _base_state(run, planned)
+    run.progress.done()
+    count = len(stage.commands)
+    for number, command in enumerate(stage.commands, 1):
+        title = f"[{_stage_label(stage)} {number}/{count}] {_one_line(command.original)}"
+        run.progress.step(title)
+        record = StepRecord(stage=_stage_label(stage), index=number,
+                            instruction=_one_line(command.original), line=command.line)
+        started = time.monotonic()
+        try:
+            _execute(run, state, command, record)
+        except PybuildError as err:
+            if isinstance(err, DockerfileError):
+                raise
+            raise BuildError(f"{run.dockerfile_path}:{command.line}: "
+                             f"{_one_line(command.original)}: {err}") from None
+        record.seconds = time.monotonic() - started
+        state.steps.append(record)
+        run.steps.append(record)
+        run.progress.done()
+    return state
+
+
+def _one_line(text: str) -> str:
+    first = " ".join(text.split())
+    return first if len(first) <= 120 else first[:117] + "..."
+
+
+def _expanders(run: _Build, state: StageState, command: Any) -> tuple[Callable, Callable]:
+    from builder.dockerfile.expand import ExpansionError, ShellLex
+
+    lexer = ShellLex(run.escape)
+    env = state.expansion_env()
+
+    def wrap(fn: Callable) -> Callable:
+        def expand(word: str) -> Any:
+            try:
+                return fn(word, env)
+            except ExpansionError as err:
+                raise DockerfileError(str(err), run.dockerfile_path, command.line) from None
+        return expand
+    return wrap(lexer.process_word), wrap(lexer.process_words)
+
+
+def _execute(run: _Build, state: StageState, command: Any, record: StepRecord) -> None:
+    expand_word, expand_words = _expanders(run, state, command)
+    if hasattr(command, "expand"):
+        command = command.expand(expand_word, expand_words)
+    keyword = command.keyword
+    created = run.created()
+    if keyword == "run":
+        argv = dispatch.run_argv(state, command)
+        history = dispatch.run_history(state, argv)
+        spec = RunSpec(argv=argv, env=state.run_env(), cwd=state.workdir(),
+                       user=state.config.get("User", ""),
+                       network=getattr(command, "network", None) or run.options.network)
+        _layer_step(run, state, record, lambda snap: _run(run, snap, spec, command))
+        _add_history(state, history + " # buildkit", record, created)
+    elif keyword in ("copy", "add"):
+        _copy(run, state, command, record)
+        _add_history(state, _copy_history(command) + " # buildkit", record, created)
+    elif keyword == "workdir":
+        workdir = dispatch.normalize_workdir(state.workdir(), command.path)
+        state.config["WorkingDir"] = workdir
+        if workdir != "/":
+            user = state.config.get("User", "")
+            _layer_step(run, state, record, lambda snap: in_mount_namespace(
+                _mkdir_in_snapshot, snap, workdir, user))
+        _add_history(state, f"WORKDIR {workdir}", record, created)
+    else:
+        history = dispatch.apply_metadata(state, command, run.options.build_args,
+                                          run.global_args, expand_word)
+        if history is not None:
+            _add_history(state, history, record, created)
+
+
+def _add_history(state: StageState, created_by: str, record: StepRecord, created: str) -> None:
+    state.image.setdefault("history", []).append(
+        image_config.history_entry(created_by, empty_layer=record.layer is None,
+                                   created=created))
+
+
+def _layer_step(run: _Build, state: StageState, record: StepRecord,
+                action: Callable[[Snapshot], None]) -> None:
+    snapshot = prepare(run.store, state.chain)
+    try:
+        action(snapshot)
+        result = commit(snapshot, source_date_epoch=run.options.source_date_epoch)
+    except BaseException:
+        snapshot.release()
+        raise
+    if result.layer:
+        state.chain = result.chain_id
+        record.layer = result.chain_id
+    changes = result.changes
+    if changes is not None:
+        record.added = len(getattr(changes, "added", ()) or ())
+        record.modified = len(getattr(changes, "modified", ()) or ())
+        record.deleted = len(getattr(changes, "deleted", ()) or ())
+        record.size = int(getattr(changes, "bytes", 0) or getattr(changes, "size", 0) or 0)
+
+
+def _run(run: _Build, snapshot: Snapshot, spec: RunSpec, command: Any) -> None:
+    code = run_step(snapshot, spec, run.progress.output)
+    if code != 0:
+        tail = "\n".join(run.progress.tail)
+        shown = " ".join(spec.argv)
+        message = f"process \"{shown}\" did not complete successfully: exit code: {code}"
+        if tail:
+            message += f"\n--- last lines of output ---\n{tail}"
+        raise BuildError(message)
+
+
+def _mkdir_in_snapshot(snapshot: Snapshot, path: str, user: str) -> None:
+    from builder.build.copy import _Copier
+    from builder.run.sandbox import resolve_user
+
+    merged = str(snapshot.work.path / "merged")
+    os.makedirs(merged, exist_ok=True)
+    snapshot.mount(merged)
+    ident = resolve_user(merged, user) if user else None
+    _Copier(merged, ident.uid if ident else 0, ident.gid if ident else 0, None,
+            None).make_dirs(path)
+
+
+def _copy_history(command: Any) -> str:
+    parts = [command.keyword.upper()]
+    if getattr(command, "parents", False):
+        parts.append("--parents")
+    if getattr(command, "chown", None):
+        parts.append(f"--chown={command.chown}")
+    if getattr(command, "chmod", None):
+        parts.append(f"--chmod={command.chmod}")
+    parts += list(command.sources)
+    parts += [f"<<{h.name}" for h in getattr(command, "source_heredocs", []) or []]
+    parts.append(command.dest)
+    return " ".join(parts)
+
+
+def _copy(run: _Build, state: StageState, command: Any, record: StepRecord) -> None:
+    source_from = getattr(command, "from_", None)
+    source_chain: str | None = None
+    from_context = source_from is None
+    if not from_context:
+        source_chain = _resolve_from(run, source_from, command)
+    elif run.options.context is None:
+        if command.sources:
+            raise BuildError("no build context: COPY and ADD need a context directory")
+    request = CopyRequest(
+        sources=list(command.sources), dest=command.dest, workdir=state.workdir(),
+        chown=getattr(command, "chown", None) or "", chmod=getattr(command, "chmod", None) or "",
+        excluded=run.excluded if from_context else None,
+        heredocs=[(h.name, h.content) for h in getattr(command, "source_heredocs", []) or []])
+    context = str(run.options.context) if run.options.context is not None else "/nonexistent"
+
+    def action(snapshot: Snapshot) -> None:
+        in_mount_namespace(_copy_in_child, run.store, snapshot, source_chain, from_context,
+                           context, request)
+    _layer_step(run, state, record, action)
+
+
+def _copy_in_child(store: Store, snapshot: Snapshot, source_chain: str | None,
+                   from_context: bool, context: str, request: CopyRequest) -> None:
+    merged = str(snapshot.work.path / "merged")
+    os.makedirs(merged, exist_ok=True)
+    snapshot.mount(merged)
+    source_root = context
+    if not from_context:
+        source_root = str(snapshot.work.path / "source")
+        os.makedirs(source_root, exist_ok=True)
+        if source_chain is not None:
+            view = prepare(store, source_chain)
+            view.mount(source_root, readonly=True)
+    copy_into(merged, source_root, request)
+
+
+def _resolve_from(run: _Build, source: str, command: Any) -> str | None:
+    """The chain ID that ``--from=`` names: a stage (name or index) or an image."""
+    for index, state in run.stages.items():
+        if source in (state.name, str(index)):
+            return state.chain
+    image_id = run.store.resolve_image(source)
+    if image_id is None:
+        raise DockerfileError(f"--from={source}: no stage or image of that name",
+                              run.dockerfile_path, command.line)
+    return run.store.image_top_chain(image_id)
+
+
+def _finish(run: _Build, state: StageState) -> BuildResult:
+    image = state.image
+    if run.options.labels:
+        labels = dict(image["config"].get("Labels") or {})
+        labels.update(run.options.labels)
+        image["config"]["Labels"] = labels
+    image["rootfs"] = {"type": "layers",
+                       "diff_ids": [r.diff_id for r in run.store.chain(state.chain)]}
+    image["created"] = run.created()
+    image_id = run.store.put_image(image_config.marshal(image), state.chain)
+    for tag in run.options.tags:
+        run.store.tag(tag, image_id)
+    from builder.explain.records import save_build
+
+    save_build(run.store, image_id, run.steps)
+    return BuildResult(image_id=image_id, steps=run.steps, tags=list(run.options.tags))

@@ -1,0 +1,59 @@
+"""What a build is asked to do, and what it produced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Output:
+    """One ``-o type=...,dest=...`` request."""
+
+    type: str
+    dest: str = ""
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BuildOptions:
+    context: Path | None
+    dockerfile: Path | None = None          # None: <context>/Dockerfile
+    dockerfile_text: bytes | None = None    # a Dockerfile given on stdin
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    network: str = "host"
+    labels: dict[str, str] = field(default_factory=dict)
+    platform: str = "linux/amd64"
+    outputs: list[Output] = field(default_factory=list)
+    compression: str = "gzip"
+    source_date_epoch: int | None = None
+    iidfile: str | None = None
+    metadata_file: str | None = None
+
+
+@dataclass
+class StepRecord:
+    """What one step did; ``explain`` shows these."""
+
+    stage: str
+    index: int
+    instruction: str
+    line: int
+    layer: str | None = None          # chain ID of the layer it made, if any
+    cached: bool = False
+    added: int = 0
+    modified: int = 0
+    deleted: int = 0
+    size: int = 0
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class BuildResult:
+    image_id: str
+    steps: list[StepRecord]
+    tags: list[str]

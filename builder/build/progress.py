@@ -1,0 +1,93 @@
+"""Build progress: plain lines for logs and CI, JSON events for machines, a live tty view.
+
+Every reporter has the same four calls: ``step`` (a step starts), ``output``
+(bytes the step printed), ``done`` (it ended) and ``message`` (a warning or
+note).  Reporters write to stderr, as BuildKit's do, so stdout stays free for
+``-q`` (the image ID) and ``-o -``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from typing import TextIO
+
+_TAIL = 10
+
+
+class Progress:
+    """Plain progress, one line per event, like ``--progress plain``."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self._number = 0
+        self._started = 0.0
+        self._partial = b""
+        self.tail: deque[str] = deque(maxlen=_TAIL)
+
+    def _write(self, text: str) -> None:
+        if not self.quiet:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def step(self, title: str) -> None:
+        self._number += 1
+        self._started = time.monotonic()
+        self.tail.clear()
+        self._partial = b""
+        self._write(f"#{self._number} {title}")
+
+    def output(self, data: bytes) -> None:
+        data = self._partial + data
+        *lines, self._partial = data.split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace").rstrip("\r")
+            self.tail.append(line)
+            self._write(f"#{self._number} {time.monotonic() - self._started:.3f} {line}")
+
+    def done(self, status: str = "DONE") -> None:
+        if self._partial:
+            self.output(b"\n")
+        elapsed = time.monotonic() - self._started
+        self._write(f"#{self._number} {status}" if status == "CACHED"
+                    else f"#{self._number} {status} {elapsed:.1f}s")
+
+    def message(self, text: str) -> None:
+        self._write(text)
+
+
+class JsonProgress(Progress):
+    """One JSON object per line: ``{"event": ..., "step": N, ...}``."""
+
+    def _event(self, **fields: object) -> None:
+        if not self.quiet:
+            self.stream.write(json.dumps(fields) + "\n")
+            self.stream.flush()
+
+    def step(self, title: str) -> None:
+        self._number += 1
+        self._started = time.monotonic()
+        self.tail.clear()
+        self._event(event="step", step=self._number, name=title)
+
+    def output(self, data: bytes) -> None:
+        text = data.decode(errors="replace")
+        self.tail.extend(text.splitlines())
+        self._event(event="output", step=self._number, data=text)
+
+    def done(self, status: str = "DONE") -> None:
+        self._event(event="done", step=self._number, status=status,
+                    seconds=round(time.monotonic() - self._started, 3))
+
+    def message(self, text: str) -> None:
+        self._event(event="message", text=text)
+
+
+def make_progress(mode: str, quiet: bool = False) -> Progress:
+    """``auto``/``tty``/``plain`` -> plain lines (the live tty view is not built yet); ``json``."""
+    if mode == "json":
+        return JsonProgress(quiet=quiet)
+    return Progress(quiet=quiet)

@@ -1,0 +1,369 @@
+"""The ``pybuild`` command line: parse arguments, call the library, print one-line errors.
+
+Every heavy import happens inside the command that needs it, so that
+``pybuild --help`` starts fast.  ``pybuild -t app .`` means ``pybuild build -t app .``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from builder import __version__
+from builder.errors import NotImplementedYet, PybuildError, UsageError
+
+# verb -> (summary, issue that builds it, or None when it exists)
+VERBS: dict[str, tuple[str, int | None]] = {
+    "build": ("build an image from a Dockerfile (the default verb)", None),
+    "explain": ("show what each step of a built image did and why it was cached", None),
+    "images": ("list images in the local store", None),
+    "inspect": ("show an image's config as JSON", None),
+    "history": ("show an image's history, like docker history", None),
+    "tag": ("give an image another name", None),
+    "rmi": ("remove image names (and the images nothing else names)", None),
+    "save": ("write images to a docker load-able / OCI archive", None),
+    "import": ("import a root filesystem tarball as a one-layer image", None),
+    "check": ("lint a Dockerfile with BuildKit's rules", None),
+    "debug": ("debugging aids: 'debug parse FILE' prints BuildKit's parse dump", None),
+    "load": ("load images from a docker-archive or OCI archive", 5),
+    "df": ("show space used by images, layers and cache", 5),
+    "prune": ("remove unused layers, blobs and cache", 5),
+    "pull": ("pull an image from a registry", 7),
+    "push": ("push an image to a registry", 7),
+    "login": ("store credentials for a registry", 7),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pybuild", description="A daemonless Dockerfile image builder.",
+        epilog="'pybuild -t app .' is short for 'pybuild build -t app .'.")
+    parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
+    parser.add_argument("--root", help="store directory (default /var/lib/pybuild as root, "
+                        "~/.local/share/pybuild otherwise; env PYBUILD_ROOT)")
+    parser.add_argument("--storage-driver", choices=("overlay", "vfs"), default="overlay",
+                        help="snapshot driver (vfs is not built yet)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    for verb, (summary, issue) in VERBS.items():
+        sub = verbs.add_parser(verb, help=summary + (f" [not built yet: issue {issue}]"
+                                                     if issue else ""))
+        _ARGUMENTS.get(verb, lambda p: p.add_argument("args", nargs="*"))(sub)
+    return parser
+
+
+def _build_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("context", help="context directory, or - for a Dockerfile on stdin")
+    p.add_argument("-t", "--tag", action="append", default=[], help="name[:tag] for the image")
+    p.add_argument("-f", "--file", help="Dockerfile (default CONTEXT/Dockerfile)")
+    p.add_argument("--build-arg", action="append", default=[], metavar="K=V")
+    p.add_argument("--target", help="build this stage (default: the last)")
+    p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
+    p.add_argument("--network", choices=("host", "none"), default="host")
+    p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument("--platform", default="linux/amd64")
+    p.add_argument("--progress", choices=("auto", "plain", "tty", "json"), default="auto")
+    p.add_argument("-o", "--output", action="append", default=[],
+                   metavar="type=docker|oci,dest=PATH")
+    p.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
+    p.add_argument("--iidfile", help="write the image ID to this file")
+    p.add_argument("--metadata-file", help="write build metadata (JSON) to this file")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+
+
+def _one(name: str, help_text: str) -> Callable[[argparse.ArgumentParser], None]:
+    return lambda p: p.add_argument(name, help=help_text)
+
+
+_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "build": _build_arguments,
+    "explain": _one("image", "image name or ID"),
+    "inspect": _one("image", "image name or ID"),
+    "history": _one("image", "image name or ID"),
+    "images": lambda p: p.add_argument("-q", "--quiet", action="store_true"),
+    "tag": lambda p: (p.add_argument("source"), p.add_argument("target")),
+    "rmi": lambda p: p.add_argument("images", nargs="+"),
+    "save": lambda p: (p.add_argument("-o", "--output", required=True),
+                       p.add_argument("--format", choices=("docker", "oci"), default="docker"),
+                       p.add_argument("images", nargs="+")),
+    "import": lambda p: (p.add_argument("tarball", help="rootfs tarball, or - for stdin"),
+                         p.add_argument("name", nargs="?"),
+                         p.add_argument("--platform", default="linux/amd64"),
+                         p.add_argument("-m", "--message", default="")),
+    "check": lambda p: (p.add_argument("path", nargs="?", default="Dockerfile")),
+    "debug": lambda p: (p.add_argument("what", choices=("parse",)), p.add_argument("path")),
+}
+
+
+def _with_default_verb(argv: list[str]) -> list[str]:
+    """Insert ``build`` when no verb is given (``pybuild -t app .``)."""
+    takes_value = {"--root", "--storage-driver"}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help", "--version"):
+            return argv
+        if arg in takes_value:
+            i += 2
+            continue
+        if arg.startswith("--") and "=" in arg.split(" ")[0] and arg.split("=")[0] in takes_value:
+            i += 1
+            continue
+        if arg == "--debug":
+            i += 1
+            continue
+        if arg in VERBS:
+            return argv
+        return [*argv[:i], "build", *argv[i:]]
+    return argv
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from builder.store import Store
+
+    return Store(args.root)
+
+
+def _resolve(store: Any, name: str) -> str:
+    image_id = store.resolve_image(name)
+    if image_id is None:
+        raise UsageError(f"image {name!r} not found in the local store ({store.root})")
+    return image_id
+
+
+def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not key:
+            raise UsageError(f"{flag} {value!r}: expected KEY=VALUE")
+        out[key] = val if sep else os.environ.get(key, "")
+    return out
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from builder.build.engine import build
+    from builder.build.options import BuildOptions, Output
+    from builder.build.progress import make_progress
+
+    outputs = []
+    for spec in args.output:
+        attrs = dict(item.partition("=")[::2] for item in spec.split(","))
+        outputs.append(Output(type=attrs.pop("type", "local"), dest=attrs.pop("dest", ""),
+                              attrs=attrs))
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    options = BuildOptions(
+        context=None if args.context == "-" else Path(args.context),
+        dockerfile=Path(args.file) if args.file else None,
+        dockerfile_text=sys.stdin.buffer.read() if args.context == "-" else None,
+        tags=args.tag, build_args=_pairs(args.build_arg, "--build-arg"), target=args.target,
+        no_cache=args.no_cache, network=args.network, labels=_pairs(args.label, "--label"),
+        platform=args.platform, outputs=outputs, compression=args.compression,
+        source_date_epoch=int(epoch) if epoch and epoch.isdigit() else None,
+        iidfile=args.iidfile, metadata_file=args.metadata_file)
+    if options.context is not None and not options.context.is_dir():
+        raise UsageError(f"context {args.context!r} is not a directory")
+    progress = make_progress(args.progress, quiet=args.quiet)
+    store = _store(args)
+    result = build(store, options, progress)
+    _write_outputs(store, result, outputs, args.compression)
+    if args.iidfile:
+        Path(args.iidfile).write_text(result.image_id)
+    if args.metadata_file:
+        Path(args.metadata_file).write_text(json.dumps(
+            {"containerimage.config.digest": result.image_id,
+             "image.name": ",".join(result.tags)}, indent=2))
+    if args.quiet:
+        print(result.image_id)
+    else:
+        progress.message(f"writing image {result.image_id}"
+                         + "".join(f"\nnaming to {t}" for t in result.tags))
+    return 0
+
+
+def _write_outputs(store: Any, result: Any, outputs: list[Any], compression: str) -> None:
+    from builder.image.archive import write_layout
+
+    for output in outputs:
+        if output.type in ("docker", "oci"):
+            if not output.dest:
+                raise UsageError(f"-o type={output.type} needs dest=PATH")
+            as_dir = output.attrs.get("tar", "true") == "false"
+            write_layout(store, [(result.image_id, result.tags)], output.dest,
+                         compression="none" if output.type == "docker" else compression,
+                         as_dir=as_dir)
+        else:
+            raise NotImplementedYet(f"-o type={output.type} is not built yet (issue 5)")
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from builder.explain.render import human_size
+
+    store = _store(args)
+    tags: dict[str, list[str]] = {}
+    for name, image_id in store.tags():
+        tags.setdefault(image_id, []).append(name)
+    if not args.quiet:
+        print(f"{'REPOSITORY':<30} {'TAG':<12} {'IMAGE ID':<14} {'SIZE':>9}")
+    for image_id, top, _created in store.images():
+        if args.quiet:
+            print(image_id[7:19])
+            continue
+        size = sum(r.size for r in store.chain(top))
+        for name in tags.get(image_id, ["<none>:<none>"]):
+            repo, _, tag = name.rpartition(":")
+            print(f"{repo:<30} {tag:<12} {image_id[7:19]:<14} {human_size(size):>9}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    store = _store(args)
+    image_id = _resolve(store, args.image)
+    config = store.image_config(image_id)
+    tags = [name for name, iid in store.tags() if iid == image_id]
+    doc = {"Id": image_id, "RepoTags": tags, "Created": config.get("created"),
+           "Author": config.get("author", ""), "Architecture": config.get("architecture"),
+           "Os": config.get("os"), "Config": config.get("config", {}),
+           "RootFS": {"Type": "layers", "Layers": config.get("rootfs", {}).get("diff_ids", [])},
+           "Size": sum(r.size for r in store.chain(store.image_top_chain(image_id)))}
+    print(json.dumps([doc], indent=4))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from builder.explain.render import human_size
+
+    store = _store(args)
+    image_id = _resolve(store, args.image)
+    config = store.image_config(image_id)
+    layers = store.chain(store.image_top_chain(image_id))
+    sizes = iter(r.size for r in layers)
+    rows = []
+    for entry in config.get("history", []):
+        size = 0 if entry.get("empty_layer") else next(sizes, 0)
+        rows.append((entry.get("created", ""), entry.get("created_by", ""), size,
+                     entry.get("comment", "")))
+    print(f"{'CREATED':<22} {'CREATED BY':<60} {'SIZE':>9}  COMMENT")
+    for created, created_by, size, comment in reversed(rows):
+        shown = created_by if len(created_by) <= 60 else created_by[:57] + "..."
+        print(f"{created[:19]:<22} {shown:<60} {human_size(size):>9}  {comment}")
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    store = _store(args)
+    store.tag(args.target, _resolve(store, args.source))
+    return 0
+
+
+def cmd_rmi(args: argparse.Namespace) -> int:
+    store = _store(args)
+    for name in args.images:
+        if not store.untag(name):
+            raise UsageError(f"image {name!r} not found in the local store ({store.root})")
+        print(f"Untagged: {name}")
+    return 0
+
+
+def cmd_save(args: argparse.Namespace) -> int:
+    from builder.image.archive import write_layout
+
+    store = _store(args)
+    images: dict[str, list[str]] = {}
+    for name in args.images:
+        image_id = _resolve(store, name)
+        tags = images.setdefault(image_id, [])
+        if store.resolve_image(name) == image_id and not name.startswith("sha256:"):
+            from builder.store.store import normalize_tag
+
+            tags.append(normalize_tag(name))
+    write_layout(store, list(images.items()), args.output,
+                 compression="none" if args.format == "docker" else "gzip")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from builder.image.importer import import_tarball
+
+    store = _store(args)
+    print(import_tarball(store, args.tarball, args.name, platform=args.platform,
+                         message=args.message))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from builder.explain.records import load_build
+    from builder.explain.render import render
+
+    store = _store(args)
+    image_id = _resolve(store, args.image)
+    steps = load_build(store, image_id)
+    if steps is None:
+        raise UsageError(f"image {args.image!r} was not built by pybuild here: nothing to explain")
+    print(render(image_id, steps))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from builder.dockerfile import lint, parse_file
+
+    warnings = lint(parse_file(args.path))
+    for warning in warnings:
+        print(f"{args.path}:{warning.line}: {warning.rule}: {warning.message}")
+    return 1 if warnings else 0
+
+
+def cmd_debug(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from builder.dockerfile import debug_parse
+
+    try:
+        text = Path(args.path).read_bytes()
+    except OSError as err:
+        raise UsageError(f"{args.path}: {err.strerror}") from None
+    sys.stdout.write(debug_parse(text, args.path) + "\n")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "build": cmd_build, "images": cmd_images, "inspect": cmd_inspect, "history": cmd_history,
+    "tag": cmd_tag, "rmi": cmd_rmi, "save": cmd_save, "import": cmd_import,
+    "explain": cmd_explain, "check": cmd_check, "debug": cmd_debug,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if not raw:
+        parser.print_help()
+        return 2
+    args = parser.parse_args(_with_default_verb(raw))
+    try:
+        handler = COMMANDS.get(args.verb)
+        if handler is None:
+            issue = VERBS[args.verb][1]
+            raise NotImplementedYet(f"'pybuild {args.verb}' is not built yet (planned in "
+                                    f"issue {issue})")
+        return handler(args)
+    except PybuildError as err:
+        if args.debug:
+            raise
+        print(f"pybuild: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("pybuild: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

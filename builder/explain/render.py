@@ -1,0 +1,35 @@
+"""Render ``pybuild explain``: a table of steps, the layers they made and what changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1000
+    return f"{size:.1f}GB"
+
+
+def render(image_id: str, steps: list[dict[str, Any]]) -> str:
+    lines = [f"image {image_id}", ""]
+    header = f"{'STEP':<14} {'LAYER':<14} {'CACHE':<6} {'ADDED':>6} {'CHANGED':>8} " \
+             f"{'DELETED':>8} {'SIZE':>9} {'TIME':>7}  INSTRUCTION"
+    lines.append(header)
+    layers = 0
+    for step in steps:
+        layer = step["layer"][7:19] if step.get("layer") else "-"
+        layers += bool(step.get("layer"))
+        where = f"{step['stage']}:{step['index']}"
+        lines.append(
+            f"{where:<14} {layer:<14} {'hit' if step.get('cached') else 'miss':<6} "
+            f"{step.get('added', 0):>6} {step.get('modified', 0):>8} {step.get('deleted', 0):>8} "
+            f"{human_size(step.get('size', 0)):>9} {step.get('seconds', 0):>6.2f}s  "
+            f"{step['instruction']}")
+        if step.get("note"):
+            lines.append(f"{'':<14} {step['note']}")
+    lines += ["", f"{layers} of {len(steps)} steps made a layer; the others changed only the "
+              "image config."]
+    return "\n".join(lines)

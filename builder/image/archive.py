@@ -1,0 +1,214 @@
+"""Write images as an OCI image layout (tar or directory) with a Docker manifest.json.
+
+One format serves every consumer: ``index.json`` + ``blobs/`` make it an OCI
+layout (skopeo, umoci, podman), and ``manifest.json`` makes the same archive
+loadable by ``docker load`` (as ``docker save`` itself writes since Docker 25).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import StoreError, UsageError
+from builder.image.config import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST, go_json
+from builder.store.store import LayerBlobRecord, Store
+
+MEDIA_LAYER = {
+    "none": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+_EPOCH = 0  # archive member mtimes: fixed, so the same images give the same archive
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+
+    def to_json(self) -> dict:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
+@dataclass(frozen=True)
+class LayerOut:
+    """How one layer goes into an archive: an existing blob, or a tar streamed from its dir."""
+
+    descriptor: Descriptor
+    chain_id: str
+    blob: Path | None
+
+
+def layer_for_export(store: Store, chain_id: str, compression: str) -> LayerOut:
+    """Pick or make the blob for a layer, compressing lazily and remembering the result."""
+    record = store.layer(chain_id)
+    blobs = {b.compression: b for b in store.layer_blobs(record.diff_id)}
+    chosen = blobs.get(compression) or (next(iter(blobs.values())) if blobs else None)
+    if chosen is not None:
+        return LayerOut(Descriptor(chosen.media_type, chosen.digest, chosen.size), chain_id,
+                        store.blob_path(chosen.digest))
+    if compression == "none":
+        return LayerOut(Descriptor(MEDIA_LAYER["none"], record.diff_id, record.size), chain_id,
+                        None)
+    from builder.layers.compress import compress_layer
+
+    work = store.tmp_dir("compress")
+    try:
+        path = work.path / "blob"
+        with open(path, "wb") as out:
+            blob = compress_layer(store.layer_dir(chain_id), out, compression,  # type: ignore[arg-type]
+                                  **store.layer_tar_options(chain_id))
+        if blob.diff_id != record.diff_id:
+            raise StoreError(f"layer {chain_id}: contents changed on disk "
+                             f"(diff_id {blob.diff_id}, recorded {record.diff_id})")
+        with open(path, "rb") as src:
+            store.put_blob_stream(src, expected=blob.digest)
+    finally:
+        work.release()
+    store.record_layer_blob(LayerBlobRecord(record.diff_id, compression, blob.digest,
+                                            blob.size, blob.media_type))
+    return LayerOut(Descriptor(blob.media_type, blob.digest, blob.size), chain_id,
+                    store.blob_path(blob.digest))
+
+
+class _Sink:
+    """Where archive members go: a tar stream or a directory."""
+
+    def __init__(self, dest: str, as_dir: bool):
+        self.as_dir = as_dir
+        self.seen: set[str] = set()
+        if as_dir:
+            self.root = Path(dest)
+            (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+            self.tar = None
+        else:
+            self.file: BinaryIO = (os.fdopen(os.dup(1), "wb") if dest == "-"
+                                   else open(dest, "wb"))  # noqa: SIM115
+            self.tar = tarfile.open(fileobj=self.file, mode="w|", format=tarfile.PAX_FORMAT)
+
+    def add(self, name: str, size: int, write: Callable[[BinaryIO], None]) -> None:
+        if name in self.seen:
+            return
+        self.seen.add(name)
+        if self.tar is None:
+            with open(self.root / name, "wb") as out:
+                write(out)
+            return
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, _EPOCH, 0o644
+        self.tar.addfile(info)  # header only; the body is streamed below
+        written = _CountingWriter(self.tar.fileobj)  # type: ignore[arg-type]
+        write(written)
+        if written.count != size:
+            raise StoreError(f"archive member {name}: wrote {written.count} bytes, "
+                             f"expected {size}")
+        blocks, remainder = divmod(size, tarfile.BLOCKSIZE)
+        if remainder:
+            self.tar.fileobj.write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))  # type: ignore[union-attr]
+            blocks += 1
+        self.tar.offset += blocks * tarfile.BLOCKSIZE
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self.add(name, len(data), lambda out: out.write(data))
+
+    def close(self) -> None:
+        if self.tar is not None:
+            self.tar.close()
+            self.file.close()
+
+
+class _CountingWriter(io.RawIOBase):
+    def __init__(self, target: BinaryIO):
+        self.target = target
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def, override]
+        self.target.write(data)
+        self.count += len(data)
+        return len(data)
+
+
+def _blob_name(digest: str) -> str:
+    return "blobs/sha256/" + digest.split(":", 1)[1]
+
+
+def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: str, *,
+                 compression: str = "none", as_dir: bool = False) -> list[Descriptor]:
+    """Write ``(image_id, tags)`` pairs to ``dest``; returns each image's manifest descriptor."""
+    if compression not in MEDIA_LAYER:
+        raise UsageError(f"unknown compression {compression!r}: use gzip, zstd or none")
+    sink = _Sink(dest, as_dir)
+    index: list[dict] = []
+    docker_manifest: list[dict] = []
+    results: list[Descriptor] = []
+    try:
+        sink.add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        for image_id, tags in images:
+            config = store.read_blob(image_id)
+            layers = [layer_for_export(store, record.chain_id, compression)
+                      for record in store.chain(store.image_top_chain(image_id))]
+            for layer in layers:
+                _add_layer(store, sink, layer)
+            sink.add_bytes(_blob_name(image_id), config)
+            manifest = go_json({
+                "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+                "config": Descriptor(MEDIA_CONFIG, image_id, len(config)).to_json(),
+                "layers": [layer.descriptor.to_json() for layer in layers]})
+            digest = store.put_blob(manifest)
+            sink.add_bytes(_blob_name(digest), manifest)
+            descriptor = Descriptor(MEDIA_MANIFEST, digest, len(manifest))
+            results.append(descriptor)
+            for tag in tags or [None]:
+                entry = descriptor.to_json()
+                if tag:
+                    entry["annotations"] = {"io.containerd.image.name": _full_name(tag),
+                                            "org.opencontainers.image.ref.name":
+                                                tag.rsplit(":", 1)[1]}
+                index.append(entry)
+            docker_manifest.append({"Config": _blob_name(image_id),
+                                    "RepoTags": list(tags) or None,
+                                    "Layers": [_blob_name(layer.descriptor.digest)
+                                               for layer in layers]})
+        sink.add_bytes("index.json", go_json({"schemaVersion": 2, "mediaType": MEDIA_INDEX,
+                                              "manifests": index}))
+        sink.add_bytes("manifest.json", go_json(docker_manifest))
+    finally:
+        sink.close()
+    return results
+
+
+def _add_layer(store: Store, sink: _Sink, layer: LayerOut) -> None:
+    name = _blob_name(layer.descriptor.digest)
+    if layer.blob is not None:
+        def copy_blob(out: BinaryIO) -> None:
+            with open(layer.blob, "rb") as src:  # type: ignore[arg-type]
+                shutil.copyfileobj(src, out, 1 << 20)
+        sink.add(name, layer.descriptor.size, copy_blob)
+        return
+    from builder.layers.tar_write import write_layer_tar
+
+    def stream_tar(out: BinaryIO) -> None:
+        write_layer_tar(store.layer_dir(layer.chain_id), out,
+                        **store.layer_tar_options(layer.chain_id))
+    sink.add(name, layer.descriptor.size, stream_tar)
+
+
+def _full_name(tag: str) -> str:
+    """Docker's fully qualified form of a familiar name (``app:1`` -> ``docker.io/library/app:1``)."""
+    first = tag.split("/", 1)[0]
+    if "/" in tag and ("." in first or ":" in first or first == "localhost"):
+        return tag
+    if "/" not in tag:
+        return f"docker.io/library/{tag}"
+    return f"docker.io/{tag}"

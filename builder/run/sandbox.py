@@ -1,0 +1,358 @@
+"""Run one RUN command in namespaces over a snapshot, after pivot_root.
+
+Process tree (mkosi's sandbox and runc have the same shape)::
+
+    pybuild ──fork──> setup child: unshare(mount, pid, ipc, uts[, net]); mount the
+                      overlay; read /etc/passwd as text; fork
+                        └──> PID 1 of the new PID namespace: /proc, /dev, hosts,
+                             resolv.conf; pivot_root; drop to USER; close fds; execve
+
+Nothing is ever unmounted by hand: the mounts live in the setup child's mount
+namespace and vanish with it.  Mount-point stubs the image lacks (/proc, /dev,
+/sys, /etc/hosts, /etc/resolv.conf) come from an "init" lower layer above the
+image's layers, so they never land in the step's upper dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import signal
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder import syscalls
+from builder.errors import BuildError, SandboxError
+from builder.snapshot.overlay import Snapshot
+
+HOSTNAME = "buildkitsandbox"
+HOSTS = (f"127.0.0.1\tlocalhost {HOSTNAME}\n"
+         "::1\tlocalhost ip6-localhost ip6-loopback\n")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+_STUB_DIRS = ("proc", "sys", "dev")
+_STUB_FILES = ("etc/hosts", "etc/resolv.conf")
+_SETUP_FAILED = 125
+_NOT_FOUND = 127
+_MAX_SYMLINKS = 40
+
+
+@dataclass
+class RunSpec:
+    argv: list[str]
+    env: list[str] = field(default_factory=list)
+    cwd: str = "/"
+    user: str = ""
+    network: str = "host"
+    hostname: str = HOSTNAME
+
+
+@dataclass
+class Identity:
+    uid: int = 0
+    gid: int = 0
+    groups: list[int] = field(default_factory=list)
+
+
+# -- reading the image's files with chroot semantics ----------------------
+def resolve_in_root(root: str, path: str) -> str | None:
+    """The host path of ``path`` inside ``root``, following symlinks as if chrooted.
+
+    Returns None if a component is missing.  ``..`` stops at the root and an
+    absolute link target restarts there, so the result never leaves ``root``.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > _MAX_SYMLINKS:
+                raise SandboxError(f"too many levels of symbolic links in {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _read_table(root: str, path: str) -> list[list[str]]:
+    host_path = resolve_in_root(root, path)
+    if host_path is None or not os.path.isfile(host_path):
+        return []
+    with open(host_path, encoding="utf-8", errors="replace") as table:
+        return [line.rstrip("\n").split(":") for line in table
+                if line.strip() and not line.startswith("#")]
+
+
+def resolve_user(root: str, user: str) -> Identity:
+    """Resolve USER ``name|uid[:group|gid]`` against the image's passwd and group files.
+
+    Only text is read (never NSS), as Docker and BuildKit do.
+    """
+    if not user:
+        user = "0"
+    name, _, group = user.partition(":")
+    passwd = _read_table(root, "/etc/passwd")
+    groups = _read_table(root, "/etc/group")
+    entry = next((e for e in passwd if len(e) >= 4 and name in (e[0], e[2])), None)
+    if entry is not None and (entry[0] == name or name.isdigit()):
+        uid, gid, username = int(entry[2]), int(entry[3]), entry[0]
+    elif name.isdigit():
+        uid, gid, username = int(name), 0, None
+    else:
+        raise BuildError(f"unable to find user {name}: no matching entries in passwd file")
+    if group:
+        match = next((g for g in groups if len(g) >= 3 and group in (g[0], g[2])), None)
+        if match is not None and (match[0] == group or group.isdigit()):
+            gid = int(match[2])
+        elif group.isdigit():
+            gid = int(group)
+        else:
+            raise BuildError(f"unable to find group {group}: no matching entries in group file")
+    extra: list[int] = []
+    if username is not None and not group:
+        extra = [int(g[2]) for g in groups
+                 if len(g) >= 4 and username in g[3].split(",") and g[2].isdigit()]
+    for value in (uid, gid, *extra):
+        if not 0 <= value < 2**32 - 1:
+            raise BuildError(f"user {user}: id {value} out of range")
+    return Identity(uid, gid, sorted({gid, *extra}))
+
+
+# -- the setup child and PID 1 --------------------------------------------
+def _plain(path: str, want_dir: bool) -> bool:
+    """True if ``path`` exists and is a real directory (or regular file), not a link."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)
+
+
+def _make_init_layer(merged: str, init: Path) -> None:
+    """Create, in ``init``, the mount-point stubs that the image at ``merged`` lacks."""
+    init.mkdir(exist_ok=True)
+    for name in _STUB_DIRS:
+        if not os.path.lexists(os.path.join(merged, name)):
+            (init / name).mkdir(mode=0o755)
+    etc = os.path.join(merged, "etc")
+    if not os.path.lexists(etc):
+        (init / "etc").mkdir(mode=0o755)
+    for name in _STUB_FILES:
+        if not os.path.lexists(os.path.join(merged, name)) and (
+                not os.path.lexists(etc) or _plain(etc, want_dir=True)):
+            (init / "etc").mkdir(mode=0o755, exist_ok=True)
+            (init / name).touch(mode=0o644)
+    if (init / "etc").exists():
+        # The stub /etc must not change the image's /etc as seen in the merged view.
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(etc)
+            os.chown(init / "etc", st.st_uid, st.st_gid)
+            os.chmod(init / "etc", stat.S_IMODE(st.st_mode))
+            os.utime(init / "etc", ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _setup_dev(dev: str) -> None:
+    syscalls.mount("tmpfs", dev, "tmpfs", syscalls.MS_NOSUID, "mode=755,size=65536k")
+    for name in _DEVICES:
+        host = os.stat(f"/dev/{name}")
+        target = os.path.join(dev, name)
+        try:
+            os.mknod(target, 0o666 | stat.S_IFCHR, host.st_rdev)
+            os.chmod(target, 0o666)
+        except PermissionError:
+            open(target, "w").close()  # noqa: SIM115 - a bind-mount point
+            syscalls.mount(f"/dev/{name}", target, None, syscalls.MS_BIND)
+    os.mkdir(os.path.join(dev, "pts"))
+    syscalls.mount("devpts", os.path.join(dev, "pts"), "devpts",
+                   syscalls.MS_NOSUID | syscalls.MS_NOEXEC,
+                   "newinstance,ptmxmode=0666,mode=0620")
+    os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
+    os.mkdir(os.path.join(dev, "shm"))
+    syscalls.mount("shm", os.path.join(dev, "shm"), "tmpfs",
+                   syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
+                   "mode=1777,size=65536k")
+    for index, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{index}", os.path.join(dev, name))
+    os.symlink("/proc/self/fd", os.path.join(dev, "fd"))
+
+
+def _bind_file(source: str, target: str) -> None:
+    syscalls.mount(source, target, None, syscalls.MS_BIND)
+    syscalls.mount(None, target, None,
+                   syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+
+
+def _find_program(argv0: str, env: list[str]) -> str | None:
+    if "/" in argv0:
+        return argv0
+    path = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", argv0)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
+          err_fd: int) -> None:
+    """Runs as PID 1 of the new PID namespace; never returns."""
+    try:
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        proc = os.path.join(merged, "proc")
+        if not _plain(proc, want_dir=True):
+            raise SandboxError("/proc in the image is not a directory")
+        syscalls.mount("proc", proc, "proc",
+                       syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
+        if _plain(os.path.join(merged, "dev"), want_dir=True):
+            _setup_dev(os.path.join(merged, "dev"))
+        if _plain(os.path.join(merged, "sys"), want_dir=True):
+            with contextlib.suppress(OSError):
+                syscalls.mount("sysfs", os.path.join(merged, "sys"), "sysfs",
+                               syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV
+                               | syscalls.MS_NOEXEC)
+        if _plain(os.path.join(merged, "etc"), want_dir=True):
+            for name in ("hosts", "resolv.conf"):
+                target = os.path.join(merged, "etc", name)
+                if _plain(target, want_dir=False):
+                    _bind_file(str(files / name), target)
+        syscalls.sethostname(spec.hostname)
+        os.chdir(merged)
+        syscalls.pivot_root(".", ".")
+        syscalls.umount2(".", syscalls.MNT_DETACH)
+        os.chdir("/")
+        os.setgroups(ident.groups)
+        os.setgid(ident.gid)
+        os.setuid(ident.uid)
+        try:
+            os.chdir(spec.cwd)
+        except OSError as err:
+            raise SandboxError(f"cannot enter working directory {spec.cwd}: "
+                               f"{err.strerror}") from None
+        program = _find_program(spec.argv[0], spec.env)
+        if program is None:
+            os.write(err_fd, f"exec: \"{spec.argv[0]}\": executable file not found in "
+                     "$PATH".encode())
+            os._exit(_NOT_FOUND)
+        os.closerange(3, err_fd)
+        os.closerange(err_fd + 1, 65536)
+        os.execve(program, spec.argv, dict(e.split("=", 1) for e in spec.env))
+    except SandboxError as err:
+        os.write(err_fd, str(err).encode())
+    except OSError as err:
+        os.write(err_fd, f"{err.strerror or err}: {err.filename or ''}".encode())
+        os._exit(_NOT_FOUND if err.errno in (errno.ENOENT, errno.EACCES) else _SETUP_FAILED)
+    except BaseException as err:  # noqa: BLE001 - must not return into the caller's code
+        os.write(err_fd, repr(err).encode())
+    os._exit(_SETUP_FAILED)
+
+
+def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int) -> None:
+    """The setup child: namespaces, overlay mount, then PID 1.  Never returns."""
+    status = _SETUP_FAILED
+    try:
+        syscalls.set_parent_death_signal(signal.SIGKILL)
+        flags = (syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWIPC
+                 | syscalls.CLONE_NEWUTS)
+        if spec.network == "none":
+            flags |= syscalls.CLONE_NEWNET
+        syscalls.unshare(flags)
+        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+        merged = str(snapshot.work.path / "merged")
+        snapshot.mount(merged, readonly=True)
+        _make_init_layer(merged, snapshot.work.path / "init")
+        ident = resolve_user(merged, spec.user)
+        syscalls.umount2(merged)
+        snapshot.extra_lowers = [snapshot.work.path / "init"]
+        snapshot.mount(merged)
+        if spec.network == "none":
+            with contextlib.suppress(OSError):
+                os.system("ip link set lo up >/dev/null 2>&1")  # noqa: S605
+        pid = os.fork()
+        if pid == 0:
+            syscalls.set_parent_death_signal(signal.SIGKILL)
+            _pid1(merged, spec, ident, snapshot.work.path / "files", out_fd, err_fd)
+        os.close(out_fd)
+        _, wait_status = os.waitpid(pid, 0)
+        status = os.waitstatus_to_exitcode(wait_status)
+        if status < 0:
+            status = 128 - status
+    except (SandboxError, BuildError) as err:
+        os.write(err_fd, str(err).encode())
+    except OSError as err:
+        os.write(err_fd, f"{err.strerror or err}: {err.filename or ''}".encode())
+    except BaseException as err:  # noqa: BLE001
+        os.write(err_fd, repr(err).encode())
+    os._exit(status)
+
+
+def run_step(snapshot: Snapshot, spec: RunSpec, output: Callable[[bytes], None]) -> int:
+    """Run ``spec`` over ``snapshot``; stream its output to ``output``; return its exit code.
+
+    A failure to set up the sandbox raises ``SandboxError``; the command's own
+    failure is its non-zero exit code.
+    """
+    files = snapshot.work.path / "files"
+    files.mkdir(exist_ok=True)
+    (files / "hosts").write_text(HOSTS)
+    try:
+        (files / "resolv.conf").write_bytes(Path("/etc/resolv.conf").read_bytes())
+    except OSError:
+        (files / "resolv.conf").write_text("")
+    (snapshot.work.path / "merged").mkdir(exist_ok=True)
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(out_read)
+        os.close(err_read)
+        _setup_child(snapshot, spec, out_write, err_write)
+    os.close(out_write)
+    os.close(err_write)
+    try:
+        _pump(out_read, output)
+        with os.fdopen(err_read, "rb") as err_pipe:
+            setup_error = err_pipe.read().decode(errors="replace")
+        _, wait_status = os.waitpid(pid, 0)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(out_read)
+    code = os.waitstatus_to_exitcode(wait_status)
+    if setup_error:
+        if code == _NOT_FOUND:
+            raise BuildError(setup_error)
+        raise SandboxError(f"RUN sandbox: {setup_error}")
+    return code
+
+
+def _pump(fd: int, output: Callable[[bytes], None]) -> None:
+    while True:
+        select.select([fd], [], [])
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
+        output(chunk)

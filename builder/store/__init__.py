@@ -1,0 +1,17 @@
+"""The local store: content-addressed blobs, layer directories and metadata.
+
+Owns everything under the store root (``/var/lib/pybuild`` as root,
+``~/.local/share/pybuild`` otherwise, or ``--root``/``PYBUILD_ROOT``):
+
+    pybuild.db              SQLite (WAL): layers, images, tags, blob map, cache, build records
+    blobs/sha256/<hex>      write-once blobs (configs, compressed layers), verified on read
+    layers/<chain-hex>/diff layer contents in overlay format, shared, never copied
+    l/<short>               short symlinks to layer diffs, for overlay's one-page option limit
+    tmp/<name>/             work in progress, owned by a live process via flock; swept otherwise
+
+Imports only builder.errors, builder.layers and the standard library.
+"""
+
+from builder.store.store import Store, default_root
+
+__all__ = ["Store", "default_root"]

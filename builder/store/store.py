@@ -1,0 +1,411 @@
+"""The Store object: blobs, layers, images and tags under one root directory."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import DigestMismatch, StoreError
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS layers (
+    chain_id TEXT PRIMARY KEY,
+    diff_id TEXT NOT NULL,
+    parent TEXT,
+    size INTEGER NOT NULL,
+    short TEXT NOT NULL UNIQUE,
+    epoch INTEGER,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS layer_blobs (
+    diff_id TEXT NOT NULL,
+    compression TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    PRIMARY KEY (diff_id, compression)
+);
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,
+    top_chain TEXT,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tags (
+    name TEXT PRIMARY KEY,
+    image_id TEXT NOT NULL REFERENCES images(id)
+);
+"""
+
+
+def default_root() -> Path:
+    """Where the store lives unless ``--root`` or ``PYBUILD_ROOT`` says otherwise."""
+    if env := os.environ.get("PYBUILD_ROOT"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/pybuild")
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(data) / "pybuild"
+
+
+def check_digest(digest: str) -> str:
+    """Validate a digest before it is used in any path (catalogue §0.6)."""
+    if not _DIGEST.match(digest):
+        raise StoreError(f"invalid digest {digest!r}: want sha256:<64 hex digits>")
+    return digest
+
+
+def chain_id_of(parent: str | None, diff_id: str) -> str:
+    """OCI ChainID: the diff_id for a base layer, else sha256(parent + " " + diff_id)."""
+    if parent is None:
+        return diff_id
+    return "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+
+
+def normalize_tag(name: str) -> str:
+    """``app`` -> ``app:latest``; a name that has a tag or digest is kept."""
+    if "@" in name:
+        return name
+    last = name.rsplit("/", 1)[-1]
+    return name if ":" in last else f"{name}:latest"
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    chain_id: str
+    diff_id: str
+    parent: str | None
+    size: int
+    short: str
+
+
+@dataclass(frozen=True)
+class LayerBlobRecord:
+    diff_id: str
+    compression: str
+    digest: str
+    size: int
+    media_type: str
+
+
+class TmpDir:
+    """A scratch directory under ``tmp/`` that lives while this process holds its lock."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.mkdir(mode=0o700)
+        self._lock_fd = os.open(path.parent / f"{path.name}.lock",
+                                os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._lock_fd < 0:
+            return
+        if self.path.exists():
+            _remove_tree(self.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path.parent / f"{self.path.name}.lock")
+        os.close(self._lock_fd)
+        self._lock_fd = -1
+
+    def detach(self) -> None:
+        """Forget the directory (it was renamed away) and drop the lock."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path.parent / f"{self.path.name}.lock")
+        os.close(self._lock_fd)
+        self._lock_fd = -1
+
+
+def _remove_tree(path: Path) -> None:
+    # overlay work dirs contain a mode-000 "work" dir; make everything removable first.
+    def onerror(func, failed, exc_info):  # type: ignore[no-untyped-def]
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(failed), 0o700)
+            os.chmod(failed, 0o700)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            func(failed)
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+class Store:
+    """The local store.  Cheap to construct; the database opens on first use."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None):
+        self.root = Path(root) if root is not None else default_root()
+        self._db: sqlite3.Connection | None = None
+
+    # -- setup ---------------------------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            for sub in ("blobs/sha256", "layers", "l", "tmp"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            os.chmod(self.root, 0o711)
+            conn = sqlite3.connect(self.root / "pybuild.db", timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            self._db = conn
+            self.sweep()
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _store_lock(self) -> Iterator[None]:
+        """Serialises layer commits against the sweeper, across processes."""
+        fd = os.open(self.root / "lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def sweep(self) -> None:
+        """Remove what a dead process left half-done: unlocked tmp dirs, unrecorded layers."""
+        tmp = self.root / "tmp"
+        for lock in tmp.glob("*.lock"):
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its owner is alive
+            else:
+                work = tmp / lock.name[: -len(".lock")]
+                if work.exists():
+                    _remove_tree(work)
+                lock.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        for entry in tmp.iterdir():
+            if not entry.name.endswith(".lock") and not (tmp / f"{entry.name}.lock").exists():
+                _remove_tree(entry)
+        with self._store_lock():
+            known = {row[0].split(":", 1)[1] for row in
+                     self.db.execute("SELECT chain_id FROM layers")}
+            for entry in (self.root / "layers").iterdir():
+                if entry.name not in known:
+                    _remove_tree(entry)
+            for link in (self.root / "l").iterdir():
+                if not link.exists():
+                    link.unlink()
+
+    def tmp_dir(self, prefix: str = "work") -> TmpDir:
+        self.db  # noqa: B018 - make sure the layout exists
+        name = f"{prefix}-{os.getpid()}-{secrets.token_hex(6)}"
+        return TmpDir(self.root / "tmp" / name)
+
+    # -- blobs ---------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / "sha256" / check_digest(digest).split(":", 1)[1]
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).exists()
+
+    def put_blob(self, data: bytes, expected: str | None = None) -> str:
+        self.db  # noqa: B018 - make sure the layout exists
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if expected is not None and expected != digest:
+            raise DigestMismatch(f"blob content is {digest}, expected {expected}")
+        path = self.blob_path(digest)
+        if not path.exists():
+            self._write_atomically(path, lambda f: f.write(data))
+        return digest
+
+    def put_blob_stream(self, src: BinaryIO, expected: str | None = None) -> tuple[str, int]:
+        """Stream ``src`` into the blob store; verify against ``expected`` before it lands."""
+        self.db  # noqa: B018
+        tmp = self.root / "blobs" / f".incoming-{os.getpid()}-{secrets.token_hex(6)}"
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as out:
+                while chunk := src.read(_CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = "sha256:" + hasher.hexdigest()
+            if expected is not None and digest != check_digest(expected):
+                raise DigestMismatch(f"blob content is {digest}, expected {expected}")
+            os.rename(tmp, self.blob_path(digest))
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest, size
+
+    def _write_atomically(self, path: Path, write) -> None:  # type: ignore[no-untyped-def]
+        tmp = path.with_name(f".incoming-{os.getpid()}-{secrets.token_hex(6)}")
+        try:
+            with open(tmp, "wb") as out:
+                write(out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.rename(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read_blob(self, digest: str) -> bytes:
+        """Read a whole (small) blob and verify it against its digest."""
+        try:
+            data = self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest} is not in the store") from None
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise DigestMismatch(f"blob {digest} in the store is corrupt")
+        return data
+
+    # -- layers --------------------------------------------------------------
+    def layer(self, chain_id: str) -> LayerRecord:
+        row = self.db.execute(
+            "SELECT chain_id, diff_id, parent, size, short FROM layers WHERE chain_id = ?",
+            (chain_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"layer {chain_id} is not in the store")
+        return LayerRecord(*row)
+
+    def has_layer(self, chain_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM layers WHERE chain_id = ?",
+                               (chain_id,)).fetchone() is not None
+
+    def layer_dir(self, chain_id: str) -> Path:
+        return self.root / "layers" / check_digest(chain_id).split(":", 1)[1] / "diff"
+
+    def chain(self, top: str | None) -> list[LayerRecord]:
+        """The layers of a chain, base first."""
+        records: list[LayerRecord] = []
+        while top is not None:
+            record = self.layer(top)
+            records.append(record)
+            top = record.parent
+        records.reverse()
+        return records
+
+    def lower_dirs(self, top: str | None) -> list[Path]:
+        """Layer dirs of a chain, topmost first, as overlay's lowerdir wants them."""
+        return [self.layer_dir(r.chain_id) for r in reversed(self.chain(top))]
+
+    def short_links(self, top: str | None) -> list[str]:
+        """Short link names under ``l/`` for a chain, topmost first."""
+        return [r.short for r in reversed(self.chain(top))]
+
+    def layer_tar_options(self, chain_id: str) -> dict:
+        """The arguments that make ``write_layer_tar`` reproduce this layer's diff_id."""
+        row = self.db.execute("SELECT parent, epoch FROM layers WHERE chain_id = ?",
+                              (chain_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"layer {chain_id} is not in the store")
+        return {"lowers": self.lower_dirs(row[0]), "source_date_epoch": row[1]}
+
+    def commit_layer(self, parent: str | None, work: TmpDir, diff_id: str, size: int,
+                     epoch: int | None = None) -> str:
+        """Move ``work.path/diff`` into the store as the layer on top of ``parent``.
+
+        A rename, never a copy.  If the same layer already exists, ours is dropped.
+        ``epoch`` is the SOURCE_DATE_EPOCH the diff_id was computed with.
+        """
+        chain_id = chain_id_of(parent, diff_id)
+        with self._store_lock():
+            if self.has_layer(chain_id):
+                work.release()
+                return chain_id
+            for leftover in work.path.iterdir():
+                if leftover.name != "diff":
+                    _remove_tree(leftover)
+            final = self.root / "layers" / chain_id.split(":", 1)[1]
+            os.rename(work.path, final)
+            work.detach()
+            short = secrets.token_hex(5)
+            os.symlink(f"../layers/{final.name}/diff", self.root / "l" / short)
+            with self.transaction() as db:
+                db.execute("INSERT INTO layers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (chain_id, diff_id, parent, size, short, epoch, time.time()))
+        return chain_id
+
+    def record_layer_blob(self, record: LayerBlobRecord) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO layer_blobs VALUES (?, ?, ?, ?, ?)",
+                       (record.diff_id, record.compression, record.digest, record.size,
+                        record.media_type))
+
+    def layer_blobs(self, diff_id: str) -> list[LayerBlobRecord]:
+        rows = self.db.execute(
+            "SELECT diff_id, compression, digest, size, media_type FROM layer_blobs "
+            "WHERE diff_id = ?", (diff_id,)).fetchall()
+        return [LayerBlobRecord(*row) for row in rows if self.has_blob(row[2])]
+
+    # -- images and tags -----------------------------------------------------
+    def put_image(self, config: bytes, top_chain: str | None) -> str:
+        image_id = self.put_blob(config)
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO images VALUES (?, ?, ?)",
+                       (image_id, top_chain, time.time()))
+        return image_id
+
+    def image_config(self, image_id: str) -> dict:
+        return json.loads(self.read_blob(image_id))
+
+    def image_top_chain(self, image_id: str) -> str | None:
+        row = self.db.execute("SELECT top_chain FROM images WHERE id = ?",
+                              (image_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"image {image_id} is not in the store")
+        return row[0]
+
+    def tag(self, name: str, image_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (normalize_tag(name), image_id))
+
+    def untag(self, name: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM tags WHERE name = ?",
+                              (normalize_tag(name),)).rowcount > 0
+
+    def resolve_image(self, name: str) -> str | None:
+        """An image ID for a tag, a full ID, or a unique ID prefix; None if unknown."""
+        row = self.db.execute("SELECT image_id FROM tags WHERE name = ?",
+                              (normalize_tag(name),)).fetchone()
+        if row:
+            return row[0]
+        ref = name if name.startswith("sha256:") else f"sha256:{name}"
+        if re.fullmatch(r"sha256:[0-9a-f]{4,64}", ref):
+            rows = self.db.execute("SELECT id FROM images WHERE id LIKE ?",
+                                   (ref + "%",)).fetchall()
+            if len(rows) == 1:
+                return rows[0][0]
+        return None
+
+    def tags(self) -> list[tuple[str, str]]:
+        return list(self.db.execute("SELECT name, image_id FROM tags ORDER BY name"))
+
+    def images(self) -> list[tuple[str, str | None, float]]:
+        return list(self.db.execute("SELECT id, top_chain, created FROM images ORDER BY created"))

@@ -1,0 +1,122 @@
+"""Shared fixtures: a store per test, base images made on this machine, and skips.
+
+Tests that need root, kernel overlay, Docker or the network carry a marker; where
+the machine lacks the capability they skip with the reason.  Under CI (env CI=true)
+nothing may skip for lack of a capability: the skip becomes a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TESTDATA = REPO / "testdata"
+CACHE = Path(os.environ.get("PYBUILD_TEST_CACHE", "/var/cache/pybuild-tests"))
+
+
+@functools.cache
+def _overlay_works() -> str | None:
+    """None if an overlay mount works here, else why not."""
+    if os.geteuid() != 0:
+        return "not root"
+    probe = subprocess.run(
+        ["unshare", "--mount", "sh", "-c",
+         "d=$(mktemp -d) && mkdir $d/l $d/u $d/w $d/m && "
+         "mount -t overlay overlay -o lowerdir=$d/l,upperdir=$d/u,workdir=$d/w $d/m; "
+         "r=$?; rm -rf $d; exit $r"], capture_output=True, text=True)
+    return None if probe.returncode == 0 else f"overlay mount failed: {probe.stderr.strip()}"
+
+
+@functools.cache
+def _docker_works() -> str | None:
+    if shutil.which("docker") is None:
+        return "docker CLI not installed"
+    probe = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    return None if probe.returncode == 0 else "no Docker daemon answers (start dockerd)"
+
+
+def _missing(marker: str) -> str | None:
+    if marker == "root":
+        return None if os.geteuid() == 0 else "needs root"
+    if marker == "overlay":
+        return _overlay_works()
+    if marker == "docker":
+        return _docker_works()
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in ("root", "overlay", "docker"):
+        if item.get_closest_marker(marker) is None:
+            continue
+        reason = _missing(marker)
+        if reason is None:
+            continue
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run this test, but: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    from builder.store import Store
+
+    store = Store(tmp_path / "store")
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox rootfs tarball made from the host's static busybox."""
+    if not Path("/bin/busybox").exists():
+        reason = "/bin/busybox missing (apt-get install busybox-static)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    out = tmp_path_factory.mktemp("busybox") / "busybox.tar"
+    subprocess.run([str(TESTDATA / "busybox-rootfs.sh"), str(out)], check=True)
+    return out
+
+
+@pytest.fixture
+def busybox(store, busybox_tar: Path) -> str:
+    """The name of a busybox base image in the test's store."""
+    from builder.image.importer import import_tarball
+
+    import_tarball(store, str(busybox_tar), "busybox", platform="linux/amd64")
+    return "busybox"
+
+
+@pytest.fixture(scope="session")
+def debian_tar() -> Path:
+    """A Debian bookworm minbase rootfs tarball, made once with debootstrap and cached."""
+    target = CACHE / "bookworm-minbase.tar"
+    if target.exists():
+        return target
+    if shutil.which("debootstrap") is None or os.geteuid() != 0:
+        reason = "debootstrap (as root) is needed to make a Debian base image"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(TESTDATA / "debian-rootfs.sh"), str(target)], check=True)
+    return target
+
+
+def run_cli(*args: str, root: Path | str, check: bool = True,
+            stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``pybuild`` command line in a subprocess."""
+    result = subprocess.run([sys.executable, "-m", "builder", "--root", str(root), *args],
+                            capture_output=True, input=stdin, cwd=cwd)
+    if check and result.returncode != 0:
+        raise AssertionError(f"pybuild {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stderr.decode()}")
+    return result
