@@ -89,3 +89,16 @@ def sethostname(name: str) -> None:
 def set_parent_death_signal(signal_number: int) -> None:
     """Have the kernel send ``signal_number`` to us when our parent dies."""
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal_number, 0, 0, 0), "prctl")
+
+
+def loopback_up() -> None:
+    """Bring up ``lo`` in the current network namespace (it starts down)."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(sock, siocgifflags, request))[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14s", b"lo", flags | iff_up, b""))

@@ -14,7 +14,7 @@ from builder.build import dispatch
 from builder.build.copy import CopyRequest, copy_into
 from builder.build.options import BuildOptions, BuildResult, StepRecord
 from builder.build.progress import Progress
-from builder.build.state import StageState
+from builder.build.state import DEFAULT_PATH, StageState
 from builder.errors import BuildError, ContextError, DockerfileError, PybuildError
 from builder.image import config as image_config
 from builder.run import RunSpec, in_mount_namespace, run_step
@@ -82,7 +82,7 @@ def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResul
         progress.message(f"WARNING: {warning}")
     run = _Build(store, options, progress, path, _ignore_matcher(options),
                  escape=dockerfile.escape)
-    run.global_args = dict(getattr(plan, "global_args", {}) or {})
+    run.global_args = dict(plan.global_args)
     run.total_steps = sum(len(p.stage.commands) + 1 for p in plan.stages)
     last: StageState | None = None
     for planned in plan.stages:
@@ -97,15 +97,18 @@ def _stage_label(stage: Any) -> str:
 
 
 def _base_state(run: _Build, planned: Any) -> StageState:
+    state = _from_base(run, planned)
+    if "PATH" not in state.env():  # BuildKit makes sure PATH is always set
+        state.set_env("PATH", DEFAULT_PATH)
+    return state
+
+
+def _from_base(run: _Build, planned: Any) -> StageState:
     stage = planned.stage
     name = _stage_label(stage)
     base = planned.base
-    if isinstance(base, int):
-        if base not in run.stages:
-            raise DockerfileError(f"stage {base} is not built yet", run.dockerfile_path,
-                                  stage.line)
-        state = run.stages[base].fork(name)
-        return state
+    if planned.base_stage is not None:
+        return run.stages[planned.base_stage].fork(name)
     if base == "scratch":
         os_name, _, arch = run.options.platform.partition("/")
         arch, _, variant = arch.partition("/")
@@ -221,11 +224,8 @@ def _layer_step(run: _Build, state: StageState, record: StepRecord,
         state.chain = result.chain_id
         record.layer = result.chain_id
     changes = result.changes
-    if changes is not None:
-        record.added = len(getattr(changes, "added", ()) or ())
-        record.modified = len(getattr(changes, "modified", ()) or ())
-        record.deleted = len(getattr(changes, "deleted", ()) or ())
-        record.size = int(getattr(changes, "bytes", 0) or getattr(changes, "size", 0) or 0)
+    record.added, record.modified = len(changes.added), len(changes.modified)
+    record.deleted, record.size = len(changes.deleted), changes.bytes
 
 
 def _run(run: _Build, snapshot: Snapshot, spec: RunSpec, command: Any) -> None:
@@ -271,9 +271,8 @@ def _copy(run: _Build, state: StageState, command: Any, record: StepRecord) -> N
     from_context = source_from is None
     if not from_context:
         source_chain = _resolve_from(run, source_from, command)
-    elif run.options.context is None:
-        if command.sources:
-            raise BuildError("no build context: COPY and ADD need a context directory")
+    elif run.options.context is None and command.sources:
+        raise BuildError("no build context: COPY and ADD need a context directory")
     request = CopyRequest(
         sources=list(command.sources), dest=command.dest, workdir=state.workdir(),
         chown=getattr(command, "chown", None) or "", chmod=getattr(command, "chmod", None) or "",

@@ -90,8 +90,8 @@ class _Sink:
             (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
             self.tar = None
         else:
-            self.file: BinaryIO = (os.fdopen(os.dup(1), "wb") if dest == "-"
-                                   else open(dest, "wb"))  # noqa: SIM115
+            # The sink outlives this call; close() closes the file.
+            self.file: BinaryIO = _open_output(dest)
             self.tar = tarfile.open(fileobj=self.file, mode="w|", format=tarfile.PAX_FORMAT)
 
     def add(self, name: str, size: int, write: Callable[[BinaryIO], None]) -> None:
@@ -123,6 +123,13 @@ class _Sink:
         if self.tar is not None:
             self.tar.close()
             self.file.close()
+
+
+def _open_output(dest: str) -> BinaryIO:
+    """The archive's file (stdout for ``-``); the sink closes it."""
+    if dest == "-":
+        return os.fdopen(os.dup(1), "wb")
+    return open(dest, "wb")  # noqa: SIM115 - closed by _Sink.close
 
 
 class _CountingWriter(io.RawIOBase):
@@ -205,7 +212,7 @@ def _add_layer(store: Store, sink: _Sink, layer: LayerOut) -> None:
 
 
 def _full_name(tag: str) -> str:
-    """Docker's fully qualified form of a familiar name (``app:1`` -> ``docker.io/library/app:1``)."""
+    """Docker's full form of a familiar name: ``app:1`` -> ``docker.io/library/app:1``."""
     first = tag.split("/", 1)[0]
     if "/" in tag and ("." in first or ":" in first or first == "localhost"):
         return tag

@@ -29,10 +29,7 @@ def go_json(value: Any) -> bytes:
 
 def rfc3339(timestamp: float | None = None) -> str:
     """Go's time.RFC3339Nano in UTC: nanoseconds with trailing zeros trimmed."""
-    if timestamp is None:
-        nanos = time.time_ns()
-    else:
-        nanos = int(round(timestamp * 1_000_000_000))
+    nanos = time.time_ns() if timestamp is None else round(timestamp * 1_000_000_000)
     seconds, fraction = divmod(nanos, 1_000_000_000)
     text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     if fraction:

@@ -36,12 +36,12 @@ def in_mount_namespace(fn: Callable[..., T], *args: Any, flags: int = 0) -> T:
             payload = ("ok", fn(*args))
         except errors.PybuildError as err:
             payload = ("err", err)
-        except BaseException as err:  # noqa: BLE001 - everything must reach the parent
+        except BaseException as err:  # everything must reach the parent
             payload = ("bug", f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
         try:
             with os.fdopen(write_fd, "wb") as out:
                 pickle.dump(payload, out)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             status = 1
         os._exit(status)
     os.close(write_fd)

@@ -178,7 +178,7 @@ def _setup_dev(dev: str) -> None:
             os.mknod(target, 0o666 | stat.S_IFCHR, host.st_rdev)
             os.chmod(target, 0o666)
         except PermissionError:
-            open(target, "w").close()  # noqa: SIM115 - a bind-mount point
+            open(target, "w").close()
             syscalls.mount(f"/dev/{name}", target, None, syscalls.MS_BIND)
     os.mkdir(os.path.join(dev, "pts"))
     syscalls.mount("devpts", os.path.join(dev, "pts"), "devpts",
@@ -251,19 +251,16 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
                                f"{err.strerror}") from None
         program = _find_program(spec.argv[0], spec.env)
         if program is None:
-            os.write(err_fd, f"exec: \"{spec.argv[0]}\": executable file not found in "
-                     "$PATH".encode())
+            _report(err_fd, BuildError(f"exec: \"{spec.argv[0]}\": executable file not "
+                                       "found in $PATH"))
             os._exit(_NOT_FOUND)
         os.closerange(3, err_fd)
         os.closerange(err_fd + 1, 65536)
         os.execve(program, spec.argv, dict(e.split("=", 1) for e in spec.env))
-    except SandboxError as err:
-        os.write(err_fd, str(err).encode())
-    except OSError as err:
-        os.write(err_fd, f"{err.strerror or err}: {err.filename or ''}".encode())
-        os._exit(_NOT_FOUND if err.errno in (errno.ENOENT, errno.EACCES) else _SETUP_FAILED)
-    except BaseException as err:  # noqa: BLE001 - must not return into the caller's code
-        os.write(err_fd, repr(err).encode())
+    except BaseException as err:  # must not return into the caller's code
+        _report(err_fd, err)
+        if isinstance(err, OSError) and err.errno in (errno.ENOENT, errno.EACCES):
+            os._exit(_NOT_FOUND)
     os._exit(_SETUP_FAILED)
 
 
@@ -272,11 +269,14 @@ def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int) ->
     status = _SETUP_FAILED
     try:
         syscalls.set_parent_death_signal(signal.SIGKILL)
-        flags = (syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWIPC
-                 | syscalls.CLONE_NEWUTS)
+        flags = syscalls.CLONE_NEWNS | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS
         if spec.network == "none":
             flags |= syscalls.CLONE_NEWNET
         syscalls.unshare(flags)
+        if spec.network == "none":
+            syscalls.loopback_up()
+        # Last, and with no fork before ours: the first child becomes PID 1.
+        syscalls.unshare(syscalls.CLONE_NEWPID)
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
         merged = str(snapshot.work.path / "merged")
         snapshot.mount(merged, readonly=True)
@@ -285,9 +285,6 @@ def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int) ->
         syscalls.umount2(merged)
         snapshot.extra_lowers = [snapshot.work.path / "init"]
         snapshot.mount(merged)
-        if spec.network == "none":
-            with contextlib.suppress(OSError):
-                os.system("ip link set lo up >/dev/null 2>&1")  # noqa: S605
         pid = os.fork()
         if pid == 0:
             syscalls.set_parent_death_signal(signal.SIGKILL)
@@ -297,13 +294,23 @@ def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int) ->
         status = os.waitstatus_to_exitcode(wait_status)
         if status < 0:
             status = 128 - status
-    except (SandboxError, BuildError) as err:
-        os.write(err_fd, str(err).encode())
-    except OSError as err:
-        os.write(err_fd, f"{err.strerror or err}: {err.filename or ''}".encode())
-    except BaseException as err:  # noqa: BLE001
-        os.write(err_fd, repr(err).encode())
+    except BaseException as err:  # must not return into the caller's code
+        _report(err_fd, err)
     os._exit(status)
+
+
+def _report(err_fd: int, err: BaseException) -> None:
+    """Send a setup failure to the parent as ``kind NUL message``."""
+    if isinstance(err, BuildError):
+        kind, text = "build", str(err)
+    elif isinstance(err, SandboxError):
+        kind, text = "sandbox", str(err)
+    elif isinstance(err, OSError):
+        kind, text = "sandbox", f"{err.strerror or err}" + (f": {err.filename}"
+                                                            if err.filename else "")
+    else:
+        kind, text = "sandbox", repr(err)
+    os.write(err_fd, f"{kind}\0{text}".encode())
 
 
 def run_step(snapshot: Snapshot, spec: RunSpec, output: Callable[[bytes], None]) -> int:
@@ -343,9 +350,10 @@ def run_step(snapshot: Snapshot, spec: RunSpec, output: Callable[[bytes], None])
         os.close(out_read)
     code = os.waitstatus_to_exitcode(wait_status)
     if setup_error:
-        if code == _NOT_FOUND:
-            raise BuildError(setup_error)
-        raise SandboxError(f"RUN sandbox: {setup_error}")
+        kind, _, text = setup_error.partition("\0")
+        if kind == "build":
+            raise BuildError(text)
+        raise SandboxError(f"RUN sandbox: {text}")
     return code
 
 

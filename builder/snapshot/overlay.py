@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder import syscalls
 from builder.errors import SandboxError
 from builder.store.store import Store, TmpDir
+
+if TYPE_CHECKING:
+    from builder.layers.changes import LayerChanges
 
 # index/redirect_dir/metacopy off: with any of them on, the upper dir is no longer a
 # self-contained change set (moby overlay2 check.go, buildkit#2480, catalogue W10).
@@ -94,16 +98,17 @@ class Commit:
 
     chain_id: str | None        # the new layer's chain ID; the parent's when nothing changed
     layer: bool                 # whether a layer was made
-    changes: object | None      # builder.layers.tar_write.LayerChanges
+    changes: LayerChanges
 
 
 def commit(snapshot: Snapshot, *, source_date_epoch: int | None = None) -> Commit:
     """Turn the snapshot's upper dir into a store layer by rename; no change, no layer."""
-    from builder.layers.tar_write import layer_changes, layer_diff_id
+    from builder.layers.changes import layer_changes
+    from builder.layers.tar_write import layer_diff_id
 
     lowers = snapshot.store.lower_dirs(snapshot.parent)
     changes = layer_changes(snapshot.upper, lowers=lowers)
-    if not any(os.scandir(snapshot.upper)) or changes.empty:
+    if not (changes.added or changes.modified or changes.deleted):
         snapshot.release()
         return Commit(snapshot.parent, False, changes)
     diff_id, size = layer_diff_id(snapshot.upper, source_date_epoch=source_date_epoch,
