@@ -92,7 +92,8 @@ class _Sink:
         else:
             # The sink outlives this call; close() closes the file.
             self.file: BinaryIO = _open_output(dest)
-            self.tar = tarfile.open(fileobj=self.file, mode="w|", format=tarfile.PAX_FORMAT)
+            self.tar = tarfile.open(fileobj=self.file, mode="w|",  # noqa: SIM115
+                                    format=tarfile.PAX_FORMAT)
 
     def add(self, name: str, size: int, write: Callable[[BinaryIO], None]) -> None:
         if name in self.seen:
@@ -129,7 +130,7 @@ def _open_output(dest: str) -> BinaryIO:
     """The archive's file (stdout for ``-``); the sink closes it."""
     if dest == "-":
         return os.fdopen(os.dup(1), "wb")
-    return open(dest, "wb")  # noqa: SIM115 - closed by _Sink.close
+    return open(dest, "wb")
 
 
 class _CountingWriter(io.RawIOBase):
