@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,26 +37,17 @@ def _overlay_works() -> str | None:
     return None if probe.returncode == 0 else f"overlay mount failed: {probe.stderr.strip()}"
 
 
-@functools.cache
-def _docker_works() -> str | None:
-    if shutil.which("docker") is None:
-        return "docker CLI not installed"
-    probe = subprocess.run(["docker", "info"], capture_output=True, text=True)
-    return None if probe.returncode == 0 else "no Docker daemon answers (start dockerd)"
-
-
 def _missing(marker: str) -> str | None:
     if marker == "root":
         return None if os.geteuid() == 0 else "needs root"
     if marker == "overlay":
         return _overlay_works()
-    if marker == "docker":
-        return _docker_works()
     return None
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    for marker in ("root", "overlay", "docker"):
+    # "docker" tests take the `docker` fixture, which starts a daemon when none answers.
+    for marker in ("root", "overlay"):
         if item.get_closest_marker(marker) is None:
             continue
         reason = _missing(marker)
@@ -120,3 +114,50 @@ def run_cli(*args: str, root: Path | str, check: bool = True,
         raise AssertionError(f"pybuild {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stderr.decode()}")
     return result
+
+
+def _fail_or_skip(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run this test, but: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Environment for the ``docker`` CLI that talks to a working daemon."""
+    if shutil.which("docker") is None or shutil.which("dockerd") is None:
+        _fail_or_skip("docker.io is not installed (apt-get install docker.io)")
+    env = dict(os.environ)
+    if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        yield env
+        return
+    if os.geteuid() != 0:
+        _fail_or_skip("no Docker daemon answers, and starting one needs root")
+    # A private daemon: its own socket, data and exec roots, no iptables or bridge.
+    base = Path("/tmp") / f"pybuild-dockerd-{os.getpid()}"
+    base.mkdir()
+    socket = base / "docker.sock"
+    log = open(base / "dockerd.log", "wb")  # noqa: SIM115 - closed at teardown
+    daemon = subprocess.Popen(
+        ["dockerd", "--iptables=false", "--bridge=none", f"--host=unix://{socket}",
+         f"--data-root={base / 'data'}", f"--exec-root={base / 'exec'}",
+         f"--pidfile={base / 'dockerd.pid'}"], stdout=log, stderr=log)
+    env["DOCKER_HOST"] = f"unix://{socket}"
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(["docker", "info"], env=env, capture_output=True).returncode:
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                _fail_or_skip("dockerd did not start: "
+                              + (base / "dockerd.log").read_text()[-500:])
+            time.sleep(0.5)
+        yield env
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        subprocess.run(["umount", "-R", str(base / "data")], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
