@@ -17,6 +17,7 @@ import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from builder.errors import BuildError
 from builder.run.sandbox import resolve_in_root, resolve_user
@@ -31,8 +32,19 @@ class CopyRequest:
     workdir: str
     chown: str = ""
     chmod: str = ""
-    excluded: Callable[[str], bool] | None = None   # context-relative path -> ignored?
+    ignore: Any = None        # a context.ignore.PatternMatcher for .dockerignore, or None
     heredocs: list[tuple[str, str]] = field(default_factory=list)  # (name, content)
+    selected: list[str] | None = None   # sources after globbing, when chosen in advance
+
+    def excluded(self, rel: str) -> bool:
+        return self.ignore is not None and rel != "." and \
+            self.ignore.matches_or_parent_matches(rel)
+
+    def skipped(self, rel: str, is_dir: bool) -> bool:
+        """Leave out an ignored entry, unless it is a dir that may hold re-included ones."""
+        if not self.excluded(rel):
+            return False
+        return not (is_dir and self.ignore.may_reinclude_under(rel))
 
 
 def clean_source(path: str) -> str:
@@ -44,8 +56,7 @@ def _has_magic(path: str) -> bool:
     return any(c in path for c in "*?[")
 
 
-def expand_sources(root: str, pattern: str,
-                   excluded: Callable[[str], bool] | None) -> list[str]:
+def expand_sources(root: str, pattern: str, excluded: Callable[[str], bool]) -> list[str]:
     """Context-relative paths matching ``pattern`` (a plain path or a glob)."""
     cleaned = clean_source(pattern)
     if not _has_magic(cleaned):
@@ -62,9 +73,19 @@ def expand_sources(root: str, pattern: str,
                 [part] if part in names else [])
             found += [posixpath.normpath(posixpath.join(base, n)) for n in selected]
         matches = found
-    if excluded is not None:
-        matches = [m for m in matches if not excluded(m)]
-    return matches
+    return [m for m in matches if not excluded(m)]
+
+
+def select_sources(root: str, request: CopyRequest) -> list[str]:
+    """The request's sources after globbing, each checked to exist inside ``root``."""
+    selected: list[str] = []
+    for source in request.sources:
+        matches = expand_sources(root, source, request.excluded)
+        if not matches or (not _has_magic(source)
+                           and resolve_in_root(root, matches[0]) is None):
+            raise BuildError(f'"/{clean_source(source)}": not found')
+        selected += matches
+    return selected
 
 
 def parse_chmod(value: str) -> int | None:
@@ -94,21 +115,17 @@ def copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
     if not dest.startswith("/"):
         dest = posixpath.join(request.workdir or "/", dest)
     dest_is_dir = dest.endswith("/") or len(request.sources) + len(request.heredocs) > 1
-    selected: list[str] = []
-    for source in request.sources:
-        matches = expand_sources(source_root, source, request.excluded)
-        if not matches or (not _has_magic(source)
-                           and resolve_in_root(source_root, matches[0]) is None):
-            raise BuildError(f'"/{clean_source(source)}": not found')
-        selected += matches
+    selected = request.selected
+    if selected is None:
+        selected = select_sources(source_root, request)
     if len(selected) > 1:
         dest_is_dir = True
-    copier = _Copier(merged, uid, gid, mode, request.excluded)
+    copier = _Copier(merged, uid, gid, mode, request.skipped)
     for rel in selected:
         host = resolve_in_root(source_root, rel)
         if host is None:
             raise BuildError(f'"/{rel}": not found')
-        if request.excluded is not None and rel != "." and request.excluded(rel):
+        if request.excluded(rel):
             raise BuildError(f'"/{rel}": not found (excluded by .dockerignore)')
         st = os.stat(host)
         if stat.S_ISDIR(st.st_mode):
@@ -127,31 +144,38 @@ def copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
         copier.write_file(os.path.join(parent, posixpath.basename(path)), content.encode())
 
 
+def make_dirs(root: str, path: str, uid: int, gid: int) -> str:
+    """Create ``path`` and its missing parents inside ``root`` (mode 0755, owned by
+    uid:gid), following symlinks with chroot semantics; return the host path."""
+    current = "/"
+    for part in [p for p in path.split("/") if p]:
+        candidate = posixpath.join(current, part)
+        host = resolve_in_root(root, candidate)
+        if host is None:
+            parent = resolve_in_root(root, current)
+            if parent is None:
+                raise BuildError(f"cannot create {path}: {current} vanished")
+            host = os.path.join(parent, part)
+            os.mkdir(host, 0o755)
+            os.chmod(host, 0o755)
+            os.lchown(host, uid, gid)
+        elif not os.path.isdir(host):
+            raise BuildError(f"cannot create {path}: {candidate} is not a directory")
+        current = candidate
+    result = resolve_in_root(root, current)
+    if result is None:
+        raise BuildError(f"cannot create {path}")
+    return result
+
+
 class _Copier:
     def __init__(self, root: str, uid: int, gid: int, mode: int | None,
-                 excluded: Callable[[str], bool] | None):
+                 skipped: Callable[[str, bool], bool]):
         self.root, self.uid, self.gid, self.mode = root, uid, gid, mode
-        self.excluded = excluded
+        self.skipped = skipped
 
     def make_dirs(self, path: str) -> str:
-        """Create ``path`` (and parents) inside the root; return its host path."""
-        current = "/"
-        for part in [p for p in path.split("/") if p]:
-            candidate = posixpath.join(current, part)
-            host = resolve_in_root(self.root, candidate)
-            if host is None:
-                parent = resolve_in_root(self.root, current)
-                assert parent is not None
-                host = os.path.join(parent, part)
-                os.mkdir(host, 0o755)
-                os.chmod(host, 0o755)
-                os.lchown(host, self.uid, self.gid)
-            elif not os.path.isdir(host):
-                raise BuildError(f"cannot copy to {path}: {candidate} is not a directory")
-            current = candidate
-        result = resolve_in_root(self.root, current)
-        assert result is not None
-        return result
+        return make_dirs(self.root, path, self.uid, self.gid)
 
     def _finish(self, path: str, st: os.stat_result) -> None:
         os.lchown(path, self.uid, self.gid)
@@ -206,7 +230,7 @@ class _Copier:
         """Copy the contents of directory ``source`` into existing directory ``target``."""
         for entry in sorted(os.scandir(source), key=lambda e: e.name):
             entry_rel = posixpath.normpath(posixpath.join(rel, entry.name))
-            if self.excluded is not None and self.excluded(entry_rel):
+            if self.skipped(entry_rel, entry.is_dir(follow_symlinks=False)):
                 continue
             destination = os.path.join(target, entry.name)
             if entry.is_dir(follow_symlinks=False):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from collections.abc import Callable
@@ -11,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from builder.build import dispatch
-from builder.build.copy import CopyRequest, copy_into
+from builder.build.copy import CopyRequest, copy_into, make_dirs, select_sources
 from builder.build.options import BuildOptions, BuildResult, StepRecord
 from builder.build.progress import Progress
 from builder.build.state import DEFAULT_PATH, StageState
+from builder.cache import CacheEntry, CacheStore, Inputs, cache_key
+from builder.context.checksum import checksum_sources
 from builder.errors import BuildError, ContextError, DockerfileError, PybuildError
 from builder.image import config as image_config
 from builder.run import RunSpec, in_mount_namespace, run_step
+from builder.run.sandbox import resolve_in_root, resolve_user
 from builder.snapshot import Snapshot, commit, prepare
 from builder.store.store import Store
 
@@ -28,7 +32,8 @@ class _Build:
     options: BuildOptions
     progress: Progress
     dockerfile_path: str
-    excluded: Callable[[str], bool] | None
+    ignore: Any
+    cache: CacheStore
     escape: str = "\\"
     stages: dict[int, StageState] = field(default_factory=dict)
     global_args: dict[str, str | None] = field(default_factory=dict)
@@ -52,7 +57,7 @@ def _read_dockerfile(options: BuildOptions) -> tuple[bytes, str]:
         raise ContextError(f"{path}: is a directory, not a Dockerfile") from None
 
 
-def _ignore_matcher(options: BuildOptions) -> Callable[[str], bool] | None:
+def _ignore_matcher(options: BuildOptions) -> Any:
     if options.context is None:
         return None
     from builder.context.ignore import PatternMatcher, find_ignore_file, read_ignore_file
@@ -66,7 +71,7 @@ def _ignore_matcher(options: BuildOptions) -> Callable[[str], bool] | None:
         matcher = PatternMatcher(patterns)
     except ValueError as err:
         raise ContextError(f"{found}: {err}") from None
-    return matcher.matches
+    return matcher
 
 
 def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResult:
@@ -80,7 +85,7 @@ def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResul
                       platform=Platform(os_name or "linux", arch or "amd64", variant))
     for warning in [*dockerfile.warnings, *plan.warnings]:
         progress.message(f"WARNING: {warning}")
-    run = _Build(store, options, progress, path, _ignore_matcher(options),
+    run = _Build(store, options, progress, path, _ignore_matcher(options), CacheStore(store),
                  escape=dockerfile.escape)
     run.global_args = dict(plan.global_args)
     run.total_steps = sum(len(p.stage.commands) + 1 for p in plan.stages)
@@ -113,7 +118,7 @@ def _from_base(run: _Build, planned: Any) -> StageState:
         os_name, _, arch = run.options.platform.partition("/")
         arch, _, variant = arch.partition("/")
         return StageState(name=name, image=image_config.new_image(os_name, arch, variant),
-                          chain=None, base_ref="scratch")
+                          chain=None, base_ref="scratch", cache_key="scratch")
     image_id = run.store.resolve_image(base)
     if image_id is None:
         raise DockerfileError(
@@ -123,7 +128,7 @@ def _from_base(run: _Build, planned: Any) -> StageState:
     image = copy.deepcopy(run.store.image_config(image_id))
     image.pop("created", None)
     return StageState(name=name, image=image, chain=run.store.image_top_chain(image_id),
-                      base_ref=image_id)
+                      base_ref=image_id, cache_key=f"image {image_id}")
 
 
 def _build_stage(run: _Build, planned: Any) -> StageState:
@@ -178,41 +183,92 @@ def _execute(run: _Build, state: StageState, command: Any, record: StepRecord) -
     if hasattr(command, "expand"):
         command = command.expand(expand_word, expand_words)
     keyword = command.keyword
-    created = run.created()
     if keyword == "run":
         argv = dispatch.run_argv(state, command)
-        history = dispatch.run_history(state, argv)
         spec = RunSpec(argv=argv, env=state.run_env(), cwd=state.workdir(),
                        user=state.config.get("User", ""),
                        network=getattr(command, "network", None) or run.options.network)
-        _layer_step(run, state, record, lambda snap: _run(run, snap, spec, command))
-        _add_history(state, history + " # buildkit", record, created)
+        inputs = [("instruction", "RUN"), ("argv", json.dumps(argv)),
+                  *(("env", entry) for entry in sorted(spec.env)), ("workdir", spec.cwd),
+                  ("user", spec.user), ("network", spec.network)]
+        _layer_step(run, state, record, inputs, lambda snap: _run(run, snap, spec))
+        _add_history(state, dispatch.run_history(state, argv) + " # buildkit", record)
     elif keyword in ("copy", "add"):
         _copy(run, state, command, record)
-        _add_history(state, _copy_history(command) + " # buildkit", record, created)
+        _add_history(state, _copy_history(command) + " # buildkit", record)
     elif keyword == "workdir":
         workdir = dispatch.normalize_workdir(state.workdir(), command.path)
         state.config["WorkingDir"] = workdir
         if workdir != "/":
             user = state.config.get("User", "")
-            _layer_step(run, state, record, lambda snap: in_mount_namespace(
+            inputs = [("instruction", "WORKDIR"), ("path", workdir), ("user", user)]
+            _layer_step(run, state, record, inputs, lambda snap: in_mount_namespace(
                 _mkdir_in_snapshot, snap, workdir, user))
-        _add_history(state, f"WORKDIR {workdir}", record, created)
+        _add_history(state, f"WORKDIR {workdir}", record)
     else:
+        record.note = "config only"
         history = dispatch.apply_metadata(state, command, run.options.build_args,
                                           run.global_args, expand_word)
         if history is not None:
-            _add_history(state, history, record, created)
+            _add_history(state, history, record)
 
 
-def _add_history(state: StageState, created_by: str, record: StepRecord, created: str) -> None:
+def _add_history(state: StageState, created_by: str, record: StepRecord) -> None:
+    # Only layers carry their own time; _fill_created gives the others one, as BuildKit does.
     state.image.setdefault("history", []).append(
         image_config.history_entry(created_by, empty_layer=record.layer is None,
-                                   created=created))
+                                   created=record.created if record.layer else None))
 
 
-def _layer_step(run: _Build, state: StageState, record: StepRecord,
+def _fill_created(history: list[dict], epoch: int | None) -> str | None:
+    """BuildKit's normalizeLayersAndHistory: an entry without a time takes the first new
+    layer's time, or the previous layer's; returns the image's "created" (the last time).
+    With SOURCE_DATE_EPOCH, every time after the epoch is clamped to it."""
+    created = None
+    gap = False
+    for entry in history:
+        if entry.get("created"):
+            created = entry["created"]
+            if gap:
+                break
+        else:
+            gap = True
+    gap = False
+    for entry in history:
+        if entry.get("created"):
+            if gap:
+                created = entry["created"]
+        else:
+            gap = True
+            entry["created"] = created
+    if epoch is not None:
+        stamp = image_config.rfc3339(epoch)
+        for entry in history:
+            if not entry.get("created") or entry["created"] > stamp:
+                entry["created"] = stamp
+    return next((e["created"] for e in reversed(history) if e.get("created")), None)
+
+
+def _layer_step(run: _Build, state: StageState, record: StepRecord, inputs: Inputs,
                 action: Callable[[Snapshot], None]) -> None:
+    """Reuse the cached result of a step with these inputs, or run it and record it."""
+    inputs = [("parent", state.cache_key), *inputs, ("platform", run.options.platform)]
+    key = cache_key(inputs)
+    slot = f"{Path(run.dockerfile_path).name}:{state.name}:{record.index}"
+    entry = None if run.options.no_cache else run.cache.lookup(key)
+    if entry is not None:
+        record.cached, record.created = True, entry.created
+        record.layer = entry.chain_id if entry.changes.get("layer") else None
+        for name in ("added", "modified", "deleted"):
+            setattr(record, name, entry.changes.get(name, 0))
+        record.size = entry.changes.get("bytes", 0)
+        record.note = "cache hit"
+        state.chain, state.cache_key = entry.chain_id, key
+        run.progress.cached()
+        return
+    record.note = ("cache miss: --no-cache" if run.options.no_cache
+                   else "cache miss: " + run.cache.explain_miss(state.cache_key, slot, inputs))
+    record.created = run.created()
     snapshot = prepare(run.store, state.chain)
     try:
         action(snapshot)
@@ -220,15 +276,20 @@ def _layer_step(run: _Build, state: StageState, record: StepRecord,
     except BaseException:
         snapshot.release()
         raise
-    if result.layer:
-        state.chain = result.chain_id
-        record.layer = result.chain_id
     changes = result.changes
     record.added, record.modified = len(changes.added), len(changes.modified)
     record.deleted, record.size = len(changes.deleted), changes.bytes
+    if result.layer:
+        record.layer = result.chain_id
+    run.cache.record(CacheEntry(
+        key=key, parent=state.cache_key, slot=slot, inputs=inputs, chain_id=result.chain_id,
+        created=record.created, changes={"layer": result.layer, "added": record.added,
+                                         "modified": record.modified,
+                                         "deleted": record.deleted, "bytes": record.size}))
+    state.chain, state.cache_key = result.chain_id, key
 
 
-def _run(run: _Build, snapshot: Snapshot, spec: RunSpec, command: Any) -> None:
+def _run(run: _Build, snapshot: Snapshot, spec: RunSpec) -> None:
     code = run_step(snapshot, spec, run.progress.output)
     if code != 0:
         tail = "\n".join(run.progress.tail)
@@ -240,15 +301,11 @@ def _run(run: _Build, snapshot: Snapshot, spec: RunSpec, command: Any) -> None:
 
 
 def _mkdir_in_snapshot(snapshot: Snapshot, path: str, user: str) -> None:
-    from builder.build.copy import _Copier
-    from builder.run.sandbox import resolve_user
-
     merged = str(snapshot.work.path / "merged")
     os.makedirs(merged, exist_ok=True)
     snapshot.mount(merged)
     ident = resolve_user(merged, user) if user else None
-    _Copier(merged, ident.uid if ident else 0, ident.gid if ident else 0, None,
-            None).make_dirs(path)
+    make_dirs(merged, path, ident.uid if ident else 0, ident.gid if ident else 0)
 
 
 def _copy_history(command: Any) -> str:
@@ -267,23 +324,38 @@ def _copy_history(command: Any) -> str:
 
 def _copy(run: _Build, state: StageState, command: Any, record: StepRecord) -> None:
     source_from = getattr(command, "from_", None)
-    source_chain: str | None = None
-    from_context = source_from is None
-    if not from_context:
-        source_chain = _resolve_from(run, source_from, command)
-    elif run.options.context is None and command.sources:
-        raise BuildError("no build context: COPY and ADD need a context directory")
+    heredocs = [(h.name, h.content) for h in getattr(command, "source_heredocs", []) or []]
     request = CopyRequest(
         sources=list(command.sources), dest=command.dest, workdir=state.workdir(),
         chown=getattr(command, "chown", None) or "", chmod=getattr(command, "chmod", None) or "",
-        excluded=run.excluded if from_context else None,
-        heredocs=[(h.name, h.content) for h in getattr(command, "source_heredocs", []) or []])
-    context = str(run.options.context) if run.options.context is not None else "/nonexistent"
+        ignore=run.ignore if source_from is None else None, heredocs=heredocs)
+    inputs: Inputs = [("instruction", command.keyword.upper()),
+                      ("sources", json.dumps(request.sources)), ("dest", request.dest),
+                      ("workdir", request.workdir), ("chown", request.chown),
+                      ("chmod", request.chmod), ("heredocs", json.dumps(heredocs))]
+    source_chain: str | None = None
+    if source_from is not None:
+        source_chain = _resolve_from(run, source_from, command)
+        inputs.append(("from", source_chain or "scratch"))
+        context = "/nonexistent"
+    elif run.options.context is None:
+        if command.sources:
+            raise BuildError("no build context: COPY and ADD need a context directory")
+        context = "/nonexistent"
+    else:
+        context = str(run.options.context)
+        request.selected = select_sources(context, request)
+        checksum = checksum_sources([(rel, resolve_in_root(context, rel) or "")
+                                     for rel in request.selected], cache=run.cache,
+                                    skip=request.skipped)
+        run.cache.flush_stats()
+        inputs += [("file", f"{rel}={entry}") for rel, entry in checksum.files.items()]
+        inputs.append(("content", checksum.digest))
 
     def action(snapshot: Snapshot) -> None:
-        in_mount_namespace(_copy_in_child, run.store, snapshot, source_chain, from_context,
-                           context, request)
-    _layer_step(run, state, record, action)
+        in_mount_namespace(_copy_in_child, run.store, snapshot, source_chain,
+                           source_from is None, context, request)
+    _layer_step(run, state, record, inputs, action)
 
 
 def _copy_in_child(store: Store, snapshot: Snapshot, source_chain: str | None,
@@ -321,7 +393,8 @@ def _finish(run: _Build, state: StageState) -> BuildResult:
         image["config"]["Labels"] = labels
     image["rootfs"] = {"type": "layers",
                        "diff_ids": [r.diff_id for r in run.store.chain(state.chain)]}
-    image["created"] = run.created()
+    created = _fill_created(image.get("history", []), run.options.source_date_epoch)
+    image["created"] = created or run.created()
     image_id = run.store.put_image(image_config.marshal(image), state.chain)
     for tag in run.options.tags:
         run.store.tag(tag, image_id)

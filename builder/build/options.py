@@ -49,7 +49,8 @@ class StepRecord:
     deleted: int = 0
     size: int = 0
     seconds: float = 0.0
-    note: str = ""
+    created: str = ""                 # history "created" (from the cache entry on a hit)
+    note: str = ""                    # why it was or was not cached
 
 
 @dataclass

@@ -48,7 +48,13 @@ class Progress:
             self.tail.append(line)
             self._write(f"#{self._number} {time.monotonic() - self._started:.3f} {line}")
 
+    def cached(self) -> None:
+        """The running step was a cache hit: ``done`` will say CACHED."""
+        self._cached = True
+
     def done(self, status: str = "DONE") -> None:
+        if getattr(self, "_cached", False):
+            status, self._cached = "CACHED", False
         if self._partial:
             self.output(b"\n")
         elapsed = time.monotonic() - self._started
@@ -79,6 +85,8 @@ class JsonProgress(Progress):
         self._event(event="output", step=self._number, data=text)
 
     def done(self, status: str = "DONE") -> None:
+        if getattr(self, "_cached", False):
+            status, self._cached = "CACHED", False
         self._event(event="done", step=self._number, status=status,
                     seconds=round(time.monotonic() - self._started, 3))
 

@@ -44,6 +44,7 @@ class StageState:
     image: dict
     chain: str | None
     base_ref: str = ""
+    cache_key: str = ""       # the key of the last layer step, or the base image's
     args: dict[str, str | None] = field(default_factory=dict)
     steps: list[StepRecord] = field(default_factory=list)
     cmd_set: bool = False
@@ -91,4 +92,4 @@ class StageState:
     def fork(self, name: str) -> StageState:
         """A new stage built FROM this one."""
         return StageState(name=name, image=copy.deepcopy(self.image), chain=self.chain,
-                          base_ref=self.base_ref)
+                          base_ref=self.base_ref, cache_key=self.cache_key)

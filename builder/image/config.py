@@ -45,7 +45,7 @@ def new_image(os_name: str = "linux", architecture: str = "amd64", variant: str 
     return image
 
 
-def history_entry(created_by: str, *, empty_layer: bool, created: str,
+def history_entry(created_by: str, *, empty_layer: bool, created: str | None,
                   comment: str = HISTORY_COMMENT) -> dict:
     entry: dict[str, Any] = {"created": created, "created_by": created_by, "comment": comment}
     if empty_layer:

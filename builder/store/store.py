@@ -192,6 +192,9 @@ class Store:
 
     def sweep(self) -> None:
         """Remove what a dead process left half-done: unlocked tmp dirs, unrecorded layers."""
+        if self._db is None:
+            self.db  # noqa: B018 - opening the database sweeps
+            return
         tmp = self.root / "tmp"
         for lock in tmp.glob("*.lock"):
             fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)

@@ -1,0 +1,150 @@
+"""Cache entries and the stat cache, in the store's SQLite database."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+from builder.cache.keys import Inputs
+from builder.store.store import Store
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cache_entries (
+    key TEXT PRIMARY KEY,
+    parent TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    chain_id TEXT,
+    created TEXT NOT NULL,
+    changes TEXT NOT NULL,
+    recorded REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cache_by_parent ON cache_entries (parent, slot);
+CREATE INDEX IF NOT EXISTS cache_by_slot ON cache_entries (slot, recorded);
+CREATE TABLE IF NOT EXISTS stat_cache (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    digest TEXT NOT NULL
+);
+"""
+_SHOWN = 3  # how many differing inputs a miss explanation names
+
+
+@dataclass
+class CacheEntry:
+    key: str
+    parent: str
+    slot: str                 # where the step sits: "<dockerfile>:<stage>:<index>"
+    inputs: Inputs
+    chain_id: str | None      # the layer chain after the step (the parent's if no layer)
+    created: str              # the history "created" of the original run
+    changes: dict             # added/modified/deleted/bytes, for explain
+
+
+class CacheStore:
+    """Cache entries keyed by step key, plus the context stat cache."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._ready = False
+        self._pending_stats: list[tuple] = []
+
+    @property
+    def db(self):  # type: ignore[no-untyped-def]
+        db = self.store.db
+        if not self._ready:
+            db.executescript(_SCHEMA)
+            self._ready = True
+        return db
+
+    def lookup(self, key: str) -> CacheEntry | None:
+        row = self.db.execute(
+            "SELECT key, parent, slot, inputs, chain_id, created, changes "
+            "FROM cache_entries WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        entry = CacheEntry(row[0], row[1], row[2], [tuple(i) for i in json.loads(row[3])],
+                           row[4], row[5], json.loads(row[6]))
+        if entry.chain_id is not None and not self.store.has_layer(entry.chain_id):
+            return None  # the layer was pruned: the entry is useless
+        return entry
+
+    def record(self, entry: CacheEntry) -> None:
+        with self.store.transaction() as db:
+            self.db  # noqa: B018 - schema
+            db.execute("INSERT OR REPLACE INTO cache_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (entry.key, entry.parent, entry.slot, json.dumps(entry.inputs),
+                        entry.chain_id, entry.created, json.dumps(entry.changes), time.time()))
+
+    def explain_miss(self, parent: str, slot: str, inputs: Inputs) -> str:
+        """Why no entry matched: diff the inputs against the closest earlier run of this step."""
+        row = self.db.execute(
+            "SELECT inputs FROM cache_entries WHERE parent = ? AND slot = ? "
+            "ORDER BY recorded DESC LIMIT 1", (parent, slot)).fetchone()
+        if row is None:
+            row = self.db.execute(
+                "SELECT inputs FROM cache_entries WHERE parent = ? "
+                "ORDER BY recorded DESC LIMIT 1", (parent,)).fetchone()
+        if row is None:
+            earlier = self.db.execute("SELECT 1 FROM cache_entries WHERE slot = ? LIMIT 1",
+                                      (slot,)).fetchone()
+            if earlier is not None:
+                return "the step before it changed (a miss above, or a different base image)"
+            return "not built before"
+        return describe_difference([tuple(i) for i in json.loads(row[0])], inputs)
+
+    # -- the stat cache: context path + stat -> content digest ------------------
+    def get(self, path: str, st: os.stat_result) -> str | None:
+        row = self.db.execute("SELECT size, mtime_ns, ino, digest FROM stat_cache "
+                              "WHERE path = ?", (path,)).fetchone()
+        if row is not None and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
+            return row[3]
+        return None
+
+    def put(self, path: str, st: os.stat_result, digest: str) -> None:
+        self._pending_stats.append((path, st.st_size, st.st_mtime_ns, st.st_ino, digest))
+
+    def flush_stats(self) -> None:
+        if not self._pending_stats:
+            return
+        with self.store.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?)",
+                           self._pending_stats)
+        self._pending_stats.clear()
+
+
+def describe_difference(old: Inputs, new: Inputs) -> str:
+    """Name the inputs that differ, e.g. ``env HOME: '/a' -> '/b'`` or ``file app.py changed``."""
+    def grouped(inputs: Inputs) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, value in inputs:
+            if name in ("env", "arg", "file"):
+                sub, _, rest = value.partition("=")
+                out[f"{name} {sub}"] = rest
+            else:
+                out[name] = value
+        return out
+
+    before, after = grouped(old), grouped(new)
+    reasons = []
+    for name in [*after, *(n for n in before if n not in after)]:
+        if before.get(name) == after.get(name):
+            continue
+        if name.startswith("file "):
+            what = ("added" if name not in before else "removed" if name not in after
+                    else "changed")
+            reasons.append(f"{name} {what}")
+        elif name not in before:
+            reasons.append(f"{name} added: {after[name]!r}")
+        elif name not in after:
+            reasons.append(f"{name} removed (was {before[name]!r})")
+        else:
+            reasons.append(f"{name}: {before[name]!r} -> {after[name]!r}")
+    if not reasons:
+        return "inputs equal an earlier run's, but its layer is gone (pruned)"
+    more = f" (and {len(reasons) - _SHOWN} more)" if len(reasons) > _SHOWN else ""
+    return "; ".join(reasons[:_SHOWN]) + more

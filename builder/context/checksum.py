@@ -1,0 +1,95 @@
+"""Content checksums of build-context sources, for cache keys.
+
+A COPY step's key covers exactly what it selects: for every entry under each
+source, its relative path, type, permission bits, link target and content
+digest; never mtimes, inode numbers or owners (owners in the context are the
+builder's, not the image's).  Reading contents is the expensive part, so a
+``StatCache`` remembers (path, size, mtime, inode) -> digest and a rebuild
+reads only files whose stat changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+_CHUNK = 1 << 20
+_TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
+          stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFCHR: "char",
+          stat.S_IFBLK: "block"}
+
+
+class StatCache(Protocol):
+    def get(self, path: str, st: os.stat_result) -> str | None: ...
+    def put(self, path: str, st: os.stat_result, digest: str) -> None: ...
+
+
+@dataclass
+class SourceChecksum:
+    digest: str                                  # sha256 over every entry below
+    files: dict[str, str] = field(default_factory=dict)   # rel path -> entry digest
+    read_bytes: int = 0                          # content actually read (stat-cache misses)
+
+
+def file_digest(path: str, st: os.stat_result, cache: StatCache | None) -> tuple[str, int]:
+    """sha256 of a regular file's content, from the stat cache when its stat is unchanged."""
+    if cache is not None and (known := cache.get(path, st)) is not None:
+        return known, 0
+    hasher = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        while chunk := os.read(fd, _CHUNK):
+            hasher.update(chunk)
+    finally:
+        os.close(fd)
+    digest = "sha256:" + hasher.hexdigest()
+    if cache is not None:
+        cache.put(path, st, digest)
+    return digest, st.st_size
+
+
+def _walk(host: str, rel: str, skip: Callable[[str, bool], bool]) -> Iterator[tuple[str, str]]:
+    yield rel, host
+    st = os.lstat(host)
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    for entry in sorted(os.scandir(host), key=lambda e: e.name):
+        entry_rel = f"{rel}/{entry.name}" if rel != "." else entry.name
+        if skip(entry_rel, entry.is_dir(follow_symlinks=False)):
+            continue
+        yield from _walk(entry.path, entry_rel, skip)
+
+
+def checksum_sources(sources: list[tuple[str, str]], *, cache: StatCache | None = None,
+                     skip: Callable[[str, bool], bool] = lambda rel, is_dir: False,
+                     keep_files: int = 5000) -> SourceChecksum:
+    """Checksum ``(relative path, host path)`` sources, each followed if it is a link.
+
+    Entries below a source are not followed (symlinks are hashed as links), as
+    COPY copies them.  ``skip(rel, is_dir)`` drops .dockerignore'd entries.
+    """
+    total = hashlib.sha256()
+    result = SourceChecksum(digest="")
+    for source_rel, source_host in sources:
+        for rel, host in _walk(source_host, source_rel, skip):
+            st = os.stat(host) if rel == source_rel else os.lstat(host)
+            kind = _TYPES.get(stat.S_IFMT(st.st_mode), "other")
+            mode = f"{stat.S_IMODE(st.st_mode):o}"
+            if kind == "file":
+                content, read = file_digest(host, st, cache)
+                result.read_bytes += read
+            elif kind == "symlink":
+                content = os.readlink(host)
+            else:
+                content = ""
+            entry = f"{kind} {mode} {content}"
+            total.update(f"{len(rel)}:{rel}\0{len(entry)}:{entry}\0".encode(
+                errors="surrogateescape"))
+            if len(result.files) < keep_files:
+                result.files[rel] = entry
+    result.digest = "sha256:" + total.hexdigest()
+    return result

@@ -1,0 +1,313 @@
+"""Typed instructions: one dataclass per Dockerfile command (BuildKit's commands.go).
+
+Nothing is expanded at parse time. Each command's ``expand`` returns a copy
+with exactly the words BuildKit expands for that instruction, using the stage
+environment the build engine supplies; ``expanded_fields`` names those
+fields. RUN/CMD/ENTRYPOINT/SHELL/HEALTHCHECK/ONBUILD/MAINTAINER expand nothing
+(the shell does it at run time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from builder.dockerfile.flags import InstructionError
+from builder.dockerfile.heredoc import Heredoc
+from builder.dockerfile.mounts import Device, Mount, parse_mount
+from builder.errors import DockerfileError
+
+__all__ = [
+    "AddCommand",
+    "ArgCommand",
+    "CmdCommand",
+    "Command",
+    "CopyCommand",
+    "EntrypointCommand",
+    "EnvCommand",
+    "ExpandWord",
+    "ExpandWords",
+    "ExposeCommand",
+    "FromCommand",
+    "HealthcheckCommand",
+    "LabelCommand",
+    "MaintainerCommand",
+    "OnbuildCommand",
+    "RunCommand",
+    "ShellCommand",
+    "StopsignalCommand",
+    "UserCommand",
+    "VolumeCommand",
+    "WorkdirCommand",
+]
+
+ExpandWord = Callable[[str], str]
+ExpandWords = Callable[[str], list[str]]
+
+
+
+@dataclass
+class Command:
+    """Fields every instruction has. ``line``/``end_line`` are 1-based physical lines;
+    ``original`` is the instruction as BuildKit keeps it for history (continuations
+    joined, heredoc bodies left out); ``name`` is the keyword as written."""
+
+    keyword: ClassVar[str] = ""
+    expanded_fields: ClassVar[tuple[str, ...]] = ()
+
+    line: int = 0
+    end_line: int = 0
+    original: str = ""
+    name: str = ""
+    comments: list[str] = field(default_factory=list)
+
+    def expand(
+        self,
+        expand_word: ExpandWord,
+        expand_words: ExpandWords,
+        expand_raw: ExpandWord | None = None,
+    ) -> Command:
+        """A copy with ``expanded_fields`` expanded. ``expand_raw`` (quotes kept)
+        is used for heredoc bodies of COPY/ADD; without it they stay as written."""
+        return dataclasses.replace(self)
+
+
+@dataclass
+class FromCommand(Command):
+    keyword: ClassVar[str] = "from"
+    base: str = ""
+    stage_name: str | None = None  # lower case
+    platform: str | None = None
+    as_word: str = ""  # the AS keyword as written, for the FromAsCasing rule
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EnvCommand(Command):
+    keyword: ClassVar[str] = "env"
+    expanded_fields: ClassVar[tuple[str, ...]] = ("pairs",)
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    legacy_format: bool = False  # "ENV k v" (no "=")
+
+    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+        pairs = [(expand_word(k), expand_word(v)) for k, v in self.pairs]
+        return dataclasses.replace(self, pairs=pairs)
+
+
+@dataclass
+class LabelCommand(Command):
+    keyword: ClassVar[str] = "label"
+    expanded_fields: ClassVar[tuple[str, ...]] = ("pairs",)
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    legacy_format: bool = False
+
+    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+        pairs = [(expand_word(k), expand_word(v)) for k, v in self.pairs]
+        return dataclasses.replace(self, pairs=pairs)
+
+
+@dataclass
+class ArgCommand(Command):
+    """``args``: (name, default or None). Only defaults are expanded, and only
+    when no ``--build-arg`` overrides them (see ``BuildPlan.resolve_args``)."""
+
+    keyword: ClassVar[str] = "arg"
+    expanded_fields: ClassVar[tuple[str, ...]] = ("args",)
+    args: list[tuple[str, str | None]] = field(default_factory=list)
+    doc_comments: list[str] = field(default_factory=list)
+
+    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+        args = [(k, None if v is None else expand_word(v)) for k, v in self.args]
+        return dataclasses.replace(self, args=args)
+
+
+def _expand_heredocs(docs: list[Heredoc], expand_raw: ExpandWord | None) -> list[Heredoc]:
+    if expand_raw is None:
+        return list(docs)
+    return [
+        dataclasses.replace(d, content=expand_raw(d.content)) if d.expand else d for d in docs
+    ]
+
+
+@dataclass
+class CopyCommand(Command):
+    """``sources`` are paths; heredoc sources are in ``source_heredocs`` with
+    their body already tab-stripped for ``<<-``. ``from_`` is never expanded
+    (BuildKit rejects variables there)."""
+
+    keyword: ClassVar[str] = "copy"
+    expanded_fields: ClassVar[tuple[str, ...]] = (
+        "sources", "dest", "chown", "chmod", "source_heredocs",
+    )  # fmt: skip
+    sources: list[str] = field(default_factory=list)
+    dest: str = ""
+    source_heredocs: list[Heredoc] = field(default_factory=list)
+    from_: str | None = None
+    chown: str | None = None
+    chmod: str | None = None
+    link: bool = False
+    exclude: list[str] = field(default_factory=list)
+    parents: bool = False
+
+    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(
+            self,
+            sources=[expand_word(s) for s in self.sources],
+            dest=expand_word(self.dest),
+            chown=None if self.chown is None else expand_word(self.chown),
+            chmod=None if self.chmod is None else expand_word(self.chmod),
+            source_heredocs=_expand_heredocs(self.source_heredocs, expand_raw),
+        )
+
+
+@dataclass
+class AddCommand(Command):
+    keyword: ClassVar[str] = "add"
+    expanded_fields: ClassVar[tuple[str, ...]] = (
+        "sources", "dest", "chown", "chmod", "checksum", "source_heredocs",
+    )  # fmt: skip
+    sources: list[str] = field(default_factory=list)
+    dest: str = ""
+    source_heredocs: list[Heredoc] = field(default_factory=list)
+    chown: str | None = None
+    chmod: str | None = None
+    link: bool = False
+    exclude: list[str] = field(default_factory=list)
+    keep_git_dir: bool | None = None
+    checksum: str | None = None
+    unpack: bool | None = None
+
+    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(
+            self,
+            sources=[expand_word(s) for s in self.sources],
+            dest=expand_word(self.dest),
+            chown=None if self.chown is None else expand_word(self.chown),
+            chmod=None if self.chmod is None else expand_word(self.chmod),
+            checksum=None if self.checksum is None else expand_word(self.checksum),
+            source_heredocs=_expand_heredocs(self.source_heredocs, expand_raw),
+        )
+
+
+@dataclass
+class RunCommand(Command):
+    """``cmd``: exec-form argv, or (``shell_form``) one string for the SHELL.
+    Heredoc bodies are raw (tabs kept even for ``<<-``; ``chomp`` says so)."""
+
+    keyword: ClassVar[str] = "run"
+    expanded_fields: ClassVar[tuple[str, ...]] = ("mounts",)
+    cmd: list[str] = field(default_factory=list)
+    shell_form: bool = True
+    heredocs: list[Heredoc] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
+    network: str | None = None
+    security: str | None = None
+    devices: list[Device] = field(default_factory=list)
+    flags_used: list[str] = field(default_factory=list)
+
+    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+        # A command does not know its file: the engine re-raises with its path.
+        try:
+            mounts = [parse_mount(m.raw, expand_word) for m in self.mounts]
+        except InstructionError as err:
+            raise DockerfileError(str(err), "Dockerfile", self.line) from None
+        return dataclasses.replace(self, mounts=mounts)
+
+
+@dataclass
+class CmdCommand(Command):
+    keyword: ClassVar[str] = "cmd"
+    cmd: list[str] = field(default_factory=list)
+    shell_form: bool = True
+
+
+@dataclass
+class EntrypointCommand(Command):
+    keyword: ClassVar[str] = "entrypoint"
+    cmd: list[str] = field(default_factory=list)
+    shell_form: bool = True
+
+
+@dataclass
+class ShellCommand(Command):
+    keyword: ClassVar[str] = "shell"
+    shell: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExposeCommand(Command):
+    keyword: ClassVar[str] = "expose"
+    expanded_fields: ClassVar[tuple[str, ...]] = ("ports",)
+    ports: list[str] = field(default_factory=list)  # sorted, as upstream
+
+    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(self, ports=[w for p in self.ports for w in expand_words(p)])
+
+
+@dataclass
+class VolumeCommand(Command):
+    keyword: ClassVar[str] = "volume"
+    expanded_fields: ClassVar[tuple[str, ...]] = ("paths",)
+    paths: list[str] = field(default_factory=list)
+
+    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(self, paths=[expand_word(p) for p in self.paths])
+
+
+def _single(attr: str) -> Callable[..., Command]:
+    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(self, **{attr: expand_word(getattr(self, attr))})
+
+    return expand
+
+
+@dataclass
+class UserCommand(Command):
+    keyword: ClassVar[str] = "user"
+    expanded_fields: ClassVar[tuple[str, ...]] = ("user",)
+    user: str = ""
+    expand = _single("user")  # type: ignore[assignment]
+
+
+@dataclass
+class WorkdirCommand(Command):
+    keyword: ClassVar[str] = "workdir"
+    expanded_fields: ClassVar[tuple[str, ...]] = ("path",)
+    path: str = ""
+    expand = _single("path")  # type: ignore[assignment]
+
+
+@dataclass
+class StopsignalCommand(Command):
+    keyword: ClassVar[str] = "stopsignal"
+    expanded_fields: ClassVar[tuple[str, ...]] = ("signal",)
+    signal: str = ""
+    expand = _single("signal")  # type: ignore[assignment]
+
+
+@dataclass
+class HealthcheckCommand(Command):
+    """``test`` is the OCI Healthcheck.Test (``["NONE"]``, ``["CMD", ...]`` or
+    ``["CMD-SHELL", cmd]``); durations are nanoseconds, 0 meaning unset."""
+
+    keyword: ClassVar[str] = "healthcheck"
+    test: list[str] | None = None
+    interval: int = 0
+    timeout: int = 0
+    start_period: int = 0
+    start_interval: int = 0
+    retries: int = 0
+
+
+@dataclass
+class OnbuildCommand(Command):
+    keyword: ClassVar[str] = "onbuild"
+    expression: str = ""
+
+
+@dataclass
+class MaintainerCommand(Command):
+    keyword: ClassVar[str] = "maintainer"
+    maintainer: str = ""

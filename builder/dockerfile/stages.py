@@ -1,0 +1,486 @@
+"""Typed commands → build stages, and the plan of which stages a build needs.
+
+``parse_text`` groups instructions under their ``FROM`` (ARGs before the first
+FROM are the global "meta" args). ``plan_build`` then does what BuildKit's
+``dockerfile2llb`` does before dispatching anything: it computes the global
+args (platform args, meta ARGs, ``--build-arg``), expands every ``FROM``,
+links stages (``FROM <stage>``, ``COPY --from``, ``RUN --mount=from=``, and
+ONBUILD triggers of a stage used as a base) and keeps only what the target
+reaches, dependencies first. Unused stages are never expanded past ``FROM``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from builder.dockerfile.commands import ArgCommand, Command, CopyCommand, FromCommand, RunCommand
+from builder.dockerfile.directives import (
+    DirectiveError,
+    detect_syntax,
+    parse_check_options,
+    parse_directive,
+)
+from builder.dockerfile.flags import with_suggestion
+from builder.dockerfile.instructions import parse_instruction
+from builder.dockerfile.parser import LintWarning, Node, decode_source, parse
+from builder.errors import DockerfileError
+
+__all__ = [
+    "BuildPlan",
+    "Dockerfile",
+    "PlannedStage",
+    "Platform",
+    "Stage",
+    "parse_file",
+    "parse_text",
+    "plan_build",
+    "valid_reference",
+]
+
+PROXY_ARGS = frozenset(
+    n for p in ("HTTP", "HTTPS", "FTP", "NO", "ALL") for n in (f"{p}_PROXY", f"{p.lower()}_proxy")
+)
+PLATFORM_ARGS = (
+    "BUILDPLATFORM", "BUILDOS", "BUILDOSVERSION", "BUILDARCH", "BUILDVARIANT",
+    "TARGETPLATFORM", "TARGETOS", "TARGETOSVERSION", "TARGETARCH", "TARGETVARIANT",
+    "TARGETSTAGE",
+)  # fmt: skip
+# Read by the builder itself, so never reported as unused.
+BUILTIN_ARGS = frozenset({*PROXY_ARGS, *PLATFORM_ARGS, "SOURCE_DATE_EPOCH"})
+
+_ARCH_ALIASES = {
+    "x86_64": ("amd64", ""), "x86-64": ("amd64", ""), "aarch64": ("arm64", ""),
+    "armhf": ("arm", "v7"), "armel": ("arm", "v6"), "i386": ("386", ""), "i686": ("386", ""),
+}  # fmt: skip
+_KNOWN_OS = frozenset({"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris"})
+
+
+@dataclass(frozen=True)
+class Platform:
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str = ""
+
+    def __str__(self) -> str:
+        base = f"{self.os}/{self.architecture}"
+        return f"{base}/{self.variant}" if self.variant else base
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        """``os/arch[/variant]`` or a bare ``arch``, normalised like containerd's."""
+        parts = text.lower().split("/")
+        if not 1 <= len(parts) <= 3 or any(not p or not p.isascii() for p in parts):
+            raise ValueError(f"{text!r}: invalid platform, expected os/arch[/variant]")
+        if len(parts) == 1:
+            if parts[0] in _KNOWN_OS:
+                return cls(parts[0], cls.host().architecture, cls.host().variant)
+            parts = ["linux", parts[0]]
+        os_name, arch = parts[0], parts[1]
+        arch, variant = _ARCH_ALIASES.get(arch, (arch, ""))
+        if len(parts) == 3:
+            variant = parts[2]
+        if arch == "arm" and not variant:
+            variant = "v7"
+        if arch == "arm64" and variant == "v8":
+            variant = ""
+        return cls(os_name, arch, variant)
+
+    @classmethod
+    def host(cls) -> Platform:
+        import platform as _host  # only when no build platform is given
+
+        arch, variant = _ARCH_ALIASES.get(_host.machine().lower(), (_host.machine().lower(), ""))
+        if arch.startswith("armv7"):
+            arch, variant = "arm", "v7"
+        return cls("linux", arch or "amd64", variant)
+
+
+@dataclass
+class Stage:
+    index: int
+    name: str | None  # lower case
+    base: str  # the FROM image word, unexpanded
+    platform: str | None  # the --platform value, unexpanded
+    line: int
+    commands: list[Command] = field(default_factory=list)
+    original: str = ""
+    from_command: FromCommand | None = None
+    doc_comment: str = ""
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"stage-{self.index}"
+
+
+@dataclass
+class Dockerfile:
+    path: str
+    escape: str
+    directives: dict[str, str]
+    meta_args: list[ArgCommand]
+    stages: list[Stage]
+    warnings: list[LintWarning]
+    nodes: list[Node] = field(default_factory=list, repr=False)
+
+    def stage(self, name: str) -> Stage | None:
+        """The last stage named ``name`` (case-insensitive), as upstream resolves names."""
+        found = None
+        for st in self.stages:
+            if st.name is not None and st.name == name.lower():
+                found = st
+        return found
+
+
+def _doc_comment(comments: list[str], name: str | None) -> str:
+    if not name:
+        return ""
+    for line in comments:
+        if line.startswith(name + " "):
+            return line[len(name) + 1 :]
+    return ""
+
+
+def parse_text(text: str | bytes, path: str = "Dockerfile") -> Dockerfile:
+    """Parse a whole Dockerfile into stages. Raises DockerfileError."""
+    if len(text) == 0:
+        raise DockerfileError("the Dockerfile cannot be empty", path)
+    source = decode_source(text, path)
+    result = parse(source, path)
+    directives = {d.name: d.value for d in result.directives}
+    # BuildKit reads syntax and check with its own scan (which skips a shebang).
+    _, syntax, _, found = detect_syntax(source)
+    if found:
+        directives["syntax"] = syntax
+    _, check, _, found = parse_directive("check", source)
+    if found:
+        directives["check"] = check
+    if "check" in directives:
+        try:
+            parse_check_options(directives["check"].split(" ", 1)[0])
+        except DirectiveError as err:
+            raise DockerfileError(f"failed to parse check options: {err}", path, 1) from None
+    meta: list[ArgCommand] = []
+    stages: list[Stage] = []
+    for node in result.nodes:
+        cmd = parse_instruction(node, path)
+        if isinstance(cmd, FromCommand):
+            stages.append(
+                Stage(
+                    index=len(stages),
+                    name=cmd.stage_name,
+                    base=cmd.base,
+                    platform=cmd.platform,
+                    line=cmd.line,
+                    original=cmd.original,
+                    from_command=cmd,
+                    doc_comment=_doc_comment(cmd.comments, cmd.stage_name),
+                )
+            )
+        elif not stages and isinstance(cmd, ArgCommand):
+            meta.append(cmd)
+        elif not stages:
+            raise DockerfileError("no build stage in current context", path, cmd.line)
+        else:
+            stages[-1].commands.append(cmd)
+    if not stages:
+        raise DockerfileError("dockerfile contains no stages to build", path, result.end_line)
+    return Dockerfile(path, result.escape, directives, meta, stages, result.warnings, result.nodes)
+
+
+MAX_READ = 10 * 1024 * 1024 + 1  # one byte over the limit, so parse reports it
+
+
+def parse_file(path: str | os.PathLike[str]) -> Dockerfile:
+    """Read and parse a Dockerfile; a missing or unreadable file is a DockerfileError."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            data = f.read(MAX_READ)
+    except OSError as err:
+        raise DockerfileError(f"cannot read Dockerfile: {err.strerror}", name) from None
+    return parse_text(data, name)
+
+
+# --- the build plan --------------------------------------------------------------
+
+
+@dataclass
+class PlannedStage:
+    stage: Stage
+    base: str  # the expanded FROM word: an image reference, "scratch" or a stage name
+    base_stage: int | None  # index of the stage used as base, if any
+    dependencies: list[int]  # every stage this one needs, base included
+    platform: Platform | None  # the expanded --platform, if given
+    global_args: Mapping[str, str]  # visible to the stage once it re-declares them with ARG
+    images: list[str] = field(default_factory=list)  # COPY --from / --mount from= images
+
+
+@dataclass
+class BuildPlan:
+    target: int
+    stages: list[PlannedStage]  # what the target needs, dependencies first
+    global_args: dict[str, str]
+    build_args: dict[str, str]
+    proxy_env: dict[str, str]  # proxy build-args: set for RUN, kept out of history
+    images: list[str]  # image references used by COPY --from / RUN --mount=from
+    warnings: list[LintWarning] = field(default_factory=list)
+
+    def resolve_args(
+        self, cmd: ArgCommand, expand_word: Callable[[str], str]
+    ) -> list[tuple[str, str | None]]:
+        """Values of a stage ARG: --build-arg, else the expanded default, else the
+        global value; None when unset. Defaults are only expanded when used."""
+        out: list[tuple[str, str | None]] = []
+        for key, default in cmd.args:
+            if key in self.build_args:
+                value: str | None = self.build_args[key]
+            elif default is not None:
+                value = expand_word(default)
+            else:
+                value = self.global_args.get(key)
+            out.append((key, value))
+        return out
+
+
+def _platform_args(build: Platform, target: Platform, stage: str) -> dict[str, str]:
+    return {
+        "BUILDPLATFORM": str(build),
+        "BUILDOS": build.os,
+        "BUILDOSVERSION": "",
+        "BUILDARCH": build.architecture,
+        "BUILDVARIANT": build.variant,
+        "TARGETPLATFORM": str(target),
+        "TARGETOS": target.os,
+        "TARGETOSVERSION": "",
+        "TARGETARCH": target.architecture,
+        "TARGETVARIANT": target.variant,
+        "TARGETSTAGE": stage or "default",
+    }
+
+
+_HOST = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REF_RE = re.compile(
+    rf"(?:(?P<domain>{_HOST}(?:\.{_HOST})*(?::[0-9]+)?|\[[0-9a-fA-F:.]+\](?::[0-9]+)?)/)?"
+    rf"(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?",
+    re.ASCII,
+)
+
+
+def valid_reference(ref: str) -> bool:
+    """Roughly distribution/reference's ParseNormalizedNamed: a lower-case path,
+    optional registry, tag and digest."""
+    m = _REF_RE.fullmatch(ref)
+    return m is not None and len(m.group("path")) + len(m.group("domain") or "") < 256
+
+
+class _Planner:
+    def __init__(self, df: Dockerfile, build_args: Mapping[str, str], env: dict[str, str]):
+        from builder.dockerfile.expand import ShellLex  # the lexer is only needed here
+
+        self.df = df
+        self.lex = ShellLex(df.escape)
+        self.build_args = dict(build_args)
+        self.env = env
+        self.declared: set[str] = set(env)
+        self.by_name: dict[str, int] = {}
+
+    def expand(self, word: str, env: Mapping[str, str], line: int):  # type: ignore[no-untyped-def]
+        from builder.dockerfile.expand import ExpansionError
+
+        try:
+            return self.lex.process_word_with_matches(word, env)
+        except ExpansionError as err:
+            raise DockerfileError(str(err), self.df.path, line) from None
+
+    def meta_args(self) -> None:
+        for cmd in self.df.meta_args:
+            for key, default in cmd.args:
+                self.declared.add(key)
+                if key in self.build_args:
+                    self.env[key] = self.build_args[key]
+                elif default is not None:
+                    self.env[key] = self.expand(default, self.env, cmd.line).result
+
+    def from_word(self, st: Stage, word: str, what: str) -> str:
+        res = self.expand(word, self.env, st.line)
+        for name in sorted(res.unmatched):
+            if name not in self.declared:
+                msg = with_suggestion(
+                    f"{what} {word!r} uses ${name}, but no ARG {name} is declared before "
+                    "the first FROM",
+                    name,
+                    self.declared,
+                )
+                raise DockerfileError(msg, self.df.path, st.line)
+        return res.result
+
+    def source(self, ps: PlannedStage, ref: str, line: int, kind: str) -> int | None:
+        """The stage index ``ref`` names, or None for an image (added to ``ps.images``)."""
+        from builder.dockerfile.expand import ExpansionError
+
+        st = ps.stage
+        try:
+            same = self.lex.process_word(ref, {}) == ref
+        except ExpansionError:
+            same = False
+        if not same:
+            raise DockerfileError(
+                "variable expansion is not supported for --from, define a new stage with FROM "
+                "using ARG from global scope as a workaround",
+                self.df.path,
+                line,
+            )
+        if kind == "COPY --from" and re.fullmatch(r"[+-]?[0-9]+", ref):
+            idx = int(ref)
+            if not 0 <= idx < len(self.df.stages):
+                raise DockerfileError(f"invalid stage index {idx}", self.df.path, line)
+        elif ref.lower() in self.by_name:
+            idx = self.by_name[ref.lower()]
+        elif any(c in ref for c in "/:@"):
+            if not valid_reference(ref):
+                msg = f"{kind}={ref}: invalid reference format"
+                raise DockerfileError(msg, self.df.path, line)
+            ps.images.append(ref)
+            return None
+        else:
+            # Upstream would pull an image named like this; a typo is far likelier.
+            msg = with_suggestion(f'{kind}={ref}: no stage named "{ref}"', ref, self.by_name)
+            raise DockerfileError(
+                f"{msg}; to use an image, give its tag, e.g. {ref}:latest", self.df.path, line
+            )
+        if idx >= st.index:
+            raise DockerfileError(
+                f'cannot use stage "{self.df.stages[idx].display_name}" from stage '
+                f'"{st.display_name}": it needs to be defined before the current stage',
+                self.df.path,
+                line,
+            )
+        return idx
+
+    def command_sources(self, ps: PlannedStage, cmds: list[Command]) -> set[int]:
+        found: list[int | None] = []
+        for cmd in cmds:
+            if isinstance(cmd, CopyCommand) and cmd.from_:
+                found.append(self.source(ps, cmd.from_, cmd.line, "COPY --from"))
+            elif isinstance(cmd, RunCommand):
+                found.extend(
+                    self.source(ps, m.from_, cmd.line, "RUN --mount from")
+                    for m in cmd.mounts
+                    if m.from_
+                )
+        return {i for i in found if i is not None}
+
+
+def _onbuild_triggers(df: Dockerfile, base: Stage) -> list[Command]:
+    from builder.dockerfile.commands import OnbuildCommand
+
+    out = []
+    for cmd in base.commands:
+        if isinstance(cmd, OnbuildCommand):
+            result = parse(cmd.expression, df.path)
+            node = result.nodes[0]
+            node.start_line = node.end_line = cmd.line
+            out.append(parse_instruction(node, df.path))
+    return out
+
+
+def plan_build(
+    df: Dockerfile,
+    *,
+    target: str | None = None,
+    build_args: Mapping[str, str] | None = None,
+    platform: Platform | None = None,
+    build_platform: Platform | None = None,
+) -> BuildPlan:
+    """Resolve args and bases, and pick the stages ``target`` (default: last) needs.
+
+    Raises DockerfileError for an unknown target, an undeclared or blank FROM,
+    a bad ``--platform``, and a ``--from``/``from=`` that names no earlier stage.
+    """
+    build_args = dict(build_args or {})
+    platform = platform or Platform()
+    build_platform = build_platform or Platform.host()
+    if target:
+        chosen = df.stage(target)
+        if chosen is None:
+            names = [s.name for s in df.stages if s.name]
+            msg = f"target stage {target!r} could not be found"
+            raise DockerfileError(with_suggestion(msg, target, names), df.path)
+    else:
+        chosen = df.stages[-1]
+    env = _platform_args(build_platform, platform, target or df.stages[-1].name or "")
+    env.update((k, v) for k, v in build_args.items() if k in env)
+    planner = _Planner(df, build_args, env)
+    planner.meta_args()
+
+    planned: list[PlannedStage] = []
+    for st in df.stages:
+        base = planner.from_word(st, st.base, "FROM")
+        if not base:
+            raise DockerfileError(f"base name ({st.base}) should not be blank", df.path, st.line)
+        plat = None
+        if st.platform:
+            text = planner.from_word(st, st.platform, "FROM --platform")
+            if not text:
+                raise DockerfileError(
+                    f"empty platform value from expression {st.platform}", df.path, st.line
+                )
+            try:
+                plat = Platform.parse(text)
+            except ValueError as err:
+                msg = f"failed to parse platform {st.platform}: {err}"
+                raise DockerfileError(msg, df.path, st.line) from None
+        base_stage = planner.by_name.get(base)
+        if base_stage is None and base != "scratch" and not valid_reference(base):
+            raise DockerfileError(
+                f"failed to parse stage name {base!r}: invalid reference format", df.path, st.line
+            )
+        if st.name:
+            planner.by_name[st.name] = st.index
+        deps = [] if base_stage is None else [base_stage]
+        planned.append(PlannedStage(st, base, base_stage, deps, plat, planner.env))
+
+    for ps in planned:
+        cmds = list(ps.stage.commands)
+        if ps.base_stage is not None:
+            cmds += _onbuild_triggers(df, df.stages[ps.base_stage])
+        ps.dependencies = sorted(set(ps.dependencies) | planner.command_sources(ps, cmds))
+
+    needed: set[int] = set()
+    todo = [chosen.index]
+    while todo:
+        i = todo.pop()
+        if i not in needed:
+            needed.add(i)
+            todo.extend(planned[i].dependencies)
+
+    declared = set(planner.declared) | {
+        k for st in df.stages for c in st.commands if isinstance(c, ArgCommand) for k, _ in c.args
+    }
+    warnings = [
+        LintWarning(
+            "UnusedBuildArg",
+            0,
+            with_suggestion(
+                f"build-arg {name} was not consumed: no ARG declares it", name, declared
+            ),
+        )
+        for name in sorted(build_args)
+        if name not in declared and name not in BUILTIN_ARGS and not name.startswith("BUILDKIT_")
+    ]
+    return BuildPlan(
+        target=chosen.index,
+        stages=[planned[i] for i in sorted(needed)],
+        global_args=dict(planner.env),
+        build_args=build_args,
+        proxy_env={k: v for k, v in build_args.items() if k in PROXY_ARGS},
+        images=[ref for i in sorted(needed) for ref in planned[i].images],
+        warnings=warnings,
+    )
+
