@@ -63,6 +63,12 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--build-arg", action="append", default=[], metavar="K=V")
     p.add_argument("--target", help="build this stage (default: the last)")
     p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
+    p.add_argument("--cache-from", action="append", default=[], metavar="type=local,src=DIR",
+                   help="reuse a cache exported with --cache-to (several allowed)")
+    p.add_argument("--cache-to", metavar="type=local,dest=DIR[,mode=min|max]",
+                   help="export the build cache (mode=max: every stage's steps)")
+    p.add_argument("--reproducible", action="store_true",
+                   help="set SOURCE_DATE_EPOCH from the newest context file if unset")
     p.add_argument("--network", choices=("host", "none"), default="host")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     p.add_argument("--platform", default="linux/amd64")
@@ -158,6 +164,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         outputs.append(Output(type=attrs.pop("type", "local"), dest=attrs.pop("dest", ""),
                               attrs=attrs))
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if args.reproducible and not epoch and args.context != "-":
+        epoch = str(_newest_mtime(Path(args.context)))
+    cache_from = [_cache_spec(spec, "src", "--cache-from")["src"] for spec in args.cache_from]
+    cache_to = _cache_spec(args.cache_to, "dest", "--cache-to") if args.cache_to else {}
     options = BuildOptions(
         context=None if args.context == "-" else Path(args.context),
         dockerfile=Path(args.file) if args.file else None,
@@ -166,7 +176,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         no_cache=args.no_cache, network=args.network, labels=_pairs(args.label, "--label"),
         platform=args.platform, outputs=outputs, compression=args.compression,
         source_date_epoch=int(epoch) if epoch and epoch.isdigit() else None,
-        iidfile=args.iidfile, metadata_file=args.metadata_file)
+        iidfile=args.iidfile, metadata_file=args.metadata_file, cache_from=cache_from,
+        cache_to=cache_to.get("dest"), cache_mode=cache_to.get("mode", "min"))
     if options.context is not None and not options.context.is_dir():
         raise UsageError(f"context {args.context!r} is not a directory")
     progress = make_progress(args.progress, quiet=args.quiet)
@@ -185,6 +196,30 @@ def cmd_build(args: argparse.Namespace) -> int:
         progress.message(f"writing image {result.image_id}"
                          + "".join(f"\nnaming to {t}" for t in result.tags))
     return 0
+
+
+def _cache_spec(spec: str, path_key: str, flag: str) -> dict[str, str]:
+    """``type=local,dest=DIR,mode=max`` -> dict; registry caches come with issue 7."""
+    attrs = dict(item.partition("=")[::2] for item in spec.split(","))
+    kind = attrs.get("type", "local")
+    if kind == "registry":
+        raise NotImplementedYet(f"{flag} type=registry is not built yet (planned in issue 7)")
+    if kind != "local" or not attrs.get(path_key):
+        raise UsageError(f"{flag} {spec!r}: expected type=local,{path_key}=DIR")
+    if attrs.get("mode", "min") not in ("min", "max"):
+        raise UsageError(f"{flag} {spec!r}: mode must be min or max")
+    return attrs
+
+
+def _newest_mtime(context: Any) -> int:
+    newest = 0
+    for directory, _dirs, files in os.walk(context):
+        for name in files:
+            try:
+                newest = max(newest, int(os.lstat(os.path.join(directory, name)).st_mtime))
+            except OSError:
+                continue
+    return newest
 
 
 def _write_outputs(store: Any, result: Any, outputs: list[Any], compression: str) -> None:

@@ -17,6 +17,7 @@ from builder.build.options import BuildOptions, BuildResult, StepRecord
 from builder.build.progress import Progress
 from builder.build.state import DEFAULT_PATH, StageState
 from builder.cache import CacheEntry, CacheStore, Inputs, cache_key
+from builder.cache.transfer import ImportedCache, export_cache, materialize, open_cache
 from builder.context.checksum import checksum_sources
 from builder.errors import BuildError, ContextError, DockerfileError, PybuildError
 from builder.image import config as image_config
@@ -34,6 +35,7 @@ class _Build:
     dockerfile_path: str
     ignore: Any
     cache: CacheStore
+    imported: list[ImportedCache] = field(default_factory=list)
     escape: str = "\\"
     stages: dict[int, StageState] = field(default_factory=dict)
     global_args: dict[str, str | None] = field(default_factory=dict)
@@ -88,6 +90,7 @@ def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResul
     run = _Build(store, options, progress, path, _ignore_matcher(options), CacheStore(store),
                  escape=dockerfile.escape)
     run.global_args = dict(plan.global_args)
+    run.imported = [open_cache(src) for src in options.cache_from]
     run.total_steps = sum(len(p.stage.commands) + 1 for p in plan.stages)
     last: StageState | None = None
     for planned in plan.stages:
@@ -255,7 +258,8 @@ def _layer_step(run: _Build, state: StageState, record: StepRecord, inputs: Inpu
     inputs = [("parent", state.cache_key), *inputs, ("platform", run.options.platform)]
     key = cache_key(inputs)
     slot = f"{Path(run.dockerfile_path).name}:{state.name}:{record.index}"
-    entry = None if run.options.no_cache else run.cache.lookup(key)
+    record.key = key
+    entry = None if run.options.no_cache else _lookup(run, key)
     if entry is not None:
         record.cached, record.created = True, entry.created
         record.layer = entry.chain_id if entry.changes.get("layer") else None
@@ -287,6 +291,16 @@ def _layer_step(run: _Build, state: StageState, record: StepRecord, inputs: Inpu
                                          "modified": record.modified,
                                          "deleted": record.deleted, "bytes": record.size}))
     state.chain, state.cache_key = result.chain_id, key
+
+
+def _lookup(run: _Build, key: str) -> CacheEntry | None:
+    """A local cache entry, else one from a --cache-from layout (fetching its layers)."""
+    entry = run.cache.lookup(key)
+    for imported in run.imported:
+        if entry is not None:
+            break
+        entry = materialize(run.store, run.cache, imported, key)
+    return entry
 
 
 def _run(run: _Build, snapshot: Snapshot, spec: RunSpec) -> None:
@@ -401,4 +415,9 @@ def _finish(run: _Build, state: StageState) -> BuildResult:
     from builder.explain.records import save_build
 
     save_build(run.store, image_id, run.steps)
+    if run.options.cache_to:
+        steps = run.steps if run.options.cache_mode == "max" else state.steps
+        count = export_cache(run.store, run.cache, [s.key for s in steps if s.key],
+                             run.options.cache_to)
+        run.progress.message(f"exported {count} cache entries to {run.options.cache_to}")
     return BuildResult(image_id=image_id, steps=run.steps, tags=list(run.options.tags))

@@ -32,6 +32,9 @@ class BuildOptions:
     source_date_epoch: int | None = None
     iidfile: str | None = None
     metadata_file: str | None = None
+    cache_from: list[str] = field(default_factory=list)    # local cache layout dirs
+    cache_to: str | None = None                            # local dir to export the cache to
+    cache_mode: str = "min"                                # min: final stage; max: all stages
 
 
 @dataclass
@@ -43,6 +46,7 @@ class StepRecord:
     instruction: str
     line: int
     layer: str | None = None          # chain ID of the layer it made, if any
+    key: str = ""                     # its cache key (layer steps only)
     cached: bool = False
     added: int = 0
     modified: int = 0

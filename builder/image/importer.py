@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -84,7 +85,9 @@ def import_tarball(store: Store, tarball: str, name: str | None, *, platform: st
     os_name, _, arch = platform.partition("/")
     arch, _, variant = arch.partition("/")
     image = image_config.new_image(os_name, arch, variant)
-    created = image_config.rfc3339()
+    # SOURCE_DATE_EPOCH makes imports reproducible too (docker import always uses now).
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    created = image_config.rfc3339(int(epoch) if epoch.isdigit() else None)
     image["created"] = created
     image["rootfs"]["diff_ids"] = [diff_id]
     image["history"] = [{"created": created, "created_by": "pybuild import",

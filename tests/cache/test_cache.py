@@ -1,0 +1,153 @@
+"""The instruction-hash cache: hits, misses explained, portability, reproducible images."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from builder.cache import CacheStore
+from builder.context.checksum import checksum_sources
+
+pytestmark = [pytest.mark.root, pytest.mark.overlay]
+
+DOCKERFILE = """\
+FROM busybox
+ARG FLAVOR=plain
+ENV GREETING=hello
+COPY app/ /app/
+RUN echo "$GREETING $FLAVOR" > /app/out.txt
+CMD ["cat", "/app/out.txt"]
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, busybox_tar: Path) -> tuple[Path, Path]:
+    root = tmp_path / "store"
+    _import(root, busybox_tar)
+    context = tmp_path / "ctx"
+    (context / "app").mkdir(parents=True)
+    (context / "app" / "main.sh").write_text("echo main\n")
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    return root, context
+
+
+def _import(root: Path, tarball: Path) -> None:
+    """Import busybox as a registry would hand it out: the same image ID on every machine."""
+    saved = dict(os.environ)
+    os.environ["SOURCE_DATE_EPOCH"] = "1700000000"
+    try:
+        run_cli("import", str(tarball), "busybox", root=root)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _build(root: Path, context: Path, *extra: str, env: dict | None = None) -> str:
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        result = run_cli("-q", "-t", "app", *extra, str(context), root=root)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return result.stdout.decode().strip()
+
+
+def _notes(root: Path) -> dict[str, str]:
+    from builder.explain.records import load_build
+    from builder.store import Store
+
+    store = Store(root)
+    steps = load_build(store, store.resolve_image("app"))
+    store.close()
+    assert steps is not None
+    return {s["instruction"].split()[0]: s["note"] for s in steps}
+
+
+def test_unchanged_rebuild_hits_every_step_and_gives_the_same_image(project) -> None:
+    root, context = project
+    first = _build(root, context)
+    assert _notes(root)["RUN"] == "cache miss: not built before"
+    assert _build(root, context) == first
+    notes = _notes(root)
+    assert notes["COPY"] == notes["RUN"] == "cache hit"
+    explain = run_cli("explain", "app", root=root).stdout.decode()
+    assert "hit" in explain
+
+
+def test_a_changed_file_is_named_as_the_reason(project) -> None:
+    root, context = project
+    _build(root, context)
+    (context / "app" / "main.sh").write_text("echo changed\n")
+    _build(root, context)
+    notes = _notes(root)
+    assert notes["COPY"] == "cache miss: file app/main.sh changed; content: " \
+        + notes["COPY"].split("content: ")[1]
+    assert notes["RUN"] == "cache miss: the step before it changed (a miss above, or a " \
+        "different base image)"
+
+
+def test_a_changed_build_arg_is_named_as_the_reason(project) -> None:
+    root, context = project
+    _build(root, context)
+    _build(root, context, "--build-arg", "FLAVOR=spicy")
+    assert _notes(root)["RUN"] == "cache miss: env FLAVOR: 'plain' -> 'spicy'"
+    assert _notes(root)["COPY"] == "cache hit"
+
+
+def test_no_cache_says_so(project) -> None:
+    root, context = project
+    _build(root, context)
+    _build(root, context, "--no-cache")
+    assert _notes(root)["RUN"] == "cache miss: --no-cache"
+
+
+def test_reproducible_builds_in_two_fresh_stores_give_one_digest(tmp_path, busybox_tar) -> None:
+    context = tmp_path / "ctx"
+    (context / "app").mkdir(parents=True)
+    (context / "app" / "main.sh").write_text("echo main\n")
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    digests = []
+    for name in ("one", "two"):
+        root = tmp_path / name
+        _import(root, busybox_tar)
+        digests.append(_build(root, context, env={"SOURCE_DATE_EPOCH": "1700000000"}))
+        archive = tmp_path / f"{name}.tar"
+        run_cli("save", "-o", str(archive), "app", root=root)
+        digests.append(archive.read_bytes())
+    assert digests[0] == digests[2]  # image ID
+    assert digests[1] == digests[3]  # the whole archive, byte for byte
+
+
+def test_cache_exported_on_one_machine_hits_on_another(project, tmp_path, busybox_tar) -> None:
+    root, context = project
+    cache_dir = tmp_path / "ci-cache"
+    first = _build(root, context, "--cache-to", f"type=local,dest={cache_dir},mode=max")
+    index = json.loads((cache_dir / "index.json").read_text())
+    assert index["manifests"][0]["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    fresh = tmp_path / "fresh-store"  # another machine: nothing in common but the cache dir
+    _import(fresh, busybox_tar)
+    assert _build(fresh, context, "--cache-from", f"type=local,src={cache_dir}") == first
+    notes = _notes(fresh)
+    assert notes["COPY"] == notes["RUN"] == "cache hit"
+
+
+def test_a_noop_recheck_of_a_big_context_reads_no_file(store, tmp_path) -> None:
+    context = tmp_path / "big"
+    for i in range(2000):
+        sub = context / f"d{i % 40}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i}").write_text(f"content {i}\n")
+    cache = CacheStore(store)
+    first = checksum_sources([(".", str(context))], cache=cache)
+    cache.flush_stats()
+    assert first.read_bytes > 0
+    again = checksum_sources([(".", str(context))], cache=CacheStore(store))
+    assert again.read_bytes == 0 and again.digest == first.digest
+    (context / "d1" / "f1").write_text("changed\n")
+    third = checksum_sources([(".", str(context))], cache=CacheStore(store))
+    assert third.read_bytes == len("changed\n") and third.digest != first.digest
