@@ -29,7 +29,7 @@ VERBS: dict[str, tuple[str, int | None]] = {
     "import": ("import a root filesystem tarball as a one-layer image", None),
     "check": ("lint a Dockerfile with BuildKit's rules", None),
     "debug": ("debugging aids: 'debug parse FILE' prints BuildKit's parse dump", None),
-    "load": ("load images from a docker-archive or OCI archive", 5),
+    "load": ("load images from a docker-archive or OCI archive", None),
     "df": ("show space used by images, layers and cache", 5),
     "prune": ("remove unused layers, blobs and cache", 5),
     "pull": ("pull an image from a registry", 7),
@@ -74,7 +74,7 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", default="linux/amd64")
     p.add_argument("--progress", choices=("auto", "plain", "tty", "json"), default="auto")
     p.add_argument("-o", "--output", action="append", default=[],
-                   metavar="type=docker|oci,dest=PATH")
+                   metavar="type=docker|oci|local|tar,dest=PATH")
     p.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
     p.add_argument("--iidfile", help="write the image ID to this file")
     p.add_argument("--metadata-file", help="write build metadata (JSON) to this file")
@@ -101,6 +101,8 @@ _ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
                          p.add_argument("--platform", default="linux/amd64"),
                          p.add_argument("-m", "--message", default="")),
     "check": lambda p: (p.add_argument("path", nargs="?", default="Dockerfile")),
+    "load": lambda p: p.add_argument("-i", "--input", required=True,
+                                     help="docker-archive or OCI layout (tar or directory)"),
     "debug": lambda p: (p.add_argument("what", choices=("parse",)), p.add_argument("path")),
 }
 
@@ -156,6 +158,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from builder.build.engine import build
     from builder.build.options import BuildOptions, Output
+    from builder.build.outputs import write_outputs
     from builder.build.progress import make_progress
 
     outputs = []
@@ -183,7 +186,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     progress = make_progress(args.progress, quiet=args.quiet)
     store = _store(args)
     result = build(store, options, progress)
-    _write_outputs(store, result, outputs, args.compression)
+    write_outputs(store, result.image_id, result.tags, outputs, args.compression)
     if args.iidfile:
         Path(args.iidfile).write_text(result.image_id)
     if args.metadata_file:
@@ -220,21 +223,6 @@ def _newest_mtime(context: Any) -> int:
             except OSError:
                 continue
     return newest
-
-
-def _write_outputs(store: Any, result: Any, outputs: list[Any], compression: str) -> None:
-    from builder.image.archive import write_layout
-
-    for output in outputs:
-        if output.type in ("docker", "oci"):
-            if not output.dest:
-                raise UsageError(f"-o type={output.type} needs dest=PATH")
-            as_dir = output.attrs.get("tar", "true") == "false"
-            write_layout(store, [(result.image_id, result.tags)], output.dest,
-                         compression="none" if output.type == "docker" else compression,
-                         as_dir=as_dir)
-        else:
-            raise NotImplementedYet(f"-o type={output.type} is not built yet (issue 5)")
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -332,6 +320,19 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    from builder.image.loader import load_archive
+
+    store = _store(args)
+    for image_id, tags in load_archive(store, args.input):
+        for tag in tags:
+            store.tag(tag, image_id)
+            print(f"Loaded image: {tag}")
+        if not tags:
+            print(f"Loaded image ID: {image_id}")
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from builder.explain.records import load_build
     from builder.explain.render import render
@@ -370,7 +371,7 @@ def cmd_debug(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build, "images": cmd_images, "inspect": cmd_inspect, "history": cmd_history,
     "tag": cmd_tag, "rmi": cmd_rmi, "save": cmd_save, "import": cmd_import,
-    "explain": cmd_explain, "check": cmd_check, "debug": cmd_debug,
+    "explain": cmd_explain, "check": cmd_check, "debug": cmd_debug, "load": cmd_load,
 }
 
 

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from builder.errors import StoreError, UsageError
 from builder.image.config import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST, go_json
-from builder.store.store import LayerBlobRecord, Store
+from builder.store.store import LayerBlobRecord, Store, normalize_tag
 
 MEDIA_LAYER = {
     "none": "application/vnd.oci.image.layer.v1.tar",
@@ -177,6 +177,7 @@ def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: st
             sink.add_bytes(_blob_name(digest), manifest)
             descriptor = Descriptor(MEDIA_MANIFEST, digest, len(manifest))
             results.append(descriptor)
+            tags = [normalize_tag(t) for t in tags]
             for tag in tags or [None]:
                 entry = descriptor.to_json()
                 if tag:
