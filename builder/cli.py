@@ -71,6 +71,8 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
                    help="set SOURCE_DATE_EPOCH from the newest context file if unset")
     p.add_argument("--network", choices=("host", "none"), default="host")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH",
+                   help="a secret for RUN --mount=type=secret (src= a file, or env=VAR)")
     p.add_argument("--platform", default="linux/amd64")
     p.add_argument("--progress", choices=("auto", "plain", "tty", "json"), default="auto")
     p.add_argument("-o", "--output", action="append", default=[],
@@ -180,7 +182,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         platform=args.platform, outputs=outputs, compression=args.compression,
         source_date_epoch=int(epoch) if epoch and epoch.isdigit() else None,
         iidfile=args.iidfile, metadata_file=args.metadata_file, cache_from=cache_from,
-        cache_to=cache_to.get("dest"), cache_mode=cache_to.get("mode", "min"))
+        cache_to=cache_to.get("dest"), cache_mode=cache_to.get("mode", "min"),
+        secrets=_secrets(args.secret))
     if options.context is not None and not options.context.is_dir():
         raise UsageError(f"context {args.context!r} is not a directory")
     progress = make_progress(args.progress, quiet=args.quiet)
@@ -199,6 +202,34 @@ def cmd_build(args: argparse.Namespace) -> int:
         progress.message(f"writing image {result.image_id}"
                          + "".join(f"\nnaming to {t}" for t in result.tags))
     return 0
+
+
+def _secrets(specs: list[str]) -> dict[str, str]:
+    """``--secret id=ID,src=PATH`` (or ``env=VAR``, whose value goes through a temp file)."""
+    import atexit
+    import tempfile
+
+    secrets = {}
+    for spec in specs:
+        attrs = dict(item.partition("=")[::2] for item in spec.split(","))
+        secret_id = attrs.get("id", "")
+        source = attrs.get("src") or attrs.get("source")
+        if not secret_id or not (source or attrs.get("env")):
+            raise UsageError(f"--secret {spec!r}: expected id=ID,src=PATH or id=ID,env=VAR")
+        if source is None:
+            value = os.environ.get(attrs["env"])
+            if value is None:
+                raise UsageError(f"--secret {spec!r}: environment variable {attrs['env']} "
+                                 "is not set")
+            with tempfile.NamedTemporaryFile("w", prefix="pybuild-secret-",
+                                             delete=False) as handle:
+                handle.write(value)
+            source = handle.name
+            atexit.register(os.unlink, source)  # a secret must not outlive the build
+        elif not os.path.isfile(source):
+            raise UsageError(f"--secret {spec!r}: {source} is not a file")
+        secrets[secret_id] = os.path.abspath(source)
+    return secrets
 
 
 def _cache_spec(spec: str, path_key: str, flag: str) -> dict[str, str]:

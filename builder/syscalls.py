@@ -102,3 +102,80 @@ def loopback_up() -> None:
         request = struct.pack("16sH14s", b"lo", 0, b"")
         flags = struct.unpack("16sH14s", fcntl.ioctl(sock, siocgifflags, request))[1]
         fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14s", b"lo", flags | iff_up, b""))
+
+
+# -- the new mount API (fsopen/fsconfig/fsmount/move_mount, Linux 5.2+) ----
+# Used where a legacy mount(2) option string would not fit in one page: each
+# fsconfig value is passed on its own (overlay's "lowerdir+" needs Linux 6.8).
+# These syscall numbers are shared by every architecture's table.
+_SYS_MOVE_MOUNT = 429
+_SYS_FSOPEN = 430
+_SYS_FSCONFIG = 431
+_SYS_FSMOUNT = 432
+
+FSOPEN_CLOEXEC = 0x1
+FSMOUNT_CLOEXEC = 0x1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+MOUNT_ATTR_RDONLY = 0x1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
+# The kernel copies each fsconfig string with strndup_user(value, 256).
+FSCONFIG_VALUE_MAX = 255
+
+
+def _syscall(number: int, *args: object) -> int:
+    result = _libc.syscall(ctypes.c_long(number), *args)
+    if result < 0:
+        return result
+    return int(result)
+
+
+def fsopen(fstype: str) -> int:
+    """A filesystem context fd for ``fstype`` (close it when done)."""
+    fd = _syscall(_SYS_FSOPEN, ctypes.c_char_p(fstype.encode()), ctypes.c_uint(FSOPEN_CLOEXEC))
+    _check(fd, "fsopen", fstype)
+    return fd
+
+
+def fsconfig(fs_fd: int, cmd: int, key: str | None = None, value: str | None = None) -> None:
+    """One fsconfig call; on failure the message includes the context's log."""
+    result = _syscall(_SYS_FSCONFIG, ctypes.c_int(fs_fd), ctypes.c_uint(cmd),
+                      ctypes.c_char_p(_bytes(key)), ctypes.c_char_p(_bytes(value)),
+                      ctypes.c_int(0))
+    if result < 0:
+        err = ctypes.get_errno()
+        log = fs_context_log(fs_fd)
+        detail = f" ({log})" if log else ""
+        raise OSError(err, f"fsconfig {key}={value}: {os.strerror(err)}{detail}")
+
+
+def fs_context_log(fs_fd: int) -> str:
+    """The messages the kernel queued on a filesystem context (why a config failed)."""
+    lines = []
+    for _ in range(8):
+        try:
+            data = os.read(fs_fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        lines.append(data.decode(errors="replace"))
+    return "; ".join(lines)
+
+
+def fsmount(fs_fd: int, attr_flags: int = 0) -> int:
+    """A detached mount fd for a created context (close it when done)."""
+    fd = _syscall(_SYS_FSMOUNT, ctypes.c_int(fs_fd), ctypes.c_uint(FSMOUNT_CLOEXEC),
+                  ctypes.c_uint(attr_flags))
+    _check(fd, "fsmount")
+    return fd
+
+
+def move_mount_to(mount_fd: int, target: str) -> None:
+    """Attach the detached mount ``mount_fd`` at ``target``."""
+    result = _syscall(_SYS_MOVE_MOUNT, ctypes.c_int(mount_fd), ctypes.c_char_p(b""),
+                      ctypes.c_int(AT_FDCWD), ctypes.c_char_p(_bytes(target)),
+                      ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+    _check(result, "move_mount", target)

@@ -7,6 +7,7 @@ would write (``created_by``).  COPY and ADD live in ``copy.py``.
 from __future__ import annotations
 
 import posixpath
+import re
 from typing import Any
 
 from builder.build.state import PROXY_ARGS, StageState, go_list, go_quote
@@ -17,10 +18,37 @@ def with_shell(state: StageState, cmd: list[str]) -> list[str]:
     return [*state.shell(), " ".join(cmd)]
 
 
-def run_argv(state: StageState, command: Any) -> list[str]:
-    if getattr(command, "shell_form", False):
-        return with_shell(state, command.cmd)
-    return list(command.cmd)
+_HEREDOC_WORD = re.compile(r"<<-?([\"']?)([A-Za-z0-9_.-]+)\1")
+
+
+def _chomp(data: str) -> str:
+    """``<<-``: strip leading tabs from every line (BuildKit's ChompHeredocContent)."""
+    return "".join(line.lstrip("\t") for line in data.splitlines(keepends=True))
+
+
+def run_argv(state: StageState, command: Any) -> tuple[list[str], list[tuple[str, bytes]]]:
+    """The RUN's argv, and files to provide under /dev/pipes (BuildKit's dispatchRun).
+
+    A RUN that is a lone heredoc runs its body with the shell, or, if the body starts
+    with ``#!``, as a script; other heredocs are handed back to the shell verbatim.
+    """
+    args, pipes = list(command.cmd), []
+    heredocs = getattr(command, "heredocs", None) or []
+    if heredocs and command.shell_form and len(args) == 1:
+        if _HEREDOC_WORD.fullmatch(args[0].strip()):
+            data = heredocs[0].content
+            if heredocs[0].chomp:
+                data = _chomp(data)
+            if data.startswith("#!"):
+                pipes.append((heredocs[0].name, data.encode()))
+                args = [posixpath.join("/dev/pipes/", heredocs[0].name)]
+            else:
+                args = [data]
+        else:
+            args = [args[0] + "".join(f"\n{doc.content}{doc.name}" for doc in heredocs)]
+    if command.shell_form:
+        args = with_shell(state, args)
+    return args, pipes
 
 
 def run_history(state: StageState, argv: list[str]) -> str:

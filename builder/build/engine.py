@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import time
@@ -15,6 +16,7 @@ from builder.build import dispatch
 from builder.build.copy import CopyRequest, copy_into, make_dirs, select_sources
 from builder.build.options import BuildOptions, BuildResult, StepRecord
 from builder.build.progress import Progress
+from builder.build.runmounts import prepare_mounts
 from builder.build.state import DEFAULT_PATH, StageState
 from builder.cache import CacheEntry, CacheStore, Inputs, cache_key
 from builder.cache.transfer import ImportedCache, export_cache, materialize, open_cache
@@ -187,15 +189,7 @@ def _execute(run: _Build, state: StageState, command: Any, record: StepRecord) -
         command = command.expand(expand_word, expand_words)
     keyword = command.keyword
     if keyword == "run":
-        argv = dispatch.run_argv(state, command)
-        spec = RunSpec(argv=argv, env=state.run_env(), cwd=state.workdir(),
-                       user=state.config.get("User", ""),
-                       network=getattr(command, "network", None) or run.options.network)
-        inputs = [("instruction", "RUN"), ("argv", json.dumps(argv)),
-                  *(("env", entry) for entry in sorted(spec.env)), ("workdir", spec.cwd),
-                  ("user", spec.user), ("network", spec.network)]
-        _layer_step(run, state, record, inputs, lambda snap: _run(run, snap, spec))
-        _add_history(state, dispatch.run_history(state, argv) + " # buildkit", record)
+        _run_instruction(run, state, command, record)
     elif keyword in ("copy", "add"):
         _copy(run, state, command, record)
         _add_history(state, _copy_history(command) + " # buildkit", record)
@@ -214,6 +208,30 @@ def _execute(run: _Build, state: StageState, command: Any, record: StepRecord) -
                                           run.global_args, expand_word)
         if history is not None:
             _add_history(state, history, record)
+
+
+def _run_instruction(run: _Build, state: StageState, command: Any, record: StepRecord) -> None:
+    argv, pipes = dispatch.run_argv(state, command)
+    mounts = prepare_mounts(
+        run.store, getattr(command, "mounts", []) or [], workdir=state.workdir(),
+        context=str(run.options.context) if run.options.context else None,
+        secrets=run.options.secrets, cache=run.cache,
+        resolve_from=lambda name: _resolve_from(run, name, command))
+    try:
+        env = state.run_env()
+        spec = RunSpec(argv=argv, env=env + mounts.secret_env, cwd=state.workdir(),
+                       user=state.config.get("User", ""),
+                       network=getattr(command, "network", None) or run.options.network,
+                       mounts=mounts.mounts, pipes=pipes)
+        inputs = [("instruction", "RUN"), ("argv", json.dumps(argv)),
+                  *(("env", entry) for entry in sorted(env)), ("workdir", spec.cwd),
+                  ("user", spec.user), ("network", spec.network),
+                  *(("pipe", f"{name}={hashlib.sha256(data).hexdigest()}")
+                    for name, data in pipes), *mounts.inputs]
+        _layer_step(run, state, record, inputs, lambda snap: _run(run, snap, spec))
+    finally:
+        mounts.release()
+    _add_history(state, dispatch.run_history(state, argv) + " # buildkit", record)
 
 
 def _add_history(state: StageState, created_by: str, record: StepRecord) -> None:

@@ -32,6 +32,7 @@ class BuildOptions:
     source_date_epoch: int | None = None
     iidfile: str | None = None
     metadata_file: str | None = None
+    secrets: dict[str, str] = field(default_factory=dict)  # secret id -> host file
     cache_from: list[str] = field(default_factory=list)    # local cache layout dirs
     cache_to: str | None = None                            # local dir to export the cache to
     cache_mode: str = "min"                                # min: final stage; max: all stages

@@ -74,8 +74,8 @@ class CacheStore:
         return entry
 
     def record(self, entry: CacheEntry) -> None:
+        self.db  # noqa: B018 - the schema, created outside the transaction
         with self.store.transaction() as db:
-            self.db  # noqa: B018 - schema
             db.execute("INSERT OR REPLACE INTO cache_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (entry.key, entry.parent, entry.slot, json.dumps(entry.inputs),
                         entry.chain_id, entry.created, json.dumps(entry.changes), time.time()))
@@ -111,6 +111,7 @@ class CacheStore:
     def flush_stats(self) -> None:
         if not self._pending_stats:
             return
+        self.db  # noqa: B018 - the schema, created outside the transaction
         with self.store.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?)",
                            self._pending_stats)

@@ -30,6 +30,6 @@ def render(image_id: str, steps: list[dict[str, Any]]) -> str:
             f"{step['instruction']}")
         if step.get("note"):
             lines.append(f"{'':<14} {step['note']}")
-    lines += ["", f"{layers} of {len(steps)} steps made a layer; the others changed only the "
-              "image config."]
+    lines += ["", f"{layers} of {len(steps)} steps made a layer; the others changed no "
+              "files."]
     return "\n".join(lines)

@@ -42,6 +42,19 @@ _MAX_SYMLINKS = 40
 
 
 @dataclass
+class MountSpec:
+    """One extra mount of a RUN step (``RUN --mount``, secrets)."""
+
+    kind: str                      # "bind", "tmpfs", "view" (a read-only snapshot) or "scratch"
+    target: str                    # absolute path inside the image
+    source: str = ""               # host path, for "bind" and "scratch" (its lower dir)
+    readonly: bool = True
+    is_dir: bool = True            # the kind of mount point to create if the image lacks it
+    view: Snapshot | None = None   # for "view": mounted read-only at target
+    options: str = ""              # tmpfs options
+
+
+@dataclass
 class RunSpec:
     argv: list[str]
     env: list[str] = field(default_factory=list)
@@ -49,6 +62,8 @@ class RunSpec:
     user: str = ""
     network: str = "host"
     hostname: str = HOSTNAME
+    mounts: list[MountSpec] = field(default_factory=list)
+    pipes: list[tuple[str, bytes]] = field(default_factory=list)  # files for /dev/pipes/
 
 
 @dataclass
@@ -146,9 +161,11 @@ def _plain(path: str, want_dir: bool) -> bool:
     return stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)
 
 
-def _make_init_layer(merged: str, init: Path) -> None:
+def _make_init_layer(merged: str, init: Path, mounts: list[MountSpec]) -> None:
     """Create, in ``init``, the mount-point stubs that the image at ``merged`` lacks."""
     init.mkdir(exist_ok=True)
+    for mount in mounts:
+        _stub(merged, init, mount.target, mount.is_dir)
     for name in _STUB_DIRS:
         if not os.path.lexists(os.path.join(merged, name)):
             (init / name).mkdir(mode=0o755)
@@ -167,6 +184,68 @@ def _make_init_layer(merged: str, init: Path) -> None:
             os.chown(init / "etc", st.st_uid, st.st_gid)
             os.chmod(init / "etc", stat.S_IMODE(st.st_mode))
             os.utime(init / "etc", ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _stub(merged: str, init: Path, target: str, is_dir: bool) -> None:
+    """A mount point for ``target`` in the init layer, unless the image has one.
+
+    Missing parents are made in the init layer too; a symlink on the way is
+    refused rather than followed, so a mount can never land outside the root.
+    """
+    parts = [p for p in target.split("/") if p and p != "."]
+    if not parts or ".." in parts:
+        raise BuildError(f"invalid mount target {target!r}")
+    for depth in range(1, len(parts) + 1):
+        image_path = os.path.join(merged, *parts[:depth])
+        last = depth == len(parts)
+        try:
+            st = os.lstat(image_path)
+        except FileNotFoundError:
+            stub = init.joinpath(*parts[:depth])
+            if last and not is_dir:
+                stub.parent.mkdir(parents=True, exist_ok=True)
+                stub.touch(mode=0o644)
+            else:
+                stub.mkdir(mode=0o755, parents=True, exist_ok=True)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise BuildError(f"mount target {target}: /{'/'.join(parts[:depth])} is a "
+                             "symbolic link in the image")
+        if not last and not stat.S_ISDIR(st.st_mode):
+            raise BuildError(f"mount target {target}: /{'/'.join(parts[:depth])} is not a "
+                             "directory")
+
+
+def _mount_extra(merged: str, mount: MountSpec, scratch: Path) -> None:
+    target = os.path.join(merged, *[p for p in mount.target.split("/") if p])
+    if mount.kind == "tmpfs":
+        syscalls.mount("tmpfs", target, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
+                       mount.options or None)
+        return
+    if mount.kind == "view":
+        assert mount.view is not None
+        whole = scratch / "view"
+        whole.mkdir(parents=True)
+        mount.view.mount(str(whole), readonly=True)
+        source = resolve_in_root(str(whole), mount.source or "/")
+        if source is None:
+            raise BuildError(f"--mount from: {mount.source} not found")
+        syscalls.mount(source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+        syscalls.mount(None, target, None,
+                       syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+        return
+    if mount.kind == "scratch":  # a writable bind whose writes are thrown away
+        upper, work = scratch / "upper", scratch / "work"
+        upper.mkdir(parents=True)
+        work.mkdir()
+        syscalls.mount("overlay", target, "overlay", 0,
+                       f"lowerdir={mount.source},upperdir={upper},workdir={work},"
+                       "index=off,redirect_dir=off,metacopy=off")
+        return
+    syscalls.mount(mount.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+    if mount.readonly:
+        syscalls.mount(None, target, None,
+                       syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
 
 
 def _setup_dev(dev: str) -> None:
@@ -236,6 +315,16 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
                 target = os.path.join(merged, "etc", name)
                 if _plain(target, want_dir=False):
                     _bind_file(str(files / name), target)
+        if spec.pipes:
+            pipes = os.path.join(merged, "dev", "pipes")
+            os.mkdir(pipes, 0o755)
+            for name, data in spec.pipes:
+                fd = os.open(os.path.join(pipes, os.path.basename(name)),
+                             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+                os.write(fd, data)
+                os.close(fd)
+        for index, mount in enumerate(spec.mounts):
+            _mount_extra(merged, mount, files / f"scratch-{index}")
         syscalls.sethostname(spec.hostname)
         os.chdir(merged)
         syscalls.pivot_root(".", ".")
@@ -280,7 +369,7 @@ def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int) ->
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
         merged = str(snapshot.work.path / "merged")
         snapshot.mount(merged, readonly=True)
-        _make_init_layer(merged, snapshot.work.path / "init")
+        _make_init_layer(merged, snapshot.work.path / "init", spec.mounts)
         ident = resolve_user(merged, spec.user)
         syscalls.umount2(merged)
         snapshot.extra_lowers = [snapshot.work.path / "init"]

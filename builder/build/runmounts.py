@@ -1,0 +1,124 @@
+"""``RUN --mount``: turn BuildKit's mount types into sandbox mounts and cache-key inputs.
+
+- ``cache``: a directory in the store (``cache-mounts/``) that persists between builds
+  and never becomes part of a layer.
+- ``tmpfs``: an empty tmpfs.
+- ``bind``: a context path (read-only; ``rw`` writes go to a throw-away overlay) or a
+  path from another stage or image, mounted from a read-only snapshot.  Its content
+  is part of the step's cache key.
+- ``secret``: a file given with ``--secret id=ID,src=PATH`` (or ``env=VAR``), mounted
+  read-only at ``/run/secrets/ID`` or exported as an env var; never in a layer, the
+  cache key or the history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from builder.build.copy import clean_source
+from builder.cache import Inputs
+from builder.context.checksum import checksum_sources
+from builder.errors import BuildError
+from builder.run.sandbox import MountSpec, resolve_in_root
+from builder.snapshot import Snapshot, prepare
+from builder.store.store import Store
+
+
+@dataclass
+class PreparedMounts:
+    mounts: list[MountSpec] = field(default_factory=list)
+    inputs: Inputs = field(default_factory=list)
+    secret_env: list[str] = field(default_factory=list)
+    views: list[Snapshot] = field(default_factory=list)
+
+    def release(self) -> None:
+        for view in self.views:
+            view.release()
+
+
+def prepare_mounts(store: Store, mounts: list[Any], *, workdir: str, context: str | None,
+                   secrets: dict[str, str], resolve_from: Callable[[str], str | None],
+                   cache: Any) -> PreparedMounts:
+    prepared = PreparedMounts()
+    try:
+        for mount in mounts:
+            _prepare(store, mount, prepared, workdir, context, secrets, resolve_from, cache)
+    except BaseException:
+        prepared.release()
+        raise
+    return prepared
+
+
+def _target(mount: Any, workdir: str, default: str = "") -> str:
+    target = mount.target or default
+    if not target:
+        raise BuildError(f"--mount type={mount.type}: a target is required")
+    if not target.startswith("/"):
+        target = posixpath.join(workdir, target)
+    return posixpath.normpath(target)
+
+
+def _prepare(store: Store, mount: Any, out: PreparedMounts, workdir: str, context: str | None,
+             secrets: dict[str, str], resolve_from: Callable[[str], str | None],
+             cache: Any) -> None:
+    kind = mount.type
+    if kind == "cache":
+        target = _target(mount, workdir)
+        cache_id = mount.id or target
+        directory = store.root / "cache-mounts" / hashlib.sha256(cache_id.encode()).hexdigest()[:32]
+        if not directory.exists():
+            directory.mkdir(parents=True, mode=0o755)
+            os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
+            os.chown(directory, mount.uid or 0, mount.gid or 0)
+        out.mounts.append(MountSpec("bind", target, str(directory), readonly=mount.readonly))
+        out.inputs.append(("mount", f"cache {target} id={cache_id}"))
+    elif kind == "tmpfs":
+        target = _target(mount, workdir)
+        options = f"size={mount.size}" if mount.size else ""
+        out.mounts.append(MountSpec("tmpfs", target, options=options))
+        out.inputs.append(("mount", f"tmpfs {target} {options}"))
+    elif kind == "bind":
+        target = _target(mount, workdir)
+        source = clean_source(mount.source or "/")
+        if mount.from_:
+            chain = resolve_from(mount.from_)
+            view = prepare(store, chain)
+            out.views.append(view)
+            out.mounts.append(MountSpec("view", target, source, view=view))
+            out.inputs.append(("mount", f"bind {target} from={chain} source={source}"))
+            return
+        if context is None:
+            raise BuildError("--mount type=bind needs a build context")
+        host = resolve_in_root(context, source)
+        if host is None:
+            raise BuildError(f'--mount type=bind: "/{source}" not found in the build context')
+        checksum = checksum_sources([(source, host)], cache=cache)
+        kind_name = "bind" if mount.readonly else "scratch"
+        out.mounts.append(MountSpec(kind_name, target, host, readonly=mount.readonly,
+                                    is_dir=os.path.isdir(host)))
+        out.inputs.append(("mount", f"bind {target} source={source} rw={not mount.readonly} "
+                                    f"content={checksum.digest}"))
+    elif kind == "secret":
+        secret_id = mount.id or (posixpath.basename(mount.target) if mount.target else "")
+        if not secret_id:
+            raise BuildError("--mount type=secret needs an id")
+        path = secrets.get(secret_id)
+        if path is None:
+            if mount.required:
+                raise BuildError(f"secret {secret_id} is required but was not given "
+                                 f"(--secret id={secret_id},src=FILE)")
+            return
+        if mount.env:
+            with open(path, encoding="utf-8", errors="replace") as source:
+                out.secret_env.append(f"{mount.env}={source.read()}")
+        if mount.target or not mount.env:
+            target = _target(mount, workdir, f"/run/secrets/{secret_id}")
+            out.mounts.append(MountSpec("bind", target, path, readonly=True, is_dir=False))
+        out.inputs.append(("mount", f"secret id={secret_id}"))
+    else:
+        raise BuildError(f"--mount type={kind} is not supported by pybuild")
