@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ class _Build:
     ignore: Any
     cache: CacheStore
     imported: list[ImportedCache] = field(default_factory=list)
+    plan: Any = None
     escape: str = "\\"
     stages: dict[int, StageState] = field(default_factory=dict)
     global_args: dict[str, str | None] = field(default_factory=dict)
@@ -91,6 +93,7 @@ def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResul
         progress.message(f"WARNING: {warning}")
     run = _Build(store, options, progress, path, _ignore_matcher(options), CacheStore(store),
                  escape=dockerfile.escape)
+    run.plan = plan
     run.global_args = dict(plan.global_args)
     run.imported = [open_cache(src) for src in options.cache_from]
     run.total_steps = sum(len(p.stage.commands) + 1 for p in plan.stages)
@@ -141,8 +144,9 @@ def _build_stage(run: _Build, planned: Any) -> StageState:
     run.progress.step(f"[{_stage_label(stage)}] FROM {stage.base}")
     state = _base_state(run, planned)
     run.progress.done()
-    count = len(stage.commands)
-    for number, command in enumerate(stage.commands, 1):
+    commands = [*_onbuild_triggers(run, planned, state), *stage.commands]
+    count = len(commands)
+    for number, command in enumerate(commands, 1):
         title = f"[{_stage_label(stage)} {number}/{count}] {_one_line(command.original)}"
         run.progress.step(title)
         record = StepRecord(stage=_stage_label(stage), index=number,
@@ -160,6 +164,26 @@ def _build_stage(run: _Build, planned: Any) -> StageState:
         run.steps.append(record)
         run.progress.done()
     return state
+
+
+def _onbuild_triggers(run: _Build, planned: Any, state: StageState) -> list[Any]:
+    """ONBUILD triggers of the base image (or base stage) run first, then are dropped."""
+    from builder.dockerfile import parse_text
+
+    triggers = list(state.config.pop("OnBuild", None) or [])
+    if planned.base_stage is not None:
+        base = next(p.stage for p in run.plan.stages if p.stage.index == planned.base_stage)
+        triggers += [c.expression for c in base.commands if c.keyword == "onbuild"]
+    commands = []
+    for trigger in triggers:
+        parsed = parse_text(f"FROM scratch\n{trigger}\n", run.dockerfile_path)
+        found = parsed.stages[0].commands if parsed.stages else []
+        if len(found) != 1 or found[0].keyword in ("onbuild", "maintainer"):
+            raise DockerfileError(f"invalid ONBUILD trigger {trigger!r}", run.dockerfile_path,
+                                  planned.stage.line)
+        commands.append(dataclasses.replace(found[0], line=planned.stage.line,
+                                            end_line=planned.stage.line))
+    return commands
 
 
 def _one_line(text: str) -> str:
