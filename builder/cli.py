@@ -30,8 +30,8 @@ VERBS: dict[str, tuple[str, int | None]] = {
     "check": ("lint a Dockerfile with BuildKit's rules", None),
     "debug": ("debugging aids: 'debug parse FILE' prints BuildKit's parse dump", None),
     "load": ("load images from a docker-archive or OCI archive", None),
-    "df": ("show space used by images, layers and cache", 5),
-    "prune": ("remove unused layers, blobs and cache", 5),
+    "df": ("show space used by images, layers and cache", None),
+    "prune": ("remove unused layers, blobs and cache", None),
     "pull": ("pull an image from a registry", 7),
     "push": ("push an image to a registry", 7),
     "login": ("store credentials for a registry", 7),
@@ -103,6 +103,9 @@ _ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
                          p.add_argument("--platform", default="linux/amd64"),
                          p.add_argument("-m", "--message", default="")),
     "check": lambda p: (p.add_argument("path", nargs="?", default="Dockerfile")),
+    "df": lambda p: None,
+    "prune": lambda p: p.add_argument("--cache", action="store_true",
+                                      help="also drop the build cache and RUN cache mounts"),
     "load": lambda p: p.add_argument("-i", "--input", required=True,
                                      help="docker-archive or OCI layout (tar or directory)"),
     "debug": lambda p: (p.add_argument("what", choices=("parse",)), p.add_argument("path")),
@@ -364,6 +367,29 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_df(args: argparse.Namespace) -> int:
+    from builder.explain.render import human_size
+    from builder.store.gc import usage
+
+    used = usage(_store(args))
+    print(f"{'TYPE':<14} {'TOTAL':>7} {'ACTIVE':>7} {'SIZE':>10} {'RECLAIMABLE':>12}")
+    print(f"{'Images':<14} {used.images:>7} {used.tagged:>7} {human_size(used.blobs_bytes):>10} "
+          f"{'':>12}")
+    print(f"{'Layers':<14} {used.layers:>7} {used.layers - used.reclaimable_layers:>7} "
+          f"{human_size(used.layers_bytes):>10} {human_size(used.reclaimable_bytes):>12}")
+    print(f"{'Build cache':<14} {used.cache_entries:>7} {used.cache_entries:>7} "
+          f"{human_size(used.cache_mounts_bytes):>10} {'':>12}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from builder.store.gc import prune
+
+    images, layers, blobs = prune(_store(args), cache=args.cache)
+    print(f"Deleted {images} images, {layers} layers, {blobs} blobs")
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from builder.explain.records import load_build
     from builder.explain.render import render
@@ -403,6 +429,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build, "images": cmd_images, "inspect": cmd_inspect, "history": cmd_history,
     "tag": cmd_tag, "rmi": cmd_rmi, "save": cmd_save, "import": cmd_import,
     "explain": cmd_explain, "check": cmd_check, "debug": cmd_debug, "load": cmd_load,
+    "df": cmd_df, "prune": cmd_prune,
 }
 
 
