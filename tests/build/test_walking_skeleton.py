@@ -79,7 +79,7 @@ def test_containerfile_example_builds_and_explains(demo: Path, tmp_path: Path) -
 
 
 def test_unbuilt_commands_say_so(tmp_path: Path) -> None:
-    for verb in ("pull", "push", "df", "prune", "login"):
+    for verb in ("pull", "push", "login"):
         result = run_cli(verb, root=tmp_path, check=False)
         assert result.returncode == 2
         assert b"not built yet" in result.stderr
