@@ -12,15 +12,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import TESTDATA
 
-REPO = Path(__file__).resolve().parent.parent
-TESTDATA = REPO / "testdata"
 CACHE = Path(os.environ.get("PYBUILD_TEST_CACHE", "/var/cache/pybuild-tests"))
 
 
@@ -103,17 +101,6 @@ def debian_tar() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     subprocess.run([str(TESTDATA / "debian-rootfs.sh"), str(target)], check=True)
     return target
-
-
-def run_cli(*args: str, root: Path | str, check: bool = True,
-            stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the real ``pybuild`` command line in a subprocess."""
-    result = subprocess.run([sys.executable, "-m", "builder", "--root", str(root), *args],
-                            capture_output=True, input=stdin, cwd=cwd)
-    if check and result.returncode != 0:
-        raise AssertionError(f"pybuild {' '.join(args)} failed ({result.returncode}):\n"
-                             f"{result.stderr.decode()}")
-    return result
 
 
 def _fail_or_skip(reason: str) -> None:

@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 

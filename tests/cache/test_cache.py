@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 from builder.cache import CacheStore
 from builder.context.checksum import checksum_sources

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 

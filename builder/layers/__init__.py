@@ -1,0 +1,37 @@
+"""Layers: convert layer directories in overlay format to OCI layer tars and
+back, and compress them.
+
+A layer directory holds one layer's change set the way overlayfs stores an
+upper dir: a deletion is a 0:0 character device, an opaque directory carries
+``trusted.overlay.opaque=y``.  Modules, split by direction:
+
+    whiteout     whiteout names, overlay xattrs, the xattr allowlist (both ways)
+    changes      walk a layer dir as a change set (vs lowers); explain summary
+    tar_write    layer dir -> OCI tar (streaming), diff_id
+    tar_read     OCI tar -> validated members (tarfile as a header parser only)
+    apply        members -> layer dir ("overlay") or into a rootfs ("merged")
+    safepath     fd-based resolution inside a root (openat2 / O_PATH walk)
+    compress     one-pass tar -> gzip/zstd with diff_id and digest; sniffing
+    diff         tree diff into a layer dir, for the vfs snapshot driver
+
+Imports only the standard library, ``zstandard`` and ``builder.errors``.
+"""
+
+from builder.layers.apply import ApplyStats, apply_layer_tar
+from builder.layers.compress import LayerBlob, compress_layer, compress_tar, open_decompressed
+from builder.layers.diff import diff_trees
+from builder.layers.tar_write import LayerChanges, layer_changes, layer_diff_id, write_layer_tar
+
+__all__ = [
+    "ApplyStats",
+    "LayerBlob",
+    "LayerChanges",
+    "apply_layer_tar",
+    "compress_layer",
+    "compress_tar",
+    "diff_trees",
+    "layer_changes",
+    "layer_diff_id",
+    "open_decompressed",
+    "write_layer_tar",
+]

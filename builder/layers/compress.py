@@ -1,0 +1,308 @@
+"""Compress layers in one pass, and decompress whatever a registry sends.
+
+``compress_layer`` streams: tar writer -> sha256 (diff_id) -> compressor ->
+sha256 (digest) -> ``out``; nothing is buffered beyond a few MiB and the
+layer is read once.
+
+* gzip: a pigz-style parallel deflate.  The tar is cut into fixed 1 MiB
+  blocks; each is deflated on a worker thread (zlib drops the GIL) with the
+  previous 32 KiB as preset dictionary and ends on a sync flush, so the
+  concatenation is one valid deflate stream.  The header has no name and
+  mtime 0.  Block boundaries do not depend on the number of threads, so the
+  bytes are the same on every machine with the same zlib.
+* zstd: ``zstandard`` with ``threads=-1`` (multi-threaded output is the same
+  whatever the thread count), a content checksum, level 3.
+* none: the tar itself; digest == diff_id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import zlib
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Literal, cast
+
+from builder.errors import LayerError
+from builder.layers.changes import PathLike
+
+Compression = Literal["gzip", "zstd", "none"]
+
+MEDIA_TYPE_TAR = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_TYPES: dict[str, str] = {
+    "none": MEDIA_TYPE_TAR,
+    "gzip": MEDIA_TYPE_TAR + "+gzip",
+    "zstd": MEDIA_TYPE_TAR + "+zstd",
+}
+
+_GZIP_BLOCK = 1 << 20
+_DICT = 32 * 1024
+_ZSTD_MAX_WINDOW = 1 << 27     # libzstd's default limit (X06)
+_XZ_MEMLIMIT = 1 << 28
+_READ = 1 << 20
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """A compressed layer: ``size`` is the blob's, ``uncompressed_size`` the tar's."""
+
+    diff_id: str
+    digest: str
+    size: int
+    uncompressed_size: int
+    media_type: str
+
+
+class _Digest:
+    """Counts and hashes what passes, then hands it on."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        if self.out is not None:
+            self.out.write(data)
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+class _ParallelGzip:
+    """Deflate fixed-size blocks on threads; see the module docstring."""
+
+    def __init__(self, out: Any, level: int, threads: int | None = None) -> None:
+        self.out = out
+        self.level = level
+        self.pending = bytearray()
+        self.dictionary = b""
+        self.crc = 0
+        self.length = 0
+        workers = threads or os.cpu_count() or 1
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gzip")
+        self.inflight: deque[Future[bytes]] = deque()
+        self.limit = 2 * workers
+        # RFC 1952: deflate, no flags, mtime 0, no extra flags, OS unknown (as Go).
+        out.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff")
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.crc = zlib.crc32(data, self.crc)
+        self.length += len(data)
+        self.pending += data
+        while len(self.pending) >= _GZIP_BLOCK:
+            block = bytes(self.pending[:_GZIP_BLOCK])
+            del self.pending[:_GZIP_BLOCK]
+            self._submit(block, final=False)
+        return len(data)
+
+    def _submit(self, block: bytes, final: bool) -> None:
+        self.inflight.append(self.pool.submit(_deflate, block, self.dictionary, self.level, final))
+        self.dictionary = block[-_DICT:]
+        while len(self.inflight) > self.limit:
+            self.out.write(self.inflight.popleft().result())
+
+    def close(self) -> None:
+        try:
+            self._submit(bytes(self.pending), final=True)
+            while self.inflight:
+                self.out.write(self.inflight.popleft().result())
+            self.out.write(struct.pack("<II", self.crc, self.length & 0xFFFFFFFF))
+        finally:
+            self.pool.shutdown(cancel_futures=True)
+
+
+def _deflate(block: bytes, dictionary: bytes, level: int, final: bool) -> bytes:
+    if dictionary:
+        comp = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=dictionary)
+    else:
+        comp = zlib.compressobj(level, zlib.DEFLATED, -15)
+    data = comp.compress(block)
+    return data + comp.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+
+
+class _Tee:
+    """The tar side: hashes the diff_id and feeds the compressor."""
+
+    def __init__(self, compressor: Any) -> None:
+        self.digest = _Digest(None)
+        self.compressor = compressor
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.digest.write(data)
+        self.compressor.write(data)
+        return len(data)
+
+
+def _compressor(compression: str, sink: _Digest, level: int | None) -> Any:
+    if compression == "gzip":
+        return _ParallelGzip(sink, 6 if level is None else level)
+    if compression == "zstd":
+        import zstandard  # ~10 ms to import: only when a blob is really needed
+
+        zc = zstandard.ZstdCompressor(level=3 if level is None else level, threads=-1,
+                                      write_checksum=True)
+        return zc.stream_writer(sink, closefd=False, write_return_read=True)
+    if compression == "none":
+        return sink
+    raise ValueError(f"unknown compression {compression!r}")
+
+
+def _finish(compressor: Any, tee: _Tee, sink: _Digest, compression: str) -> LayerBlob:
+    if compressor is not sink:
+        compressor.close()
+    return LayerBlob(diff_id=tee.digest.hexdigest(), digest=sink.hexdigest(), size=sink.size,
+                     uncompressed_size=tee.digest.size, media_type=MEDIA_TYPES[compression])
+
+
+def compress_layer(layer_dir: PathLike, out: BinaryIO, compression: Compression = "gzip", *,
+                   source_date_epoch: int | None = None, lowers: Sequence[PathLike] = (),
+                   rootless: bool = False, level: int | None = None) -> LayerBlob:
+    """Write ``layer_dir`` as a compressed layer blob to ``out``, in one pass."""
+    from builder.layers.tar_write import write_layer_tar
+
+    sink = _Digest(out)
+    compressor = _compressor(compression, sink, level)
+    tee = _Tee(compressor)
+    try:
+        write_layer_tar(layer_dir, cast(BinaryIO, tee), source_date_epoch=source_date_epoch,
+                        lowers=lowers, rootless=rootless)
+    except BaseException:
+        if isinstance(compressor, _ParallelGzip):
+            compressor.pool.shutdown(cancel_futures=True)
+        raise
+    return _finish(compressor, tee, sink, compression)
+
+
+def compress_tar(src: BinaryIO, out: BinaryIO, compression: Compression = "gzip", *,
+                 level: int | None = None) -> LayerBlob:
+    """Compress an existing uncompressed tar stream (an ADD source, an import)."""
+    sink = _Digest(out)
+    compressor = _compressor(compression, sink, level)
+    tee = _Tee(compressor)
+    try:
+        while chunk := src.read(_READ):
+            tee.write(chunk)
+    except BaseException:
+        if isinstance(compressor, _ParallelGzip):
+            compressor.pool.shutdown(cancel_futures=True)
+        raise
+    return _finish(compressor, tee, sink, compression)
+
+
+# ---------------------------------------------------------------- reading
+
+_MAGICS = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+
+
+def sniff_compression(head: bytes) -> str:
+    """"gzip", "zstd", "bzip2", "xz" or "none" from a stream's first bytes."""
+    for magic, name in _MAGICS:
+        if head.startswith(magic):
+            return name
+    return "none"
+
+
+class _Prefixed(io.RawIOBase):
+    """``head`` (already read to sniff it) followed by the rest of ``src``."""
+
+    def __init__(self, head: bytes, src: BinaryIO) -> None:
+        self.head = memoryview(head)
+        self.src = src
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        if self.head:
+            n = min(len(buf), len(self.head))
+            buf[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        data = self.src.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+
+class _Decompressing(io.RawIOBase):
+    """A stream through lzma/bz2 decompressors, concatenated streams included."""
+
+    def __init__(self, src: io.BufferedReader, factory: Any) -> None:
+        self.src = src
+        self.factory = factory
+        self.dec = factory()
+        self.out = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not self.out:
+            if self.dec.eof:
+                rest = self.dec.unused_data or self.src.read(_READ)
+                if not rest:
+                    return 0
+                self.dec = self.factory()
+            elif self.dec.needs_input:
+                rest = self.src.read(_READ)
+                if not rest:
+                    raise EOFError("compressed stream ends before its end marker")
+            else:
+                rest = b""  # output was capped; the decompressor still holds input
+            self.out = self.dec.decompress(rest, _READ)
+        n = min(len(buf), len(self.out))
+        buf[:n] = self.out[:n]
+        self.out = self.out[n:]
+        return n
+
+
+def open_decompressed(src: BinaryIO, *, expect: str | None = None) -> BinaryIO:
+    """A streaming reader of ``src`` decompressed by what its magic bytes say.
+
+    ``expect`` ("gzip", "zstd", "none"...), from the descriptor's media type,
+    must agree with the magic (M10); a mismatch is a LayerError.
+    """
+    head = b""
+    while len(head) < 6:
+        more = src.read(6 - len(head))
+        if not more:
+            break
+        head += more
+    kind = sniff_compression(head)
+    if expect is not None and expect != kind:
+        raise LayerError(f"media type says {expect} but the data is {kind} (M10)")
+    raw = io.BufferedReader(_Prefixed(head, src), buffer_size=_READ)
+    if kind == "none":
+        return cast(BinaryIO, raw)
+    if kind == "gzip":
+        import gzip
+
+        return cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
+    if kind == "zstd":
+        import zstandard
+
+        dctx = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW)
+        return cast(BinaryIO, dctx.stream_reader(raw, read_across_frames=True, closefd=False))
+    if kind == "bzip2":
+        import bz2
+
+        factory: Any = bz2.BZ2Decompressor
+    else:
+        import lzma
+
+        def factory() -> lzma.LZMADecompressor:
+            return lzma.LZMADecompressor(memlimit=_XZ_MEMLIMIT)
+    return cast(BinaryIO, io.BufferedReader(_Decompressing(raw, factory), buffer_size=_READ))

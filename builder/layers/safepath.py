@@ -1,0 +1,288 @@
+"""Resolve and remove paths inside a root directory through file descriptors.
+
+Every lookup starts at the root's fd and yields an fd; no path string is ever
+joined to the root and handed to the kernel, so a symlink planted by an
+earlier tar entry (or a lower layer) cannot redirect a write outside the
+root (catalogue section 0, T04-T16).  Semantics are a chroot's:
+
+* ``..`` at the root stays at the root;
+* an absolute symlink target restarts at the root fd;
+* more than 40 symlinks in one lookup is ELOOP.
+
+The fast path is ``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)``, where
+the kernel enforces all of this; when it cannot finish (a parent is missing
+and must be created, or the kernel lacks openat2), a component walk with
+``O_PATH | O_NOFOLLOW`` and ``readlinkat`` does the same in user space.
+Nothing resolved is cached between calls (T13): a later entry may have
+changed any component.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import stat
+from collections.abc import Callable
+
+MAX_SYMLINKS = 40
+
+_O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+_O_STEP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_READ_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_SYS_OPENAT2 = 437  # the same number on every architecture (generic table)
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_IN_ROOT = 0x10
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_have_openat2 = True
+
+
+def _openat2_in_root(dirfd: int, path: bytes, flags: int) -> int:
+    """openat2(..., RESOLVE_IN_ROOT); raises OSError like os.open."""
+    global _have_openat2
+    how = _OpenHow(flags, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(_SYS_OPENAT2, ctypes.c_int(dirfd), ctypes.c_char_p(path),
+                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EPERM) and _have_openat2:
+            # ENOSYS: kernel < 5.6; EPERM: a seccomp filter that predates it.
+            _have_openat2 = False
+        raise OSError(err, os.strerror(err), path)
+    return fd
+
+
+class Root:
+    """An open directory that lookups are confined to."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        # The root itself must be a real directory, not a symlink to one.
+        self.fd = os.open(path, _O_PATH_DIR | os.O_NOFOLLOW)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def open_dir(self, comps: list[bytes], *, create: bool,
+                 on_replace: Callable[[int, bytes], None] | None = None) -> int | None:
+        """An O_PATH fd for the directory ``comps`` (symlinks followed in root).
+
+        With ``create``, missing directories are made (mode 0755) and a
+        non-directory in the way is replaced by one (the OCI replace rule,
+        T21) and ``on_replace(parent_fd, name)`` is told; otherwise None when
+        the path is missing or not a directory.
+        Raises OSError (ELOOP, ENAMETOOLONG...) for what cannot resolve.
+        """
+        if not comps:
+            return os.dup(self.fd)
+        if _have_openat2:
+            try:
+                return _openat2_in_root(self.fd, b"/".join(comps), _O_PATH_DIR)
+            except OSError as err:
+                if err.errno in (errno.ENOENT, errno.ENOTDIR) and not create:
+                    return None
+                if err.errno == errno.ELOOP:
+                    raise
+                # ENOENT/ENOTDIR with create, ENAMETOOLONG, EAGAIN (a rename
+                # raced the lookup), ENOSYS: the walk below settles it.
+        return self._walk(comps, create, on_replace)
+
+    def _walk(self, comps: list[bytes], create: bool,
+              on_replace: Callable[[int, bytes], None] | None) -> int | None:
+        # Only the current fd is held; ``..`` re-walks the resolved names from
+        # the root (they are real directories, so each step is O_NOFOLLOW).
+        # That keeps 4096-deep trees within the fd limit.
+        resolved: list[bytes] = []
+        fd = os.dup(self.fd)
+        # (component, came from a symlink's target): a non-directory named by
+        # the entry itself is replaced, one reached through a link is not.
+        todo = [(comp, False) for comp in reversed(comps)]
+        hops = 0
+        made = 0
+        try:
+            while todo:
+                comp, via_link = todo.pop()
+                if comp in (b"", b"."):
+                    continue
+                if comp == b"..":
+                    if resolved:
+                        resolved.pop()
+                        os.close(fd)
+                        fd = -1
+                        fd = self._reopen(resolved)
+                    continue
+                try:
+                    nxt = os.open(comp, _O_STEP, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        return None
+                    made += 1
+                    if made > len(comps) + MAX_SYMLINKS * 64:
+                        raise OSError(errno.ELOOP, "directory keeps vanishing", comp) from None
+                    _mkdir_quiet(fd, comp)
+                    todo.append((comp, via_link))
+                    continue
+                st = os.fstat(nxt)
+                if stat.S_ISDIR(st.st_mode):
+                    os.close(fd)
+                    fd = nxt
+                    resolved.append(comp)
+                    continue
+                if stat.S_ISLNK(st.st_mode):
+                    try:
+                        target = os.readlink(b"", dir_fd=nxt)
+                    finally:
+                        os.close(nxt)
+                    hops += 1
+                    if hops > MAX_SYMLINKS:
+                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), b"/".join(comps))
+                    if target.startswith(b"/"):
+                        resolved.clear()
+                        os.close(fd)
+                        fd = -1
+                        fd = os.dup(self.fd)
+                    todo.extend((part, True) for part in reversed(target.split(b"/")))
+                    continue
+                os.close(nxt)
+                if not create:
+                    return None
+                if via_link:
+                    # Never delete a file because a symlink led to it
+                    # (containerd and moby stop with ENOTDIR here too).
+                    raise NotADirectoryError(errno.ENOTDIR, "a symlink in the path leads to a "
+                                             "non-directory", b"/".join(comps))
+                os.unlink(comp, dir_fd=fd)
+                _mkdir_quiet(fd, comp)
+                if on_replace is not None:
+                    on_replace(fd, comp)
+                todo.append((comp, False))
+            result, fd = fd, -1
+            return result
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _reopen(self, names: list[bytes]) -> int:
+        fd = os.dup(self.fd)
+        try:
+            for name in names:
+                nxt = os.open(name, _O_STEP | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+def _mkdir_quiet(dirfd: int, name: bytes) -> None:
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o755, dir_fd=dirfd)
+
+
+Keep = Callable[[int, int, bytes], bool]
+
+
+def remove_at(dirfd: int, name: bytes, keep: Keep | None = None) -> None:
+    """Remove ``name`` in ``dirfd`` and, if it is a directory, all below it.
+
+    Never follows a symlink, never uses a path of more than one component,
+    holds one fd whatever the depth, and never recurses in Python (T22).
+    With ``keep`` (see ``clear_dir``) what it keeps survives, and so does
+    every directory above a kept entry.
+    """
+    try:
+        st = os.lstat(name, dir_fd=dirfd)
+    except FileNotFoundError:
+        return
+    here = os.fstat(dirfd)
+    kept = keep is not None and keep(here.st_dev, here.st_ino, name)
+    if not stat.S_ISDIR(st.st_mode):
+        if not kept:
+            os.unlink(name, dir_fd=dirfd)
+        return
+    fd = os.open(name, _O_READ_DIR, dir_fd=dirfd)
+    try:
+        clear_dir(fd, keep)
+    finally:
+        os.close(fd)
+    if not kept:
+        _rmdir(dirfd, name, keep)
+
+
+def clear_dir(fd: int, keep: Keep | None = None) -> None:
+    """Empty the directory open as ``fd``.
+
+    ``keep(dev, ino, name)`` spares the entry ``name`` of the directory
+    (dev, ino).  A kept directory is still entered and cleared of what is not
+    kept; a directory that is not kept but holds a kept entry stays too.  That
+    is how a whiteout or opaque marker removes lower content while the layer's
+    own entries, whatever their order in the tar, survive (W07).
+    """
+    cur = os.dup(fd)
+    # Per level: subdirectories still to visit; per descent: how to come back.
+    pending: list[list[tuple[bytes, bool]]] = [_scan(cur, keep)]
+    path: list[tuple[bytes, bool, int, int]] = []
+    try:
+        while pending:
+            if pending[-1]:
+                name, kept = pending[-1].pop()
+                here = os.fstat(cur)
+                child = os.open(name, _O_READ_DIR, dir_fd=cur)
+                os.close(cur)
+                cur = child
+                path.append((name, kept, here.st_dev, here.st_ino))
+                pending.append(_scan(cur, keep))
+                continue
+            pending.pop()
+            if not path:
+                break
+            name, kept, dev, ino = path.pop()
+            # Up through "..": this dir was entered with O_NOFOLLOW from the
+            # parent, so ".." is that parent; the check catches a concurrent move.
+            parent = os.open(b"..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=cur)
+            os.close(cur)
+            cur = parent
+            pst = os.fstat(cur)
+            if (pst.st_dev, pst.st_ino) != (dev, ino):
+                raise OSError(errno.EXDEV, "directory moved while it was being cleared")
+            if not kept:
+                _rmdir(cur, name, keep)
+    finally:
+        os.close(cur)
+
+
+def _rmdir(dirfd: int, name: bytes, keep: Keep | None) -> None:
+    try:
+        os.rmdir(name, dir_fd=dirfd)
+    except OSError as err:
+        # Not empty because something below is kept: it stays as their parent.
+        if keep is None or err.errno != errno.ENOTEMPTY:
+            raise
+
+
+def _scan(fd: int, keep: Keep | None) -> list[tuple[bytes, bool]]:
+    """Unlink the non-directories of ``fd`` that are not kept; return its subdirs."""
+    here = os.fstat(fd)
+    with os.scandir(fd) as it:
+        entries = list(it)
+    subdirs = []
+    for entry in entries:
+        name = os.fsencode(entry.name)
+        kept = keep is not None and keep(here.st_dev, here.st_ino, name)
+        if entry.is_dir(follow_symlinks=False):
+            subdirs.append((name, kept))
+        elif not kept:
+            os.unlink(name, dir_fd=fd)
+    return subdirs

@@ -1,0 +1,331 @@
+"""Layer dir (overlay format) -> OCI tar: format, order, metadata, reproducibility.
+
+Producer-side catalogue rows are here too: W10 (redirect/metacopy), W11 (only
+the mount mode's own opaque xattr counts) and W12 (unrepresentable names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import resource
+import stat
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from builder.errors import LayerError
+from builder.layers import layer_changes, layer_diff_id, write_layer_tar
+from builder.layers.tar_write import tar_header
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: mknod, chown, trusted.* xattrs"),
+]
+
+CAP = b"\x01\x00\x00\x02\x00\x20\x00\x00" + b"\x00" * 12
+
+
+def tar_of(layer, **kw) -> bytes:
+    out = io.BytesIO()
+    n = write_layer_tar(layer, out, **kw)
+    assert n == len(out.getvalue())
+    return out.getvalue()
+
+
+def members(data: bytes) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(data), encoding="utf-8",
+                      errors="surrogateescape") as tf:
+        return tf.getmembers()
+
+
+def names(data: bytes) -> list[str]:
+    return [m.name + ("/" if m.isdir() else "") for m in members(data)]
+
+
+def whiteout(path: Path) -> None:
+    os.mknod(path, stat.S_IFCHR, 0)
+
+
+@pytest.fixture
+def layer(tmp_path: Path) -> Path:
+    root = tmp_path / "layer"
+    root.mkdir()
+    return root
+
+
+def test_whiteouts_and_opaque_dir_order(layer):
+    (layer / "etc").mkdir()
+    whiteout(layer / "etc" / "gone")
+    (layer / "etc" / "keep").write_text("k")
+    (layer / "opq").mkdir()
+    os.setxattr(layer / "opq", "trusted.overlay.opaque", b"y")
+    (layer / "opq" / "a").write_text("a")
+    data = tar_of(layer)
+    assert names(data) == ["etc/", "etc/.wh.gone", "etc/keep", "opq/", "opq/.wh..wh..opq",
+                           "opq/a"]
+    for m in members(data):
+        if os.path.basename(m.name).startswith(".wh."):
+            assert (m.type, m.size, m.mode, m.uid, m.gid, m.mtime) == (b"0", 0, 0, 0, 0, 0)
+    assert b"trusted.overlay" not in data
+
+
+def test_root_opaque_marker_without_root_entry(layer):
+    os.setxattr(layer, "trusted.overlay.opaque", b"y")
+    (layer / "f").write_text("f")
+    assert names(tar_of(layer)) == [".wh..wh..opq", "f"]
+
+
+def test_order_is_per_directory_byte_order(layer):
+    for name in ["b", "a.b", "B", "a", "\udcff", "~"]:
+        (layer / name).mkdir() if name == "a" else (layer / name).write_text("x")
+    (layer / "a" / "z").write_text("z")
+    assert names(tar_of(layer)) == ["B", "a/", "a/z", "a.b", "b", "~", "\udcff"]
+
+
+def test_pax_long_and_non_ascii_names(layer, tmp_path):
+    long_dir = layer / ("d" * 150)
+    long_dir.mkdir()
+    (long_dir / "café").write_text("c")
+    (layer / "bad\udcffname").write_text("b")
+    os.symlink("t" * 200, layer / "longlink")
+    data = tar_of(layer)
+    got = {m.name: m for m in members(data)}
+    assert got["d" * 150 + "/café"].pax_headers["path"] == "d" * 150 + "/café"
+    assert "bad\udcffname" in got
+    assert got["longlink"].linkname == "t" * 200
+    assert b"hdrcharset" not in data and b"PaxHeader" in data
+    listing = subprocess.run(["tar", "-tf", "-"], input=data, capture_output=True, check=True)
+    assert b"longlink" in listing.stdout
+
+
+def test_ustar_fields_as_buildkit_writes_them(layer):
+    (layer / "f").write_text("f")
+    os.chown(layer / "f", 1000, 1000)
+    data = tar_of(layer)
+    header = data[:512]
+    assert header[257:265] == b"ustar\x0000"
+    assert header[265:329] == bytes(64)  # uname and gname empty
+    (m,) = members(data)
+    assert (m.uname, m.gname, m.uid, m.gid, m.pax_headers) == ("", "", 1000, 1000, {})
+    assert len(data) == 512 + 512 + 1024  # header, body, two zero blocks, no record padding
+
+
+def test_hardlinks_first_is_file_rest_link(layer):
+    (layer / "b").write_text("data")
+    os.link(layer / "b", layer / "a")
+    (layer / "d").mkdir()
+    os.link(layer / "b", layer / "d" / "c")
+    got = members(tar_of(layer))
+    assert [(m.name, m.type, m.linkname, m.size) for m in got] == [
+        ("a", b"0", "", 4), ("b", b"1", "a", 0), ("d", b"5", "", 0), ("d/c", b"1", "a", 0)]
+
+
+def test_devices_fifos_setuid_and_capability(layer):
+    os.mknod(layer / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.mknod(layer / "sda", stat.S_IFBLK | 0o660, os.makedev(8, 0))
+    os.chmod(layer / "sda", 0o660)  # mknod's mode is masked by the umask
+    os.mkfifo(layer / "fifo", 0o600)
+    (layer / "su").write_text("su")
+    os.chmod(layer / "su", 0o4755)
+    (layer / "tmp").mkdir()
+    os.chmod(layer / "tmp", 0o1777)
+    (layer / "ping").write_text("p")
+    os.setxattr(layer / "ping", "security.capability", CAP)
+    os.setxattr(layer / "ping", "user.note", b"kept")
+    got = {m.name: m for m in members(tar_of(layer))}
+    assert (got["null"].type, got["null"].devmajor, got["null"].devminor) == (b"3", 1, 3)
+    assert (got["sda"].type, got["sda"].devmajor, got["sda"].mode) == (b"4", 8, 0o660)
+    assert got["fifo"].type == b"6"
+    assert got["su"].mode == 0o4755 and got["tmp"].mode == 0o1777
+    pax = got["ping"].pax_headers
+    assert pax["SCHILY.xattr.security.capability"].encode("utf-8", "surrogateescape") == CAP
+    assert pax["SCHILY.xattr.user.note"] == "kept"
+
+
+def test_overlay_xattrs_never_exported(layer):
+    (layer / "d").mkdir()
+    for key in ("trusted.overlay.origin", "trusted.overlay.impure", "user.overlay.opaque",
+                "user.overlay.overlay.opaque", "trusted.other"):
+        os.setxattr(layer / "d", key, b"y")
+    data = tar_of(layer)
+    assert b"overlay" not in data and b"trusted" not in data
+    assert names(data) == ["d/"]
+
+
+def test_sockets_skipped(layer):
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(layer / "sock"))
+        assert names(tar_of(layer)) == []
+
+
+def _tree(root: Path, mtime_ns: int, reverse: bool) -> None:
+    items = ["a", "b", "c", "d"]
+    for name in reversed(items) if reverse else items:
+        (root / name).mkdir()
+        (root / name / "f").write_bytes(name.encode() * 1000)
+    os.symlink("a/f", root / "l")
+    for path in [*root.rglob("*"), root]:
+        os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+
+def test_source_date_epoch_reproducible(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    _tree(one, 1_700_000_000_123_456_789, reverse=False)
+    _tree(two, 1_800_000_000_000_000_000, reverse=True)
+    a = tar_of(one, source_date_epoch=1_600_000_000)
+    b = tar_of(two, source_date_epoch=1_600_000_000)
+    assert a == b
+    assert {m.mtime for m in members(a)} == {1_600_000_000}
+    assert layer_diff_id(one, source_date_epoch=1_600_000_000) == layer_diff_id(
+        two, source_date_epoch=1_600_000_000)
+    assert tar_of(one) != tar_of(two)
+
+
+def test_epoch_clamps_only_newer_mtimes(layer):
+    (layer / "old").write_text("o")
+    os.utime(layer / "old", ns=(10**18, 1_000_000_000_999_999_999))
+    m = members(tar_of(layer, source_date_epoch=2_000_000_000))[0]
+    assert m.mtime == 1_000_000_000  # truncated, not rounded, no sub-second record
+    assert "mtime" not in m.pax_headers
+
+
+def test_layer_diff_id_is_sha256_of_the_tar(layer):
+    (layer / "f").write_bytes(os.urandom(300_000))
+    whiteout(layer / "gone")
+    data = tar_of(layer)
+    assert layer_diff_id(layer) == ("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+
+
+def test_tar_header_pax_record_lengths():
+    for size in range(1, 300):
+        value = b"v" * size
+        hdr = tar_header(b"n", b"0", xattrs={"user.k": value})
+        info = tarfile.TarInfo.frombuf(hdr[-512:], "utf-8", "strict")
+        assert info.name == "n"
+        with tarfile.open(fileobj=io.BytesIO(hdr + bytes(1024))) as tf:
+            assert tf.next().pax_headers["SCHILY.xattr.user.k"] == value.decode()
+
+
+def test_big_ids_and_mtime_go_to_pax():
+    hdr = tar_header(b"n", b"0", uid=2**32 - 2, gid=5_000_000, mtime=-5, size=0)
+    with tarfile.open(fileobj=io.BytesIO(hdr + bytes(1024))) as tf:
+        m = tf.next()
+    assert (m.uid, m.gid, m.mtime) == (2**32 - 2, 5_000_000, -5)
+
+
+# ------------------------------------------------------------------ lowers
+
+def test_lowers_prune_unchanged_copy_ups(tmp_path):
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    for root in (lower, upper):
+        (root / "usr" / "bin").mkdir(parents=True)
+        (root / "usr" / "bin" / "same").write_text("same")
+        os.utime(root / "usr" / "bin" / "same", ns=(5, 1_600_000_000_000_000_001))
+    (lower / "usr" / "bin" / "chmodded").write_text("c")
+    (upper / "usr" / "bin" / "chmodded").write_text("c")
+    os.chmod(upper / "usr" / "bin" / "chmodded", 0o700)
+    (upper / "usr" / "bin" / "new").write_text("n")
+    whiteout(upper / "never-existed")
+    whiteout(upper / "usr" / "gone")
+    (lower / "usr" / "gone").write_text("g")
+    got = names(tar_of(upper, lowers=[lower]))
+    assert got == ["usr/", "usr/bin/", "usr/bin/chmodded", "usr/bin/new", "usr/.wh.gone"]
+
+
+def test_lowers_expand_opaque_dirs(tmp_path):
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    (lower / "d" / "sub").mkdir(parents=True)
+    (lower / "d" / "old").write_text("o")
+    (lower / "d" / "sub" / "x").write_text("x")
+    (upper / "d" / "sub").mkdir(parents=True)
+    os.setxattr(upper / "d", "trusted.overlay.opaque", b"y")
+    (upper / "d" / "new").write_text("n")
+    got = names(tar_of(upper, lowers=[lower]))
+    assert got == ["d/", "d/new", "d/.wh.old", "d/sub/", "d/sub/.wh.x"]
+    assert names(tar_of(upper)) == ["d/", "d/.wh..wh..opq", "d/new", "d/sub/"]
+
+
+def test_lowers_stack_whiteouts_and_opaque(tmp_path):
+    top, bottom, upper = tmp_path / "top", tmp_path / "bottom", tmp_path / "upper"
+    for root in (top, bottom, upper):
+        root.mkdir()
+    (bottom / "a").write_text("a")
+    (bottom / "b").write_text("b")
+    whiteout(top / "a")                  # a deleted by the top lower
+    whiteout(upper / "a")                # so deleting it again is a no-op
+    whiteout(upper / "b")
+    assert names(tar_of(upper, lowers=[top, bottom])) == [".wh.b"]
+
+
+def test_layer_changes(tmp_path):
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    (lower / "etc").mkdir(parents=True)
+    (lower / "etc" / "passwd").write_text("p")
+    (lower / "old").write_text("o")
+    (upper / "etc").mkdir(parents=True)
+    (upper / "etc" / "passwd").write_text("p2")
+    (upper / "new").write_text("new!")
+    whiteout(upper / "old")
+    changes = layer_changes(upper, lowers=[lower])
+    assert changes.added == ["/new"]
+    assert changes.modified == ["/etc", "/etc/passwd"]
+    assert changes.deleted == ["/old"]
+    assert changes.counts() == {"added": 1, "modified": 2, "deleted": 1, "bytes": 6}
+
+
+# ------------------------------------------------------------------ W rows
+
+@pytest.mark.parametrize("key", ["trusted.overlay.redirect", "trusted.overlay.metacopy"])
+def test_W10_redirect_and_metacopy_refused(layer, key):
+    (layer / "d").mkdir()
+    os.setxattr(layer / "d", key, b"/elsewhere")
+    with pytest.raises(LayerError, match="W10"):
+        tar_of(layer)
+
+
+def test_W11_only_the_modes_own_opaque_xattr(layer):
+    (layer / "u").mkdir()
+    os.setxattr(layer / "u", "user.overlay.opaque", b"y")
+    (layer / "esc").mkdir()
+    os.setxattr(layer / "esc", "user.overlay.overlay.opaque", b"y")
+    assert names(tar_of(layer)) == ["esc/", "u/"]
+    assert names(tar_of(layer, rootless=True)) == ["esc/", "u/", "u/.wh..wh..opq"]
+
+
+@pytest.mark.parametrize("name", [".wh.foo", ".wh..wh..opq", ".wh."])
+def test_W12_unrepresentable_names(layer, name):
+    (layer / "opt").mkdir()
+    target = layer / "opt" / name
+    target.mkdir() if name == ".wh..wh..opq" else target.write_text("x")
+    with pytest.raises(LayerError, match="unrepresentable"):
+        tar_of(layer)
+
+
+# ------------------------------------------------------------------ memory
+
+def test_memory_flat_for_a_1gib_file(tmp_path):
+    layer = tmp_path / "big"
+    layer.mkdir()
+    with open(layer / "sparse", "wb") as f:
+        f.truncate(1 << 30)
+    script = textwrap.dedent(f"""
+        import resource
+        from builder.layers import layer_diff_id
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        layer_diff_id({str(layer)!r})
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True)
+    grown_kib = int(out.stdout)
+    assert grown_kib < 64 * 1024, f"peak RSS grew by {grown_kib} KiB"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
