@@ -298,6 +298,10 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
         os.dup2(out_fd, 2)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
+        # Before anything can name an inherited fd (WORKDIR /proc/self/fd/N: runc
+        # CVE-2024-21626), close them all; err_fd is close-on-exec.
+        os.closerange(3, err_fd)
+        os.closerange(err_fd + 1, 65536)
         proc = os.path.join(merged, "proc")
         if not _plain(proc, want_dir=True):
             raise SandboxError("/proc in the image is not a directory")
@@ -343,8 +347,6 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
             _report(err_fd, BuildError(f"exec: \"{spec.argv[0]}\": executable file not "
                                        "found in $PATH"))
             os._exit(_NOT_FOUND)
-        os.closerange(3, err_fd)
-        os.closerange(err_fd + 1, 65536)
         os.execve(program, spec.argv, dict(e.split("=", 1) for e in spec.env))
     except BaseException as err:  # must not return into the caller's code
         _report(err_fd, err)

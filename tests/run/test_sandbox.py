@@ -138,3 +138,23 @@ def test_host_mount_table_is_untouched_after_a_killed_step(store, busybox) -> No
                            text=True).stdout
     assert after == before
     assert "merged" not in after
+
+
+def test_workdir_through_proc_self_fd_reaches_nothing_outside(store, busybox) -> None:
+    """runc CVE-2024-21626: a WORKDIR naming an inherited fd must not land outside the root."""
+    leaked = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    os.set_inheritable(leaked, True)
+    try:
+        out = bytearray()
+        snapshot = prepare(store, _chain(store, busybox))
+        code = 0
+        try:
+            code = run_step(snapshot, RunSpec(["/bin/sh", "-c", "pwd; ls"], env=["PATH=/bin"],
+                                              cwd=f"/proc/self/fd/{leaked}"), out.extend)
+        except Exception as err:  # refusing is fine; escaping is not
+            assert "working directory" in str(err)
+        else:
+            assert code == 0 and b"work" not in out and b"vmlinuz" not in out
+        snapshot.release()
+    finally:
+        os.close(leaked)
