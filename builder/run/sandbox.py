@@ -222,12 +222,8 @@ def _mount_extra(merged: str, mount: MountSpec, scratch: Path) -> None:
         syscalls.mount("tmpfs", target, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
                        mount.options or None)
         return
-    if mount.kind == "view":
-        assert mount.view is not None
-        whole = scratch / "view"
-        whole.mkdir(parents=True)
-        mount.view.mount(str(whole), readonly=True)
-        source = resolve_in_root(str(whole), mount.source or "/")
+    if mount.kind == "view":  # mounted at scratch/view by the setup child
+        source = resolve_in_root(str(scratch / "view"), mount.source or "/")
         if source is None:
             raise BuildError(f"--mount from: {mount.source} not found")
         syscalls.mount(source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
@@ -376,6 +372,13 @@ def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int) ->
         syscalls.umount2(merged)
         snapshot.extra_lowers = [snapshot.work.path / "init"]
         snapshot.mount(merged)
+        # Views are mounted here, not in PID 1: reading the store's database from
+        # inside the new PID namespace fails (SQLite WAL: "locking protocol").
+        for index, mount in enumerate(spec.mounts):
+            if mount.kind == "view" and mount.view is not None:
+                whole = snapshot.work.path / "files" / f"scratch-{index}" / "view"
+                whole.mkdir(parents=True)
+                mount.view.mount(str(whole), readonly=True)
         pid = os.fork()
         if pid == 0:
             syscalls.set_parent_death_signal(signal.SIGKILL)

@@ -12,6 +12,7 @@ import secrets
 import shutil
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,12 +143,33 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, onerror=onerror)
 
 
+_OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def _forget_connections_in_child() -> None:
+    """SQLite connections must not cross fork(): a child opens its own on first use.
+
+    The inherited ones are kept referenced (never closed: closing could touch the
+    parent's WAL and locks) and die with the child.
+    """
+    for store in list(_OPEN_STORES):
+        if store._db is not None:
+            _INHERITED.append(store._db)
+            store._db = None
+
+
+os.register_at_fork(after_in_child=_forget_connections_in_child)
+
+
 class Store:
     """The local store.  Cheap to construct; the database opens on first use."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None):
         self.root = Path(root) if root is not None else default_root()
         self._db: sqlite3.Connection | None = None
+        self._owner = os.getpid()  # only the opening process sweeps, not its children
+        _OPEN_STORES.add(self)
 
     # -- setup ---------------------------------------------------------------
     @property
@@ -161,7 +183,8 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
             self._db = conn
-            self.sweep()
+            if os.getpid() == self._owner:
+                self.sweep()
         return self._db
 
     def close(self) -> None:
