@@ -13,6 +13,12 @@ def human_size(size: float) -> str:
     return f"{size:.1f}GB"
 
 
+def _cache_state(step: dict[str, Any]) -> str:
+    if step.get("cached"):
+        return "hit"
+    return "-" if step.get("note") == "config only" else "miss"
+
+
 def render(image_id: str, steps: list[dict[str, Any]]) -> str:
     lines = [f"image {image_id}", ""]
     header = f"{'STEP':<14} {'LAYER':<14} {'CACHE':<6} {'ADDED':>6} {'CHANGED':>8} " \
@@ -24,11 +30,11 @@ def render(image_id: str, steps: list[dict[str, Any]]) -> str:
         layers += bool(step.get("layer"))
         where = f"{step['stage']}:{step['index']}"
         lines.append(
-            f"{where:<14} {layer:<14} {'hit' if step.get('cached') else 'miss':<6} "
+            f"{where:<14} {layer:<14} {_cache_state(step):<6} "
             f"{step.get('added', 0):>6} {step.get('modified', 0):>8} {step.get('deleted', 0):>8} "
             f"{human_size(step.get('size', 0)):>9} {step.get('seconds', 0):>6.2f}s  "
             f"{step['instruction']}")
-        if step.get("note"):
+        if step.get("note") and step.get("note") != "config only":
             lines.append(f"{'':<14} {step['note']}")
     lines += ["", f"{layers} of {len(steps)} steps made a layer; the others changed no "
               "files."]
