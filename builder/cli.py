@@ -399,6 +399,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     steps = load_build(store, image_id)
     if steps is None:
         raise UsageError(f"image {args.image!r} was not built by pybuild here: nothing to explain")
+    from builder.explain.waste import wasted_bytes
+
+    chain = store.chain(store.image_top_chain(image_id))
+    waste = dict(zip((r.chain_id for r in chain),
+                     wasted_bytes([store.layer_dir(r.chain_id) for r in chain]), strict=True))
+    for step in steps:
+        step["wasted"] = waste.get(step.get("layer") or "", 0)
     print(render(image_id, steps))
     return 0
 

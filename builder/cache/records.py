@@ -118,6 +118,11 @@ class CacheStore:
         self._pending_stats.clear()
 
 
+def _short(value: str, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 def describe_difference(old: Inputs, new: Inputs) -> str:
     """Name the inputs that differ, e.g. ``env HOME: '/a' -> '/b'`` or ``file app.py changed``."""
     def grouped(inputs: Inputs) -> dict[str, str]:
@@ -140,11 +145,11 @@ def describe_difference(old: Inputs, new: Inputs) -> str:
                     else "changed")
             reasons.append(f"{name} {what}")
         elif name not in before:
-            reasons.append(f"{name} added: {after[name]!r}")
+            reasons.append(f"{name} added: {_short(after[name])}")
         elif name not in after:
-            reasons.append(f"{name} removed (was {before[name]!r})")
+            reasons.append(f"{name} removed (was {_short(before[name])})")
         else:
-            reasons.append(f"{name}: {before[name]!r} -> {after[name]!r}")
+            reasons.append(f"{name}: {_short(before[name])} -> {_short(after[name])}")
     if not reasons:
         return "inputs equal an earlier run's, but its layer is gone (pruned)"
     more = f" (and {len(reasons) - _SHOWN} more)" if len(reasons) > _SHOWN else ""

@@ -34,8 +34,15 @@ def render(image_id: str, steps: list[dict[str, Any]]) -> str:
             f"{step.get('added', 0):>6} {step.get('modified', 0):>8} {step.get('deleted', 0):>8} "
             f"{human_size(step.get('size', 0)):>9} {step.get('seconds', 0):>6.2f}s  "
             f"{step['instruction']}")
-        if step.get("note") and step.get("note") != "config only":
-            lines.append(f"{'':<14} {step['note']}")
+        notes = [step["note"]] if step.get("note") and step["note"] != "config only" else []
+        if step.get("wasted"):
+            notes.append(f"wasted: {human_size(step['wasted'])} of it is deleted or "
+                         "overwritten by later steps")
+        lines += [f"{'':<14} {note}" for note in notes]
     lines += ["", f"{layers} of {len(steps)} steps made a layer; the others changed no "
               "files."]
+    wasted = sum(step.get("wasted", 0) for step in steps)
+    if wasted:
+        lines.append(f"{human_size(wasted)} shipped in layers but hidden by later steps: "
+                     "delete files in the step that creates them.")
     return "\n".join(lines)

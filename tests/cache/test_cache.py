@@ -151,3 +151,17 @@ def test_a_noop_recheck_of_a_big_context_reads_no_file(store, tmp_path) -> None:
     (context / "d1" / "f1").write_text("changed\n")
     third = checksum_sources([(".", str(context))], cache=CacheStore(store))
     assert third.read_bytes == len("changed\n") and third.digest != first.digest
+
+
+def test_explain_reports_wasted_space(tmp_path: Path, busybox_tar: Path) -> None:
+    root = tmp_path / "store"
+    _import(root, busybox_tar)
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        "FROM busybox\nRUN head -c 300000 /dev/zero > /big && echo keep > /keep\n"
+        "RUN rm /big\n")
+    _build(root, context)
+    explain = run_cli("explain", "app", root=root).stdout.decode()
+    assert "wasted: 300.0kB of it is deleted or overwritten by later steps" in explain
+    assert "300.0kB shipped in layers but hidden by later steps" in explain
