@@ -45,8 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
     parser.add_argument("--root", help="store directory (default /var/lib/pybuild as root, "
                         "~/.local/share/pybuild otherwise; env PYBUILD_ROOT)")
-    parser.add_argument("--storage-driver", choices=("overlay", "vfs"), default="overlay",
-                        help="snapshot driver (vfs is not built yet)")
+    parser.add_argument("--storage-driver", choices=("overlay", "vfs", "auto"),
+                        default="overlay", help="snapshot driver: overlay, vfs (a full copy "
+                        "per step, for machines without overlay) or auto (overlay if it mounts)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
     for verb, (summary, issue) in VERBS.items():
@@ -186,7 +187,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         source_date_epoch=int(epoch) if epoch and epoch.isdigit() else None,
         iidfile=args.iidfile, metadata_file=args.metadata_file, cache_from=cache_from,
         cache_to=cache_to.get("dest"), cache_mode=cache_to.get("mode", "min"),
-        secrets=_secrets(args.secret))
+        secrets=_secrets(args.secret), storage_driver=args.storage_driver)
     if options.context is not None and not options.context.is_dir():
         raise UsageError(f"context {args.context!r} is not a directory")
     progress = make_progress(args.progress, quiet=args.quiet)

@@ -5,24 +5,38 @@ or image's filesystem) with chroot semantics: ``..`` stops at the root and an
 absolute symlink restarts there, so nothing outside the root is ever read.
 Only a named source is followed if it is a symlink; links inside copied
 directories are copied as links (BuildKit's rules).  The destination is
-resolved inside the image the same way.
+resolved inside the image the same way, dangling links included: BuildKit
+creates the missing target rather than replacing the link.
+
+ADD extracts local tar archives (found by content, not name) and fetches
+http(s) URLs.  ``--link`` changes how BuildKit stores the layer, not what is in
+it, so here it is a plain copy.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import email.utils
 import os
 import posixpath
 import shutil
 import stat
+import tarfile
+import tempfile
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from builder.context.fnmatch_go import BadPattern
+from builder.context.fnmatch_go import match as go_match
+from builder.context.ignore import PatternMatcher
 from builder.errors import BuildError
 from builder.run.sandbox import resolve_in_root, resolve_user
 
 _CHUNK = 1 << 20
+_MAX_SYMLINKS = 40
+_URL_PREFIXES = ("http://", "https://")
 
 
 @dataclass
@@ -35,6 +49,11 @@ class CopyRequest:
     ignore: Any = None        # a context.ignore.PatternMatcher for .dockerignore, or None
     heredocs: list[tuple[str, str]] = field(default_factory=list)  # (name, content)
     selected: list[str] | None = None   # sources after globbing, when chosen in advance
+    exclude: list[str] = field(default_factory=list)   # --exclude patterns
+    parents: bool = False     # --parents: keep each source's path below the context
+    link: bool = False        # --link: same files as a plain copy (see module doc)
+    add: bool = False         # ADD: extract local archives, fetch URLs
+    preserve_owner: bool = False   # COPY --from keeps owners; the context's are root's
 
     def excluded(self, rel: str) -> bool:
         return self.ignore is not None and rel != "." and \
@@ -52,12 +71,24 @@ def clean_source(path: str) -> str:
     return posixpath.normpath("/" + path).lstrip("/") or "."
 
 
+def is_url(source: str) -> bool:
+    return source.startswith(_URL_PREFIXES)
+
+
 def _has_magic(path: str) -> bool:
     return any(c in path for c in "*?[")
 
 
+def _glob_part(pattern: str, name: str) -> bool:
+    try:
+        return go_match(pattern, name)
+    except BadPattern:
+        raise BuildError(f"invalid wildcard pattern {pattern!r}: syntax error") from None
+
+
 def expand_sources(root: str, pattern: str, excluded: Callable[[str], bool]) -> list[str]:
-    """Context-relative paths matching ``pattern`` (a plain path or a glob)."""
+    """Context-relative paths matching ``pattern`` (a plain path or a glob, matched
+    one component at a time with Go's filepath.Match as BuildKit does)."""
     cleaned = clean_source(pattern)
     if not _has_magic(cleaned):
         return [cleaned]
@@ -69,7 +100,7 @@ def expand_sources(root: str, pattern: str, excluded: Callable[[str], bool]) -> 
             if host is None or not os.path.isdir(host):
                 continue
             names = sorted(os.listdir(host))
-            selected = fnmatch.filter(names, part) if _has_magic(part) else (
+            selected = [n for n in names if _glob_part(part, n)] if _has_magic(part) else (
                 [part] if part in names else [])
             found += [posixpath.normpath(posixpath.join(base, n)) for n in selected]
         matches = found
@@ -77,9 +108,13 @@ def expand_sources(root: str, pattern: str, excluded: Callable[[str], bool]) -> 
 
 
 def select_sources(root: str, request: CopyRequest) -> list[str]:
-    """The request's sources after globbing, each checked to exist inside ``root``."""
+    """The request's sources after globbing, each checked to exist inside ``root``.
+    With ADD, URLs are kept as they are."""
     selected: list[str] = []
     for source in request.sources:
+        if request.add and is_url(source):
+            selected.append(source)
+            continue
         matches = expand_sources(root, source, request.excluded)
         if not matches or (not _has_magic(source)
                            and resolve_in_root(root, matches[0]) is None):
@@ -101,12 +136,21 @@ def parse_chmod(value: str) -> int | None:
     return mode
 
 
+def _parents_base(source: str) -> str:
+    """The part of a --parents source that is not kept: BuildKit keeps the path from
+    the context root, or from a ``/./`` pivot when the source has one."""
+    if "/./" in source:
+        return clean_source(source.split("/./", 1)[0])
+    return "."
+
+
 def copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
     """Copy the request's sources from ``source_root`` into the root at ``merged``.
 
     Runs in a child process with the destination snapshot mounted at ``merged``.
     """
     uid = gid = 0
+    owner_fixed = bool(request.chown)
     if request.chown:
         ident = resolve_user(merged, request.chown)
         uid, gid = ident.uid, ident.gid
@@ -120,65 +164,133 @@ def copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
         selected = select_sources(source_root, request)
     if len(selected) > 1:
         dest_is_dir = True
-    copier = _Copier(merged, uid, gid, mode, request.skipped)
+    keep_owner = request.preserve_owner and not owner_fixed
+    excludes = PatternMatcher(request.exclude) if request.exclude else None
+    copier = _Copier(merged, uid, gid, mode, request.skipped, keep_owner, excludes)
+    copier.owner_fixed = owner_fixed
+    named = {clean_source(s) for s in request.sources if not _has_magic(s)}
     for rel in selected:
+        if request.add and is_url(rel):
+            _add_url(copier, rel, dest, dest_is_dir)
+            continue
+        # --exclude filters what a wildcard matched, never a source named outright.
+        if excludes is not None and rel not in named and \
+                excludes.matches(posixpath.basename(rel)):
+            continue
         host = resolve_in_root(source_root, rel)
         if host is None:
             raise BuildError(f'"/{rel}": not found')
         if request.excluded(rel):
             raise BuildError(f'"/{rel}": not found (excluded by .dockerignore)')
+        target_dest = dest
+        if request.parents:
+            source = next((s for s in request.sources if _has_magic(s) or
+                           clean_source(s) == rel), rel)
+            kept = posixpath.relpath(rel, _parents_base(source))
+            target_dest = posixpath.join(dest, kept)
+            if not os.path.isdir(host):
+                target_dest = posixpath.dirname(target_dest) + "/"
+        _check_name(rel)
         st = os.stat(host)
         if stat.S_ISDIR(st.st_mode):
-            target = copier.make_dirs(dest)
+            target = copier.make_dirs(target_dest)
             copier.copy_tree(host, rel, target)
+            if request.parents:
+                copier.finish(target, st)
+        elif request.add and _try_extract(
+                copier, host, target_dest):
+            continue
         else:
-            existing = resolve_in_root(merged, dest)
-            into_dir = dest_is_dir or (existing is not None and os.path.isdir(existing))
-            name = posixpath.join(dest, posixpath.basename(rel)) if into_dir else dest
+            into_dir = dest_is_dir or request.parents or target_dest.endswith("/") or \
+                os.path.isdir(resolve_in_root(merged, target_dest) or "/nonexistent")
+            name = posixpath.join(target_dest, posixpath.basename(rel)) if into_dir \
+                else target_dest
             parent = copier.make_dirs(posixpath.dirname(name.rstrip("/")) or "/")
             copier.copy_file(host, os.path.join(parent, posixpath.basename(name.rstrip("/"))))
     for name, content in request.heredocs:
-        into_dir = dest_is_dir or (resolve_in_root(merged, dest) or "").endswith("/")
+        into_dir = dest_is_dir or os.path.isdir(resolve_in_root(merged, dest) or "/nonexistent")
         path = posixpath.join(dest, name) if into_dir or dest.endswith("/") else dest
         parent = copier.make_dirs(posixpath.dirname(path) or "/")
         copier.write_file(os.path.join(parent, posixpath.basename(path)), content.encode())
 
 
+def _check_name(rel: str) -> None:
+    # A layer entry named .wh.* would turn into a deletion when the layer is read (C10).
+    if posixpath.basename(rel).startswith(".wh."):
+        raise BuildError(f'"/{rel}": a file named .wh.* cannot be copied into an image')
+
+
+def resolve_for_create(root: str, path: str) -> list[str]:
+    """``path`` inside ``root`` as components with every existing symlink resolved
+    (chroot semantics), dangling ones included; missing components are kept."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            resolved.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > _MAX_SYMLINKS:
+                raise BuildError(f"too many levels of symbolic links in {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return resolved
+
+
 def make_dirs(root: str, path: str, uid: int, gid: int) -> str:
     """Create ``path`` and its missing parents inside ``root`` (mode 0755, owned by
-    uid:gid), following symlinks with chroot semantics; return the host path."""
-    current = "/"
-    for part in [p for p in path.split("/") if p]:
-        candidate = posixpath.join(current, part)
-        host = resolve_in_root(root, candidate)
-        if host is None:
-            parent = resolve_in_root(root, current)
-            if parent is None:
-                raise BuildError(f"cannot create {path}: {current} vanished")
-            host = os.path.join(parent, part)
+    uid:gid, as BuildKit's mkdir -p with the copy's owner), following symlinks with
+    chroot semantics, dangling ones too; return the host path."""
+    parts = resolve_for_create(root, path)
+    host = root
+    for part in parts:
+        host = os.path.join(host, part)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
             os.mkdir(host, 0o755)
             os.chmod(host, 0o755)
             os.lchown(host, uid, gid)
-        elif not os.path.isdir(host):
-            raise BuildError(f"cannot create {path}: {candidate} is not a directory")
-        current = candidate
-    result = resolve_in_root(root, current)
-    if result is None:
-        raise BuildError(f"cannot create {path}")
-    return result
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise BuildError(f"cannot create {path}: /{'/'.join(parts)} is not a directory")
+    return host
 
 
 class _Copier:
     def __init__(self, root: str, uid: int, gid: int, mode: int | None,
-                 skipped: Callable[[str, bool], bool]):
+                 skipped: Callable[[str, bool], bool], keep_owner: bool = False,
+                 excludes: PatternMatcher | None = None):
         self.root, self.uid, self.gid, self.mode = root, uid, gid, mode
         self.skipped = skipped
+        self.keep_owner = keep_owner
+        self.excludes = excludes
+        self.owner_fixed = False    # --chown given: it wins over archive owners too
+        # Source inode -> first copy, so hardlinked sources stay hardlinked (BuildKit).
+        self.links: dict[tuple[int, int], str] = {}
 
     def make_dirs(self, path: str) -> str:
         return make_dirs(self.root, path, self.uid, self.gid)
 
-    def _finish(self, path: str, st: os.stat_result) -> None:
-        os.lchown(path, self.uid, self.gid)
+    def finish(self, path: str, st: os.stat_result) -> None:
+        if self.keep_owner:
+            os.lchown(path, st.st_uid, st.st_gid)
+        else:
+            os.lchown(path, self.uid, self.gid)
         if not stat.S_ISLNK(st.st_mode):
             os.chmod(path, self.mode if self.mode is not None else stat.S_IMODE(st.st_mode))
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
@@ -196,51 +308,191 @@ class _Copier:
     def copy_file(self, source: str, target: str) -> None:
         st = os.lstat(source)
         self._replace(target)
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) and key in self.links:
+            os.link(self.links[key], target)
+            return
         if stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(source), target)
         elif stat.S_ISREG(st.st_mode):
-            src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            try:
-                dst_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, 0o600)
-                try:
-                    while chunk := os.read(src_fd, _CHUNK):
-                        os.write(dst_fd, chunk)
-                finally:
-                    os.close(dst_fd)
-            finally:
-                os.close(src_fd)
+            self._copy_regular(source, target)
         elif stat.S_ISFIFO(st.st_mode):
-            os.mkfifo(target)
+            os.mkfifo(target)   # made anew: a FIFO in the source is never opened (C11)
+        elif stat.S_ISSOCK(st.st_mode):
+            # BuildKit turns a socket into an empty regular file (testCopySocket).
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600))
+        elif (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) and self.keep_owner:
+            # Only from an image or stage; a device node in the context is refused (C11).
+            os.mknod(target, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
         else:
             raise BuildError(f"cannot copy {source}: unsupported file type")
-        self._finish(target, st)
+        self.finish(target, st)
+        if st.st_nlink > 1:
+            self.links[key] = target
 
-    def write_file(self, target: str, data: bytes) -> None:
+    def _copy_regular(self, source: str, target: str) -> None:
+        # O_NONBLOCK: if the entry was swapped for a FIFO since lstat, open must not hang;
+        # fstat then refuses it (C11).
+        src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(src_fd).st_mode):
+                raise BuildError(f"cannot copy {source}: it changed while being copied")
+            dst_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600)
+            try:
+                while chunk := os.read(src_fd, _CHUNK):
+                    os.write(dst_fd, chunk)
+            finally:
+                os.close(dst_fd)
+        finally:
+            os.close(src_fd)
+
+    def write_file(self, target: str, data: bytes, mode: int = 0o644,
+                   mtime: float | None = None) -> None:
         self._replace(target)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         try:
             os.write(fd, data)
         finally:
             os.close(fd)
-        os.chmod(target, self.mode if self.mode is not None else 0o644)
+        os.chmod(target, self.mode if self.mode is not None else mode)
         os.lchown(target, self.uid, self.gid)
+        if mtime is not None:
+            os.utime(target, (mtime, mtime), follow_symlinks=False)
 
-    def copy_tree(self, source: str, rel: str, target: str) -> None:
-        """Copy the contents of directory ``source`` into existing directory ``target``."""
+    def copy_tree(self, source: str, rel: str, target: str, base: str = "") -> None:
+        """Copy the contents of directory ``source`` into existing directory ``target``;
+        ``base`` is the entry's path below the copied source, for --exclude."""
         for entry in sorted(os.scandir(source), key=lambda e: e.name):
             entry_rel = posixpath.normpath(posixpath.join(rel, entry.name))
-            if self.skipped(entry_rel, entry.is_dir(follow_symlinks=False)):
+            below = posixpath.join(base, entry.name) if base else entry.name
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if self.skipped(entry_rel, is_dir):
                 continue
+            if self.excludes is not None and self.excludes.matches(below) and not (
+                    is_dir and self.excludes.may_reinclude_under(below)):
+                continue
+            _check_name(entry_rel)
             destination = os.path.join(target, entry.name)
-            if entry.is_dir(follow_symlinks=False):
-                existing = os.path.lexists(destination)
-                if existing and not os.path.isdir(destination):
+            if is_dir:
+                try:
+                    existing = os.lstat(destination).st_mode
+                except FileNotFoundError:
+                    existing = None
+                if existing is not None and stat.S_ISLNK(existing):
+                    # An image symlink in the way is followed inside the root, never on
+                    # the host: an absolute target would otherwise name a host path.
+                    destination = make_dirs(self.root, os.path.relpath(destination, self.root),
+                                            self.uid, self.gid)
+                elif existing is not None and not stat.S_ISDIR(existing):
                     self._replace(destination)
-                    existing = False
-                if not existing:
+                    existing = None
+                if existing is None:
                     os.mkdir(destination, 0o700)
-                self.copy_tree(entry.path, entry_rel, destination)
-                self._finish(destination, entry.stat(follow_symlinks=False))
+                self.copy_tree(entry.path, entry_rel, destination, below)
+                self.finish(destination, entry.stat(follow_symlinks=False))
             else:
                 self.copy_file(entry.path, destination)
+
+
+# -- ADD: archives and URLs --------------------------------------------------------
+
+def _is_tar(host: str) -> bool:
+    """BuildKit's test: decompress by magic bytes, then look for a tar header."""
+    from builder.layers.compress import open_decompressed
+
+    try:
+        with open(host, "rb") as raw, open_decompressed(raw) as src:
+            block = src.read(512)
+    except Exception:
+        return False
+    if len(block) < 512:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def _try_extract(copier: _Copier, host: str, dest: str) -> bool:
+    """Extract the archive at ``host`` into directory ``dest``; False if not a tar.
+
+    apply_layer_tar removes its destination on error, so it unpacks into a scratch
+    dir first and the result is then copied in (entries keep the archive's owners,
+    as BuildKit's unpack does, unless --chown says otherwise)."""
+    from builder.layers.apply import apply_layer_tar
+    from builder.layers.compress import open_decompressed
+
+    st = os.stat(host)
+    if not stat.S_ISREG(st.st_mode) or not _is_tar(host):
+        return False
+    target = copier.make_dirs(dest)
+    scratch = tempfile.mkdtemp(prefix="pybuild-add-")
+    try:
+        unpacked = os.path.join(scratch, "x")
+        os.mkdir(unpacked)
+        with open(host, "rb") as raw, open_decompressed(raw) as src:
+            try:
+                apply_layer_tar(src, unpacked, mode="merged")
+            except Exception as err:
+                raise BuildError(f"ADD {posixpath.basename(host)}: cannot extract: {err}") \
+                    from err
+        archive_copier = _Copier(copier.root, copier.uid, copier.gid, copier.mode,
+                                 lambda rel, is_dir: False,
+                                 keep_owner=not copier.owner_fixed)
+        archive_copier.copy_tree(unpacked, ".", target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return True
+
+
+def _url_file_name(url: str, headers: Any) -> str:
+    disposition = headers.get("Content-Disposition") or ""
+    if disposition:
+        from email.message import Message
+
+        message = Message()
+        message["Content-Disposition"] = disposition
+        name = message.get_filename() or ""
+        if name and not name.endswith("/"):
+            name = posixpath.basename(name)
+            if name not in ("", ".", ".."):
+                return name
+    base = posixpath.basename(urllib.parse.urlparse(url).path)
+    return base if base not in ("", ".", "..", "/") else "__unnamed__"
+
+
+def _add_url(copier: _Copier, url: str, dest: str, dest_is_dir: bool) -> None:
+    """Fetch ``url`` as BuildKit does: mode 0600 (unless --chmod), mtime from
+    Last-Modified or else the epoch; named after the URL when ``dest`` is a dir."""
+    try:
+        response = urllib.request.urlopen(url, timeout=60)
+    except OSError as err:
+        raise BuildError(f"ADD {url}: {err}") from err
+    with response:
+        headers = response.headers
+        if dest_is_dir or dest.endswith("/"):
+            path = posixpath.join(dest, _url_file_name(url, headers))
+        else:
+            path = dest
+        parent = copier.make_dirs(posixpath.dirname(path) or "/")
+        target = os.path.join(parent, posixpath.basename(path))
+        copier.write_file(target, b"", mode=0o600)
+        # Streamed: a large download must not sit in memory.
+        fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            while chunk := response.read(_CHUNK):
+                os.write(fd, chunk)
+        except OSError as err:
+            raise BuildError(f"ADD {url}: {err}") from err
+        finally:
+            os.close(fd)
+    mtime = 0.0
+    if headers.get("Last-Modified"):
+        try:
+            mtime = email.utils.parsedate_to_datetime(headers["Last-Modified"]).timestamp()
+        except (TypeError, ValueError):
+            mtime = 0.0
+    os.utime(target, (mtime, mtime), follow_symlinks=False)

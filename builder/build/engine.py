@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.build import dispatch
-from builder.build.copy import CopyRequest, copy_into, make_dirs, select_sources
+from builder.build.copy import CopyRequest, copy_into, is_url, make_dirs, select_sources
 from builder.build.options import BuildOptions, BuildResult, StepRecord
 from builder.build.progress import Progress
 from builder.build.runmounts import prepare_mounts
@@ -26,7 +26,7 @@ from builder.errors import BuildError, ContextError, DockerfileError, PybuildErr
 from builder.image import config as image_config
 from builder.run import RunSpec, in_mount_namespace, run_step
 from builder.run.sandbox import resolve_in_root, resolve_user
-from builder.snapshot import Snapshot, commit, prepare
+from builder.snapshot import Snapshot, commit, open_driver, prepare
 from builder.store.store import Store
 
 
@@ -83,6 +83,8 @@ def _ignore_matcher(options: BuildOptions) -> Any:
 def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResult:
     from builder.dockerfile import Platform, parse_text, plan_build
 
+    # Resolve "auto" once (it probes a mount), so every step uses the same driver.
+    options.storage_driver = open_driver(store, options.storage_driver).name
     text, path = _read_dockerfile(options)
     dockerfile = parse_text(text, path)
     os_name, _, arch = options.platform.partition("/")
@@ -240,7 +242,8 @@ def _run_instruction(run: _Build, state: StageState, command: Any, record: StepR
         run.store, getattr(command, "mounts", []) or [], workdir=state.workdir(),
         context=str(run.options.context) if run.options.context else None,
         secrets=run.options.secrets, cache=run.cache,
-        resolve_from=lambda name: _resolve_from(run, name, command))
+        resolve_from=lambda name: _resolve_from(run, name, command),
+        driver=run.options.storage_driver)
     try:
         env = state.run_env()
         spec = RunSpec(argv=argv, env=env + mounts.secret_env, cwd=state.workdir(),
@@ -315,7 +318,7 @@ def _layer_step(run: _Build, state: StageState, record: StepRecord, inputs: Inpu
     record.note = ("cache miss: --no-cache" if run.options.no_cache
                    else "cache miss: " + run.cache.explain_miss(state.cache_key, slot, inputs))
     record.created = run.created()
-    snapshot = prepare(run.store, state.chain)
+    snapshot = prepare(run.store, state.chain, run.options.storage_driver)
     try:
         action(snapshot)
         result = commit(snapshot, source_date_epoch=run.options.source_date_epoch)
@@ -384,11 +387,17 @@ def _copy(run: _Build, state: StageState, command: Any, record: StepRecord) -> N
     request = CopyRequest(
         sources=list(command.sources), dest=command.dest, workdir=state.workdir(),
         chown=getattr(command, "chown", None) or "", chmod=getattr(command, "chmod", None) or "",
-        ignore=run.ignore if source_from is None else None, heredocs=heredocs)
+        ignore=run.ignore if source_from is None else None, heredocs=heredocs,
+        exclude=list(getattr(command, "exclude", None) or []),
+        parents=bool(getattr(command, "parents", False)),
+        link=bool(getattr(command, "link", False)),
+        add=command.keyword == "add", preserve_owner=source_from is not None)
     inputs: Inputs = [("instruction", command.keyword.upper()),
                       ("sources", json.dumps(request.sources)), ("dest", request.dest),
                       ("workdir", request.workdir), ("chown", request.chown),
-                      ("chmod", request.chmod), ("heredocs", json.dumps(heredocs))]
+                      ("chmod", request.chmod), ("heredocs", json.dumps(heredocs)),
+                      ("exclude", json.dumps(request.exclude)),
+                      ("parents", str(request.parents))]
     source_chain: str | None = None
     if source_from is not None:
         source_chain = _resolve_from(run, source_from, command)
@@ -401,8 +410,12 @@ def _copy(run: _Build, state: StageState, command: Any, record: StepRecord) -> N
     else:
         context = str(run.options.context)
         request.selected = select_sources(context, request)
+        # A URL is not in the context: its text is the key (BuildKit also asks the
+        # server; pybuild refetches only when the URL or the step's inputs change).
+        inputs += [("url", rel) for rel in request.selected if request.add and is_url(rel)]
         checksum = checksum_sources([(rel, resolve_in_root(context, rel) or "")
-                                     for rel in request.selected], cache=run.cache,
+                                     for rel in request.selected
+                                     if not (request.add and is_url(rel))], cache=run.cache,
                                     skip=request.skipped)
         run.cache.flush_stats()
         inputs += [("file", f"{rel}={entry}") for rel, entry in checksum.files.items()]
@@ -410,12 +423,13 @@ def _copy(run: _Build, state: StageState, command: Any, record: StepRecord) -> N
 
     def action(snapshot: Snapshot) -> None:
         in_mount_namespace(_copy_in_child, run.store, snapshot, source_chain,
-                           source_from is None, context, request)
+                           source_from is None, context, request, run.options.storage_driver)
     _layer_step(run, state, record, inputs, action)
 
 
 def _copy_in_child(store: Store, snapshot: Snapshot, source_chain: str | None,
-                   from_context: bool, context: str, request: CopyRequest) -> None:
+                   from_context: bool, context: str, request: CopyRequest,
+                   driver: str) -> None:
     merged = str(snapshot.work.path / "merged")
     os.makedirs(merged, exist_ok=True)
     snapshot.mount(merged)
@@ -424,7 +438,7 @@ def _copy_in_child(store: Store, snapshot: Snapshot, source_chain: str | None,
         source_root = str(snapshot.work.path / "source")
         os.makedirs(source_root, exist_ok=True)
         if source_chain is not None:
-            view = prepare(store, source_chain)
+            view = prepare(store, source_chain, driver)
             view.mount(source_root, readonly=True)
     copy_into(merged, source_root, request)
 

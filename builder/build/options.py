@@ -33,6 +33,7 @@ class BuildOptions:
     iidfile: str | None = None
     metadata_file: str | None = None
     secrets: dict[str, str] = field(default_factory=dict)  # secret id -> host file
+    storage_driver: str = "overlay"                        # overlay, vfs or auto
     cache_from: list[str] = field(default_factory=list)    # local cache layout dirs
     cache_to: str | None = None                            # local dir to export the cache to
     cache_mode: str = "min"                                # min: final stage; max: all stages

@@ -43,11 +43,12 @@ class PreparedMounts:
 
 def prepare_mounts(store: Store, mounts: list[Any], *, workdir: str, context: str | None,
                    secrets: dict[str, str], resolve_from: Callable[[str], str | None],
-                   cache: Any) -> PreparedMounts:
+                   cache: Any, driver: str = "overlay") -> PreparedMounts:
     prepared = PreparedMounts()
     try:
         for mount in mounts:
-            _prepare(store, mount, prepared, workdir, context, secrets, resolve_from, cache)
+            _prepare(store, mount, prepared, workdir, context, secrets, resolve_from, cache,
+                     driver)
     except BaseException:
         prepared.release()
         raise
@@ -65,7 +66,7 @@ def _target(mount: Any, workdir: str, default: str = "") -> str:
 
 def _prepare(store: Store, mount: Any, out: PreparedMounts, workdir: str, context: str | None,
              secrets: dict[str, str], resolve_from: Callable[[str], str | None],
-             cache: Any) -> None:
+             cache: Any, driver: str) -> None:
     kind = mount.type
     if kind == "cache":
         target = _target(mount, workdir)
@@ -87,7 +88,7 @@ def _prepare(store: Store, mount: Any, out: PreparedMounts, workdir: str, contex
         source = clean_source(mount.source or "/")
         if mount.from_:
             chain = resolve_from(mount.from_)
-            view = prepare(store, chain)
+            view = prepare(store, chain, driver)
             out.views.append(view)
             out.mounts.append(MountSpec("view", target, source, view=view))
             out.inputs.append(("mount", f"bind {target} from={chain} source={source}"))

@@ -342,18 +342,15 @@ class _Planner:
                 raise DockerfileError(f"invalid stage index {idx}", self.df.path, line)
         elif ref.lower() in self.by_name:
             idx = self.by_name[ref.lower()]
-        elif any(c in ref for c in "/:@"):
+        else:
+            # Not a stage: an image reference, as BuildKit reads it (busybox ->
+            # busybox:latest).  The engine says so clearly if no such image exists.
             if not valid_reference(ref):
-                msg = f"{kind}={ref}: invalid reference format"
+                msg = with_suggestion(f"{kind}={ref}: invalid reference format", ref,
+                                      self.by_name)
                 raise DockerfileError(msg, self.df.path, line)
             ps.images.append(ref)
             return None
-        else:
-            # Upstream would pull an image named like this; a typo is far likelier.
-            msg = with_suggestion(f'{kind}={ref}: no stage named "{ref}"', ref, self.by_name)
-            raise DockerfileError(
-                f"{msg}; to use an image, give its tag, e.g. {ref}:latest", self.df.path, line
-            )
         if idx >= st.index:
             raise DockerfileError(
                 f'cannot use stage "{self.df.stages[idx].display_name}" from stage '

@@ -17,10 +17,37 @@ upper dir: a deletion is a 0:0 character device, an opaque directory carries
 Imports only the standard library, ``zstandard`` and ``builder.errors``.
 """
 
-from builder.layers.apply import ApplyStats, apply_layer_tar
-from builder.layers.compress import LayerBlob, compress_layer, compress_tar, open_decompressed
-from builder.layers.diff import diff_trees
-from builder.layers.tar_write import LayerChanges, layer_changes, layer_diff_id, write_layer_tar
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from builder.layers.apply import ApplyStats, apply_layer_tar
+    from builder.layers.compress import (
+        LayerBlob,
+        compress_layer,
+        compress_tar,
+        open_decompressed,
+    )
+    from builder.layers.diff import diff_trees
+    from builder.layers.tar_write import (
+        LayerChanges,
+        layer_changes,
+        layer_diff_id,
+        write_layer_tar,
+    )
+
+# Submodules load on first use (PEP 562): a build that only hashes layers
+# never pays for tarfile, logging or the compressors.
+_WHERE = {
+    "ApplyStats": "apply", "apply_layer_tar": "apply",
+    "LayerBlob": "compress", "compress_layer": "compress", "compress_tar": "compress",
+    "open_decompressed": "compress",
+    "diff_trees": "diff",
+    "LayerChanges": "tar_write", "layer_changes": "tar_write", "layer_diff_id": "tar_write",
+    "write_layer_tar": "tar_write",
+}
 
 __all__ = [
     "ApplyStats",
@@ -35,3 +62,12 @@ __all__ = [
     "open_decompressed",
     "write_layer_tar",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'builder.layers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"builder.layers.{module}"), name)
+    globals()[name] = value
+    return value

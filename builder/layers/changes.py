@@ -43,7 +43,8 @@ class _Frame:
     in_lower: bool = False
 
 
-# Events handed from the walker to writers: (kind, rel, stat, xattrs, fd or path, in_lower)
+# Events handed from the walker to writers:
+#   (kind, rel, stat, xattrs, fd for FILE / path for OTHER / None, in_lower)
 DIR, OPAQUE, WHITEOUT, FILE, OTHER = range(5)
 
 
@@ -73,6 +74,10 @@ class Walker:
             stack.append(self._frame(b"", self.root, fd, lowers, opaque and bool(lowers)))
             while stack:
                 top = stack[-1]
+                if top.fd < 0:
+                    # Parents give up their fd while a child is walked, so a
+                    # 4096-deep layer needs two fds, not 4096.
+                    top.fd = os.open(top.path, _OPEN_DIR)
                 # Fast path, inlined: a regular file in a dir with no lower
                 # counterpart (every file without lowers).  This loop is most
                 # of the cost of hashing 100,000 small files.
@@ -101,12 +106,15 @@ class Walker:
                     depth = len(stack)
                     yield from self._entry(stack, top, name, entry)
                     if len(stack) != depth:
+                        os.close(top.fd)
+                        top.fd = -1
                         break  # a directory was pushed: walk it first
                 else:
                     os.close(stack.pop().fd)
         finally:
             for frame in stack:
-                os.close(frame.fd)
+                if frame.fd >= 0:
+                    os.close(frame.fd)
 
     def _root_lowers(self) -> list[bytes]:
         out = []
@@ -165,7 +173,7 @@ class Walker:
         for frame in stack:
             if not frame.emitted:
                 frame.emitted = True
-                yield (DIR, frame.rel, frame.st, frame.xattrs, frame.fd, frame.in_lower)
+                yield (DIR, frame.rel, frame.st, frame.xattrs, None, frame.in_lower)
 
     def _entry(self, stack: list[_Frame], top: _Frame, name: bytes,
                entry: os.DirEntry[bytes] | None) -> Iterator[tuple]:

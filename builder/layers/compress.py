@@ -10,26 +10,29 @@ layer is read once.
   concatenation is one valid deflate stream.  The header has no name and
   mtime 0.  Block boundaries do not depend on the number of threads, so the
   bytes are the same on every machine with the same zlib.
-* zstd: ``zstandard`` with ``threads=-1`` (multi-threaded output is the same
-  whatever the thread count), a content checksum, level 3.
+* zstd: ``zstandard``, multi-threaded (one worker per CPU, at most 4, 4 MiB
+  jobs, so memory stays bounded; the output is the same whatever the worker
+  count), a content checksum, level 3.
+* Both sha256 run on their own threads, beside the compressor's.
 * none: the tar itself; digest == diff_id.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import struct
 import zlib
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Literal, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
 from builder.errors import LayerError
 from builder.layers.changes import PathLike
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 Compression = Literal["gzip", "zstd", "none"]
 
@@ -43,6 +46,7 @@ MEDIA_TYPES: dict[str, str] = {
 _GZIP_BLOCK = 1 << 20
 _DICT = 32 * 1024
 _ZSTD_MAX_WINDOW = 1 << 27     # libzstd's default limit (X06)
+_ZSTD_JOB = 4 << 20
 _XZ_MEMLIMIT = 1 << 28
 _READ = 1 << 20
 
@@ -59,22 +63,25 @@ class LayerBlob:
 
 
 class _Digest:
-    """Counts and hashes what passes, then hands it on."""
+    """Hands the compressed bytes on to ``out`` and hashes them on a thread."""
 
     def __init__(self, out: Any) -> None:
+        from builder.layers.tar_write import Sha256Writer
+
         self.out = out
-        self.hash = hashlib.sha256()
-        self.size = 0
+        self.hash = Sha256Writer()
+
+    @property
+    def size(self) -> int:
+        return self.hash.size
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.hash.update(data)
-        self.size += len(data)
-        if self.out is not None:
-            self.out.write(data)
+        self.out.write(data)
+        self.hash.write(data)
         return len(data)
 
     def hexdigest(self) -> str:
-        return "sha256:" + self.hash.hexdigest()
+        return self.hash.close()
 
 
 class _ParallelGzip:
@@ -87,6 +94,8 @@ class _ParallelGzip:
         self.dictionary = b""
         self.crc = 0
         self.length = 0
+        from concurrent.futures import ThreadPoolExecutor
+
         workers = threads or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gzip")
         self.inflight: deque[Future[bytes]] = deque()
@@ -130,10 +139,12 @@ def _deflate(block: bytes, dictionary: bytes, level: int, final: bool) -> bytes:
 
 
 class _Tee:
-    """The tar side: hashes the diff_id and feeds the compressor."""
+    """The tar side: hashes the diff_id (on a thread) and feeds the compressor."""
 
     def __init__(self, compressor: Any) -> None:
-        self.digest = _Digest(None)
+        from builder.layers.tar_write import Sha256Writer
+
+        self.digest = Sha256Writer()
         self.compressor = compressor
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -148,8 +159,13 @@ def _compressor(compression: str, sink: _Digest, level: int | None) -> Any:
     if compression == "zstd":
         import zstandard  # ~10 ms to import: only when a blob is really needed
 
-        zc = zstandard.ZstdCompressor(level=3 if level is None else level, threads=-1,
-                                      write_checksum=True)
+        # Multi-threaded, but at most 4 workers with 4 MiB jobs: each worker
+        # holds a few jobs' worth of buffers (50 MiB each with the defaults),
+        # and the output does not depend on the worker count.
+        params = zstandard.ZstdCompressionParameters.from_level(
+            3 if level is None else level, threads=min(os.cpu_count() or 1, 4),
+            job_size=_ZSTD_JOB, write_checksum=True)
+        zc = zstandard.ZstdCompressor(compression_params=params)
         return zc.stream_writer(sink, closefd=False, write_return_read=True)
     if compression == "none":
         return sink
@@ -159,8 +175,16 @@ def _compressor(compression: str, sink: _Digest, level: int | None) -> Any:
 def _finish(compressor: Any, tee: _Tee, sink: _Digest, compression: str) -> LayerBlob:
     if compressor is not sink:
         compressor.close()
-    return LayerBlob(diff_id=tee.digest.hexdigest(), digest=sink.hexdigest(), size=sink.size,
+    diff_id = tee.digest.close()
+    return LayerBlob(diff_id=diff_id, digest=sink.hexdigest(), size=sink.size,
                      uncompressed_size=tee.digest.size, media_type=MEDIA_TYPES[compression])
+
+
+def _abort(compressor: Any, tee: _Tee, sink: _Digest) -> None:
+    if isinstance(compressor, _ParallelGzip):
+        compressor.pool.shutdown(cancel_futures=True)
+    tee.digest.close()
+    sink.hexdigest()
 
 
 def compress_layer(layer_dir: PathLike, out: BinaryIO, compression: Compression = "gzip", *,
@@ -176,8 +200,7 @@ def compress_layer(layer_dir: PathLike, out: BinaryIO, compression: Compression 
         write_layer_tar(layer_dir, cast(BinaryIO, tee), source_date_epoch=source_date_epoch,
                         lowers=lowers, rootless=rootless)
     except BaseException:
-        if isinstance(compressor, _ParallelGzip):
-            compressor.pool.shutdown(cancel_futures=True)
+        _abort(compressor, tee, sink)
         raise
     return _finish(compressor, tee, sink, compression)
 
@@ -192,8 +215,7 @@ def compress_tar(src: BinaryIO, out: BinaryIO, compression: Compression = "gzip"
         while chunk := src.read(_READ):
             tee.write(chunk)
     except BaseException:
-        if isinstance(compressor, _ParallelGzip):
-            compressor.pool.shutdown(cancel_futures=True)
+        _abort(compressor, tee, sink)
         raise
     return _finish(compressor, tee, sink, compression)
 

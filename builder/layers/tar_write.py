@@ -32,6 +32,7 @@ produce identical bytes for the same change.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import queue
@@ -52,12 +53,13 @@ from builder.layers.changes import (
     layer_changes,
 )
 
-__all__ = ["LayerChanges", "layer_changes", "layer_diff_id", "tar_header", "write_layer_tar"]
+__all__ = ["LayerChanges", "Sha256Writer", "layer_changes", "layer_diff_id", "tar_header",
+           "write_layer_tar"]
 
 _BLOCK = 512
 _END = bytes(2 * _BLOCK)
 _FLUSH_AT = 1 << 20
-_CHUNK = 4 << 20
+_CHUNK = 1 << 20
 _SMALL_FILE = 1 << 16
 
 # ---------------------------------------------------------------- headers
@@ -146,11 +148,26 @@ _PADS = [bytes(-n % _BLOCK) for n in range(_BLOCK)]
 
 _REG_TAIL, _REG_SUM = _PLAIN_TAILS[b"0"]
 _MAX7, _MAX11 = 0o7777777, 0o77777777777
+_IDS = b"%07o\x00%07o\x00%07o\x00"
+_NUM = b"%011o\x00"
+
+
+def _field(cache: dict, key: object, fmt: bytes) -> tuple[bytes, int]:
+    """A formatted header field and its byte sum, memoised (bounded)."""
+    if len(cache) >= 4096:
+        cache.clear()
+    value = fmt % key
+    cache[key] = (value, sum(value))
+    return cache[key]
 
 # ---------------------------------------------------------------- writing
 
 class _Out:
-    """Collects small pieces into ~1 MiB writes; large file bodies go straight."""
+    """Collects small pieces into ~1 MiB writes; large file bodies go straight.
+
+    A flushed bytearray is never reused (sinks may keep it); a raw stream's
+    short write is finished here.
+    """
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
@@ -164,12 +181,18 @@ class _Out:
 
     def flush(self) -> None:
         if self.buf:
-            self.out.write(self.buf)
-            self.count += len(self.buf)
+            self.direct(self.buf)
             self.buf = bytearray()
 
-    def direct(self, data: memoryview) -> None:
-        self.out.write(data)
+    def direct(self, data: bytearray | memoryview) -> None:
+        written = self.out.write(data)
+        if written is not None and written < len(data):
+            view = memoryview(data)[written:]
+            while view:
+                step = self.out.write(view)
+                if not step:
+                    raise OSError(errno.EIO, "layer tar: the output stream accepts no more data")
+                view = view[step:]
         self.count += len(data)
 
 
@@ -179,6 +202,9 @@ class _TarWriter:
         self.epoch = source_date_epoch
         self.links: dict[tuple[int, int], bytes] = {}
         self.chunk: bytearray | None = None
+        self.ids: dict[tuple[int, int, int], tuple[bytes, int]] = {}
+        self.sizes: dict[int, tuple[bytes, int]] = {}
+        self.times: dict[int, tuple[bytes, int]] = {}
 
     def mtime(self, st: os.stat_result) -> int:
         seconds = st.st_mtime_ns // 1_000_000_000
@@ -197,15 +223,20 @@ class _TarWriter:
                     and st.st_uid <= _MAX7 and st.st_gid <= _MAX7 and 0 <= mtime <= _MAX11):
                 # The common case inlined (one USTAR block, no PAX): per-call
                 # overhead here is what hashing 100,000 small files costs.
-                nums = b"%07o\x00%07o\x00%07o\x00%011o\x00%011o\x00" % (
-                    st.st_mode & 0o7777, st.st_uid, st.st_gid, size, mtime)
+                # Formatting five octal fields costs more than reading the file;
+                # the fields repeat (same owner, same second), so they are cached
+                # with their checksum contributions.
+                ids_key = (st.st_mode & 0o7777, st.st_uid, st.st_gid)
+                ids, ids_sum = self.ids.get(ids_key) or _field(self.ids, ids_key, _IDS)
+                size_f, size_sum = self.sizes.get(size) or _field(self.sizes, size, _NUM)
+                time_f, time_sum = self.times.get(mtime) or _field(self.times, mtime, _NUM)
                 data = os.read(src, size) if size else b""
                 if len(data) != size:
                     data = self._read_rest(walker, rel, src, size, data)
+                chk = _REG_SUM + sum(rel) + ids_sum + size_sum + time_sum
                 out = self.out
-                out.buf += b"".join((rel.ljust(100, b"\x00"), nums,
-                                     b"%06o\x00 " % (_REG_SUM + sum(rel) + sum(nums)),
-                                     _REG_TAIL, data, _PADS[size & 511]))
+                out.buf += b"".join((rel.ljust(100, b"\x00"), ids, size_f, time_f,
+                                     b"%06o\x00 " % chk, _REG_TAIL, data, _PADS[size & 511]))
                 if len(out.buf) >= _FLUSH_AT:
                     out.flush()
                 return
@@ -308,14 +339,19 @@ def write_layer_tar(layer_dir: PathLike, out: BinaryIO, *, source_date_epoch: in
     return writer.close()
 
 
-class _Sha256Sink:
-    """Hashes on a second thread: hashlib drops the GIL for big updates, so
-    the walk (and the kernel's reads) go on while a MiB is being hashed."""
+class Sha256Writer:
+    """A write-only sink that hashes on a second thread.
+
+    hashlib drops the GIL for big updates, so the walk (and the kernel's
+    reads, and a compressor) go on while a MiB is being hashed.  At most
+    eight writes are queued: memory stays flat.
+    """
 
     def __init__(self) -> None:
         self.hash = hashlib.sha256()
+        self.size = 0
         self.queue: queue.Queue[bytes | bytearray | None] = queue.Queue(maxsize=8)
-        self.thread = threading.Thread(target=self._run, name="diff-id", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="sha256", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
@@ -323,20 +359,23 @@ class _Sha256Sink:
             self.hash.update(data)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        # A memoryview is the writer's reusable read buffer: copy it.
+        # A memoryview is a caller's reusable buffer: copy it.
         self.queue.put(bytes(data) if isinstance(data, memoryview) else data)
+        self.size += len(data)
         return len(data)
 
     def close(self) -> str:
-        self.queue.put(None)
-        self.thread.join()
+        """Wait for the hash; "sha256:<hex>".  Call it on error paths too."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
         return "sha256:" + self.hash.hexdigest()
 
 
 def layer_diff_id(layer_dir: PathLike, *, source_date_epoch: int | None = None,
                   lowers: Sequence[PathLike] = (), rootless: bool = False) -> tuple[str, int]:
     """("sha256:<hex>", size) of the tar ``write_layer_tar`` would write; writes nothing."""
-    sink = _Sha256Sink()
+    sink = Sha256Writer()
     try:
         size = write_layer_tar(layer_dir, cast(BinaryIO, sink),
                                source_date_epoch=source_date_epoch, lowers=lowers,

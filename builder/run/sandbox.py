@@ -148,7 +148,9 @@ def resolve_user(root: str, user: str) -> Identity:
     for value in (uid, gid, *extra):
         if not 0 <= value < 2**32 - 1:
             raise BuildError(f"user {user}: id {value} out of range")
-    return Identity(uid, gid, sorted({gid, *extra}))
+    # Supplementary groups: only memberships listed in /etc/group (BuildKit adds no
+    # implicit primary group).
+    return Identity(uid, gid, sorted(set(extra)))
 
 
 # -- the setup child and PID 1 --------------------------------------------

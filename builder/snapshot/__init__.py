@@ -1,15 +1,91 @@
 """Snapshots: a writable view over a chain of store layers, and its commit.
 
-``prepare(store, parent_chain)`` gives an active ``Snapshot`` (lower layer dirs,
-a fresh empty upper dir, a work dir).  The mount itself is made by whoever uses
-the snapshot, inside a private mount namespace (``Snapshot.mount``), so the
-kernel removes it when that process exits.  ``Snapshot.commit()`` turns the upper
-dir into a store layer by renaming it (no copy) and returns its chain ID, or
-the parent's chain ID when the step changed nothing.
+``prepare(store, parent_chain, driver=...)`` gives an active snapshot.  The
+mount itself is made by whoever uses the snapshot, inside a private mount
+namespace (``snapshot.mount``), so the kernel removes it when that process
+exits.  ``commit(snapshot)`` turns the change into a store layer and returns
+its chain ID, or the parent's chain ID when the step changed nothing.
+
+Drivers (the contract is ``base.ActiveSnapshot``/``base.Driver``):
+
+    overlay  lower layers + a fresh upper dir; commit renames the upper dir
+    vfs      a full copy of the parent tree, bind-mounted; commit diffs the trees
+    auto     overlay if a probe mount works under this store, else vfs
 
 Imports builder.errors, builder.syscalls, builder.layers and builder.store.
 """
 
-from builder.snapshot.overlay import Commit, Snapshot, commit, prepare
+from __future__ import annotations
 
-__all__ = ["Commit", "Snapshot", "commit", "prepare"]
+import os
+import signal
+
+from builder import syscalls
+from builder.errors import PybuildError
+from builder.snapshot.base import DRIVERS, ActiveSnapshot, Commit, Driver
+from builder.snapshot.overlay import OverlayDriver, Snapshot
+from builder.snapshot.vfs import VfsDriver, VfsSnapshot
+from builder.store.store import Store
+
+__all__ = ["DRIVERS", "ActiveSnapshot", "Commit", "Driver", "Snapshot", "VfsSnapshot",
+           "commit", "open_driver", "overlay_works", "prepare"]
+
+_probed: dict[str, bool] = {}
+
+
+def open_driver(store: Store, name: str = "overlay") -> Driver:
+    """The snapshot driver ``name`` ("overlay", "vfs" or "auto") for ``store``."""
+    if name == "auto":
+        name = "overlay" if overlay_works(store) else "vfs"
+    if name == "overlay":
+        return OverlayDriver(store)
+    if name == "vfs":
+        return VfsDriver(store)
+    raise PybuildError(f"unknown storage driver {name!r}: want overlay, vfs or auto")
+
+
+def prepare(store: Store, parent: str | None, driver: str = "overlay") -> ActiveSnapshot:
+    """A new active snapshot on top of ``parent`` (a chain ID, or None for scratch)."""
+    return open_driver(store, driver).prepare(parent)
+
+
+def commit(snapshot: ActiveSnapshot, *, source_date_epoch: int | None = None) -> Commit:
+    """Commit ``snapshot``, whichever driver made it; no change, no layer."""
+    return snapshot.commit(source_date_epoch=source_date_epoch)
+
+
+def overlay_works(store: Store) -> bool:
+    """Whether an overlay can be mounted with its upper dir in this store's tmp/.
+
+    Probed once per store root per process, in a throw-away child with its own
+    mount namespace, so the probe mount never reaches the host.
+    """
+    key = str(store.root)
+    if key not in _probed:
+        _probed[key] = _probe(store)
+    return _probed[key]
+
+
+def _probe(store: Store) -> bool:
+    work = store.tmp_dir("probe")
+    try:
+        for sub in ("lower", "upper", "work", "merged"):
+            (work.path / sub).mkdir()
+        options = (f"lowerdir={work.path / 'lower'},upperdir={work.path / 'upper'},"
+                   f"workdir={work.path / 'work'},index=off,redirect_dir=off,metacopy=off")
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                syscalls.set_parent_death_signal(signal.SIGKILL)
+                syscalls.unshare(syscalls.CLONE_NEWNS)
+                syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+                syscalls.mount("overlay", str(work.path / "merged"), "overlay", 0, options)
+                code = 0
+            except BaseException:  # any failure means "no overlay here"
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) == 0
+    finally:
+        work.release()

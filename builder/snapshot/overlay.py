@@ -5,18 +5,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from builder import syscalls
 from builder.errors import SandboxError
+from builder.snapshot.base import Commit
 from builder.store.store import Store, TmpDir
-
-if TYPE_CHECKING:
-    from builder.layers.changes import LayerChanges
 
 # index/redirect_dir/metacopy off: with any of them on, the upper dir is no longer a
 # self-contained change set (moby overlay2 check.go, buildkit#2480, catalogue W10).
 _OPTIONS = "index=off,redirect_dir=off,metacopy=off"
+_FLAGS = (("index", "off"), ("redirect_dir", "off"), ("metacopy", "off"))
 # The whole option string must fit in one page (the kernel copies it with copy_mount_options).
 _PAGE = 4096
 
@@ -27,6 +25,7 @@ class Snapshot:
     parent: str | None
     work: TmpDir
     extra_lowers: list[Path] = field(default_factory=list)
+    driver: str = "overlay"
 
     @property
     def upper(self) -> Path:
@@ -37,20 +36,27 @@ class Snapshot:
         """Lower dirs, topmost first (extra lowers, e.g. the init layer, on top)."""
         return [*self.extra_lowers, *self.store.lower_dirs(self.parent)]
 
+    def _lower_names(self, readonly: bool) -> list[str]:
+        """Lower dirs as overlay gets them, relative to ``l/`` where a short link exists."""
+        links = self.store.short_links(self.parent)
+        extra = [str(p) for p in self.extra_lowers]
+        if not links and not extra:
+            extra = [str(self.empty_lower())]
+        names = [*extra, *links]
+        if readonly and len(names) < 2:
+            names.append(str(self.empty_lower()))  # read-only overlay needs two lowers
+        return names
+
     def mount_options(self, *, readonly: bool = False) -> tuple[str, str]:
         """(directory to chdir into, overlay option string) for this snapshot.
 
         Lower dirs are named by their short links under ``l/`` relative to that
         directory, as Docker's overlay2 does, so that 120+ layers fit in a page.
+        Raises SandboxError when even that does not fit (``mount`` then uses
+        the new mount API instead).
         """
-        links = self.store.short_links(self.parent)
-        extra = [str(p) for p in self.extra_lowers]
-        if not links and not extra:
-            extra = [str(self.empty_lower())]
-        lower = ":".join([*extra, *links])
+        lower = ":".join(self._lower_names(readonly))
         if readonly:
-            if len(links) + len(extra) < 2:
-                lower += ":" + str(self.empty_lower())  # read-only overlay needs two lowers
             options = f"lowerdir={lower},{_OPTIONS}"
         else:
             options = (f"lowerdir={lower},upperdir={self.upper},"
@@ -67,7 +73,13 @@ class Snapshot:
 
     def mount(self, target: str, *, readonly: bool = False) -> None:
         """Mount the overlay at ``target``.  Call only in a private mount namespace."""
-        cwd, options = self.mount_options(readonly=readonly)
+        try:
+            cwd, options = self.mount_options(readonly=readonly)
+        except SandboxError:
+            # Past one page (about 370 layers with 10-hex links): one fsconfig call
+            # per lower dir has no total limit.
+            self._mount_fsconfig(target, readonly)
+            return
         saved = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.chdir(cwd)
@@ -80,39 +92,73 @@ class Snapshot:
             os.fchdir(saved)
             os.close(saved)
 
+    def _mount_fsconfig(self, target: str, readonly: bool) -> None:
+        values = [("lowerdir+", name) for name in self._lower_names(readonly)]
+        if not readonly:
+            values += [("upperdir", str(self.upper)),
+                       ("workdir", str(self.work.path / "ovl-work"))]
+        values += list(_FLAGS)
+        saved = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fs_fd = mnt_fd = -1
+        try:
+            # Relative lower names are resolved at fsconfig time, against our cwd.
+            os.chdir(self.store.root / "l")
+            fs_fd = syscalls.fsopen("overlay")
+            for key, value in values:
+                if len(value) > syscalls.FSCONFIG_VALUE_MAX:
+                    raise SandboxError(f"overlay: path too long for fsconfig: {value}")
+                syscalls.fsconfig(fs_fd, syscalls.FSCONFIG_SET_STRING, key, value)
+            syscalls.fsconfig(fs_fd, syscalls.FSCONFIG_CMD_CREATE)
+            mnt_fd = syscalls.fsmount(fs_fd, syscalls.MOUNT_ATTR_RDONLY if readonly else 0)
+            syscalls.move_mount_to(mnt_fd, target)
+        except OSError as err:
+            raise SandboxError(f"cannot mount overlay at {target} with the new mount API "
+                               f"({len(values)} parameters): {err.strerror}") from None
+        finally:
+            for fd in (mnt_fd, fs_fd):
+                if fd >= 0:
+                    os.close(fd)
+            os.fchdir(saved)
+            os.close(saved)
+
+    def commit(self, *, source_date_epoch: int | None = None) -> Commit:
+        """Turn the upper dir into a store layer by rename; no change, no layer."""
+        from builder.layers.changes import layer_changes
+        from builder.layers.tar_write import layer_diff_id
+
+        lowers = self.store.lower_dirs(self.parent)
+        changes = layer_changes(self.upper, lowers=lowers)
+        if not (changes.added or changes.modified or changes.deleted):
+            self.release()
+            return Commit(self.parent, False, changes)
+        diff_id, size = layer_diff_id(self.upper, source_date_epoch=source_date_epoch,
+                                      lowers=lowers)
+        chain_id = self.store.commit_layer(self.parent, self.work, diff_id, size,
+                                           source_date_epoch)
+        return Commit(chain_id, True, changes)
+
     def release(self) -> None:
         self.work.release()
 
 
+class OverlayDriver:
+    name = "overlay"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def prepare(self, parent: str | None) -> Snapshot:
+        work = self.store.tmp_dir("snap")
+        (work.path / "diff").mkdir()
+        (work.path / "ovl-work").mkdir()
+        return Snapshot(self.store, parent, work)
+
+
 def prepare(store: Store, parent: str | None) -> Snapshot:
-    """A new active snapshot on top of ``parent`` (a chain ID, or None for scratch)."""
-    work = store.tmp_dir("snap")
-    (work.path / "diff").mkdir()
-    (work.path / "ovl-work").mkdir()
-    return Snapshot(store, parent, work)
-
-
-@dataclass
-class Commit:
-    """The result of committing a snapshot: the new top of the chain and what changed."""
-
-    chain_id: str | None        # the new layer's chain ID; the parent's when nothing changed
-    layer: bool                 # whether a layer was made
-    changes: LayerChanges
+    """A new active overlay snapshot on top of ``parent`` (a chain ID, or None for scratch)."""
+    return OverlayDriver(store).prepare(parent)
 
 
 def commit(snapshot: Snapshot, *, source_date_epoch: int | None = None) -> Commit:
-    """Turn the snapshot's upper dir into a store layer by rename; no change, no layer."""
-    from builder.layers.changes import layer_changes
-    from builder.layers.tar_write import layer_diff_id
-
-    lowers = snapshot.store.lower_dirs(snapshot.parent)
-    changes = layer_changes(snapshot.upper, lowers=lowers)
-    if not (changes.added or changes.modified or changes.deleted):
-        snapshot.release()
-        return Commit(snapshot.parent, False, changes)
-    diff_id, size = layer_diff_id(snapshot.upper, source_date_epoch=source_date_epoch,
-                                  lowers=lowers)
-    chain_id = snapshot.store.commit_layer(snapshot.parent, snapshot.work, diff_id, size,
-                                           source_date_epoch)
-    return Commit(chain_id, True, changes)
+    """Commit an overlay snapshot (kept for callers that import it from here)."""
+    return snapshot.commit(source_date_epoch=source_date_epoch)

@@ -125,12 +125,6 @@ def test_unused_build_arg_warns() -> None:
 @pytest.mark.parametrize(
     ("text", "kw", "message"),
     [
-        ("FROM a\nCOPY --from=nope /x /x\n", {},
-         'COPY --from=nope: no stage named "nope"; to use an image, give its tag, e.g. '
-         "nope:latest"),
-        ("FROM a AS build\nFROM b\nCOPY --from=buidl /x /x\n", {},
-         'COPY --from=buidl: no stage named "buidl" (did you mean build?); to use an image, '
-         "give its tag, e.g. buidl:latest"),
         ("FROM alpine:$VERSION\nARG VERSION=3.19\n", {},
          "FROM 'alpine:$VERSION' uses $VERSION, but no ARG VERSION is declared before the first "
          "FROM"),
@@ -145,8 +139,6 @@ def test_unused_build_arg_warns() -> None:
          "variable expansion is not supported for --from, define a new stage with FROM using ARG "
          "from global scope as a workaround"),
         ("FROM a\nCOPY --from=3 /x /x\n", {}, "invalid stage index 3"),
-        ("FROM a\nRUN --mount=from=x,target=/x true\n", {},
-         'RUN --mount from=x: no stage named "x"; to use an image, give its tag, e.g. x:latest'),
         ("FROM Alpine\n", {}, "failed to parse stage name 'Alpine': invalid reference format"),
         ("FROM --platform=$NOPE a\n", {},
          "FROM --platform '$NOPE' uses $NOPE, but no ARG NOPE is declared before the first FROM"),
@@ -198,3 +190,11 @@ def test_reused_stage_name_resolves_to_the_latest_earlier_one() -> None:
     p = plan("FROM a AS x\nFROM b AS x\nFROM x\n")
     assert p.stages[-1].base_stage == 1
     assert [s.stage.index for s in p.stages] == [1, 2]
+
+
+def test_from_a_name_that_is_no_stage_means_an_image() -> None:
+    """As in BuildKit: ``COPY --from=busybox`` copies from the image busybox:latest."""
+    df = parse_text("FROM a AS build\nFROM b\nCOPY --from=busybox /x /x\n"
+                    "RUN --mount=from=tools,target=/t true\n")
+    plan = plan_build(df)
+    assert plan.images == ["busybox", "tools"]

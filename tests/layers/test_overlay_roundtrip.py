@@ -256,7 +256,7 @@ def _apply_copy(work: Path, name: str, data: bytes, manifest) -> dict:
     return manifest(str(target))
 
 
-@settings(max_examples=250, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(lower=lower_entries, ops=op_lists)
 # rm -rf a; mkdir a; mkdir a/a: the new a/a must hide lower a/a/a too.

@@ -1,0 +1,67 @@
+"""The snapshot driver contract: what the engine and the RUN sandbox rely on.
+
+A driver makes active snapshots over a chain of store layers.  An active
+snapshot is mounted by whoever uses it, inside a private mount namespace, so
+the kernel drops the mount when that process exits; it is then committed
+(turned into a store layer, or nothing when the step changed nothing) or
+released.  Whatever the driver, a commit hands the store a layer dir in
+overlay format, and the same change gives the same layer tar and diff_id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from builder.layers.changes import LayerChanges
+    from builder.store.store import Store, TmpDir
+
+DRIVERS = ("overlay", "vfs")
+
+
+@dataclass
+class Commit:
+    """The result of committing a snapshot: the new top of the chain and what changed."""
+
+    chain_id: str | None        # the new layer's chain ID; the parent's when nothing changed
+    layer: bool                 # whether a layer was made
+    changes: LayerChanges
+
+
+class ActiveSnapshot(Protocol):
+    """A writable view over ``parent``'s chain, living in ``work`` (store tmp/)."""
+
+    store: Store
+    parent: str | None
+    work: TmpDir
+    # Read-only dirs laid over the chain while mounted (the RUN init layer);
+    # their entries must never reach the committed layer.
+    extra_lowers: list[Path]
+
+    @property
+    def upper(self) -> Path:
+        """The layer dir (overlay format) a commit renames into the store."""
+        ...
+
+    def mount(self, target: str, *, readonly: bool = False) -> None:
+        """Mount the view at ``target``; only in a private mount namespace."""
+        ...
+
+    def commit(self, *, source_date_epoch: int | None = None) -> Commit:
+        """Store the change as a layer (no change, no layer); the snapshot is used up."""
+        ...
+
+    def release(self) -> None:
+        """Drop the snapshot's work dir; safe to call after a commit."""
+        ...
+
+
+class Driver(Protocol):
+    name: str
+    store: Store
+
+    def prepare(self, parent: str | None) -> ActiveSnapshot:
+        """A new active snapshot on top of ``parent`` (a chain ID, or None for scratch)."""
+        ...
