@@ -64,6 +64,8 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--build-arg", action="append", default=[], metavar="K=V")
     p.add_argument("--target", help="build this stage (default: the last)")
     p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
+    p.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
+                   help="do not use the build cache for this stage (several allowed)")
     p.add_argument("--cache-from", action="append", default=[], metavar="type=local,src=DIR",
                    help="reuse a cache exported with --cache-to (several allowed)")
     p.add_argument("--cache-to", metavar="type=local,dest=DIR[,mode=min|max]",
@@ -182,7 +184,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         dockerfile=Path(args.file) if args.file else None,
         dockerfile_text=sys.stdin.buffer.read() if args.context == "-" else None,
         tags=args.tag, build_args=_pairs(args.build_arg, "--build-arg"), target=args.target,
-        no_cache=args.no_cache, network=args.network, labels=_pairs(args.label, "--label"),
+        no_cache=args.no_cache, no_cache_filter=[s.lower() for s in args.no_cache_filter],
+        network=args.network, labels=_pairs(args.label, "--label"),
         platform=args.platform, outputs=outputs, compression=args.compression,
         source_date_epoch=int(epoch) if epoch and epoch.isdigit() else None,
         iidfile=args.iidfile, metadata_file=args.metadata_file, cache_from=cache_from,

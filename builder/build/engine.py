@@ -304,7 +304,8 @@ def _layer_step(run: _Build, state: StageState, record: StepRecord, inputs: Inpu
     key = cache_key(inputs)
     slot = f"{Path(run.dockerfile_path).name}:{state.name}:{record.index}"
     record.key = key
-    entry = None if run.options.no_cache else _lookup(run, key)
+    skip_cache = run.options.no_cache or state.name in run.options.no_cache_filter
+    entry = None if skip_cache else _lookup(run, key)
     if entry is not None:
         record.cached, record.created = True, entry.created
         record.layer = entry.chain_id if entry.changes.get("layer") else None
@@ -316,6 +317,7 @@ def _layer_step(run: _Build, state: StageState, record: StepRecord, inputs: Inpu
         run.progress.cached()
         return
     record.note = ("cache miss: --no-cache" if run.options.no_cache
+                   else f"cache miss: --no-cache-filter {state.name}" if skip_cache
                    else "cache miss: " + run.cache.explain_miss(state.cache_key, slot, inputs))
     record.created = run.created()
     snapshot = prepare(run.store, state.chain, run.options.storage_driver)

@@ -24,6 +24,7 @@ class BuildOptions:
     build_args: dict[str, str] = field(default_factory=dict)
     target: str | None = None
     no_cache: bool = False
+    no_cache_filter: list[str] = field(default_factory=list)   # stages that skip the cache
     network: str = "host"
     labels: dict[str, str] = field(default_factory=dict)
     platform: str = "linux/amd64"

@@ -165,3 +165,26 @@ def test_explain_reports_wasted_space(tmp_path: Path, busybox_tar: Path) -> None
     explain = run_cli("explain", "app", root=root).stdout.decode()
     assert "wasted: 300.0kB of it is deleted or overwritten by later steps" in explain
     assert "300.0kB shipped in layers but hidden by later steps" in explain
+
+
+def test_no_cache_filter_skips_the_cache_of_one_stage(tmp_path: Path, busybox_tar: Path) -> None:
+    root = tmp_path / "store"
+    _import(root, busybox_tar)
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        "FROM busybox AS deps\nRUN echo deps > /deps\n"
+        "FROM busybox\nCOPY --from=deps /deps /deps\nRUN echo final > /final\n")
+    _build(root, context)
+    _build(root, context, "--no-cache-filter", "deps")
+    from builder.explain.records import load_build
+    from builder.store import Store
+
+    store = Store(root)
+    steps = load_build(store, store.resolve_image("app"))
+    store.close()
+    notes = {(s["stage"], s["index"]): s["note"] for s in steps or []}
+    assert notes[("deps", 1)] == "cache miss: --no-cache-filter deps"
+    # The rebuilt stage's layer has new mtimes, so COPY --from misses and says why.
+    # (BuildKit keys COPY --from by the copied content and would hit here.)
+    assert notes[("stage-1", 1)].startswith("cache miss: from: 'sha256:")
