@@ -31,8 +31,8 @@ from typing import Any
 from builder.context.fnmatch_go import BadPattern
 from builder.context.fnmatch_go import match as go_match
 from builder.context.ignore import PatternMatcher
-from builder.errors import BuildError
-from builder.run.sandbox import resolve_in_root, resolve_user
+from builder.errors import BuildError, SandboxError
+from builder.run.sandbox import resolve_components, resolve_in_root, resolve_user
 
 _CHUNK = 1 << 20
 _MAX_SYMLINKS = 40
@@ -223,32 +223,13 @@ def _check_name(rel: str) -> None:
 def resolve_for_create(root: str, path: str) -> list[str]:
     """``path`` inside ``root`` as components with every existing symlink resolved
     (chroot semantics), dangling ones included; missing components are kept."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > _MAX_SYMLINKS:
-                raise BuildError(f"too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return resolved
+    try:
+        parts = resolve_components(root, path, keep_missing=True)
+    except SandboxError as err:
+        raise BuildError(str(err)) from None
+    if parts is None:
+        raise BuildError(f"cannot create {path}: a component is not a directory")
+    return parts
 
 
 def make_dirs(root: str, path: str, uid: int, gid: int) -> str:

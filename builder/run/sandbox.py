@@ -74,11 +74,13 @@ class Identity:
 
 
 # -- reading the image's files with chroot semantics ----------------------
-def resolve_in_root(root: str, path: str) -> str | None:
-    """The host path of ``path`` inside ``root``, following symlinks as if chrooted.
+def resolve_components(root: str, path: str, *, keep_missing: bool = False) -> list[str] | None:
+    """``path`` inside ``root`` as components, symlinks followed as if chrooted.
 
-    Returns None if a component is missing.  ``..`` stops at the root and an
-    absolute link target restarts there, so the result never leaves ``root``.
+    ``..`` stops at the root and an absolute link target restarts there, so the
+    result never leaves ``root``.  A missing component gives None, or with
+    ``keep_missing`` is kept as is (a path about to be created, through dangling
+    links too).
     """
     parts = [p for p in path.split("/") if p not in ("", ".")]
     resolved: list[str] = []
@@ -92,7 +94,12 @@ def resolve_in_root(root: str, path: str) -> str | None:
         candidate = os.path.join(root, *resolved, part)
         try:
             st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
+        except FileNotFoundError:
+            if not keep_missing:
+                return None
+            resolved.append(part)
+            continue
+        except NotADirectoryError:
             return None
         if stat.S_ISLNK(st.st_mode):
             hops += 1
@@ -104,7 +111,13 @@ def resolve_in_root(root: str, path: str) -> str | None:
             parts = [p for p in target.split("/") if p not in ("", ".")] + parts
             continue
         resolved.append(part)
-    return os.path.join(root, *resolved)
+    return resolved
+
+
+def resolve_in_root(root: str, path: str) -> str | None:
+    """The host path of ``path`` inside ``root`` (see resolve_components); None if missing."""
+    parts = resolve_components(root, path)
+    return None if parts is None else os.path.join(root, *parts)
 
 
 def _read_table(root: str, path: str) -> list[list[str]]:

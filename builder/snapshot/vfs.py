@@ -18,10 +18,8 @@ and every commit walks both trees.  That is the point of having overlay.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import stat
 import threading
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ from pathlib import Path
 from builder import syscalls
 from builder.errors import SandboxError
 from builder.snapshot.base import Commit
-from builder.store.store import Store, TmpDir
+from builder.store.store import Store, TmpDir, remove_tree
 
 _STUBS = "vfs-stubs.json"
 
@@ -149,7 +147,8 @@ class VfsSnapshot:
                                       lowers=lowers)
         # Drop the two full trees now rather than under the store lock in commit_layer.
         for tree in (self.base, self.tree):
-            remove_tree(tree)
+            if tree.exists():
+                remove_tree(tree)
         chain_id = self.store.commit_layer(self.parent, self.work, diff_id, size,
                                            source_date_epoch)
         return Commit(chain_id, True, changes)
@@ -222,19 +221,6 @@ def _apply_layer_dir(layer_dir: Path, lowers: list[Path], dest: Path) -> None:
         writer.join()
     if failure:
         raise failure[0]
-
-
-def remove_tree(path: Path) -> None:
-    """rmtree that also gets through mode-000 dirs a step may have left behind."""
-    def onerror(func, failed, exc_info):  # type: ignore[no-untyped-def]
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(failed), 0o700)
-            os.chmod(failed, 0o700)
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            func(failed)
-
-    if path.exists():
-        shutil.rmtree(path, onerror=onerror)
 
 
 def _real_dirs(root: Path, rel: str) -> bool:

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.store.store import Store, _remove_tree
+from builder.store.store import Store, remove_tree
 
 
 @dataclass
@@ -89,7 +89,7 @@ def prune(store: Store, *, cache: bool = False) -> tuple[int, int, int]:
                 with store.transaction() as db:
                     db.execute("DELETE FROM cache_entries")
             if (store.root / "cache-mounts").exists():
-                _remove_tree(store.root / "cache-mounts")
+                remove_tree(store.root / "cache-mounts")
         tagged, live = _live(store, keep_cache=not cache)
         dead_images = [(image_id, top) for image_id, top, _ in store.images()
                        if image_id not in tagged]
@@ -102,7 +102,7 @@ def prune(store: Store, *, cache: bool = False) -> tuple[int, int, int]:
                            [(row[0],) for row in dead_layers])
         for chain_id, _diff_id, short in dead_layers:
             (store.root / "l" / short).unlink(missing_ok=True)
-            _remove_tree(store.layer_dir(chain_id).parent)
+            remove_tree(store.layer_dir(chain_id).parent)
         live_diff_ids = {row[0] for row in store.db.execute("SELECT diff_id FROM layers")}
         with store.transaction() as db:
             db.execute("DELETE FROM layer_blobs WHERE diff_id NOT IN "

@@ -117,7 +117,7 @@ class TmpDir:
         if self._lock_fd < 0:
             return
         if self.path.exists():
-            _remove_tree(self.path)
+            remove_tree(self.path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path.parent / f"{self.path.name}.lock")
         os.close(self._lock_fd)
@@ -131,8 +131,8 @@ class TmpDir:
         self._lock_fd = -1
 
 
-def _remove_tree(path: Path) -> None:
-    # overlay work dirs contain a mode-000 "work" dir; make everything removable first.
+def remove_tree(path: Path) -> None:
+    """rmtree that also gets through mode-000 dirs (overlay work dirs, steps' leftovers)."""
     def onerror(func, failed, exc_info):  # type: ignore[no-untyped-def]
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(failed), 0o700)
@@ -228,19 +228,19 @@ class Store:
             else:
                 work = tmp / lock.name[: -len(".lock")]
                 if work.exists():
-                    _remove_tree(work)
+                    remove_tree(work)
                 lock.unlink(missing_ok=True)
             finally:
                 os.close(fd)
         for entry in tmp.iterdir():
             if not entry.name.endswith(".lock") and not (tmp / f"{entry.name}.lock").exists():
-                _remove_tree(entry)
+                remove_tree(entry)
         with self._store_lock():
             known = {row[0].split(":", 1)[1] for row in
                      self.db.execute("SELECT chain_id FROM layers")}
             for entry in (self.root / "layers").iterdir():
                 if entry.name not in known:
-                    _remove_tree(entry)
+                    remove_tree(entry)
             for link in (self.root / "l").iterdir():
                 if not link.exists():
                     link.unlink()
@@ -366,7 +366,7 @@ class Store:
                 return chain_id
             for leftover in work.path.iterdir():
                 if leftover.name != "diff":
-                    _remove_tree(leftover)
+                    remove_tree(leftover)
             final = self.root / "layers" / chain_id.split(":", 1)[1]
             os.rename(work.path, final)
             work.detach()
