@@ -15,31 +15,65 @@ from pathlib import Path
 from builder.layers.whiteout import has_opaque, is_overlay_whiteout
 
 
+class _Node:
+    """A path seen so far: the layer that made it visible and its size, and children."""
+
+    __slots__ = ("children", "layer", "size")
+
+    def __init__(self) -> None:
+        self.layer = -1
+        self.size = 0
+        self.children: dict[str, _Node] = {}
+
+
 def wasted_bytes(layer_dirs: list[Path]) -> list[int]:
-    """For each layer (base first): bytes of its files that later layers hide."""
-    owner: dict[str, tuple[int, int]] = {}  # path -> (layer index, size) of what is visible
+    """For each layer (base first): bytes of its files that later layers hide.
+
+    A tree of visible paths makes each hide cost the size of what it removes, so the
+    whole walk stays linear in the number of entries.
+    """
+    root = _Node()
     wasted = [0] * len(layer_dirs)
 
-    def hide(prefix: str, below: int) -> None:
-        """A later layer removes ``prefix`` (and what is under it) from layers < below."""
-        for path in [p for p in owner if p == prefix or p.startswith(prefix + "/")]:
-            index, size = owner[path]
-            if index < below:
-                wasted[index] += size
-                del owner[path]
+    def charge(node: _Node) -> None:
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            if current.layer >= 0:
+                wasted[current.layer] += current.size
+            stack.extend(current.children.values())
+
+    def node_at(parts: list[str], create: bool) -> _Node | None:
+        node = root
+        for part in parts:
+            child = node.children.get(part)
+            if child is None:
+                if not create:
+                    return None
+                child = node.children[part] = _Node()
+            node = child
+        return node
 
     for index, layer in enumerate(layer_dirs):
         for directory, dirs, files in os.walk(layer):
-            rel_dir = os.path.relpath(directory, layer)
-            rel_dir = "" if rel_dir == "." else rel_dir
-            if rel_dir and has_opaque(os.fsencode(directory), rootless=False):
-                for path in [p for p in owner if p.startswith(rel_dir + "/")]:
-                    if owner[path][0] < index:
-                        hide(path, index)
-            for name in files + [d for d in dirs if os.path.islink(os.path.join(directory, d))]:
-                path = f"{rel_dir}/{name}" if rel_dir else name
+            rel = os.path.relpath(directory, layer)
+            parts = [] if rel == "." else rel.split("/")
+            if parts and has_opaque(os.fsencode(directory), rootless=False):
+                node = node_at(parts, create=False)
+                if node is not None:  # everything below it from lower layers is hidden
+                    for child in node.children.values():
+                        charge(child)
+                    node.children.clear()
+            links = [d for d in dirs if os.path.islink(os.path.join(directory, d))]
+            for name in files + links:
                 st = os.lstat(os.path.join(directory, name))
-                hide(path, index)
+                parent = node_at(parts, create=True)
+                assert parent is not None
+                old = parent.children.pop(name, None)
+                if old is not None:  # overwritten, or deleted by a whiteout
+                    charge(old)
                 if not is_overlay_whiteout(st):
-                    owner[path] = (index, st.st_size if stat.S_ISREG(st.st_mode) else 0)
+                    node = parent.children[name] = _Node()
+                    node.layer = index
+                    node.size = st.st_size if stat.S_ISREG(st.st_mode) else 0
     return wasted

@@ -1,0 +1,79 @@
+"""The seed example end to end: nginx on a Debian base, built by pybuild, served by Docker.
+
+A Debian bookworm minbase made with debootstrap is imported with ``pybuild import``; the
+image installs nginx with apt-get (Debian's package servers), copies a page in, and is
+saved with ``pybuild save``, loaded with ``docker load`` and run with ``docker run``.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.docker, pytest.mark.slow,
+              pytest.mark.network]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_nginx_from_debian_serves_the_copied_page(tmp_path: Path, debian_tar: Path,
+                                                  docker: dict[str, str]) -> None:
+    root = tmp_path / "store"
+    run_cli("import", str(debian_tar), "debian:bookworm", root=root)
+
+    marker = f"pybuild-nginx-{uuid.uuid4().hex}"
+    # The test's dockerd has no bridge network, so the container shares the host's
+    # network; nginx listens on a free port on 127.0.0.1 instead of 80.
+    port = _free_port()
+    ctx = tmp_path / "ctx"
+    (ctx / "app").mkdir(parents=True)
+    (ctx / "app" / "index.html").write_text(f"<h1>{marker}</h1>\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM debian:bookworm\n"
+        "RUN apt-get update\n"
+        "RUN apt-get install -y --no-install-recommends nginx\n"
+        f"RUN sed -i -e 's/listen 80 default_server;/listen 127.0.0.1:{port} default_server;/'"
+        " -e '/listen \\[::\\]:80/d' /etc/nginx/sites-available/default\n"
+        "COPY app/ /var/www/html/\n"
+        'CMD ["nginx", "-g", "daemon off;"]\n')
+    tag = f"pybuild-nginx-test:{uuid.uuid4().hex[:12]}"
+    run_cli("build", "--network", "host", "-t", tag, str(ctx), root=root)
+    archive = tmp_path / "nginx.tar"
+    run_cli("save", "-o", str(archive), tag, root=root)
+
+    name = f"pybuild-nginx-{uuid.uuid4().hex[:12]}"
+    try:
+        loaded = subprocess.run(["docker", "load", "-i", str(archive)], env=docker,
+                                capture_output=True, text=True, check=True)
+        assert tag in loaded.stdout
+        subprocess.run(["docker", "run", "-d", "--name", name, "--network", "host", tag],
+                       env=docker, capture_output=True, text=True, check=True)
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    body = response.read().decode()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    logs = subprocess.run(["docker", "logs", name], env=docker,
+                                          capture_output=True, text=True)
+                    pytest.fail(f"nginx did not answer on {url}:\n{logs.stdout}{logs.stderr}")
+                time.sleep(0.3)
+        assert marker in body
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], env=docker, capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", tag], env=docker, capture_output=True)
