@@ -22,8 +22,6 @@ import shutil
 import stat
 import tarfile
 import tempfile
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -441,6 +439,8 @@ def _url_file_name(url: str, headers: Any) -> str:
             name = posixpath.basename(name)
             if name not in ("", ".", ".."):
                 return name
+    import urllib.parse  # only ADD of a URL needs the HTTP stack
+
     base = posixpath.basename(urllib.parse.urlparse(url).path)
     return base if base not in ("", ".", "..", "/") else "__unnamed__"
 
@@ -449,6 +449,8 @@ def _add_url(copier: _Copier, url: str, dest: str, dest_is_dir: bool) -> None:
     """Fetch ``url`` as BuildKit does: mode 0600 (unless --chmod), mtime from
     Last-Modified or else the epoch; named after the URL when ``dest`` is a dir."""
     try:
+        import urllib.request
+
         response = urllib.request.urlopen(url, timeout=60)
     except OSError as err:
         raise BuildError(f"ADD {url}: {err}") from err
