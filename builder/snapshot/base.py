@@ -10,6 +10,7 @@ overlay format, and the same change gives the same layer tar and diff_id.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -65,3 +66,25 @@ class Driver(Protocol):
     def prepare(self, parent: str | None) -> ActiveSnapshot:
         """A new active snapshot on top of ``parent`` (a chain ID, or None for scratch)."""
         ...
+
+
+def commit_upper(snapshot: ActiveSnapshot, *, source_date_epoch: int | None,
+                 before_store: Callable[[], None] | None = None) -> Commit:
+    """The commit both drivers share: the snapshot's overlay-format ``upper`` dir
+    becomes a store layer by rename; no change, no layer.  ``before_store`` runs
+    once the diff_id is known and before the store lock is taken."""
+    from builder.layers.changes import layer_changes
+    from builder.layers.tar_write import layer_diff_id
+
+    lowers = snapshot.store.lower_dirs(snapshot.parent)
+    changes = layer_changes(snapshot.upper, lowers=lowers)
+    if not (changes.added or changes.modified or changes.deleted):
+        snapshot.release()
+        return Commit(snapshot.parent, False, changes)
+    diff_id, size = layer_diff_id(snapshot.upper, source_date_epoch=source_date_epoch,
+                                  lowers=lowers)
+    if before_store is not None:
+        before_store()
+    chain_id = snapshot.store.commit_layer(snapshot.parent, snapshot.work, diff_id, size,
+                                           source_date_epoch)
+    return Commit(chain_id, True, changes)

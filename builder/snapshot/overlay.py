@@ -8,7 +8,7 @@ from pathlib import Path
 
 from builder import syscalls
 from builder.errors import SandboxError
-from builder.snapshot.base import Commit
+from builder.snapshot.base import Commit, commit_upper
 from builder.store.store import Store, TmpDir
 
 # index/redirect_dir/metacopy off: with any of them on, the upper dir is no longer a
@@ -123,19 +123,7 @@ class Snapshot:
 
     def commit(self, *, source_date_epoch: int | None = None) -> Commit:
         """Turn the upper dir into a store layer by rename; no change, no layer."""
-        from builder.layers.changes import layer_changes
-        from builder.layers.tar_write import layer_diff_id
-
-        lowers = self.store.lower_dirs(self.parent)
-        changes = layer_changes(self.upper, lowers=lowers)
-        if not (changes.added or changes.modified or changes.deleted):
-            self.release()
-            return Commit(self.parent, False, changes)
-        diff_id, size = layer_diff_id(self.upper, source_date_epoch=source_date_epoch,
-                                      lowers=lowers)
-        chain_id = self.store.commit_layer(self.parent, self.work, diff_id, size,
-                                           source_date_epoch)
-        return Commit(chain_id, True, changes)
+        return commit_upper(self, source_date_epoch=source_date_epoch)
 
     def release(self) -> None:
         self.work.release()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from builder import syscalls
 from builder.errors import SandboxError
-from builder.snapshot.base import Commit
+from builder.snapshot.base import Commit, commit_upper
 from builder.store.store import Store, TmpDir, remove_tree
 
 _STUBS = "vfs-stubs.json"
@@ -131,27 +131,18 @@ class VfsSnapshot:
 
     def commit(self, *, source_date_epoch: int | None = None) -> Commit:
         """Diff the tree against the base into an overlay-format layer dir and store it."""
-        from builder.layers.changes import layer_changes
         from builder.layers.diff import diff_trees
-        from builder.layers.tar_write import layer_diff_id
 
         self._remove_stubs()
         self.upper.mkdir()
         diff_trees(self.base, self.tree, self.upper)
-        lowers = self.store.lower_dirs(self.parent)
-        changes = layer_changes(self.upper, lowers=lowers)
-        if not (changes.added or changes.modified or changes.deleted):
-            self.release()
-            return Commit(self.parent, False, changes)
-        diff_id, size = layer_diff_id(self.upper, source_date_epoch=source_date_epoch,
-                                      lowers=lowers)
-        # Drop the two full trees now rather than under the store lock in commit_layer.
-        for tree in (self.base, self.tree):
-            if tree.exists():
-                remove_tree(tree)
-        chain_id = self.store.commit_layer(self.parent, self.work, diff_id, size,
-                                           source_date_epoch)
-        return Commit(chain_id, True, changes)
+
+        def drop_trees() -> None:
+            # Drop the two full trees now rather than under the store lock in commit_layer.
+            for tree in (self.base, self.tree):
+                if tree.exists():
+                    remove_tree(tree)
+        return commit_upper(self, source_date_epoch=source_date_epoch, before_store=drop_trees)
 
     def release(self) -> None:
         self.work.release()
