@@ -173,7 +173,7 @@ def test_no_cache_filter_skips_the_cache_of_one_stage(tmp_path: Path, busybox_ta
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "Dockerfile").write_text(
-        "FROM busybox AS deps\nRUN date +%s%N > /deps\n"
+        "FROM busybox AS deps\nRUN head -c 16 /dev/urandom > /deps\n"
         "FROM busybox\nCOPY --from=deps /deps /deps\nRUN echo final > /final\n")
     _build(root, context)
     _build(root, context, "--no-cache-filter", "deps")
