@@ -146,5 +146,10 @@ def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
             daemon.kill()
             daemon.wait()
         log.close()
-        subprocess.run(["umount", "-R", str(base / "data")], capture_output=True)
+        # dockerd leaves mounts behind (its data root, exec/netns/default): unmount
+        # everything under base, deepest first, before removing it.
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text()
+                  .splitlines() if line.split()[4].startswith(str(base))]
+        for target in sorted(mounts, reverse=True):
+            subprocess.run(["umount", "-l", target], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
