@@ -51,9 +51,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         reason = _missing(marker)
         if reason is None:
             continue
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run this test, but: {reason}", pytrace=False)
-        pytest.skip(reason)
+        _fail_or_skip(reason)
 
 
 @pytest.fixture
@@ -69,10 +67,7 @@ def store(tmp_path: Path):
 def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A busybox rootfs tarball made from the host's static busybox."""
     if not Path("/bin/busybox").exists():
-        reason = "/bin/busybox missing (apt-get install busybox-static)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        _fail_or_skip("/bin/busybox missing (apt-get install busybox-static)")
     out = tmp_path_factory.mktemp("busybox") / "busybox.tar"
     subprocess.run([str(TESTDATA / "busybox-rootfs.sh"), str(out)], check=True)
     return out
@@ -94,10 +89,7 @@ def debian_tar() -> Path:
     if target.exists():
         return target
     if shutil.which("debootstrap") is None or os.geteuid() != 0:
-        reason = "debootstrap (as root) is needed to make a Debian base image"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        _fail_or_skip("debootstrap (as root) is needed to make a Debian base image")
     CACHE.mkdir(parents=True, exist_ok=True)
     subprocess.run([str(TESTDATA / "debian-rootfs.sh"), str(target)], check=True)
     return target

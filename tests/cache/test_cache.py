@@ -57,7 +57,8 @@ def _build(root: Path, context: Path, *extra: str, env: dict | None = None) -> s
     return result.stdout.decode().strip()
 
 
-def _notes(root: Path) -> dict[str, str]:
+def _steps(root: Path) -> list[dict]:
+    """The build record of the image "app"."""
     from builder.explain.records import load_build
     from builder.store import Store
 
@@ -65,7 +66,11 @@ def _notes(root: Path) -> dict[str, str]:
     steps = load_build(store, store.resolve_image("app"))
     store.close()
     assert steps is not None
-    return {s["instruction"].split()[0]: s["note"] for s in steps}
+    return steps
+
+
+def _notes(root: Path) -> dict[str, str]:
+    return {s["instruction"].split()[0]: s["note"] for s in _steps(root)}
 
 
 def test_unchanged_rebuild_hits_every_step_and_gives_the_same_image(project) -> None:
@@ -177,13 +182,7 @@ def test_no_cache_filter_skips_the_cache_of_one_stage(tmp_path: Path, busybox_ta
         "FROM busybox\nCOPY --from=deps /deps /deps\nRUN echo final > /final\n")
     _build(root, context)
     _build(root, context, "--no-cache-filter", "deps")
-    from builder.explain.records import load_build
-    from builder.store import Store
-
-    store = Store(root)
-    steps = load_build(store, store.resolve_image("app"))
-    store.close()
-    notes = {(s["stage"], s["index"]): s["note"] for s in steps or []}
+    notes = {(s["stage"], s["index"]): s["note"] for s in _steps(root)}
     assert notes[("deps", 1)] == "cache miss: --no-cache-filter deps"
     # The rebuilt stage made new content, so COPY --from misses and says why.
     assert notes[("stage-1", 1)].startswith("cache miss: from: 'sha256:")
