@@ -171,7 +171,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     outputs = []
     for spec in args.output:
-        attrs = dict(item.partition("=")[::2] for item in spec.split(","))
+        attrs = _attrs(spec)
         outputs.append(Output(type=attrs.pop("type", "local"), dest=attrs.pop("dest", ""),
                               attrs=attrs))
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
@@ -211,6 +211,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attrs(spec: str) -> dict[str, str]:
+    """``type=local,dest=DIR`` -> ``{"type": "local", "dest": "DIR"}`` (docker's flag syntax)."""
+    return dict(item.partition("=")[::2] for item in spec.split(","))
+
+
 def _secrets(specs: list[str]) -> dict[str, str]:
     """``--secret id=ID,src=PATH`` (or ``env=VAR``, whose value goes through a temp file)."""
     import atexit
@@ -218,7 +223,7 @@ def _secrets(specs: list[str]) -> dict[str, str]:
 
     secrets = {}
     for spec in specs:
-        attrs = dict(item.partition("=")[::2] for item in spec.split(","))
+        attrs = _attrs(spec)
         secret_id = attrs.get("id", "")
         source = attrs.get("src") or attrs.get("source")
         if not secret_id or not (source or attrs.get("env")):
@@ -241,7 +246,7 @@ def _secrets(specs: list[str]) -> dict[str, str]:
 
 def _cache_spec(spec: str, path_key: str, flag: str) -> dict[str, str]:
     """``type=local,dest=DIR,mode=max`` -> dict; registry caches come with issue 7."""
-    attrs = dict(item.partition("=")[::2] for item in spec.split(","))
+    attrs = _attrs(spec)
     kind = attrs.get("type", "local")
     if kind == "registry":
         raise NotImplementedYet(f"{flag} type=registry is not built yet (planned in issue 7)")
