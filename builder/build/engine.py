@@ -424,14 +424,21 @@ def _copy(run: _Build, state: StageState, command: Any, record: StepRecord) -> N
         inputs.append(("content", checksum.digest))
 
     def action(snapshot: Snapshot) -> None:
-        in_mount_namespace(_copy_in_child, run.store, snapshot, source_chain,
-                           source_from is None, context, request, run.options.storage_driver)
+        # The --from view is made and released here, not in the child, so that its work
+        # dir never outlives the step; and only on a miss (a vfs view copies a tree).
+        view = (prepare(run.store, source_chain, run.options.storage_driver)
+                if source_chain is not None else None)
+        try:
+            in_mount_namespace(_copy_in_child, snapshot, view, source_from is None, context,
+                               request)
+        finally:
+            if view is not None:
+                view.release()
     _layer_step(run, state, record, inputs, action)
 
 
-def _copy_in_child(store: Store, snapshot: Snapshot, source_chain: str | None,
-                   from_context: bool, context: str, request: CopyRequest,
-                   driver: str) -> None:
+def _copy_in_child(snapshot: Snapshot, view: Snapshot | None, from_context: bool,
+                   context: str, request: CopyRequest) -> None:
     merged = str(snapshot.work.path / "merged")
     os.makedirs(merged, exist_ok=True)
     snapshot.mount(merged)
@@ -439,8 +446,7 @@ def _copy_in_child(store: Store, snapshot: Snapshot, source_chain: str | None,
     if not from_context:
         source_root = str(snapshot.work.path / "source")
         os.makedirs(source_root, exist_ok=True)
-        if source_chain is not None:
-            view = prepare(store, source_chain, driver)
+        if view is not None:
             view.mount(source_root, readonly=True)
     copy_into(merged, source_root, request)
 
