@@ -10,7 +10,8 @@ missing) and the same generated Dockerfiles and contexts:
 
   big      RUN head -c 1G /dev/urandom > /big                          (cold, --no-cache)
   small    RUN writing 100,000 small files                             (cold, --no-cache)
-  cached   a 20-instruction Dockerfile built once, then rebuilt fully cached (timed: rebuild)
+  cached   a 20-instruction Dockerfile built once, then rebuilt fully cached 5 times
+           (timed: the median rebuild)
   nginx    RUN apt-get update; RUN apt-get install nginx; COPY app/    (cold; needs network)
 
 For each build it records wall time and the peak RSS of the client process tree
@@ -42,6 +43,7 @@ BASE = "bench-base"
 TOOLS = ("pybuild", "buildkit", "buildah")
 CASES = ("big", "small", "cached", "nginx")
 MIB = 1024 * 1024
+REBUILDS = 5  # cached rebuilds per tool; the median is reported
 
 
 # ---------------------------------------------------------------- contexts
@@ -161,6 +163,15 @@ class Tool:
 class Pybuild(Tool):
     name = "pybuild"
     exe = str(Path(sys.executable).with_name("pybuild"))
+
+    def __init__(self, work: Path):
+        super().__init__(work)
+        # An installed pybuild has its bytecode compiled (pip does it at install time).
+        # With PYTHONDONTWRITEBYTECODE every run would compile ~50 modules first
+        # (about 0.12 s); give it a bytecode cache of its own, outside the source
+        # tree, which the import step warms.
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        self.env["PYTHONPYCACHEPREFIX"] = str(self.work / "pycache")
 
     def import_cmd(self, tar):
         return [self.exe, "--root", str(self.work / "store"), "import", str(tar), BASE]
@@ -361,9 +372,17 @@ def main() -> int:
                     first = timed(tool.build_cmd(ctxs[case], tag, no_cache=True), tool.env,
                                   logs / f"{case}-first-{name}.log", tool.daemon_pid)
                     results["cached_first_builds"][name] = first
-                    print(f"{case}: cached rebuild with {name} ...", file=sys.stderr)
-                    r = timed(tool.build_cmd(ctxs[case], tag, no_cache=False), tool.env,
-                              logs / f"{case}-{name}.log", tool.daemon_pid)
+                    print(f"{case}: cached rebuild with {name} ({REBUILDS} times) ...",
+                          file=sys.stderr)
+                    # A rebuild takes a fraction of a second, so one sample is mostly
+                    # noise on a shared machine: take the median run (max RSS of all).
+                    runs = [timed(tool.build_cmd(ctxs[case], tag, no_cache=False), tool.env,
+                                  logs / f"{case}-{name}-{i}.log", tool.daemon_pid)
+                            for i in range(REBUILDS)]
+                    r = dict(sorted(runs, key=lambda x: x["wall_s"])[REBUILDS // 2])
+                    r["ok"] = all(x["ok"] for x in runs)
+                    r["max_rss_mib"] = max(x["max_rss_mib"] for x in runs)
+                    r["walls_s"] = [x["wall_s"] for x in runs]
                 else:
                     print(f"{case}: cold build with {name} ...", file=sys.stderr)
                     r = timed(tool.build_cmd(ctxs[case], tag, no_cache=True), tool.env,

@@ -32,9 +32,11 @@ VERBS: dict[str, tuple[str, int | None]] = {
     "load": ("load images from a docker-archive or OCI archive", None),
     "df": ("show space used by images, layers and cache", None),
     "prune": ("remove unused layers, blobs and cache", None),
-    "pull": ("pull an image from a registry", 7),
-    "push": ("push an image to a registry", 7),
-    "login": ("store credentials for a registry", 7),
+    "doctor": ("check the store (database, blobs, layers, cache, mounts); --repair fixes", None),
+    "pull": ("pull an image from a registry", None),
+    "push": ("push an image to a registry", None),
+    "login": ("store credentials for a registry", None),
+    "logout": ("forget the credentials pybuild stored for a registry", None),
 }
 
 
@@ -66,10 +68,14 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
     p.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
                    help="do not use the build cache for this stage (several allowed)")
-    p.add_argument("--cache-from", action="append", default=[], metavar="type=local,src=DIR",
+    p.add_argument("--cache-from", action="append", default=[],
+                   metavar="type=local,src=DIR|type=registry,ref=REF",
                    help="reuse a cache exported with --cache-to (several allowed)")
-    p.add_argument("--cache-to", metavar="type=local,dest=DIR[,mode=min|max]",
+    p.add_argument("--cache-to", metavar="type=local,dest=DIR|type=registry,ref=REF[,mode=max]",
                    help="export the build cache (mode=max: every stage's steps)")
+    p.add_argument("--pull", action="store_true", help="pull FROM images even if stored")
+    p.add_argument("--push", action="store_true", help="push the tagged image(s) when done")
+    _registry_arguments(p)
     p.add_argument("--reproducible", action="store_true",
                    help="set SOURCE_DATE_EPOCH from the newest context file if unset")
     p.add_argument("--network", choices=("host", "none"), default="host")
@@ -84,6 +90,34 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iidfile", help="write the image ID to this file")
     p.add_argument("--metadata-file", help="write build metadata (JSON) to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+
+
+def _registry_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="allow plain HTTP to this registry (localhost always may)")
+
+
+def _pull_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("reference", help="NAME[:TAG|@DIGEST]")
+    p.add_argument("--platform", default=None, help="os/arch[/variant] (default: this host)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    _registry_arguments(p)
+
+
+def _push_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="image name or ID in the store")
+    p.add_argument("reference", nargs="?", help="where to push (default: the image name)")
+    p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip")
+    p.add_argument("-q", "--quiet", action="store_true")
+    _registry_arguments(p)
+
+
+def _login_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("registry", nargs="?", default="docker.io")
+    p.add_argument("-u", "--username")
+    p.add_argument("-p", "--password", help="prefer --password-stdin")
+    p.add_argument("--password-stdin", action="store_true")
+    _registry_arguments(p)
 
 
 def _one(name: str, help_text: str) -> Callable[[argparse.ArgumentParser], None]:
@@ -109,9 +143,19 @@ _ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "df": lambda p: None,
     "prune": lambda p: p.add_argument("--cache", action="store_true",
                                       help="also drop the build cache and RUN cache mounts"),
+    "doctor": lambda p: (p.add_argument("--repair", action="store_true",
+                                        help="fix what is found (drop corrupt blobs, broken "
+                                        "layers and the cache entries and images on them)"),
+                         p.add_argument("--deep", action="store_true",
+                                        help="also recompute every layer's diff_id from "
+                                        "its directory (reads every file)")),
     "load": lambda p: p.add_argument("-i", "--input", required=True,
                                      help="docker-archive or OCI layout (tar or directory)"),
     "debug": lambda p: (p.add_argument("what", choices=("parse",)), p.add_argument("path")),
+    "pull": _pull_arguments,
+    "push": _push_arguments,
+    "login": _login_arguments,
+    "logout": lambda p: p.add_argument("registry", nargs="?", default="docker.io"),
 }
 
 
@@ -177,7 +221,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if args.reproducible and not epoch and args.context != "-":
         epoch = str(_newest_mtime(Path(args.context)))
-    cache_from = [_cache_spec(spec, "src", "--cache-from")["src"] for spec in args.cache_from]
+    cache_from = [_cache_spec(spec, "src", "--cache-from") for spec in args.cache_from]
     cache_to = _cache_spec(args.cache_to, "dest", "--cache-to") if args.cache_to else {}
     options = BuildOptions(
         context=None if args.context == "-" else Path(args.context),
@@ -188,15 +232,27 @@ def cmd_build(args: argparse.Namespace) -> int:
         network=args.network, labels=_pairs(args.label, "--label"),
         platform=args.platform, outputs=outputs, compression=args.compression,
         source_date_epoch=int(epoch) if epoch and epoch.isdigit() else None,
-        iidfile=args.iidfile, metadata_file=args.metadata_file, cache_from=cache_from,
-        cache_to=cache_to.get("dest"), cache_mode=cache_to.get("mode", "min"),
+        iidfile=args.iidfile, metadata_file=args.metadata_file,
+        cache_from=[c["src"] for c in cache_from if c["type"] == "local"],
+        cache_from_refs=[c["ref"] for c in cache_from if c["type"] == "registry"],
+        cache_to=cache_to.get("dest"), cache_to_ref=cache_to.get("ref"),
+        cache_mode=cache_to.get("mode", "min"), pull=args.pull,
+        insecure_registries=tuple(args.insecure_registry),
         secrets=_secrets(args.secret), storage_driver=args.storage_driver)
     if options.context is not None and not options.context.is_dir():
         raise UsageError(f"context {args.context!r} is not a directory")
+    if options.context is not None and options.dockerfile is None:
+        options.dockerfile = _context_dockerfile(options.context)
     progress = make_progress(args.progress, quiet=args.quiet)
     store = _store(args)
     result = build(store, options, progress)
     write_outputs(store, result.image_id, result.tags, outputs, args.compression)
+    if args.push:
+        if not result.tags:
+            raise UsageError("--push needs a name: add -t REGISTRY/NAME:TAG")
+        for tag in result.tags:
+            _push(store, result.image_id, tag, args.compression, args.insecure_registry,
+                  args.progress, quiet=args.quiet)
     if args.iidfile:
         Path(args.iidfile).write_text(result.image_id)
     if args.metadata_file:
@@ -245,16 +301,38 @@ def _secrets(specs: list[str]) -> dict[str, str]:
 
 
 def _cache_spec(spec: str, path_key: str, flag: str) -> dict[str, str]:
-    """``type=local,dest=DIR,mode=max`` -> dict; registry caches come with issue 7."""
+    """``type=local,dest=DIR,mode=max`` or ``type=registry,ref=REF`` -> dict."""
     attrs = _attrs(spec)
-    kind = attrs.get("type", "local")
+    kind = attrs.setdefault("type", "local")
     if kind == "registry":
-        raise NotImplementedYet(f"{flag} type=registry is not built yet (planned in issue 7)")
-    if kind != "local" or not attrs.get(path_key):
-        raise UsageError(f"{flag} {spec!r}: expected type=local,{path_key}=DIR")
+        if not attrs.get("ref"):
+            raise UsageError(f"{flag} {spec!r}: expected type=registry,ref=REGISTRY/NAME:TAG")
+    elif kind != "local" or not attrs.get(path_key):
+        raise UsageError(f"{flag} {spec!r}: expected type=local,{path_key}=DIR or "
+                         "type=registry,ref=REF")
     if attrs.get("mode", "min") not in ("min", "max"):
         raise UsageError(f"{flag} {spec!r}: mode must be min or max")
     return attrs
+
+
+def _context_dockerfile(context: Any) -> Any:
+    """CONTEXT/Dockerfile, a symlink there resolved inside the context (chroot
+    semantics), as BuildKit reads it through the context: ``Dockerfile ->
+    /etc/shadow`` must not feed a host file to the parser, whose errors quote
+    it (catalogue C12).  ``-f`` names a file outside on purpose; it is not this."""
+    from pathlib import Path
+
+    default = Path(context) / "Dockerfile"
+    if not default.is_symlink():
+        return default
+    from builder.errors import ContextError
+    from builder.run.sandbox import resolve_in_root
+
+    inside = resolve_in_root(str(context), "Dockerfile")
+    if inside is None:
+        raise ContextError(f"{default}: Dockerfile not found: a symlinked Dockerfile must "
+                           "point within the build context")
+    return Path(inside)
 
 
 def _newest_mtime(context: Any) -> int:
@@ -274,7 +352,8 @@ def cmd_images(args: argparse.Namespace) -> int:
     store = _store(args)
     tags: dict[str, list[str]] = {}
     for name, image_id in store.tags():
-        tags.setdefault(image_id, []).append(name)
+        if "@" not in name:  # repo digests (NAME@sha256:...) are names too, but not listed
+            tags.setdefault(image_id, []).append(name)
     if not args.quiet:
         print(f"{'REPOSITORY':<30} {'TAG':<12} {'IMAGE ID':<14} {'SIZE':>9}")
     for image_id, top, _created in store.images():
@@ -399,6 +478,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from builder.store.doctor import doctor, render
+
+    report = doctor(_store(args), repair=args.repair, deep=args.deep)
+    print(render(report, repair=args.repair))
+    return 1 if report.unrepaired else 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from builder.explain.records import load_build
     from builder.explain.render import render
@@ -441,11 +528,98 @@ def cmd_debug(args: argparse.Namespace) -> int:
     return 0
 
 
+def host_platform() -> str:
+    import platform
+
+    machine = platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
+            "armv7l": "arm/v7", "armv6l": "arm/v6", "i686": "386", "i386": "386",
+            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
+    return f"linux/{arch}"
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from builder.registry.progress import TransferProgress
+    from builder.registry.pull import pull
+    from builder.registry.reference import parse_reference
+
+    ref = parse_reference(args.reference)
+    progress = TransferProgress("quiet" if args.quiet else "auto")
+    pulled = pull(_store(args), ref, platform=args.platform or host_platform(),
+                  insecure=tuple(args.insecure_registry), progress=progress)
+    print(pulled.image_id if args.quiet else f"{ref.familiar()}: {pulled.manifest_digest}")
+    return 0
+
+
+def _push(store: Any, image_id: str, name: str, compression: str, insecure: list[str],
+          mode: str, quiet: bool = False) -> str:
+    from builder.registry.progress import TransferProgress
+    from builder.registry.push import push
+    from builder.registry.reference import parse_reference
+
+    ref = parse_reference(name)
+    progress = TransferProgress("quiet" if quiet else mode, verb="push")
+    return push(store, image_id, ref, compression=compression, insecure=tuple(insecure),
+                progress=progress)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    store = _store(args)
+    image_id = _resolve(store, args.image)
+    digest = _push(store, image_id, args.reference or args.image, args.compression,
+                   args.insecure_registry, "auto", quiet=args.quiet)
+    print(digest)
+    return 0
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    import getpass
+
+    from builder.registry.auth import Credentials, save_login
+    from builder.registry.reference import parse_reference
+
+    registry = parse_reference(f"{args.registry}/x").registry if args.registry else "docker.io"
+    username = args.username or input("Username: ")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif args.password is not None:
+        password = args.password
+    else:
+        password = getpass.getpass("Password: ")
+    if not username or not password:
+        raise UsageError("login needs a username and a password")
+    from builder.registry.reference import Reference
+    from builder.registry.transport import Transport
+
+    creds = Credentials(username=username, password=password)
+    transport = Transport(registry, Reference(registry, "x").api_host,
+                          insecure=args.insecure_registry, credentials=creds)
+    try:
+        transport.check_login()
+    finally:
+        transport.close()
+    path = save_login(registry, creds)
+    print(f"Login credentials for {registry} saved in {path}")
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from builder.registry.auth import remove_login
+    from builder.registry.reference import parse_reference
+
+    registry = parse_reference(f"{args.registry}/x").registry
+    if not remove_login(registry):
+        raise UsageError(f"not logged in to {registry} (pybuild keeps no credentials for it)")
+    print(f"Removed login credentials for {registry}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build, "images": cmd_images, "inspect": cmd_inspect, "history": cmd_history,
     "tag": cmd_tag, "rmi": cmd_rmi, "save": cmd_save, "import": cmd_import,
     "explain": cmd_explain, "check": cmd_check, "debug": cmd_debug, "load": cmd_load,
-    "df": cmd_df, "prune": cmd_prune,
+    "df": cmd_df, "prune": cmd_prune, "doctor": cmd_doctor, "pull": cmd_pull,
+    "push": cmd_push, "login": cmd_login, "logout": cmd_logout,
 }
 
 
@@ -473,6 +647,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except Exception as err:
+        message = _out_of_space(args, err)
+        if message is None:
+            raise
+        print(f"pybuild: {message}", file=sys.stderr)
+        return 1
+
+
+def _out_of_space(args: argparse.Namespace, err: Exception) -> str | None:
+    """One line for a full disk (catalogue REL-4), wherever the write failed; else None.
+
+    Whatever was being written is already undone by then (temp dirs and files are
+    removed on the way out, a layer or blob is only registered once complete).
+    """
+    import errno
+
+    full = (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+        (type(err).__name__ == "OperationalError" and "disk is full" in str(err))
+    if not full:
+        return None
+    from builder.store import default_root
+
+    where = str(getattr(err, "filename", None) or args.root or default_root())
+    try:
+        st = os.statvfs(where if os.path.exists(where) else os.path.dirname(where) or ".")
+        free = f" ({st.f_bavail * st.f_frsize // (1 << 20)} MiB free of " \
+               f"{st.f_blocks * st.f_frsize // (1 << 20)} MiB)"
+    except OSError:
+        free = ""
+    what = "quota exceeded" if getattr(err, "errno", None) == errno.EDQUOT else \
+        "no space left on device"
+    return (f"{what} on the filesystem holding {where}{free}: nothing partial was kept; "
+            "free space (e.g. 'pybuild prune') and run it again")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,15 @@ traceback) with the exit status ``err.exit_code``; anything else is a bug.
 
     PybuildError
     ├── UsageError            bad command line, unknown image name (exit 2)
-    │   └── NotImplementedYet a planned command that does not exist yet (exit 2)
+    │   ├── NotImplementedYet a planned command that does not exist yet (exit 2)
+    │   └── ReferenceError    a malformed image reference (exit 2)
     ├── DockerfileError       FILE:LINE: message (parse, expansion, stages)
     ├── ContextError          a build context path that is missing or escapes
     ├── LayerError            a layer tar that is malformed or hostile
     ├── StoreError            the local store: missing image/blob, bad digest
     │   └── DigestMismatch    content does not match its digest
     ├── SandboxError          namespaces, mounts, pivot_root refused
+    ├── RegistryError         a registry refused, failed, or sent bad content
     └── BuildError            a step failed (RUN exit status, COPY source missing)
 """
 
@@ -30,6 +32,18 @@ class UsageError(PybuildError):
 
 class NotImplementedYet(UsageError):
     """A command that is planned (listed in --help) but not built yet."""
+
+
+class ReferenceError(UsageError):  # shadows the builtin by design: Docker's name
+    """A malformed image reference or digest; renders as ``'TEXT': reason``."""
+
+    def __init__(self, text: str, reason: str):
+        self.text = text
+        self.reason = reason
+        super().__init__(f"{text!r}: {reason}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.text, self.reason))
 
 
 class DockerfileError(PybuildError):
@@ -80,6 +94,10 @@ class DigestMismatch(StoreError):
 
 class SandboxError(PybuildError):
     pass
+
+
+class RegistryError(PybuildError):
+    """A registry refused or failed a request; names the registry and repository."""
 
 
 class BuildError(PybuildError):

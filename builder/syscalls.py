@@ -34,6 +34,21 @@ MS_SLAVE = 1 << 19
 MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# The capability set Docker, containerd and BuildKit give a container by
+# default (containerd oci/spec.go defaultUnixCaps): no CAP_SYS_ADMIN,
+# CAP_SYS_PTRACE, CAP_SYS_MODULE, CAP_DAC_READ_SEARCH, CAP_SYS_RAWIO ...
+DEFAULT_CAPS = {
+    0: "CAP_CHOWN", 1: "CAP_DAC_OVERRIDE", 3: "CAP_FOWNER", 4: "CAP_FSETID",
+    5: "CAP_KILL", 6: "CAP_SETGID", 7: "CAP_SETUID", 8: "CAP_SETPCAP",
+    10: "CAP_NET_BIND_SERVICE", 13: "CAP_NET_RAW", 18: "CAP_SYS_CHROOT",
+    27: "CAP_MKNOD", 29: "CAP_AUDIT_WRITE", 31: "CAP_SETFCAP",
+}
+_CAP_VERSION_3 = 0x20080522
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
@@ -89,6 +104,138 @@ def sethostname(name: str) -> None:
 def set_parent_death_signal(signal_number: int) -> None:
     """Have the kernel send ``signal_number`` to us when our parent dies."""
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal_number, 0, 0, 0), "prctl")
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """PR_SET_DUMPABLE: 0 makes /proc/<pid> root-owned and ptrace-proof (R13)."""
+    _check(_libc.prctl(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def limit_capabilities(keep: set[int]) -> None:
+    """Keep only the capabilities ``keep`` (numbers), in every set of this process.
+
+    The bounding set is what matters for the program exec'd next (root gets
+    exactly the bounding set back at execve); permitted and effective are cut
+    now, inheritable and ambient cleared (CVE-2022-24769: a non-empty
+    inheritable set lets file capabilities grant more than the bounding set
+    intends).  Needs CAP_SETPCAP, so call it before dropping to a user.
+    """
+    last = 63
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        pass
+    for cap in range(last + 1):
+        if cap not in keep:
+            result = _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+            if result < 0 and ctypes.get_errno() != 22:  # EINVAL: unknown to this kernel
+                _check(result, f"prctl(PR_CAPBSET_DROP, {cap})")
+    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
+           "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+    header = _CapHeader(_CAP_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    for word in (0, 1):
+        mask = sum(1 << (cap - 32 * word) for cap in keep if 32 * word <= cap < 32 * word + 32)
+        data[word].effective &= mask
+        data[word].permitted &= mask
+        data[word].inheritable = 0
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+# -- seccomp: the namespace and keyring part of Docker's default profile ----
+# Without CAP_SYS_ADMIN, Docker's profile refuses unshare/clone with namespace
+# flags (an unprivileged user namespace is a large kernel attack surface, and
+# undoes "no CAP_SYS_ADMIN" inside it), clone3 (ENOSYS, so libc falls back to
+# clone, whose flags can be checked) and the keyring calls (keyrings are not
+# namespaced).  The rest of that profile is not reproduced.
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+_AUDIT_ARCH = {"x86_64": (0xC000003E, {"unshare": 272, "clone": 56, "clone3": 435,
+                                      "add_key": 248, "request_key": 249, "keyctl": 250}),
+               "i386": (0x40000003, {"unshare": 310, "clone": 120, "clone3": 435,
+                                     "add_key": 286, "request_key": 287, "keyctl": 288}),
+               "aarch64": (0xC00000B7, {"unshare": 97, "clone": 220, "clone3": 435,
+                                        "add_key": 217, "request_key": 218, "keyctl": 219})}
+NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET}
+_X32_BIT = 0x40000000
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def seccomp_program() -> list[tuple[int, int, int, int]]:
+    """The BPF program (code, jt, jf, k) installed by ``restrict_syscalls``."""
+    ld_w_abs, jeq, jge, jset, ja, ret = 0x20, 0x15, 0x35, 0x45, 0x05, 0x06
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    # Assembled with symbolic jump targets, resolved below into relative offsets.
+    code: list[tuple[int, object, object, int]] = [(ld_w_abs, 0, 0, 4)]  # seccomp_data.arch
+    arches = list(_AUDIT_ARCH.items())
+    for index, (name, (audit, _)) in enumerate(arches):
+        code.append((jeq, f"arch-{name}", 0 if index < len(arches) - 1 else "allow", audit))
+    for name, (_, numbers) in arches:
+        code.append(("label", f"arch-{name}", 0, 0))
+        code.append((ld_w_abs, 0, 0, 0))  # seccomp_data.nr
+        if name == "x86_64":
+            code.append((jge, "eperm", 0, _X32_BIT))  # the x32 ABI, used by nothing
+        code.append((jeq, "flags", 0, numbers["unshare"]))
+        code.append((jeq, "flags", 0, numbers["clone"]))
+        code.append((jeq, "enosys", 0, numbers["clone3"]))
+        for call in ("add_key", "request_key", "keyctl"):
+            code.append((jeq, "eperm", 0, numbers[call]))
+        code.append((ja, 0, 0, "allow"))  # type: ignore[arg-type]
+    code += [("label", "flags", 0, 0), (ld_w_abs, 0, 0, 16),  # args[0], low 32 bits
+             (jset, "eperm", "allow", NAMESPACE_FLAGS),
+             ("label", "allow", 0, 0), (ret, 0, 0, allow),
+             ("label", "eperm", 0, 0), (ret, 0, 0, eperm),
+             ("label", "enosys", 0, 0), (ret, 0, 0, enosys)]
+    labels: dict[object, int] = {}
+    program: list[tuple[object, object, object, object]] = []
+    for op in code:
+        if op[0] == "label":
+            labels[op[1]] = len(program)
+        else:
+            program.append(op)
+    def rel(pc: int, target: object) -> int:
+        return labels[target] - pc - 1 if isinstance(target, str) else int(target)  # type: ignore[call-overload]
+
+    out = []
+    for pc, (op, jt, jf, k) in enumerate(program):
+        if op == ja:
+            out.append((ja, 0, 0, rel(pc, k)))
+        else:
+            out.append((int(op), rel(pc, jt), rel(pc, jf), int(k)))  # type: ignore[call-overload]
+    return out
+
+
+def restrict_syscalls() -> None:
+    """Install ``seccomp_program`` for this process and everything it execs.
+
+    Needs CAP_SYS_ADMIN (pybuild does not set no_new_privs, as BuildKit does
+    not), so call it before dropping capabilities.
+    """
+    program = seccomp_program()
+    filters = (_SockFilter * len(program))(*[_SockFilter(*op) for op in program])
+    fprog = _SockFprog(len(program), filters)
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER,
+                       ctypes.cast(ctypes.byref(fprog), ctypes.c_void_p).value, 0, 0),
+           "prctl(PR_SET_SECCOMP)")
 
 
 def loopback_up() -> None:

@@ -15,7 +15,7 @@ it, so here it is a plain copy.
 
 from __future__ import annotations
 
-import email.utils
+import errno
 import os
 import posixpath
 import shutil
@@ -147,6 +147,19 @@ def copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
 
     Runs in a child process with the destination snapshot mounted at ``merged``.
     """
+    try:
+        _copy_into(merged, source_root, request)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        # A source that vanishes mid-copy (the context changed during the build,
+        # C03) is a one-line error, not a traceback.
+        where = os.fsdecode(err.filename or "")
+        if not where.startswith(source_root.rstrip("/") + "/"):
+            raise
+        raise BuildError(f'"/{os.path.relpath(where, source_root)}": changed while being '
+                         f"copied ({err.strerror})") from None
+
+
+def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
     uid = gid = 0
     owner_fixed = bool(request.chown)
     if request.chown:
@@ -166,6 +179,7 @@ def copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
     excludes = PatternMatcher(request.exclude) if request.exclude else None
     copier = _Copier(merged, uid, gid, mode, request.skipped, keep_owner, excludes)
     copier.owner_fixed = owner_fixed
+    copier.source_root = source_root
     named = {clean_source(s) for s in request.sources if not _has_magic(s)}
     for rel in selected:
         if request.add and is_url(rel):
@@ -210,6 +224,34 @@ def copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
         path = posixpath.join(dest, name) if into_dir or dest.endswith("/") else dest
         parent = copier.make_dirs(posixpath.dirname(path) or "/")
         copier.write_file(os.path.join(parent, posixpath.basename(path)), content.encode())
+
+
+def open_source(path: str, root: str | None, flags: int) -> int:
+    """Open ``path``, found by resolving inside ``root``, and check that the open
+    reached that very file.  Sources are resolved by path and then used, so a
+    component swapped for a symlink in between (a context changed during the
+    build, catalogue C03, as in CVE-2018-15664) would redirect the open to the
+    host; the fd's own path in /proc tells, and such a source is refused."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        if root is None or err.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+            raise
+        # The final component became a symlink (O_NOFOLLOW) or went away.
+        raise BuildError(f'"/{os.path.relpath(path, root)}": changed while being copied '
+                         f"({err.strerror})") from None
+    if root is None:
+        return fd
+    expected = os.path.normpath(os.path.join(os.path.realpath(root), os.path.relpath(path, root)))
+    try:
+        reached = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        reached = ""
+    if reached != expected:
+        os.close(fd)
+        raise BuildError(f'"/{os.path.relpath(path, root)}": changed while being copied '
+                         "(a path component became a symlink)")
+    return fd
 
 
 def _check_name(rel: str) -> None:
@@ -259,6 +301,7 @@ class _Copier:
         self.keep_owner = keep_owner
         self.excludes = excludes
         self.owner_fixed = False    # --chown given: it wins over archive owners too
+        self.source_root: str | None = None   # set: every source open is checked in it
         # Source inode -> first copy, so hardlinked sources stay hardlinked (BuildKit).
         self.links: dict[tuple[int, int], str] = {}
 
@@ -313,7 +356,7 @@ class _Copier:
     def _copy_regular(self, source: str, target: str) -> None:
         # O_NONBLOCK: if the entry was swapped for a FIFO since lstat, open must not hang;
         # fstat then refuses it (C11).
-        src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        src_fd = open_source(source, self.source_root, os.O_RDONLY | os.O_NONBLOCK)
         try:
             if not stat.S_ISREG(os.fstat(src_fd).st_mode):
                 raise BuildError(f"cannot copy {source}: it changed while being copied")
@@ -343,7 +386,19 @@ class _Copier:
     def copy_tree(self, source: str, rel: str, target: str, base: str = "") -> None:
         """Copy the contents of directory ``source`` into existing directory ``target``;
         ``base`` is the entry's path below the copied source, for --exclude."""
-        for entry in sorted(os.scandir(source), key=lambda e: e.name):
+        # Listed through a checked fd (C03); the fd stays open while entries are used.
+        dir_fd = open_source(source, self.source_root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with os.scandir(dir_fd) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+            self._copy_entries(source, rel, target, base, entries)
+        finally:
+            os.close(dir_fd)
+
+    def _copy_entries(self, source: str, rel: str, target: str, base: str,
+                      entries: list[os.DirEntry]) -> None:
+        for entry in entries:
+            entry_path = os.path.join(source, entry.name)
             entry_rel = posixpath.normpath(posixpath.join(rel, entry.name))
             below = posixpath.join(base, entry.name) if base else entry.name
             is_dir = entry.is_dir(follow_symlinks=False)
@@ -369,20 +424,21 @@ class _Copier:
                     existing = None
                 if existing is None:
                     os.mkdir(destination, 0o700)
-                self.copy_tree(entry.path, entry_rel, destination, below)
+                self.copy_tree(entry_path, entry_rel, destination, below)
                 self.finish(destination, entry.stat(follow_symlinks=False))
             else:
-                self.copy_file(entry.path, destination)
+                self.copy_file(entry_path, destination)
 
 
 # -- ADD: archives and URLs --------------------------------------------------------
 
-def _is_tar(host: str) -> bool:
+def _is_tar(host: str, root: str | None = None) -> bool:
     """BuildKit's test: decompress by magic bytes, then look for a tar header."""
     from builder.layers.compress import open_decompressed
 
     try:
-        with open(host, "rb") as raw, open_decompressed(raw) as src:
+        with os.fdopen(open_source(host, root, os.O_RDONLY | os.O_NONBLOCK), "rb") as raw, \
+                open_decompressed(raw) as src:
             block = src.read(512)
     except Exception:
         return False
@@ -405,14 +461,17 @@ def _try_extract(copier: _Copier, host: str, dest: str) -> bool:
     from builder.layers.compress import open_decompressed
 
     st = os.stat(host)
-    if not stat.S_ISREG(st.st_mode) or not _is_tar(host):
+    if not stat.S_ISREG(st.st_mode) or not _is_tar(host, copier.source_root):
         return False
     target = copier.make_dirs(dest)
     scratch = tempfile.mkdtemp(prefix="pybuild-add-")
     try:
         unpacked = os.path.join(scratch, "x")
         os.mkdir(unpacked)
-        with open(host, "rb") as raw, open_decompressed(raw) as src:
+        fd = open_source(host, copier.source_root, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as raw, open_decompressed(raw) as src:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BuildError(f"ADD {posixpath.basename(host)}: changed while being read")
             try:
                 apply_layer_tar(src, unpacked, mode="merged")
             except Exception as err:
@@ -475,6 +534,8 @@ def _add_url(copier: _Copier, url: str, dest: str, dest_is_dir: bool) -> None:
     mtime = 0.0
     if headers.get("Last-Modified"):
         try:
+            import email.utils  # only ADD URLs need it (it pulls in socket, datetime)
+
             mtime = email.utils.parsedate_to_datetime(headers["Last-Modified"]).timestamp()
         except (TypeError, ValueError):
             mtime = 0.0

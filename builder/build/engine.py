@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.build import dispatch
 from builder.build.copy import CopyRequest, copy_into, is_url, make_dirs, select_sources
 from builder.build.options import BuildOptions, BuildResult, StepRecord
 from builder.build.progress import Progress
-from builder.build.runmounts import prepare_mounts
+from builder.build.runmounts import check_privileges, prepare_mounts
 from builder.build.state import DEFAULT_PATH, StageState
 from builder.cache import CacheEntry, CacheStore, Inputs, cache_key
-from builder.cache.transfer import ImportedCache, export_cache, materialize, open_cache
 from builder.context.checksum import checksum_sources
 from builder.errors import BuildError, ContextError, DockerfileError, PybuildError
 from builder.image import config as image_config
@@ -29,15 +31,152 @@ from builder.run.sandbox import resolve_in_root, resolve_user
 from builder.snapshot import Snapshot, commit, open_driver, prepare
 from builder.store.store import Store
 
+if TYPE_CHECKING:
+    import sqlite3
+
+    from builder.cache.transfer import ImportedCache
+
+
+class BuildInterrupted(BuildError):
+    """SIGINT or SIGTERM stopped the build; exit status 128 + the signal, as a shell's."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"build interrupted ({signal.Signals(signum).name}): stopped every "
+                         "step; nothing was kept")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.signum,))
+
+
+class _Stop(BaseException):
+    """Raised in the main thread by the SIGTERM handler (SIGINT raises KeyboardInterrupt)."""
+
+
+class _Cancelled(Exception):
+    """A stage thread stops because the build is stopping (another stage failed, Ctrl-C)."""
+
+
+# -- SQLite and fork() across stage threads ---------------------------------------
+class _ForkGuard:
+    """No fork() while another thread is inside SQLite.
+
+    A RUN or COPY child is forked from a stage thread and opens the store's
+    database itself; if another thread held one of SQLite's process-wide mutexes
+    at that instant, the child would inherit it locked and hang.  SQLite calls
+    of stage threads hold the guard shared (they never wait for each other: a
+    transaction spans several calls); fork() holds it exclusively.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+
+    # ``with _GUARD:`` holds it shared (a plain context manager: it wraps every query).
+    def __enter__(self) -> None:
+        with self._cond:
+            self._readers += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        self._cond.acquire()
+        while self._readers:
+            self._cond.wait()
+
+    def after_fork_in_parent(self) -> None:
+        self._cond.release()
+
+    def after_fork_in_child(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+
+
+_GUARD = _ForkGuard()
+os.register_at_fork(before=_GUARD.before_fork, after_in_parent=_GUARD.after_fork_in_parent,
+                    after_in_child=_GUARD.after_fork_in_child)
+
+
+class _GuardedCursor:
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    def fetchone(self) -> Any:
+        with _GUARD:
+            return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        with _GUARD:
+            return self._cursor.fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+    def __getattr__(self, name: str) -> Any:  # rowcount, description, ...
+        return getattr(self._cursor, name)
+
+
+class _GuardedConnection:
+    """A stage thread's SQLite connection, every call under the fork guard."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, *args: Any) -> _GuardedCursor:
+        with _GUARD:
+            return _GuardedCursor(self._conn.execute(*args))
+
+    def executemany(self, *args: Any) -> _GuardedCursor:
+        with _GUARD:
+            return _GuardedCursor(self._conn.executemany(*args))
+
+    def executescript(self, script: str) -> _GuardedCursor:
+        with _GUARD:
+            return _GuardedCursor(self._conn.executescript(script))
+
+    def close(self) -> None:
+        with _GUARD:
+            self._conn.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+class _StageStore(Store):
+    """The build's store as a stage thread uses it: its own SQLite connection
+    (connections are per thread), guarded against forks from other threads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        # The build's own Store swept tmp/ when it opened; a stage thread's never
+        # does (it would look at the other stages' work dirs while they start).
+        self._owner = -1
+
+    @property
+    def db(self) -> Any:
+        conn = Store.db.fget(self)  # type: ignore[attr-defined]
+        return _GuardedConnection(conn)
+
+    def close(self) -> None:
+        if self._db is not None:
+            with _GUARD:
+                self._db.close()
+            self._db = None
+
 
 @dataclass
 class _Build:
-    store: Store
+    main_store: Store
     options: BuildOptions
     progress: Progress
     dockerfile_path: str
     ignore: Any
-    cache: CacheStore
+    main_cache: CacheStore
     imported: list[ImportedCache] = field(default_factory=list)
     plan: Any = None
     escape: str = "\\"
@@ -45,6 +184,24 @@ class _Build:
     global_args: dict[str, str | None] = field(default_factory=dict)
     steps: list[StepRecord] = field(default_factory=list)
     total_steps: int = 0
+    # Concurrency: a stage thread has its own store connection and cache view;
+    # ``lock`` guards ``stages``, ``done`` and ``imported``.
+    local: threading.local = field(default_factory=threading.local)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: dict[int, threading.Event] = field(default_factory=dict)
+    position: dict[int, int] = field(default_factory=dict)   # stage index -> plan position
+    cancel: threading.Event = field(default_factory=threading.Event)
+    slots: threading.Semaphore | None = None
+    exited: list[threading.Event] = field(default_factory=list)  # one per stage thread
+    wake: threading.Event = field(default_factory=threading.Event)  # a stage thread ended
+
+    @property
+    def store(self) -> Store:
+        return getattr(self.local, "store", None) or self.main_store
+
+    @property
+    def cache(self) -> CacheStore:
+        return getattr(self.local, "cache", None) or self.main_cache
 
     def created(self) -> str:
         epoch = self.options.source_date_epoch
@@ -97,14 +254,197 @@ def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResul
                  escape=dockerfile.escape)
     run.plan = plan
     run.global_args = dict(plan.global_args)
-    run.imported = [open_cache(src) for src in options.cache_from]
+    if options.cache_from:  # imported lazily: most builds share no cache
+        from builder.cache.transfer import open_cache
+
+        run.imported = [open_cache(src) for src in options.cache_from]
+    if options.cache_from_refs:
+        from builder.registry.cache import open_registry_cache
+
+        run.imported += [open_registry_cache(ref, insecure=options.insecure_registries)
+                         for ref in options.cache_from_refs]
     run.total_steps = sum(len(p.stage.commands) + 1 for p in plan.stages)
-    last: StageState | None = None
-    for planned in plan.stages:
-        last = _build_stage(run, planned)
-        run.stages[planned.stage.index] = last
-    assert last is not None
-    return _finish(run, last)
+    _build_stages(run)
+    # The record lists steps in plan order, however the stages interleaved.
+    run.steps = [step for p in plan.stages for step in run.stages[p.stage.index].steps]
+    return _finish(run, run.stages[plan.stages[-1].stage.index])
+
+
+def _jobs() -> int:
+    """How many stages may build at once: the work is in child processes and I/O,
+    but a commit walk holds the GIL, so a few are enough."""
+    return max(2, min(4, os.cpu_count() or 2))
+
+
+def _build_stages(run: _Build) -> None:
+    """Build every planned stage, each on its own thread once the stages it needs
+    are built, at most ``_jobs()`` at a time.
+
+    The main thread only waits.  On the first failure, or SIGINT/SIGTERM, it
+    stops the build: no stage starts another step, and every child process
+    (RUN sandboxes, COPY helpers) is killed, which ends their PID and mount
+    namespaces, so their mounts go with them; each stage thread then drops its
+    snapshot's work dir.  Layers already committed stay (they are complete).
+    """
+    plan = run.plan
+    run.slots = threading.Semaphore(_jobs())
+    for position, planned in enumerate(plan.stages):
+        run.done[planned.stage.index] = threading.Event()
+        run.position[planned.stage.index] = position
+    errors: dict[int, BaseException] = {}
+    run.exited = [threading.Event() for _ in plan.stages]
+    threads = [threading.Thread(target=_stage_thread, args=(run, planned, errors, exited),
+                                name=f"stage-{planned.stage.index}", daemon=True)
+               for planned, exited in zip(plan.stages, run.exited, strict=True)]
+    interrupted: int | None = None
+    restore = _catch_sigterm()
+    try:
+        try:
+            for thread in threads:
+                thread.start()
+            # A bounded wait, not join(): a signal may land on another thread and only
+            # the main thread runs Python's handlers; and a join() that KeyboardInterrupt
+            # breaks can leave the thread looking finished (CPython gh-90882).
+            while True:
+                run.wake.clear()
+                if run.cancel.is_set() or all(e.is_set() for e in run.exited):
+                    break
+                run.wake.wait(0.1)
+        except KeyboardInterrupt:
+            interrupted = signal.SIGINT
+        except _Stop:
+            interrupted = signal.SIGTERM
+        if interrupted is not None or run.cancel.is_set():
+            _stop_all(run, threads)
+    finally:
+        restore()
+    if interrupted is not None:
+        raise BuildInterrupted(interrupted)
+    if errors:
+        # The failure of the earliest stage in plan order, not whichever came first.
+        raise errors[min(errors, key=lambda i: run.position[i])]
+
+
+def _catch_sigterm() -> Callable[[], None]:
+    """SIGTERM stops the build like Ctrl-C; returns the function that undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _Stop()
+    previous = signal.signal(signal.SIGTERM, on_term)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_all(run: _Build, threads: list[threading.Thread]) -> None:
+    """Stop every stage thread; a second Ctrl-C (or SIGTERM) meanwhile only repeats it."""
+    run.cancel.set()
+    for thread, exited in zip(threads, run.exited, strict=True):
+        if thread.ident is None:  # interrupted before it was started
+            exited.set()
+    in_main = threading.current_thread() is threading.main_thread()
+    saved = {}
+    if in_main:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            saved[signum] = signal.signal(signum, lambda *_: _kill_children())
+    try:
+        while not all(e.is_set() for e in run.exited):
+            # Repeated: a stage may fork between the cancel check and the kill.
+            _kill_children()
+            time.sleep(0.05)
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join()
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def _kill_children() -> None:
+    """SIGKILL this process's children: RUN setup children (their PID 1 follows by
+    its parent-death signal, and the kernel kills the rest of the PID namespace)
+    and COPY helpers.  Only called while the build is stopping."""
+    me = str(os.getpid())
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
+                fields = stat_file.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1].decode() == me:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _stage_thread(run: _Build, planned: Any, errors: dict[int, BaseException],
+                  exited: threading.Event) -> None:
+    index = planned.stage.index
+    store = _StageStore(run.main_store.root)
+    run.local.stage = index
+    run.local.store = store
+    run.local.cache = CacheStore(store)
+    try:
+        for dep in planned.dependencies:
+            _wait_for(run, dep)
+        assert run.slots is not None
+        with _slot(run):
+            state = _build_stage(run, planned)
+        with run.lock:
+            run.stages[index] = state
+        run.done[index].set()
+    except _Cancelled:
+        pass
+    except BaseException as err:  # every failure reaches the main thread
+        with run.lock:
+            if not run.cancel.is_set():
+                errors[index] = err if isinstance(err, PybuildError) else BuildError(
+                    f"internal error in stage {_stage_label(planned.stage)}: "
+                    f"{type(err).__name__}: {err}")
+            run.cancel.set()
+    finally:
+        store.close()
+        exited.set()
+        run.wake.set()
+
+
+@contextlib.contextmanager
+def _slot(run: _Build) -> Iterator[None]:
+    assert run.slots is not None
+    while not run.slots.acquire(timeout=0.05):
+        if run.cancel.is_set():
+            raise _Cancelled()
+    run.local.holds_slot = True
+    try:
+        yield
+    finally:
+        run.local.holds_slot = False
+        run.slots.release()
+
+
+def _current_stage(run: _Build) -> int | None:
+    return getattr(run.local, "stage", None)
+
+
+def _wait_for(run: _Build, index: int) -> None:
+    """Wait until stage ``index`` is built, giving up our slot meanwhile."""
+    event = run.done[index]
+    if event.is_set():
+        return
+    holds = getattr(run.local, "holds_slot", False)
+    if holds and run.slots is not None:
+        run.slots.release()
+    try:
+        while not event.wait(0.05):
+            if run.cancel.is_set():
+                raise _Cancelled()
+    finally:
+        if holds and run.slots is not None:
+            while not run.slots.acquire(timeout=0.05):
+                if run.cancel.is_set():
+                    run.local.holds_slot = False
+                    raise _Cancelled()
 
 
 def _stage_label(stage: Any) -> str:
@@ -123,34 +463,60 @@ def _from_base(run: _Build, planned: Any) -> StageState:
     name = _stage_label(stage)
     base = planned.base
     if planned.base_stage is not None:
+        _wait_for(run, planned.base_stage)
         return run.stages[planned.base_stage].fork(name)
     if base == "scratch":
         os_name, _, arch = run.options.platform.partition("/")
         arch, _, variant = arch.partition("/")
         return StageState(name=name, image=image_config.new_image(os_name, arch, variant),
                           chain=None, base_ref="scratch", cache_key="scratch")
-    image_id = run.store.resolve_image(base)
-    if image_id is None:
-        raise DockerfileError(
-            f"base image {base!r} is not in the local store: add it with "
-            f"'pybuild load -i FILE', 'pybuild import TARBALL {base}' or 'pybuild pull {base}'",
-            run.dockerfile_path, stage.line)
+    image_id = _base_image(run, base, stage.line)
     image = copy.deepcopy(run.store.image_config(image_id))
     image.pop("created", None)
     return StageState(name=name, image=image, chain=run.store.image_top_chain(image_id),
                       base_ref=image_id, cache_key=f"image {image_id}")
 
 
+def _base_image(run: _Build, base: str, line: int) -> str:
+    """The store's image for ``FROM base``, pulled when missing (or always with --pull)."""
+    from builder.registry.reference import parse_reference
+
+    try:
+        ref = parse_reference(base)
+    except PybuildError as err:
+        raise DockerfileError(str(err), run.dockerfile_path, line) from None
+    if not run.options.pull:
+        for name in dict.fromkeys((base, ref.familiar(), str(ref))):
+            image_id = run.store.resolve_image(name)
+            if image_id is not None:
+                return image_id
+    from builder.registry.pull import pull
+
+    try:
+        pulled = pull(run.store, ref, platform=run.options.platform,
+                      insecure=run.options.insecure_registries)
+    except PybuildError as err:
+        raise DockerfileError(
+            f"base image {base!r} is not in the local store and pulling it failed ({err}); "
+            f"add it with 'pybuild load -i FILE' or 'pybuild import TARBALL {base}'",
+            run.dockerfile_path, line) from None
+    run.progress.message(f"pulled {ref.familiar()} ({pulled.manifest_digest})")
+    return pulled.image_id
+
+
 def _build_stage(run: _Build, planned: Any) -> StageState:
     stage = planned.stage
-    run.progress.step(f"[{_stage_label(stage)}] FROM {stage.base}")
+    label = _stage_label(stage)
+    run.progress.step(f"[{label}] FROM {stage.base}", stage=label)
     state = _base_state(run, planned)
     run.progress.done()
     commands = [*_onbuild_triggers(run, planned, state), *stage.commands]
     count = len(commands)
     for number, command in enumerate(commands, 1):
-        title = f"[{_stage_label(stage)} {number}/{count}] {_one_line(command.original)}"
-        run.progress.step(title)
+        if run.cancel.is_set():
+            raise _Cancelled()
+        title = f"[{label} {number}/{count}] {_one_line(command.original)}"
+        run.progress.step(title, stage=label)
         record = StepRecord(stage=_stage_label(stage), index=number,
                             instruction=_one_line(command.original), line=command.line)
         started = time.monotonic()
@@ -163,7 +529,6 @@ def _build_stage(run: _Build, planned: Any) -> StageState:
                              f"{_one_line(command.original)}: {err}") from None
         record.seconds = time.monotonic() - started
         state.steps.append(record)
-        run.steps.append(record)
         run.progress.done()
     return state
 
@@ -248,7 +613,7 @@ def _run_instruction(run: _Build, state: StageState, command: Any, record: StepR
         env = state.run_env()
         spec = RunSpec(argv=argv, env=env + mounts.secret_env, cwd=state.workdir(),
                        user=state.config.get("User", ""),
-                       network=getattr(command, "network", None) or run.options.network,
+                       network=check_privileges(command, run.options.network),
                        mounts=mounts.mounts, pipes=pipes)
         inputs = [("instruction", "RUN"), ("argv", json.dumps(argv)),
                   *(("env", entry) for entry in sorted(env)), ("workdir", spec.cwd),
@@ -343,10 +708,14 @@ def _layer_step(run: _Build, state: StageState, record: StepRecord, inputs: Inpu
 def _lookup(run: _Build, key: str) -> CacheEntry | None:
     """A local cache entry, else one from a --cache-from layout (fetching its layers)."""
     entry = run.cache.lookup(key)
-    for imported in run.imported:
-        if entry is not None:
-            break
-        entry = materialize(run.store, run.cache, imported, key)
+    if entry is None and run.imported:
+        from builder.cache.transfer import materialize
+
+        with run.lock:  # one stage at a time reads the imported layouts
+            for imported in run.imported:
+                entry = materialize(run.store, run.cache, imported, key)
+                if entry is not None:
+                    break
     return entry
 
 
@@ -400,6 +769,8 @@ def _copy(run: _Build, state: StageState, command: Any, record: StepRecord) -> N
                       ("chmod", request.chmod), ("heredocs", json.dumps(heredocs)),
                       ("exclude", json.dumps(request.exclude)),
                       ("parents", str(request.parents))]
+    if request.link:  # K03: --link is a different BuildKit op (own cache key); added
+        inputs.append(("link", "true"))  # only when set, so existing keys stay valid
     source_chain: str | None = None
     if source_from is not None:
         source_chain = _resolve_from(run, source_from, command)
@@ -452,10 +823,19 @@ def _copy_in_child(snapshot: Snapshot, view: Snapshot | None, from_context: bool
 
 
 def _resolve_from(run: _Build, source: str, command: Any) -> str | None:
-    """The chain ID that ``--from=`` names: a stage (name or index) or an image."""
-    for index, state in run.stages.items():
-        if source in (state.name, str(index)):
-            return state.chain
+    """The chain ID that ``--from=`` names: a stage (name or index) or an image.
+
+    As in a sequential build, only stages earlier in the plan count; the plan
+    made them dependencies, so they are built (an ONBUILD trigger of a base
+    image is not in the plan: then this waits for that stage)."""
+    here = run.position.get(_current_stage(run), len(run.position))
+    for planned in run.plan.stages:
+        index = planned.stage.index
+        if run.position[index] >= here:
+            continue
+        if source in (_stage_label(planned.stage), str(index)):
+            _wait_for(run, index)
+            return run.stages[index].chain
     image_id = run.store.resolve_image(source)
     if image_id is None:
         raise DockerfileError(f"--from={source}: no stage or image of that name",
@@ -480,8 +860,17 @@ def _finish(run: _Build, state: StageState) -> BuildResult:
 
     save_build(run.store, image_id, run.steps)
     if run.options.cache_to:
+        from builder.cache.transfer import export_cache
+
         steps = run.steps if run.options.cache_mode == "max" else state.steps
         count = export_cache(run.store, run.cache, [s.key for s in steps if s.key],
                              run.options.cache_to)
         run.progress.message(f"exported {count} cache entries to {run.options.cache_to}")
+    if run.options.cache_to_ref:
+        from builder.registry.cache import push_cache
+
+        steps = run.steps if run.options.cache_mode == "max" else state.steps
+        count = push_cache(run.store, run.cache, [s.key for s in steps if s.key],
+                           run.options.cache_to_ref, insecure=run.options.insecure_registries)
+        run.progress.message(f"exported {count} cache entries to {run.options.cache_to_ref}")
     return BuildResult(image_id=image_id, steps=run.steps, tags=list(run.options.tags))

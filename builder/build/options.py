@@ -38,6 +38,10 @@ class BuildOptions:
     cache_from: list[str] = field(default_factory=list)    # local cache layout dirs
     cache_to: str | None = None                            # local dir to export the cache to
     cache_mode: str = "min"                                # min: final stage; max: all stages
+    cache_from_refs: list[str] = field(default_factory=list)  # registry caches to read
+    cache_to_ref: str | None = None                        # registry ref to export the cache to
+    pull: bool = False                                     # re-pull FROM images even if stored
+    insecure_registries: tuple[str, ...] = ()              # plain HTTP allowed for these
 
 
 @dataclass

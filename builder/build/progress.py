@@ -1,20 +1,47 @@
 """Build progress: plain lines for logs and CI, JSON events for machines, a live tty view.
 
-Every reporter has the same four calls: ``step`` (a step starts), ``output``
-(bytes the step printed), ``done`` (it ended) and ``message`` (a warning or
-note).  Reporters write to stderr, as BuildKit's do, so stdout stays free for
-``-q`` (the image ID) and ``-o -``.
+Every reporter has the same calls: ``step`` (a step starts), ``output`` (bytes
+the step printed), ``cached`` (it was a cache hit), ``done`` (it ended) and
+``message`` (a warning or note).  Reporters write to stderr, as BuildKit's do,
+so stdout stays free for ``-q`` (the image ID) and ``-o -``.
+
+Independent stages build on their own threads at the same time, so a
+reporter keeps one running step per thread: ``output``/``cached``/``done``
+and ``tail`` are about the calling thread's step.  Steps are numbered in the
+order they start (``#N``, as BuildKit's plain output does); each step's first
+line names its stage (``#4 [builder 2/5] RUN ...``), and JSON events carry
+the stage too.  Writes are serialised, so lines from two stages never mix.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections import deque
 from typing import TextIO
 
 _TAIL = 10
+# A step's output line is shown in pieces of at most this many bytes (X12): a
+# RUN printing a gigabyte without a newline must not grow one buffer (and copy
+# it again for every 64 KiB read).
+MAX_LINE = 64 * 1024
+
+
+class _Step:
+    """One running step (a plain class: a dataclass costs import time on every build)."""
+
+    __slots__ = ("cached", "number", "partial", "stage", "started", "tail", "title")
+
+    def __init__(self, number: int, title: str, stage: str) -> None:
+        self.number = number
+        self.title = title
+        self.stage = stage
+        self.started = time.monotonic()
+        self.tail: deque[str] = deque(maxlen=_TAIL)
+        self.partial = b""
+        self.cached = False
 
 
 class Progress:
@@ -24,128 +51,175 @@ class Progress:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self._number = 0
-        self._started = 0.0
-        self._partial = b""
-        self.tail: deque[str] = deque(maxlen=_TAIL)
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._running: dict[int, _Step] = {}   # started, not done: in start order
 
+    # -- the calling thread's step ---------------------------------------------
+    @property
+    def _current(self) -> _Step | None:
+        return getattr(self._local, "step", None)
+
+    @property
+    def tail(self) -> deque[str]:
+        """The last lines of output of the calling thread's step."""
+        step = self._current
+        return step.tail if step is not None else deque(maxlen=_TAIL)
+
+    def step(self, title: str, stage: str = "") -> None:
+        with self._lock:
+            self._number += 1
+            step = _Step(self._number, title, stage)
+            self._local.step = step
+            self._running[step.number] = step
+            self._started(step)
+
+    def output(self, data: bytes) -> None:
+        step = self._current
+        if step is None:
+            return
+        with self._lock:
+            self._output(step, data)
+
+    def cached(self) -> None:
+        """The running step was a cache hit: ``done`` will say CACHED."""
+        step = self._current
+        if step is not None:
+            step.cached = True
+
+    def done(self, status: str = "DONE") -> None:
+        step = self._current
+        if step is None:
+            return
+        if step.cached:
+            status = "CACHED"
+        with self._lock:
+            self._running.pop(step.number, None)
+            self._finished(step, status)
+        self._local.step = None
+
+    def message(self, text: str) -> None:
+        with self._lock:
+            self._message(text)
+
+    # -- what a reporter writes (called with the lock held) ----------------------
     def _write(self, text: str) -> None:
         if not self.quiet:
             self.stream.write(text + "\n")
             self.stream.flush()
 
-    def step(self, title: str) -> None:
-        self._number += 1
-        self._started = time.monotonic()
-        self.tail.clear()
-        self._partial = b""
-        self._write(f"#{self._number} {title}")
+    def _lines(self, step: _Step, data: bytes) -> list[str]:
+        data = step.partial + data
+        *lines, step.partial = data.split(b"\n")
+        while len(step.partial) > MAX_LINE:
+            lines.append(step.partial[:MAX_LINE])
+            step.partial = step.partial[MAX_LINE:]
+        out = [raw.decode(errors="replace").rstrip("\r") for raw in lines]
+        step.tail.extend(out)
+        return out
 
-    def output(self, data: bytes) -> None:
-        data = self._partial + data
-        *lines, self._partial = data.split(b"\n")
-        for raw in lines:
-            line = raw.decode(errors="replace").rstrip("\r")
-            self.tail.append(line)
-            self._write(f"#{self._number} {time.monotonic() - self._started:.3f} {line}")
+    def _started(self, step: _Step) -> None:
+        self._write(f"#{step.number} {step.title}")
 
-    def cached(self) -> None:
-        """The running step was a cache hit: ``done`` will say CACHED."""
-        self._cached = True
+    def _output(self, step: _Step, data: bytes) -> None:
+        for line in self._lines(step, data):
+            self._write(f"#{step.number} {time.monotonic() - step.started:.3f} {line}")
 
-    def done(self, status: str = "DONE") -> None:
-        if getattr(self, "_cached", False):
-            status, self._cached = "CACHED", False
-        if self._partial:
-            self.output(b"\n")
-        elapsed = time.monotonic() - self._started
-        self._write(f"#{self._number} {status}" if status == "CACHED"
-                    else f"#{self._number} {status} {elapsed:.1f}s")
+    def _finished(self, step: _Step, status: str) -> None:
+        if step.partial:
+            self._output(step, b"\n")
+        elapsed = time.monotonic() - step.started
+        self._write(f"#{step.number} {status}" if status == "CACHED"
+                    else f"#{step.number} {status} {elapsed:.1f}s")
 
-    def message(self, text: str) -> None:
+    def _message(self, text: str) -> None:
         self._write(text)
 
 
 class JsonProgress(Progress):
-    """One JSON object per line: ``{"event": ..., "step": N, ...}``."""
+    """One JSON object per line: ``{"event": ..., "step": N, "stage": ..., ...}``.
+
+    ``time`` is seconds since the build's first event (a monotonic clock), so a
+    reader can see which steps of different stages overlapped.
+    """
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False):
+        super().__init__(stream, quiet)
+        self._origin = time.monotonic()
 
     def _event(self, **fields: object) -> None:
         if not self.quiet:
+            fields["time"] = round(time.monotonic() - self._origin, 3)
             self.stream.write(json.dumps(fields) + "\n")
             self.stream.flush()
 
-    def step(self, title: str) -> None:
-        self._number += 1
-        self._started = time.monotonic()
-        self.tail.clear()
-        self._event(event="step", step=self._number, name=title)
+    def _started(self, step: _Step) -> None:
+        self._event(event="step", step=step.number, stage=step.stage, name=step.title)
 
-    def output(self, data: bytes) -> None:
+    def _output(self, step: _Step, data: bytes) -> None:
         text = data.decode(errors="replace")
-        self.tail.extend(text.splitlines())
-        self._event(event="output", step=self._number, data=text)
+        step.tail.extend(text.splitlines())
+        self._event(event="output", step=step.number, stage=step.stage, data=text)
 
-    def done(self, status: str = "DONE") -> None:
-        if getattr(self, "_cached", False):
-            status, self._cached = "CACHED", False
-        self._event(event="done", step=self._number, status=status,
-                    seconds=round(time.monotonic() - self._started, 3))
+    def _finished(self, step: _Step, status: str) -> None:
+        self._event(event="done", step=step.number, stage=step.stage, status=status,
+                    seconds=round(time.monotonic() - step.started, 3))
 
-    def message(self, text: str) -> None:
+    def _message(self, text: str) -> None:
         self._event(event="message", text=text)
 
 
 class TtyProgress(Progress):
-    """A live view: the running step with its last lines of output, collapsed when done."""
+    """A live view: each running step with its last lines of output, collapsed when done.
+
+    With one step running it shows five lines of its output; with several (stages
+    building side by side), two lines each.
+    """
 
     _SHOWN = 5
+    _SHOWN_EACH = 2
     _UP_AND_CLEAR = "\x1b[{}F\x1b[J"
 
     def __init__(self, stream: TextIO | None = None, quiet: bool = False):
         super().__init__(stream, quiet)
-        self._title = ""
-        self._drawn = 0  # lines drawn for the running step, header included
+        self._drawn = 0  # lines of the live area currently on screen
 
-    def _redraw(self, status: str = "") -> None:
-        if self.quiet:
-            return
+    def _clear(self) -> list[str]:
         out = [self._UP_AND_CLEAR.format(self._drawn)] if self._drawn else []
-        elapsed = time.monotonic() - self._started
-        if status:
-            mark = "CACHED" if status == "CACHED" else f"{status} {elapsed:.1f}s"
-            out.append(f"\x1b[1m=>\x1b[0m {self._title}  \x1b[2m{mark}\x1b[0m\n")
-            self._drawn = 0
-        else:
-            tail = list(self.tail)[-self._SHOWN:]
-            out.append(f"\x1b[1m=>\x1b[0m {self._title}  {elapsed:.1f}s\n")
+        self._drawn = 0
+        return out
+
+    def _live(self) -> list[str]:
+        out: list[str] = []
+        shown = self._SHOWN if len(self._running) == 1 else self._SHOWN_EACH
+        for step in self._running.values():
+            elapsed = time.monotonic() - step.started
+            tail = list(step.tail)[-shown:]
+            out.append(f"\x1b[1m=>\x1b[0m #{step.number} {step.title}  {elapsed:.1f}s\n")
             out += [f"\x1b[2m   {line[:160]}\x1b[0m\n" for line in tail]
-            self._drawn = 1 + len(tail)
-        self.stream.write("".join(out))
-        self.stream.flush()
+        self._drawn = len(out)
+        return out
 
-    def step(self, title: str) -> None:
-        self._number += 1
-        self._started = time.monotonic()
-        self.tail.clear()
-        self._partial = b""
-        self._title = f"#{self._number} {title}"
-        self._drawn = 0
-        self._redraw()
+    def _flush(self, out: list[str]) -> None:
+        if not self.quiet:
+            self.stream.write("".join(out))
+            self.stream.flush()
 
-    def output(self, data: bytes) -> None:
-        data = self._partial + data
-        *lines, self._partial = data.split(b"\n")
-        self.tail.extend(raw.decode(errors="replace").rstrip("\r") for raw in lines)
-        if lines:
-            self._redraw()
+    def _started(self, step: _Step) -> None:
+        self._flush(self._clear() + self._live())
 
-    def done(self, status: str = "DONE") -> None:
-        if getattr(self, "_cached", False):
-            status, self._cached = "CACHED", False
-        self._redraw(status)
+    def _output(self, step: _Step, data: bytes) -> None:
+        if self._lines(step, data):
+            self._flush(self._clear() + self._live())
 
-    def message(self, text: str) -> None:
-        self._drawn = 0
-        self._write(text)
+    def _finished(self, step: _Step, status: str) -> None:
+        elapsed = time.monotonic() - step.started
+        mark = "CACHED" if status == "CACHED" else f"{status} {elapsed:.1f}s"
+        done = f"\x1b[1m=>\x1b[0m #{step.number} {step.title}  \x1b[2m{mark}\x1b[0m\n"
+        self._flush([*self._clear(), done, *self._live()])
+
+    def _message(self, text: str) -> None:
+        self._flush([*self._clear(), text + "\n", *self._live()])
 
 
 def make_progress(mode: str, quiet: bool = False) -> Progress:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import posixpath
@@ -26,7 +27,7 @@ from builder.context.checksum import checksum_sources
 from builder.errors import BuildError
 from builder.run.sandbox import MountSpec, resolve_in_root
 from builder.snapshot import Snapshot, prepare
-from builder.store.store import Store
+from builder.store.store import Store, TmpDir
 
 
 @dataclass
@@ -35,10 +36,39 @@ class PreparedMounts:
     inputs: Inputs = field(default_factory=list)
     secret_env: list[str] = field(default_factory=list)
     views: list[Snapshot] = field(default_factory=list)
+    locks: list[int] = field(default_factory=list)       # flock'd cache mounts
+    scratch: list[TmpDir] = field(default_factory=list)  # private cache instances
 
     def release(self) -> None:
         for view in self.views:
             view.release()
+        for fd in self.locks:
+            os.close(fd)
+        for tmp in self.scratch:
+            tmp.release()
+        self.views, self.locks, self.scratch = [], [], []
+
+
+def check_privileges(command: Any, invoker_network: str) -> str:
+    """The network a RUN gets; refuse what only the invoker may grant (R16).
+
+    BuildKit needs CLI entitlements (``--allow security.insecure``,
+    ``network.host``, ``device``) for these RUN flags; pybuild has none to
+    grant, so a Dockerfile (or an ONBUILD from a base image) asking is an
+    error, never silently more access.  ``--network=none`` narrows; asking
+    for the host network only matches the default, and cannot widen
+    ``pybuild build --network none``.
+    """
+    if getattr(command, "security", None) == "insecure":
+        raise BuildError("RUN --security=insecure is not allowed: pybuild grants no "
+                         "security.insecure entitlement")
+    if getattr(command, "devices", None):
+        raise BuildError("RUN --device is not allowed: pybuild grants no device entitlement")
+    network = getattr(command, "network", None) or invoker_network
+    if invoker_network == "none" and network != "none":
+        raise BuildError(f"RUN --network={network} is not allowed: the build runs with "
+                         "--network none")
+    return network
 
 
 def prepare_mounts(store: Store, mounts: list[Any], *, workdir: str, context: str | None,
@@ -76,8 +106,27 @@ def _prepare(store: Store, mount: Any, out: PreparedMounts, workdir: str, contex
             directory.mkdir(parents=True, mode=0o755)
             os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
             os.chown(directory, mount.uid or 0, mount.gid or 0)
-        out.mounts.append(MountSpec("bind", target, str(directory), readonly=mount.readonly))
-        out.inputs.append(("mount", f"cache {target} id={cache_id}"))
+        if mount.sharing in ("locked", "private"):
+            # R12: "locked" waits for the other writer; "private" gets an empty
+            # instance of its own when the cache is in use (BuildKit's modes).
+            lock = os.open(f"{directory}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (fcntl.LOCK_NB if mount.sharing == "private"
+                                                   else 0))
+                out.locks.append(lock)
+            except BlockingIOError:
+                os.close(lock)
+                private = store.tmp_dir("cache-private")
+                out.scratch.append(private)
+                directory = private.path  # TmpDir made it
+                os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
+                os.chown(directory, mount.uid or 0, mount.gid or 0)
+        # source= is a subdirectory of the cache, opened by fd in the sandbox (R06).
+        subpath = mount.source if not mount.from_ else ""
+        out.mounts.append(MountSpec("bind", target, str(directory), readonly=mount.readonly,
+                                    subpath=subpath))
+        out.inputs.append(("mount", f"cache {target} id={cache_id}"
+                                    + (f" source={subpath}" if subpath else "")))
     elif kind == "tmpfs":
         target = _target(mount, workdir)
         options = f"size={mount.size}" if mount.size else ""

@@ -98,15 +98,18 @@ class CacheStore:
         return describe_difference([tuple(i) for i in json.loads(row[0])], inputs)
 
     # -- the stat cache: context path + stat -> content digest ------------------
+    # The "mtime_ns" column holds the ctime (K04): a same-size rewrite with its
+    # mtime put back (touch -d, tar -x, a clock step) keeps the mtime, but every
+    # write, chmod, link or utime moves the ctime, which no caller can set.
     def get(self, path: str, st: os.stat_result) -> str | None:
         row = self.db.execute("SELECT size, mtime_ns, ino, digest FROM stat_cache "
                               "WHERE path = ?", (path,)).fetchone()
-        if row is not None and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
+        if row is not None and row[:3] == (st.st_size, st.st_ctime_ns, st.st_ino):
             return row[3]
         return None
 
     def put(self, path: str, st: os.stat_result, digest: str) -> None:
-        self._pending_stats.append((path, st.st_size, st.st_mtime_ns, st.st_ino, digest))
+        self._pending_stats.append((path, st.st_size, st.st_ctime_ns, st.st_ino, digest))
 
     def flush_stats(self) -> None:
         if not self._pending_stats:

@@ -6,18 +6,20 @@ key, parent key, slot, the recorded inputs, created time, changes, and the
 layer chain as (diff_id, blob digest) pairs — and whose layers are the layer
 blobs.  Importing is lazy: the config is read at start, a layer blob only when
 an entry's key matches, verified against its digest before it is applied.
+The same artifact goes to a registry (``registry/cache.py``).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.cache.records import CacheEntry, CacheStore
 from builder.errors import StoreError
-from builder.image.archive import layer_for_export
+from builder.image.archive import LayerOut, layer_for_export
 from builder.image.config import MEDIA_INDEX, MEDIA_MANIFEST, go_json
 from builder.store.store import LayerBlobRecord, Store, chain_id_of, check_digest
 
@@ -26,20 +28,50 @@ MEDIA_CACHE_CONFIG = "application/vnd.pybuild.cache.config.v1+json"
 
 @dataclass
 class ImportedCache:
-    """Entries read from one ``--cache-from`` directory, with blobs fetched on demand."""
+    """Entries read from one ``--cache-from`` source, with blobs fetched on demand.
+
+    ``fetch``, when set, brings a blob into the given store (a registry cache)
+    and returns its path; otherwise blobs are read from the layout at ``root``.
+    """
 
     root: Path
     entries: dict[str, dict] = field(default_factory=dict)
+    fetch: Callable[[Store, str], Path] | None = None
 
-    def blob(self, digest: str) -> Path:
+    def blob(self, digest: str, store: Store | None = None) -> Path:
+        if self.fetch is not None and store is not None:
+            return self.fetch(store, check_digest(digest))
         return self.root / "blobs" / "sha256" / check_digest(digest).split(":", 1)[1]
 
 
-def export_cache(store: Store, cache: CacheStore, keys: list[str], dest: str,
-                 compression: str = "gzip") -> int:
-    """Write the entries for ``keys`` (and their layers) to an OCI layout at ``dest``."""
-    root = Path(dest)
-    (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+@dataclass
+class CacheDocument:
+    """The cache as one artifact: its config (the entry list) and the layers it needs."""
+
+    config: bytes
+    layers: dict[str, LayerOut]
+
+    def manifest(self) -> bytes:
+        return go_json({
+            "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+            "artifactType": MEDIA_CACHE_CONFIG,
+            "config": {"mediaType": MEDIA_CACHE_CONFIG, "digest": self.config_digest,
+                       "size": len(self.config)},
+            "layers": [out.descriptor.to_json() for out in self.layers.values()]})
+
+    @property
+    def config_digest(self) -> str:
+        import hashlib
+
+        return "sha256:" + hashlib.sha256(self.config).hexdigest()
+
+
+def cache_document(store: Store, cache: CacheStore, keys: list[str],
+                   compression: str = "gzip", *, for_registry: bool = False) -> CacheDocument:
+    """The entries for ``keys`` with their layer chains, as the cache artifact's config.
+
+    ``for_registry``: compressed blobs only, not re-hashed (the registry checks them).
+    """
     entries, layers = [], {}
     for key in dict.fromkeys(keys):
         entry = cache.lookup(key)
@@ -47,13 +79,32 @@ def export_cache(store: Store, cache: CacheStore, keys: list[str], dest: str,
             continue
         chain = []
         for record in store.chain(entry.chain_id):
-            out = layer_for_export(store, record.chain_id, compression)
+            out = layer_for_export(store, record.chain_id, compression,
+                                   verify=not for_registry, compressed=for_registry)
             chain.append([record.diff_id, out.descriptor.digest, out.descriptor.media_type])
             layers[out.descriptor.digest] = out
         entries.append({"key": entry.key, "parent": entry.parent, "slot": entry.slot,
                         "inputs": entry.inputs, "created": entry.created,
                         "changes": entry.changes, "layers": chain})
-    for digest, out in layers.items():
+    return CacheDocument(go_json({"entries": entries}), layers)
+
+
+def entries_of(config: bytes, where: str) -> dict[str, dict]:
+    """The entries of a cache config blob, by key."""
+    try:
+        doc = json.loads(config)
+        return {entry["key"]: entry for entry in doc.get("entries", [])}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise StoreError(f"cache {where}: unreadable entry list") from None
+
+
+def export_cache(store: Store, cache: CacheStore, keys: list[str], dest: str,
+                 compression: str = "gzip") -> int:
+    """Write the entries for ``keys`` (and their layers) to an OCI layout at ``dest``."""
+    root = Path(dest)
+    (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    document = cache_document(store, cache, keys, compression)
+    for digest, out in document.layers.items():
         target = root / "blobs" / "sha256" / digest.split(":", 1)[1]
         if not target.exists():
             source = out.blob
@@ -65,14 +116,8 @@ def export_cache(store: Store, cache: CacheStore, keys: list[str], dest: str,
                                     **store.layer_tar_options(out.chain_id))
             else:
                 shutil.copyfile(source, target)
-    config = go_json({"entries": entries})
-    config_digest = _put(root, config)
-    manifest = go_json({
-        "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
-        "artifactType": MEDIA_CACHE_CONFIG,
-        "config": {"mediaType": MEDIA_CACHE_CONFIG, "digest": config_digest,
-                   "size": len(config)},
-        "layers": [out.descriptor.to_json() for out in layers.values()]})
+    _put(root, document.config)
+    manifest = document.manifest()
     manifest_digest = _put(root, manifest)
     (root / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
     (root / "index.json").write_bytes(go_json({
@@ -80,7 +125,7 @@ def export_cache(store: Store, cache: CacheStore, keys: list[str], dest: str,
         "manifests": [{"mediaType": MEDIA_MANIFEST, "digest": manifest_digest,
                        "size": len(manifest),
                        "annotations": {"org.opencontainers.image.ref.name": "cache"}}]}))
-    return len(entries)
+    return len(entries_of(document.config, dest))
 
 
 def _put(root: Path, data: bytes) -> str:
@@ -120,9 +165,8 @@ def open_cache(src: str) -> ImportedCache:
         config = manifest.get("config", {})
         if config.get("mediaType") != MEDIA_CACHE_CONFIG:
             continue
-        doc = json.loads(_read_verified(imported.blob(config["digest"]), config["digest"]))
-        for entry in doc.get("entries", []):
-            imported.entries[entry["key"]] = entry
+        imported.entries.update(entries_of(
+            _read_verified(imported.blob(config["digest"]), config["digest"]), src))
     return imported
 
 
@@ -138,9 +182,12 @@ def materialize(store: Store, cache: CacheStore, imported: ImportedCache,
     for diff_id, digest, media_type in raw["layers"]:
         chain_id = chain_id_of(parent, diff_id)
         if not store.has_layer(chain_id):
-            with open(imported.blob(digest), "rb") as src:
-                store.put_blob_stream(src, expected=digest)
-            made, _ = apply_blob(store, store.blob_path(digest), parent, digest)
+            source = imported.blob(digest, store)
+            if source != store.blob_path(digest):
+                with open(source, "rb") as src:
+                    store.put_blob_stream(src, expected=digest)
+            made, _ = apply_blob(store, store.blob_path(digest), parent, digest,
+                                 diff_id=diff_id)
             if made != chain_id:
                 raise StoreError(f"cache layer {digest}: content gives {made}, "
                                  f"the cache says {chain_id}")

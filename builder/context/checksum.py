@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from builder import limits
+from builder.errors import ContextError
+
 _CHUNK = 1 << 20
 _TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
           stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFCHR: "char",
@@ -53,15 +56,23 @@ def file_digest(path: str, st: os.stat_result, cache: StatCache | None) -> tuple
 
 
 def _walk(host: str, rel: str, skip: Callable[[str, bool], bool]) -> Iterator[tuple[str, str]]:
-    yield rel, host
-    st = os.lstat(host)
-    if not stat.S_ISDIR(st.st_mode):
-        return
-    for entry in sorted(os.scandir(host), key=lambda e: e.name):
-        entry_rel = f"{rel}/{entry.name}" if rel != "." else entry.name
-        if skip(entry_rel, entry.is_dir(follow_symlinks=False)):
+    # Iterative pre-order (same order as the recursion it replaces): a context
+    # 4,096 directories deep must not hit Python's recursion limit (X07, X11).
+    stack = [(rel, host)]
+    while stack:
+        rel, host = stack.pop()
+        yield rel, host
+        st = os.lstat(host)
+        if not stat.S_ISDIR(st.st_mode):
             continue
-        yield from _walk(entry.path, entry_rel, skip)
+        with os.scandir(host) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        children = []
+        for entry in entries:
+            entry_rel = f"{rel}/{entry.name}" if rel != "." else entry.name
+            if not skip(entry_rel, entry.is_dir(follow_symlinks=False)):
+                children.append((entry_rel, entry.path))
+        stack.extend(reversed(children))
 
 
 def checksum_sources(sources: list[tuple[str, str]], *, cache: StatCache | None = None,
@@ -71,11 +82,36 @@ def checksum_sources(sources: list[tuple[str, str]], *, cache: StatCache | None 
 
     Entries below a source are not followed (symlinks are hashed as links), as
     COPY copies them.  ``skip(rel, is_dir)`` drops .dockerignore'd entries.
+    An empty host path means the source did not resolve inside its root.
     """
+    # A source that resolves to nothing (a link pointing out of the context) or
+    # an entry that vanishes while it is read (a context changed during the
+    # build, C03/C04) is a one-line error, never a traceback.
+    for source_rel, source_host in sources:
+        if not source_host:
+            raise ContextError(f'"/{source_rel}": not found in the build context')
+    try:
+        return _checksum_sources(sources, cache, skip, keep_files)
+    except OSError as err:
+        where = err.filename or "build context"
+        raise ContextError(f"{where}: {err.strerror} (did the build context change during "
+                           "the build?)") from None
+
+
+def _checksum_sources(sources: list[tuple[str, str]], cache: StatCache | None,
+                      skip: Callable[[str, bool], bool], keep_files: int) -> SourceChecksum:
     total = hashlib.sha256()
     result = SourceChecksum(digest="")
+    max_files = limits.get().max_context_files
+    count = 0
     for source_rel, source_host in sources:
         for rel, host in _walk(source_host, source_rel, skip):
+            count += 1
+            if count > max_files:  # X11: a context of millions of files
+                raise ContextError(f"build context: more than {max_files} files under "
+                                   f"{source_rel!r} (raise it with "
+                                   f"{limits.env_name('max_context_files')}, or .dockerignore "
+                                   "them)")
             st = os.stat(host) if rel == source_rel else os.lstat(host)
             kind = _TYPES.get(stat.S_IFMT(st.st_mode), "other")
             mode = f"{stat.S_IMODE(st.st_mode):o}"

@@ -17,11 +17,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from builder.limits import get as _get_limits
+
 __all__ = ["MAX_EXPANSION", "ExpandResult", "ExpansionError", "ShellLex", "build_envs"]
 
 # Upper bound on the characters any one expansion may produce. ``ENV A=$A$A`` run
 # a few dozen times would otherwise grow without bound.
-MAX_EXPANSION = 1 << 20
+# builder/limits.py: 1 MiB by default, PYBUILD_MAX_EXPANSION raises it.
+MAX_EXPANSION = _get_limits().max_expansion
 # ``${a:-${b:-${c...}}}`` recurses once per level; Python's stack is far smaller
 # than Go's, so deep nesting gets a clean error instead of a RecursionError.
 _MAX_NESTING = 100
@@ -391,7 +394,8 @@ class _Word:
 
 
 def _too_large() -> ExpansionError:
-    return _FatalError(f"expanded value is larger than {MAX_EXPANSION} characters")
+    return _FatalError(f"expanded value is larger than {MAX_EXPANSION} characters"
+                       " (raise it with PYBUILD_MAX_EXPANSION)")
 
 
 def _shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> str:

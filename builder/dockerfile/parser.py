@@ -35,6 +35,8 @@ from builder.dockerfile.directives import (
 from builder.dockerfile.heredoc import Heredoc, HeredocError, heredocs_from_line
 from builder.dockerfile.line_parsers import ParseError, go_quote, split_instruction
 from builder.errors import DockerfileError
+from builder.limits import env_name
+from builder.limits import get as _get_limits
 
 __all__ = [
     "MAX_DOCKERFILE_BYTES",
@@ -51,11 +53,13 @@ __all__ = [
 
 # bufio.Scanner's token limit: a line of 65,536 bytes or more (newline not
 # counted) fails upstream, so it fails here too.
-MAX_LINE_BYTES = 65535
 # Our own bounds (upstream has none): they cap memory and time for hostile
-# input, heredoc bodies included, since a body is a slice of the file.
-MAX_DOCKERFILE_BYTES = 10 * 1024 * 1024
-MAX_INSTRUCTIONS = 100_000
+# input, heredoc bodies included, since a body is a slice of the file.  All
+# three are builder/limits.py defaults a user can raise (PYBUILD_MAX_*).
+_LIMITS = _get_limits()
+MAX_LINE_BYTES = _LIMITS.max_line_bytes  # 65535 by default
+MAX_DOCKERFILE_BYTES = _LIMITS.max_dockerfile_bytes
+MAX_INSTRUCTIONS = _LIMITS.max_instructions
 
 EMPTY_CONTINUATION_URL = "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/"
 EMPTY_CONTINUATION_DETAIL = "Empty continuation lines will become errors in a future release"
@@ -171,13 +175,15 @@ def decode_source(source: str | bytes, path: str) -> str:
         data = bytes(source)
         if len(data) > MAX_DOCKERFILE_BYTES:
             raise DockerfileError(
-                f"Dockerfile is {len(data)} bytes, more than the limit of {MAX_DOCKERFILE_BYTES}",
+                f"Dockerfile is {len(data)} bytes, more than the limit of {MAX_DOCKERFILE_BYTES}"
+                f" (raise it with {env_name('max_dockerfile_bytes')})",
                 path,
             )
         return data.decode("utf-8", "surrogateescape")
     if len(source) > MAX_DOCKERFILE_BYTES // 4 and _byte_len(source) > MAX_DOCKERFILE_BYTES:
         raise DockerfileError(
-            f"Dockerfile is more than the limit of {MAX_DOCKERFILE_BYTES} bytes", path
+            f"Dockerfile is more than the limit of {MAX_DOCKERFILE_BYTES} bytes"
+            f" (raise it with {env_name('max_dockerfile_bytes')})", path
         )
     return source
 
@@ -223,6 +229,8 @@ def parse(source: str | bytes, path: str = "Dockerfile") -> ParseResult:
         for i, ln in enumerate(lines):
             if len(ln) > MAX_LINE_BYTES // 4 and _byte_len(ln) > MAX_LINE_BYTES:
                 raise DockerfileError(
+                    # BuildKit's exact text (differential tests); docs/limits.md
+                    # names PYBUILD_MAX_LINE_BYTES.
                     f"dockerfile line greater than max allowed size of {MAX_LINE_BYTES}",
                     path,
                     i + 1,
@@ -325,7 +333,8 @@ def parse(source: str | bytes, path: str = "Dockerfile") -> ParseResult:
         nodes.append(node)
         if len(nodes) > MAX_INSTRUCTIONS:
             raise DockerfileError(
-                f"Dockerfile has more than {MAX_INSTRUCTIONS} instructions", path, start
+                f"Dockerfile has more than {MAX_INSTRUCTIONS} instructions"
+                f" (raise it with {env_name('max_instructions')})", path, start
             )
         comments = []
     if not nodes:

@@ -25,7 +25,7 @@ from builder.dockerfile.directives import (
 )
 from builder.dockerfile.flags import with_suggestion
 from builder.dockerfile.instructions import parse_instruction
-from builder.dockerfile.parser import LintWarning, Node, decode_source, parse
+from builder.dockerfile.parser import MAX_DOCKERFILE_BYTES, LintWarning, Node, decode_source, parse
 from builder.errors import DockerfileError
 
 __all__ = [
@@ -190,7 +190,7 @@ def parse_text(text: str | bytes, path: str = "Dockerfile") -> Dockerfile:
     return Dockerfile(path, result.escape, directives, meta, stages, result.warnings, result.nodes)
 
 
-MAX_READ = 10 * 1024 * 1024 + 1  # one byte over the limit, so parse reports it
+MAX_READ = MAX_DOCKERFILE_BYTES + 1  # one byte over the limit, so parse reports it
 
 
 def parse_file(path: str | os.PathLike[str]) -> Dockerfile:
@@ -387,6 +387,14 @@ def _onbuild_triggers(df: Dockerfile, base: Stage) -> list[Command]:
     return out
 
 
+def _standard_frontend(ref: str) -> bool:
+    """``docker/dockerfile[-upstream][:tag][@digest]``, with or without docker.io."""
+    name = ref.split("@", 1)[0]
+    name = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    name = name.removeprefix("docker.io/")
+    return name in ("docker/dockerfile", "docker/dockerfile-upstream")
+
+
 def plan_build(
     df: Dockerfile,
     *,
@@ -471,6 +479,15 @@ def plan_build(
         for name in sorted(build_args)
         if name not in declared and name not in BUILTIN_ARGS and not name.startswith("BUILDKIT_")
     ]
+    # pybuild has no pluggable frontends (catalogue D14): a syntax reference, from
+    # the directive or BUILDKIT_SYNTAX, is never fetched or run.  Say so when it
+    # names anything but the standard Dockerfile frontend, which is built in.
+    frontend = (build_args.get("BUILDKIT_SYNTAX") or df.directives.get("syntax", "")).split()
+    if frontend and not _standard_frontend(frontend[0]):
+        warnings.append(LintWarning(
+            "FrontendIgnored", 0,
+            f"syntax {frontend[0]!r} is ignored: pybuild parses Dockerfiles itself and "
+            "never fetches or runs a frontend image"))
     return BuildPlan(
         target=chosen.index,
         stages=[planned[i] for i in sorted(needed)],

@@ -7,18 +7,22 @@ loadable by ``docker load`` (as ``docker save`` itself writes since Docker 25).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import os
 import shutil
+import sys
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.errors import StoreError, UsageError
+from builder.errors import DigestMismatch, StoreError, UsageError
 from builder.image.config import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST, go_json
-from builder.store.store import LayerBlobRecord, Store, normalize_tag
+from builder.store.faults import point
+from builder.store.store import LayerBlobRecord, LayerRecord, Store, normalize_tag
 
 MEDIA_LAYER = {
     "none": "application/vnd.oci.image.layer.v1.tar",
@@ -47,25 +51,66 @@ class LayerOut:
     blob: Path | None
 
 
-def layer_for_export(store: Store, chain_id: str, compression: str) -> LayerOut:
-    """Pick or make the blob for a layer, compressing lazily and remembering the result."""
+def layer_for_export(store: Store, chain_id: str, compression: str, *,
+                     verify: bool = True, compressed: bool = False) -> LayerOut:
+    """Pick or make the blob for a layer, compressing lazily and remembering the result.
+
+    ``compressed``: never an uncompressed blob (registries get compressed layers).
+    ``verify=False`` skips hashing a stored blob, for a push: the registry checks
+    the digest of every blob it receives.
+    """
     record = store.layer(chain_id)
-    blobs = {b.compression: b for b in store.layer_blobs(record.diff_id)}
-    chosen = blobs.get(compression) or (next(iter(blobs.values())) if blobs else None)
-    if chosen is not None:
-        return LayerOut(Descriptor(chosen.media_type, chosen.digest, chosen.size), chain_id,
-                        store.blob_path(chosen.digest))
+    every = {b.compression: b for b in store.layer_blobs(record.diff_id)}
+    blobs = {kind: b for kind, b in every.items() if not (compressed and kind == "none")}
+    # The wanted compression first, then any other; a stored blob is used only once it
+    # hashes to its digest (catalogue REL-5): a corrupt one is dropped, said so, and
+    # the layer compressed again from its directory.
+    corrupt: list[str] = []
+    for candidate in sorted(blobs.values(), key=lambda b: b.compression != compression):
+        if not verify or store.verify_blob(candidate.digest):
+            return LayerOut(Descriptor(candidate.media_type, candidate.digest, candidate.size),
+                            chain_id, store.blob_path(candidate.digest))
+        sys.stderr.write(f"pybuild: warning: blob {candidate.digest} (layer {chain_id}) is "
+                         "corrupt in the store; dropped, making it again from the layer\n")
+        store.drop_blob(candidate.digest)
+        corrupt.append(candidate.digest)
+    try:
+        if compression == "none" and compressed:
+            compression = "gzip"
+        plain = every.get("none") if compressed and not corrupt else None
+        if plain is not None and store.verify_blob(plain.digest):
+            # An imported layer: its own tar is the layer; a tar written again from
+            # the directory would have another diff_id.
+            return _compressed(store, chain_id, record, compression,
+                               source=store.blob_path(plain.digest))
+        return _compressed(store, chain_id, record, compression)
+    except StoreError as err:
+        if not corrupt:
+            raise
+        raise DigestMismatch(f"blob {corrupt[0]} (layer {chain_id}) is corrupt in the store and "
+                             f"cannot be made again from the layer's directory ({err}): "
+                             "load, import or pull the image again") from None
+
+
+def _compressed(store: Store, chain_id: str, record: LayerRecord, compression: str,
+                source: Path | None = None) -> LayerOut:
+    """Compress the layer from its directory, or from ``source``, its stored tar."""
     if compression == "none":
         return LayerOut(Descriptor(MEDIA_LAYER["none"], record.diff_id, record.size), chain_id,
                         None)
-    from builder.layers.compress import compress_layer
+    from builder.layers.compress import compress_layer, compress_tar
 
     work = store.tmp_dir("compress")
     try:
         path = work.path / "blob"
         with open(path, "wb") as out:
-            blob = compress_layer(store.layer_dir(chain_id), out, compression,  # type: ignore[arg-type]
-                                  **store.layer_tar_options(chain_id))
+            if source is not None:
+                with open(source, "rb") as src:
+                    blob = compress_tar(src, out, compression)  # type: ignore[arg-type]
+            else:
+                blob = compress_layer(store.layer_dir(chain_id), out,
+                                      compression,  # type: ignore[arg-type]
+                                      **store.layer_tar_options(chain_id))
         if blob.diff_id != record.diff_id:
             raise StoreError(f"layer {chain_id}: contents changed on disk "
                              f"(diff_id {blob.diff_id}, recorded {record.diff_id})")
@@ -101,16 +146,20 @@ class _Sink:
         self.seen.add(name)
         if self.tar is None:
             with open(self.root / name, "wb") as out:
-                write(out)
+                counted = _CountingWriter(out)
+                write(counted)
+            _check_member(name, counted)
             return
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = size, _EPOCH, 0o644
         self.tar.addfile(info)  # header only; the body is streamed below
+        point("export:layer")
         written = _CountingWriter(self.tar.fileobj)  # type: ignore[arg-type]
         write(written)
         if written.count != size:
             raise StoreError(f"archive member {name}: wrote {written.count} bytes, "
                              f"expected {size}")
+        _check_member(name, written)
         blocks, remainder = divmod(size, tarfile.BLOCKSIZE)
         if remainder:
             self.tar.fileobj.write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))  # type: ignore[union-attr]
@@ -136,6 +185,7 @@ def _open_output(dest: str) -> BinaryIO:
 class _CountingWriter(io.RawIOBase):
     def __init__(self, target: BinaryIO):
         self.target = target
+        self.hasher = hashlib.sha256()
         self.count = 0
 
     def writable(self) -> bool:
@@ -143,8 +193,19 @@ class _CountingWriter(io.RawIOBase):
 
     def write(self, data) -> int:  # type: ignore[no-untyped-def, override]
         self.target.write(data)
+        self.hasher.update(data)
         self.count += len(data)
         return len(data)
+
+
+def _check_member(name: str, written: _CountingWriter) -> None:
+    """A blob member must hash to its name: whatever fed it (a stored blob, a layer dir
+    streamed as a tar) is verified as it goes out, so no archive carries bad data."""
+    if name.startswith("blobs/sha256/"):
+        digest = "sha256:" + written.hasher.hexdigest()
+        if digest != "sha256:" + name.rsplit("/", 1)[1]:
+            raise DigestMismatch(f"blob sha256:{name.rsplit('/', 1)[1]}: the store gave "
+                                 f"content {digest} (corrupt in the store)")
 
 
 def _blob_name(digest: str) -> str:
@@ -192,8 +253,13 @@ def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: st
         sink.add_bytes("index.json", go_json({"schemaVersion": 2, "mediaType": MEDIA_INDEX,
                                               "manifests": index}))
         sink.add_bytes("manifest.json", go_json(docker_manifest))
-    finally:
+    except BaseException:
         sink.close()
+        if not as_dir and dest != "-":  # a half archive must not look like a good one
+            with contextlib.suppress(OSError):
+                os.unlink(dest)
+        raise
+    sink.close()
     return results
 
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from builder import limits
 from builder.errors import StoreError
 from builder.image.importer import apply_blob
 from builder.store.store import LayerBlobRecord, Store, chain_id_of, check_digest
@@ -136,13 +137,18 @@ def _load_image(store: Store, archive: _Archive, config_digest: str,
     if len(diff_ids) != len(layers):
         raise StoreError(f"image {config_digest}: config names {len(diff_ids)} layers, "
                          f"the manifest {len(layers)}")
+    max_layers = limits.get().max_layers
+    if len(layers) > max_layers:  # X08: refuse before extracting anything
+        raise StoreError(f"image {config_digest}: {len(layers)} layers, more than the limit "
+                         f"of {max_layers} (raise it with {limits.env_name('max_layers')})")
     parent: str | None = None
     for diff_id, (digest, member) in zip(diff_ids, layers, strict=True):
         chain_id = chain_id_of(parent, check_digest(diff_id))
         if not store.has_layer(chain_id):
             with archive.open(member or _blob_name(digest)) as f:  # type: ignore[arg-type]
                 blob_digest, size = store.put_blob_stream(f, expected=digest)
-            made, _ = apply_blob(store, store.blob_path(blob_digest), parent, blob_digest)
+            made, _ = apply_blob(store, store.blob_path(blob_digest), parent, blob_digest,
+                                 diff_id=check_digest(diff_id))
             if made != chain_id:
                 raise StoreError(f"image {config_digest}: layer {blob_digest} has diff_id "
                                  f"other than the config's {diff_id}")

@@ -52,8 +52,12 @@ class Walker:
     """Walks one layer dir in tar order and yields what belongs in the tar."""
 
     def __init__(self, layer_dir: PathLike, lowers: Sequence[PathLike], *, prune: bool,
-                 rootless: bool) -> None:
+                 rootless: bool, summary: LayerChanges | None = None) -> None:
         self.root = os.fsencode(os.fspath(layer_dir))
+        # Filled, when given, as an unpruned walk would classify the layer (every
+        # entry of the upper dir is a change): the commit gets the ``explain``
+        # summary from the same walk that hashes the tar.
+        self.summary = summary
         # Store paths may be short symlinks (l/<id>); resolve them once so
         # per-entry lookups below never meet a symlinked lower root.
         self.lowers = [os.fsencode(os.path.realpath(p)) for p in lowers]
@@ -70,6 +74,8 @@ class Walker:
             lowers = self._root_lowers()
             opaque = wh.has_opaque(fd, self.rootless)
             if opaque and not self.lowers:
+                if self.summary is not None:
+                    self._note(OPAQUE, b"", None, False)
                 yield (OPAQUE, b"", None, None, None, False)
             stack.append(self._frame(b"", self.root, fd, lowers, opaque and bool(lowers)))
             while stack:
@@ -82,6 +88,7 @@ class Walker:
                 # counterpart (every file without lowers).  This loop is most
                 # of the cost of hashing 100,000 small files.
                 fast = not top.lowers and top.emitted
+                summary = self.summary
                 prefix = top.rel + b"/" if top.rel else b""
                 for name, entry in top.entries:
                     if (fast and entry is not None and entry.is_file(follow_symlinks=False)
@@ -98,6 +105,9 @@ class Walker:
                                 keys = wh.list_xattrs(ffd)  # raises unless "unsupported"
                             if keys:
                                 self._check_overlay(keys, prefix + name)
+                            if summary is not None:
+                                summary.added.append("/" + os.fsdecode(prefix + name))
+                                summary.added_bytes += st.st_size
                             yield (FILE, prefix + name, st,
                                    wh.read_xattrs(ffd, keys) if keys else {}, ffd, False)
                         finally:
@@ -181,6 +191,8 @@ class Walker:
         lower = self._lower_entry(top.lowers, name) if top.lowers else None
         if entry is None:  # only in the lowers of an expanded opaque dir
             if lower is not None:
+                if self.summary is not None:
+                    self._note(WHITEOUT, rel, None, True)
                 yield from self._flush_parents(stack)
                 yield (WHITEOUT, rel, None, None, None, True)
             return
@@ -192,6 +204,8 @@ class Walker:
         st = os.lstat(name, dir_fd=top.fd)
         if wh.is_overlay_whiteout(st):
             if lower is not None or not self.lowers:
+                if self.summary is not None:
+                    self._note(WHITEOUT, rel, st, lower is not None)
                 yield from self._flush_parents(stack)
                 yield (WHITEOUT, rel, st, None, None, lower is not None)
             return
@@ -204,6 +218,8 @@ class Walker:
         keys = wh.list_xattrs(path)
         self._check_overlay(keys, rel)
         xattrs = wh.read_xattrs(path, keys)
+        if self.summary is not None:
+            self._note(OTHER, rel, st, lower is not None)
         if self._unchanged(st, xattrs, path, lower):
             return
         yield from self._flush_parents(stack)
@@ -220,6 +236,8 @@ class Walker:
             if keys:
                 self._check_overlay(keys, rel)
             xattrs = wh.read_xattrs(fd, keys) if keys else {}
+            if self.summary is not None:
+                self._note(FILE, rel, st, lower is not None)
             if lower is not None and self._unchanged(st, xattrs, fd, lower):
                 return
             yield from self._flush_parents(stack)
@@ -246,10 +264,31 @@ class Walker:
             os.close(fd)
             raise
         stack.append(frame)
+        if self.summary is not None:  # an unpruned walk emits every dir when entered
+            self._note(DIR, rel, st, lower is not None)
         if changed:  # always, without lowers
             yield from self._flush_parents(stack)
         if opaque and not self.lowers:
+            if self.summary is not None:
+                self._note(OPAQUE, rel, None, lower is not None)
             yield (OPAQUE, rel, None, None, None, lower is not None)
+
+    def _note(self, kind: int, rel: bytes, st: os.stat_result | None, in_lower: bool) -> None:
+        summary = cast(LayerChanges, self.summary)
+        path = "/" + os.fsdecode(rel)
+        if kind == WHITEOUT:
+            summary.deleted.append(path)
+        elif kind == OPAQUE:
+            summary.opaque.append(path.rstrip("/") or "/")
+            summary.deleted.append(path.rstrip("/") or "/")
+        elif in_lower:
+            summary.modified.append(path)
+            if stat.S_ISREG(cast(os.stat_result, st).st_mode):
+                summary.modified_bytes += cast(os.stat_result, st).st_size
+        else:
+            summary.added.append(path)
+            if stat.S_ISREG(cast(os.stat_result, st).st_mode):
+                summary.added_bytes += cast(os.stat_result, st).st_size
 
     def _check_overlay(self, keys: list[str], rel: bytes) -> None:
         bad = wh.check_overlay_xattrs(keys)
@@ -338,22 +377,13 @@ class LayerChanges:
 
 def layer_changes(layer_dir: PathLike, *, lowers: Sequence[PathLike] = (),
                   rootless: bool = False) -> LayerChanges:
-    """Classify a layer's entries for ``explain``: one walk, no content reads."""
-    walker = Walker(layer_dir, lowers, prune=False, rootless=rootless)
+    """Classify a layer's entries for ``explain``: one walk, no content reads.
+
+    (A commit gets the same summary from its diff_id walk: ``layer_diff_id``'s
+    ``changes``.)
+    """
     changes = LayerChanges()
-    for kind, rel, st, _, _, in_lower in walker.events():
-        path = "/" + os.fsdecode(rel)
-        if kind == WHITEOUT:
-            changes.deleted.append(path)
-        elif kind == OPAQUE:
-            changes.opaque.append(path.rstrip("/") or "/")
-            changes.deleted.append(path.rstrip("/") or "/")
-        elif in_lower:
-            changes.modified.append(path)
-            if stat.S_ISREG(st.st_mode):
-                changes.modified_bytes += st.st_size
-        else:
-            changes.added.append(path)
-            if stat.S_ISREG(st.st_mode):
-                changes.added_bytes += st.st_size
+    walker = Walker(layer_dir, lowers, prune=False, rootless=rootless, summary=changes)
+    for _ in walker.events():
+        pass
     return changes

@@ -324,15 +324,18 @@ class _TarWriter:
 # ---------------------------------------------------------------- API
 
 def write_layer_tar(layer_dir: PathLike, out: BinaryIO, *, source_date_epoch: int | None = None,
-                    lowers: Sequence[PathLike] = (), rootless: bool = False) -> int:
+                    lowers: Sequence[PathLike] = (), rootless: bool = False,
+                    changes: LayerChanges | None = None) -> int:
     """Write ``layer_dir`` (overlay format) to ``out`` as an OCI layer tar.
 
     ``lowers`` are the parent layer dirs, topmost first; given, the tar is the
     minimal change set against them (see the module docstring).  ``rootless``
     selects ``user.overlay.opaque`` as the opaque marker (W11).  Returns the
     number of bytes written.  Raises LayerError for a name no tar can carry.
+    ``changes``, if given, is filled with what ``layer_changes`` would say, from
+    this same walk.
     """
-    walker = Walker(layer_dir, lowers, prune=True, rootless=rootless)
+    walker = Walker(layer_dir, lowers, prune=True, rootless=rootless, summary=changes)
     writer = _TarWriter(out, source_date_epoch)
     for ev in walker.events():
         writer.event(walker, ev)
@@ -373,13 +376,18 @@ class Sha256Writer:
 
 
 def layer_diff_id(layer_dir: PathLike, *, source_date_epoch: int | None = None,
-                  lowers: Sequence[PathLike] = (), rootless: bool = False) -> tuple[str, int]:
-    """("sha256:<hex>", size) of the tar ``write_layer_tar`` would write; writes nothing."""
+                  lowers: Sequence[PathLike] = (), rootless: bool = False,
+                  changes: LayerChanges | None = None) -> tuple[str, int]:
+    """("sha256:<hex>", size) of the tar ``write_layer_tar`` would write; writes nothing.
+
+    ``changes``, if given, is filled with the ``layer_changes`` summary in the same
+    walk (a commit then reads the upper dir once, not twice).
+    """
     sink = Sha256Writer()
     try:
         size = write_layer_tar(layer_dir, cast(BinaryIO, sink),
                                source_date_epoch=source_date_epoch, lowers=lowers,
-                               rootless=rootless)
+                               rootless=rootless, changes=changes)
     finally:
         digest = sink.close()
     return digest, size

@@ -6,6 +6,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,6 +16,36 @@ from builder import errors, syscalls
 T = TypeVar("T")
 
 
+class _SpawnLock:
+    """Held from making a child's pipes until the parent has closed the child's ends.
+
+    Stages build on threads: a child forked by another thread inside that window
+    would inherit the write end and keep the reader from ever seeing EOF while it
+    lives.  The child gets a fresh lock (its copy may be held).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holder = 0  # the PID that took it: a child forked inside leaves it alone
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self._holder = os.getpid()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._holder == os.getpid():
+            self._holder = 0
+            self._lock.release()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._holder = 0
+
+
+SPAWN_LOCK = _SpawnLock()
+os.register_at_fork(after_in_child=SPAWN_LOCK._reset)
+
+
 def in_mount_namespace(fn: Callable[..., T], *args: Any, flags: int = 0) -> T:
     """Call ``fn(*args)`` in a child process with a private mount namespace.
 
@@ -22,10 +53,13 @@ def in_mount_namespace(fn: Callable[..., T], *args: Any, flags: int = 0) -> T:
     is raised again here with the same type and message; any other exception
     becomes a ``PybuildError`` carrying the child's traceback text.
     """
-    read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    with SPAWN_LOCK:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid:
+            os.close(write_fd)
     if pid == 0:  # child
         status = 0
         try:
@@ -44,7 +78,6 @@ def in_mount_namespace(fn: Callable[..., T], *args: Any, flags: int = 0) -> T:
         except BaseException:
             status = 1
         os._exit(status)
-    os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         data = pipe.read()
     _, wait_status = os.waitpid(pid, 0)

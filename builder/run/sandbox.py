@@ -21,12 +21,14 @@ import os
 import select
 import signal
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder import syscalls
+from builder import limits, syscalls
 from builder.errors import BuildError, SandboxError
+from builder.run.child import SPAWN_LOCK
 from builder.snapshot.overlay import Snapshot
 
 HOSTNAME = "buildkitsandbox"
@@ -39,6 +41,13 @@ _STUB_FILES = ("etc/hosts", "etc/resolv.conf")
 _SETUP_FAILED = 125
 _NOT_FOUND = 127
 _MAX_SYMLINKS = 40
+# What Docker/containerd/BuildKit mask and make read-only in /proc and /sys by
+# default (containerd oci/spec.go).  Without them a RUN as root could write
+# /proc/sys/kernel/core_pattern or /proc/sysrq-trigger, which are the host's.
+_MASKED = ("proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/latency_stats",
+           "proc/timer_list", "proc/timer_stats", "proc/sched_debug", "proc/scsi",
+           "sys/firmware", "sys/devices/virtual/powercap")
+_READONLY = ("proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger")
 
 
 @dataclass
@@ -52,6 +61,7 @@ class MountSpec:
     is_dir: bool = True            # the kind of mount point to create if the image lacks it
     view: Snapshot | None = None   # for "view": mounted read-only at target
     options: str = ""              # tmpfs options
+    subpath: str = ""              # for "bind": a directory below source (cache source=)
 
 
 @dataclass
@@ -121,12 +131,29 @@ def resolve_in_root(root: str, path: str) -> str | None:
 
 
 def _read_table(root: str, path: str) -> list[list[str]]:
+    """The image's passwd/group file as rows, read as text and bounded (R15).
+
+    O_NOFOLLOW + fstat: a FIFO, a device (``/etc/passwd -> /dev/zero``) or a
+    link swapped in after resolving is never read; a huge file is an error,
+    not a memory bomb (CVE-2024-9676).
+    """
     host_path = resolve_in_root(root, path)
-    if host_path is None or not os.path.isfile(host_path):
+    if host_path is None:
         return []
-    with open(host_path, encoding="utf-8", errors="replace") as table:
-        return [line.rstrip("\n").split(":") for line in table
-                if line.strip() and not line.startswith("#")]
+    try:
+        fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as table:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        max_bytes = limits.get().max_passwd_bytes
+        data = table.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise BuildError(f"{path} in the image is larger than {max_bytes} bytes (raise it "
+                         f"with {limits.env_name('max_passwd_bytes')})")
+    return [line.split(":") for line in data.decode("utf-8", "replace").split("\n")
+            if line.strip() and not line.startswith("#")]
 
 
 def resolve_user(root: str, user: str) -> Identity:
@@ -182,7 +209,10 @@ def _make_init_layer(merged: str, init: Path, mounts: list[MountSpec]) -> None:
     for mount in mounts:
         _stub(merged, init, mount.target, mount.is_dir)
     for name in _STUB_DIRS:
-        if not os.path.lexists(os.path.join(merged, name)):
+        # Missing, or not a real directory (R02/R03: `/proc -> /host/path`,
+        # `/dev -> /etc`): a directory here hides the image's entry, as moby's
+        # init layer does, so /proc and /dev are always made on a verified dir.
+        if not _plain(os.path.join(merged, name), want_dir=True):
             (init / name).mkdir(mode=0o755)
     etc = os.path.join(merged, "etc")
     if not os.path.lexists(etc):
@@ -242,34 +272,77 @@ def _mount_extra(merged: str, mount: MountSpec, scratch: Path) -> None:
         if source is None:
             raise BuildError(f"--mount from: {mount.source} not found")
         syscalls.mount(source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
-        syscalls.mount(None, target, None,
-                       syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+        syscalls.mount(None, target, None, syscalls.MS_BIND | syscalls.MS_REMOUNT
+                       | syscalls.MS_RDONLY | syscalls.MS_NODEV)
         return
+    # Host directories (cache mounts, context binds, secrets) are nodev and
+    # nosuid: a RUN must not mknod a disk there, or plant a setuid file on the host.
+    host_flags = syscalls.MS_NODEV | syscalls.MS_NOSUID
     if mount.kind == "scratch":  # a writable bind whose writes are thrown away
         upper, work = scratch / "upper", scratch / "work"
         upper.mkdir(parents=True)
         work.mkdir()
-        syscalls.mount("overlay", target, "overlay", 0,
+        syscalls.mount("overlay", target, "overlay", host_flags,
                        f"lowerdir={mount.source},upperdir={upper},workdir={work},"
                        "index=off,redirect_dir=off,metacopy=off")
         return
-    syscalls.mount(mount.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
-    if mount.readonly:
-        syscalls.mount(None, target, None,
-                       syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+    if mount.subpath:
+        fd = _open_subdir(mount.source, mount.subpath)
+        try:
+            # Mount the directory the fd holds, never a path string another RUN
+            # (sharing this cache) could swap for a symlink meanwhile (R06, R07).
+            syscalls.mount(f"/proc/self/fd/{fd}", target, None,
+                           syscalls.MS_BIND | syscalls.MS_REC)
+        finally:
+            os.close(fd)
+    else:
+        syscalls.mount(mount.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+    syscalls.mount(None, target, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | host_flags
+                   | (syscalls.MS_RDONLY if mount.readonly else 0))
+
+
+def _open_subdir(root: str, subpath: str) -> int:
+    """An O_PATH fd of directory ``subpath`` below ``root``, made if missing.
+
+    Component by component from ``root``'s fd with O_NOFOLLOW: a symlink
+    anywhere (planted by an earlier or concurrent RUN) is refused rather than
+    followed, and ``..`` is refused (CVE-2024-23651, CVE-2024-9675).
+    """
+    parts = [p for p in subpath.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise BuildError(f"cache mount source {subpath!r}: '..' is not allowed")
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            try:
+                child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                dir_fd=fd)
+            except OSError:
+                raise BuildError(f"cache mount source {subpath!r}: {part} is not a directory "
+                                 "in the cache (a symbolic link is never followed)") from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _setup_dev(dev: str) -> None:
-    syscalls.mount("tmpfs", dev, "tmpfs", syscalls.MS_NOSUID, "mode=755,size=65536k")
+    # nodev: with no device cgroup, a node the RUN makes (CAP_MKNOD) must not
+    # open, or `mknod /dev/sda b 8 0` reads the host's disk.  The allowed
+    # devices are binds of the host's nodes, whose own mount allows devices.
+    syscalls.mount("tmpfs", dev, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
+                   "mode=755,size=65536k")
     for name in _DEVICES:
         host = os.stat(f"/dev/{name}")
+        if not stat.S_ISCHR(host.st_mode):
+            raise SandboxError(f"host /dev/{name} is not a character device")
         target = os.path.join(dev, name)
-        try:
-            os.mknod(target, 0o666 | stat.S_IFCHR, host.st_rdev)
-            os.chmod(target, 0o666)
-        except PermissionError:
-            open(target, "w").close()
-            syscalls.mount(f"/dev/{name}", target, None, syscalls.MS_BIND)
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
+        syscalls.mount(f"/dev/{name}", target, None, syscalls.MS_BIND)
     os.mkdir(os.path.join(dev, "pts"))
     syscalls.mount("devpts", os.path.join(dev, "pts"), "devpts",
                    syscalls.MS_NOSUID | syscalls.MS_NOEXEC,
@@ -282,6 +355,42 @@ def _setup_dev(dev: str) -> None:
     for index, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{index}", os.path.join(dev, name))
     os.symlink("/proc/self/fd", os.path.join(dev, "fd"))
+
+
+def _mask_paths(merged: str) -> None:
+    """Mask and write-protect /proc and /sys paths as Docker does (R04, R17).
+
+    The mask source is the host's /dev/null, checked to be char 1:3 through the
+    fd it is mounted from (runc CVE-2025-31133 used the image's own /dev/null).
+    Targets are in the procfs and sysfs just mounted, which the image cannot shape.
+    """
+    null = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC)
+    try:
+        st = os.fstat(null)
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+            raise SandboxError("/dev/null is not the null device (1:3); refusing to mask")
+        for rel in _MASKED:
+            target = os.path.join(merged, rel)
+            try:
+                st = os.lstat(target)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                syscalls.mount("tmpfs", target, "tmpfs", syscalls.MS_RDONLY
+                               | syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
+                               "size=0,mode=555")
+            elif not stat.S_ISLNK(st.st_mode):
+                syscalls.mount(f"/proc/self/fd/{null}", target, None, syscalls.MS_BIND)
+    finally:
+        os.close(null)
+    for rel in _READONLY:
+        target = os.path.join(merged, rel)
+        if not os.path.lexists(target) or os.path.islink(target):
+            continue
+        syscalls.mount(target, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+        syscalls.mount(None, target, None, syscalls.MS_BIND | syscalls.MS_REMOUNT
+                       | syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV
+                       | syscalls.MS_NOEXEC)
 
 
 def _bind_file(source: str, target: str) -> None:
@@ -325,6 +434,7 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
                 syscalls.mount("sysfs", os.path.join(merged, "sys"), "sysfs",
                                syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV
                                | syscalls.MS_NOEXEC)
+        _mask_paths(merged)
         if _plain(os.path.join(merged, "etc"), want_dir=True):
             for name in ("hosts", "resolv.conf"):
                 target = os.path.join(merged, "etc", name)
@@ -345,6 +455,11 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
         syscalls.pivot_root(".", ".")
         syscalls.umount2(".", syscalls.MNT_DETACH)
         os.chdir("/")
+        # Docker's default capabilities from here on (R17): no CAP_SYS_ADMIN, so
+        # the step cannot undo the masks, mount, or unshare a new user namespace
+        # with full capabilities; the bounding set is what the exec'd program gets.
+        syscalls.restrict_syscalls()  # needs CAP_SYS_ADMIN: before the drop
+        syscalls.limit_capabilities(set(syscalls.DEFAULT_CAPS))
         os.setgroups(ident.groups)
         os.setgid(ident.gid)
         os.setuid(ident.uid)
@@ -358,6 +473,9 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
             _report(err_fd, BuildError(f"exec: \"{spec.argv[0]}\": executable file not "
                                        "found in $PATH"))
             os._exit(_NOT_FOUND)
+        # setgid/setuid to the step's user cleared the parent-death signal; the
+        # step must still die with the setup child (a stopped or killed build).
+        syscalls.set_parent_death_signal(signal.SIGKILL)
         os.execve(program, spec.argv, dict(e.split("=", 1) for e in spec.env))
     except BaseException as err:  # must not return into the caller's code
         _report(err_fd, err)
@@ -371,6 +489,9 @@ def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int) ->
     status = _SETUP_FAILED
     try:
         syscalls.set_parent_death_signal(signal.SIGKILL)
+        # R13: nothing in the step may ptrace or open /proc/<pid>/exe of the
+        # (host) Python doing the setup; execve of the step's program resets it.
+        syscalls.set_dumpable(False)
         flags = syscalls.CLONE_NEWNS | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS
         if spec.network == "none":
             flags |= syscalls.CLONE_NEWNET
@@ -387,6 +508,10 @@ def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int) ->
         syscalls.umount2(merged)
         snapshot.extra_lowers = [snapshot.work.path / "init"]
         snapshot.mount(merged)
+        # nodev on the root: a device node from a layer (b 8 0) must not open;
+        # only the binds set up in /dev do (no device cgroup here, unlike Docker).
+        syscalls.mount(None, merged, None,
+                       syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_NODEV)
         # Views are mounted here, not in PID 1: reading the store's database from
         # inside the new PID namespace fails (SQLite WAL: "locking protocol").
         for index, mount in enumerate(spec.mounts):
@@ -436,19 +561,21 @@ def run_step(snapshot: Snapshot, spec: RunSpec, output: Callable[[bytes], None])
     except OSError:
         (files / "resolv.conf").write_text("")
     (snapshot.work.path / "merged").mkdir(exist_ok=True)
-    out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    with SPAWN_LOCK:  # see child._SpawnLock: no other thread's child gets our pipes
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid:
+            os.close(out_write)
+            os.close(err_write)
     if pid == 0:
         os.close(out_read)
         os.close(err_read)
         _setup_child(snapshot, spec, out_write, err_write)
-    os.close(out_write)
-    os.close(err_write)
+    err_pipe = os.fdopen(err_read, "rb")
     try:
-        _pump(out_read, output)
-        with os.fdopen(err_read, "rb") as err_pipe:
-            setup_error = err_pipe.read().decode(errors="replace")
+        _pump(out_read, output, lambda: _check_free_space(str(snapshot.upper)))
+        setup_error = err_pipe.read().decode(errors="replace")
         _, wait_status = os.waitpid(pid, 0)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
@@ -457,6 +584,7 @@ def run_step(snapshot: Snapshot, spec: RunSpec, output: Callable[[bytes], None])
         raise
     finally:
         os.close(out_read)
+        err_pipe.close()
     code = os.waitstatus_to_exitcode(wait_status)
     if setup_error:
         kind, _, text = setup_error.partition("\0")
@@ -466,10 +594,36 @@ def run_step(snapshot: Snapshot, spec: RunSpec, output: Callable[[bytes], None])
     return code
 
 
-def _pump(fd: int, output: Callable[[bytes], None]) -> None:
+def _pump(fd: int, output: Callable[[bytes], None], check: Callable[[], None]) -> None:
+    """Stream ``fd`` to ``output`` until EOF, calling ``check`` about once a second."""
+    last = time.monotonic()
     while True:
-        select.select([fd], [], [])
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if time.monotonic() - last >= 1.0:
+            check()  # raises to stop the step; run_step then kills it
+            last = time.monotonic()
+        if not ready:
+            continue
         chunk = os.read(fd, 65536)
         if not chunk:
             return
         output(chunk)
+
+
+def _check_free_space(upper: str) -> None:
+    """Stop a step before it fills the store's filesystem (X09).
+
+    The step writes into its upper dir, on the store's filesystem; a full disk
+    would fail every other build and the store's own commits.  pybuild has no
+    per-step quota (that needs project quotas or a separate filesystem), so it
+    watches the free space and stops the step at the reserve instead.
+    """
+    reserve = limits.get().min_free_bytes
+    try:
+        st = os.statvfs(upper)
+    except OSError:
+        return
+    if st.f_bavail * st.f_frsize < reserve:
+        raise BuildError(f"RUN stopped: less than {reserve} bytes left free on the store's "
+                         f"filesystem (raise or lower the reserve with "
+                         f"{limits.env_name('min_free_bytes')})")

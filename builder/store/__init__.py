@@ -8,8 +8,12 @@ Owns everything under the store root (``/var/lib/pybuild`` as root,
     layers/<chain-hex>/diff layer contents in overlay format, shared, never copied
     l/<short>               short symlinks to layer diffs, for overlay's one-page option limit
     tmp/<name>/             work in progress, owned by a live process via flock; swept otherwise
+    blobs/.incoming-<pid>-* a blob being written; swept once its process is gone
 
-Imports only builder.errors, builder.layers and the standard library.
+``doctor`` checks and repairs a store; ``faults`` holds the crash points that
+fault-injection tests arm with PYBUILD_FAULT_POINT (docs/reliability.md).
+
+Imports only builder.errors, builder.syscalls, builder.layers and the standard library.
 """
 
 from builder.store.store import Store, default_root

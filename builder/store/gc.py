@@ -116,4 +116,24 @@ def prune(store: Store, *, cache: bool = False) -> tuple[int, int, int]:
             if blob.name not in keep:
                 blob.unlink()
                 removed_blobs += 1
+        removed_blobs += _drop_partial_downloads(store)
     return len(dead_images), len(dead_layers), removed_blobs
+
+
+def _drop_partial_downloads(store: Store) -> int:
+    """Interrupted pulls' partial blobs (kept for resuming) that no pull is writing now."""
+    import fcntl
+
+    removed = 0
+    for partial in (store.root / "ingest").glob("*.partial"):
+        fd = os.open(partial, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a pull is writing it
+        else:
+            partial.unlink(missing_ok=True)
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed

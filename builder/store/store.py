@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import DigestMismatch, StoreError
+from builder.store.faults import point
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -108,10 +109,22 @@ class TmpDir:
 
     def __init__(self, path: Path):
         self.path = path
+        # Lock first, directory second: a sweeper in another process removes a
+        # directory only when its lock file is missing or unlocked.  A sweeper may
+        # unlink our lock file between our open and our flock (it looked stale);
+        # then the file we hold is no longer the one on disk, so try again.
+        lock = path.parent / f"{path.name}.lock"
+        while True:
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        self._lock_fd = fd
         path.mkdir(mode=0o700)
-        self._lock_fd = os.open(path.parent / f"{path.name}.lock",
-                                os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
 
     def release(self) -> None:
         if self._lock_fd < 0:
@@ -131,8 +144,42 @@ class TmpDir:
         self._lock_fd = -1
 
 
+def mounts_under(path: Path | str, *, itself: bool = False) -> list[str]:
+    """Mount points below ``path`` (and ``path`` itself if ``itself``) in this process's
+    mount namespace, deepest first."""
+    real = os.path.realpath(path).rstrip("/")
+    prefix = real + "/"
+    found = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                # Field 5 is the mount point, with space, tab, newline, backslash octal-escaped.
+                target = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
+                                line.split(" ")[4])
+                if target.startswith(prefix) or (itself and target == real):
+                    found.append(target)
+    except FileNotFoundError:  # no /proc: nothing we could detach anyway
+        return []
+    return sorted(found, key=len, reverse=True)
+
+
 def remove_tree(path: Path) -> None:
-    """rmtree that also gets through mode-000 dirs (overlay work dirs, steps' leftovers)."""
+    """rmtree that also gets through mode-000 dirs (overlay work dirs, steps' leftovers).
+
+    Never deletes through a mount point (catalogue R18, REL-6): a mount left
+    under ``path`` (by a crash, or by hand) is detached first, and if that fails
+    the removal stops with an error rather than deleting what is mounted there.
+    """
+    stale = mounts_under(path, itself=True)
+    if stale:
+        from builder import syscalls
+
+        for target in stale:
+            try:
+                syscalls.umount2(target, syscalls.MNT_DETACH)
+            except OSError as err:
+                raise StoreError(f"cannot remove {path}: {target} is mounted and cannot be "
+                                 f"detached ({err.strerror})") from None
     def onerror(func, failed, exc_info):  # type: ignore[no-untyped-def]
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(failed), 0o700)
@@ -141,6 +188,25 @@ def remove_tree(path: Path) -> None:
             func(failed)
 
     shutil.rmtree(path, onerror=onerror)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this PID exists (a reused PID only delays a sweep)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 _OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
@@ -166,7 +232,8 @@ class Store:
     """The local store.  Cheap to construct; the database opens on first use."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None):
-        self.root = Path(root) if root is not None else default_root()
+        # Absolute: mounts and overlay options are made from other working directories.
+        self.root = Path(os.path.abspath(root if root is not None else default_root()))
         self._db: sqlite3.Connection | None = None
         self._owner = os.getpid()  # only the opening process sweeps, not its children
         _OPEN_STORES.add(self)
@@ -220,21 +287,32 @@ class Store:
             return
         tmp = self.root / "tmp"
         for lock in tmp.glob("*.lock"):
-            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # its owner released it since we listed tmp/
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # its owner is alive
             else:
                 work = tmp / lock.name[: -len(".lock")]
-                if work.exists():
+                with contextlib.suppress(FileNotFoundError):
                     remove_tree(work)
                 lock.unlink(missing_ok=True)
             finally:
                 os.close(fd)
         for entry in tmp.iterdir():
             if not entry.name.endswith(".lock") and not (tmp / f"{entry.name}.lock").exists():
-                remove_tree(entry)
+                # No lock file: not a live TmpDir (a live owner holds its lock file
+                # before its dir exists, and removes the dir before the lock file).
+                with contextlib.suppress(FileNotFoundError):
+                    remove_tree(entry)
+        # Half-written blobs: ".incoming-<pid>-<random>", left by a process that died.
+        for entry in (self.root / "blobs").glob(".incoming-*"):
+            pid = entry.name.split("-")[1]
+            if not (pid.isdigit() and _alive(int(pid))):
+                entry.unlink(missing_ok=True)
         with self._store_lock():
             known = {row[0].split(":", 1)[1] for row in
                      self.db.execute("SELECT chain_id FROM layers")}
@@ -270,7 +348,7 @@ class Store:
     def put_blob_stream(self, src: BinaryIO, expected: str | None = None) -> tuple[str, int]:
         """Stream ``src`` into the blob store; verify against ``expected`` before it lands."""
         self.db  # noqa: B018
-        tmp = self.root / "blobs" / f".incoming-{os.getpid()}-{secrets.token_hex(6)}"
+        tmp = self._incoming()
         hasher = hashlib.sha256()
         size = 0
         try:
@@ -284,21 +362,51 @@ class Store:
             digest = "sha256:" + hasher.hexdigest()
             if expected is not None and digest != check_digest(expected):
                 raise DigestMismatch(f"blob content is {digest}, expected {expected}")
-            os.rename(tmp, self.blob_path(digest))
+            self._publish(tmp, self.blob_path(digest))
         finally:
             tmp.unlink(missing_ok=True)
         return digest, size
 
+    def _incoming(self) -> Path:
+        """A temp file name for a blob being written: in blobs/, so the sweeper finds it
+        without listing blobs/sha256/, and on the same filesystem as its final name."""
+        return self.root / "blobs" / f".incoming-{os.getpid()}-{secrets.token_hex(6)}"
+
+    def _publish(self, tmp: Path, path: Path) -> None:
+        """Rename a fsynced temp file to its content address, and make the rename durable."""
+        os.chmod(tmp, 0o444)  # write-once (K07): no tool should open a blob for writing
+        os.rename(tmp, path)
+        point("blob:renamed")
+        _fsync_dir(path.parent)
+
     def _write_atomically(self, path: Path, write) -> None:  # type: ignore[no-untyped-def]
-        tmp = path.with_name(f".incoming-{os.getpid()}-{secrets.token_hex(6)}")
+        tmp = self._incoming()
         try:
             with open(tmp, "wb") as out:
                 write(out)
                 out.flush()
                 os.fsync(out.fileno())
-            os.rename(tmp, path)
+            self._publish(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def verify_blob(self, digest: str) -> bool:
+        """Whether the blob file exists and hashes to its name (streamed, any size)."""
+        hasher = hashlib.sha256()
+        try:
+            with open(self.blob_path(digest), "rb") as src:
+                while chunk := src.read(_CHUNK):
+                    hasher.update(chunk)
+        except FileNotFoundError:
+            return False
+        return "sha256:" + hasher.hexdigest() == digest
+
+    def drop_blob(self, digest: str) -> None:
+        """Remove a (corrupt) blob and the layer-blob records naming it, so that the next
+        export compresses the layer again from its directory instead of trusting it."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM layer_blobs WHERE digest = ?", (digest,))
+        self.blob_path(digest).unlink(missing_ok=True)
 
     def read_blob(self, digest: str) -> bytes:
         """Read a whole (small) blob and verify it against its digest."""
@@ -361,6 +469,7 @@ class Store:
         """
         chain_id = chain_id_of(parent, diff_id)
         with self._store_lock():
+            point("layer:locked")
             if self.has_layer(chain_id):
                 work.release()
                 return chain_id
@@ -372,6 +481,11 @@ class Store:
             work.detach()
             short = secrets.token_hex(5)
             os.symlink(f"../layers/{final.name}/diff", self.root / "l" / short)
+            # Durable before the row that names them (a crash after the row must not
+            # leave a row whose dir was never written to disk).
+            _fsync_dir(self.root / "layers")
+            _fsync_dir(self.root / "l")
+            point("layer:renamed")
             with self.transaction() as db:
                 db.execute("INSERT INTO layers VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (chain_id, diff_id, parent, size, short, epoch, time.time()))

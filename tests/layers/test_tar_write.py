@@ -1,7 +1,6 @@
 """Layer dir (overlay format) -> OCI tar: format, order, metadata, reproducibility.
 
-Producer-side catalogue rows are here too: W10 (redirect/metacopy), W11 (only
-the mount mode's own opaque xattr counts) and W12 (unrepresentable names).
+Producer-side catalogue rows (W10-W12) are in tests/security/test_whiteout_rows.py.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import LayerError
 from builder.layers import layer_changes, layer_diff_id, write_layer_tar
 from builder.layers.tar_write import tar_header
 
@@ -303,34 +301,6 @@ def test_layer_changes(tmp_path):
     assert changes.modified == ["/etc", "/etc/passwd"]
     assert changes.deleted == ["/old"]
     assert changes.counts() == {"added": 1, "modified": 2, "deleted": 1, "bytes": 6}
-
-
-# ------------------------------------------------------------------ W rows
-
-@pytest.mark.parametrize("key", ["trusted.overlay.redirect", "trusted.overlay.metacopy"])
-def test_W10_redirect_and_metacopy_refused(layer, key):
-    (layer / "d").mkdir()
-    os.setxattr(layer / "d", key, b"/elsewhere")
-    with pytest.raises(LayerError, match="W10"):
-        tar_of(layer)
-
-
-def test_W11_only_the_modes_own_opaque_xattr(layer):
-    (layer / "u").mkdir()
-    os.setxattr(layer / "u", "user.overlay.opaque", b"y")
-    (layer / "esc").mkdir()
-    os.setxattr(layer / "esc", "user.overlay.overlay.opaque", b"y")
-    assert names(tar_of(layer)) == ["esc/", "u/"]
-    assert names(tar_of(layer, rootless=True)) == ["esc/", "u/", "u/.wh..wh..opq"]
-
-
-@pytest.mark.parametrize("name", [".wh.foo", ".wh..wh..opq", ".wh."])
-def test_W12_unrepresentable_names(layer, name):
-    (layer / "opt").mkdir()
-    target = layer / "opt" / name
-    target.mkdir() if name == ".wh..wh..opq" else target.write_text("x")
-    with pytest.raises(LayerError, match="unrepresentable"):
-        tar_of(layer)
 
 
 # ------------------------------------------------------------------ memory

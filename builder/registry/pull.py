@@ -1,0 +1,245 @@
+"""``pybuild pull`` and the implicit pull of ``FROM``: a registry image into the store.
+
+Index → platform's manifest → config → layers.  Layers already in the store
+(by chain ID) are never fetched; the others download several at a time into
+``ingest/`` (resumable, verified), and are applied in order as they arrive,
+each checked against the config's diff_id.  Nothing is tagged until every
+layer is in, so an interrupted pull leaves no image, only blobs that the next
+pull reuses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from builder.errors import PybuildError, RegistryError
+from builder.registry.client import Manifest, Repository, parse_document
+from builder.registry.progress import TransferProgress
+from builder.registry.reference import Reference, validate_digest
+from builder.registry.transport import Transport
+from builder.store.store import LayerBlobRecord, Store, TmpDir, chain_id_of
+
+_WORKERS = 4
+LAYER_TYPES = {
+    "application/vnd.oci.image.layer.v1.tar": "none",
+    "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
+    "application/vnd.docker.image.rootfs.diff.tar": "none",
+}
+CONFIG_TYPES = ("application/vnd.oci.image.config.v1+json",
+                "application/vnd.docker.container.image.v1+json")
+_MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Pulled:
+    image_id: str
+    manifest_digest: str
+    names: list[str]
+
+
+def open_repository(ref: Reference, *, push: bool = False,
+                    insecure: tuple[str, ...] = ()) -> Repository:
+    return Repository(Transport(ref.registry, ref.api_host, insecure=insecure),
+                      ref.repository, push=push)
+
+
+def select_platform(index: Manifest, platform: str, what: str) -> dict[str, Any]:
+    """The index entry for ``os/arch[/variant]``; a clear error lists what there is."""
+    want_os, _, rest = platform.partition("/")
+    want_arch, _, want_variant = rest.partition("/")
+    entries = index.doc.get("manifests")
+    if not isinstance(entries, list):
+        raise RegistryError(f"{what}: index without a 'manifests' list")
+    offered = []
+    candidates = []
+    for entry in entries:
+        plat = entry.get("platform") if isinstance(entry, dict) else None
+        if not isinstance(plat, dict):
+            continue
+        found = "/".join(p for p in (plat.get("os"), plat.get("architecture"),
+                                     plat.get("variant")) if p)
+        offered.append(found)
+        if plat.get("os") == want_os and plat.get("architecture") == want_arch:
+            if want_variant and plat.get("variant") not in (want_variant, None):
+                continue
+            candidates.append(entry)
+    if not candidates:
+        raise RegistryError(f"{what}: no image for platform {platform} "
+                            f"(the index offers {', '.join(offered) or 'none'})")
+    return candidates[0]
+
+
+def pull(store: Store, ref: Reference, *, platform: str, insecure: tuple[str, ...] = (),
+         progress: TransferProgress | None = None) -> Pulled:
+    """Pull ``ref`` for ``platform`` into the store and tag it; returns the image ID."""
+    what = ref.familiar()
+    repo = open_repository(ref, insecure=insecure)
+    progress = progress or TransferProgress("quiet")
+    try:
+        manifest = repo.get_manifest(ref.digest or ref.tag or "latest")
+        if manifest.is_index:
+            entry = select_platform(manifest, platform, what)
+            manifest = repo.get_manifest(_digest(entry.get("digest"), what))
+            if manifest.is_index:
+                raise RegistryError(f"{what}: an index inside an index is not supported")
+        image_id = _pull_image(store, repo, manifest, what, progress)
+    finally:
+        repo.transport.close()
+    names = []
+    if ref.tag and not ref.digest:
+        names.append(dataclasses.replace(ref, digest=None).familiar())
+    names.append(dataclasses.replace(ref, tag=None, digest=manifest.digest).familiar())
+    if ref.digest and ref.digest != manifest.digest:
+        # Pinned by an index digest: remember that name too.
+        names.append(dataclasses.replace(ref, tag=None).familiar())
+    for name in names:
+        store.tag(name, image_id)
+    progress.message(f"pulled {what}: {image_id}")
+    return Pulled(image_id, manifest.digest, names)
+
+
+def _digest(value: object, what: str) -> str:
+    """A digest from registry content, validated before any path or URL use (M03)."""
+    try:
+        return validate_digest(str(value))
+    except PybuildError:
+        raise RegistryError(f"{what}: invalid digest {str(value)[:80]!r} in the registry's "
+                            "answer") from None
+
+
+def _pull_image(store: Store, repo: Repository, manifest: Manifest, what: str,
+                progress: TransferProgress) -> str:
+    doc = manifest.doc
+    config_desc = doc.get("config")
+    layers = doc.get("layers")
+    if not isinstance(config_desc, dict) or not isinstance(layers, list):
+        raise RegistryError(f"{what}: manifest {manifest.digest} has no config or layers")
+    if config_desc.get("mediaType") not in CONFIG_TYPES:
+        raise RegistryError(f"{what}: config media type {config_desc.get('mediaType')!r} "
+                            "is not an image config")
+    config_digest = _digest(config_desc.get("digest"), what)
+    config = store.read_blob(config_digest) if store.has_blob(config_digest) else \
+        repo.fetch_document(config_digest)
+    diff_ids = parse_document(config, f"{what}: config {config_digest}").get("rootfs")
+    diff_ids = diff_ids.get("diff_ids") if isinstance(diff_ids, dict) else None
+    if not isinstance(diff_ids, list):
+        raise RegistryError(f"{what}: config {config_digest} has no rootfs.diff_ids list")
+    diff_ids = [_digest(d, what) for d in diff_ids]
+    if len(diff_ids) != len(layers):
+        raise RegistryError(f"{what}: config lists {len(diff_ids)} layers, the manifest "
+                            f"{len(layers)}")
+    descriptors = [_layer_descriptor(layer, what) for layer in layers]
+
+    chain_ids: list[str] = []
+    parent: str | None = None
+    for diff_id in diff_ids:
+        parent = chain_id_of(parent, diff_id)
+        chain_ids.append(parent)
+    missing = [i for i, chain in enumerate(chain_ids) if not store.has_layer(chain)]
+    for i in range(len(chain_ids)):
+        if i not in missing:
+            progress.done(descriptors[i][0], "already in the store")
+
+    # Downloads run in threads; each finished blob is extracted in one of a few worker
+    # processes (decompressing, writing and hashing in parallel, free of the GIL) while
+    # other layers still download; the main thread registers the layers in order, each
+    # only after its blob verified and its diff_id is the config's.
+    if missing:
+        _transfer(store, repo, descriptors, missing, chain_ids, diff_ids, what, progress)
+    store.put_blob(config, expected=config_digest)
+    image_id = store.put_image(config, chain_ids[-1] if chain_ids else None)
+    return image_id
+
+
+def _layer_descriptor(layer: Any, what: str) -> tuple[str, int, str]:
+    if not isinstance(layer, dict):
+        raise RegistryError(f"{what}: a layer descriptor is not an object")
+    media_type = layer.get("mediaType")
+    if media_type not in LAYER_TYPES:
+        # Foreign (non-distributable) layers and unknown types are refused: their
+        # 'urls' would send us to hosts the user never named (M07, M10).
+        raise RegistryError(f"{what}: unsupported layer media type {media_type!r}")
+    size = layer.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise RegistryError(f"{what}: layer has an invalid size {size!r}")
+    return _digest(layer.get("digest"), what), size, LAYER_TYPES[media_type]
+
+
+def _transfer(store: Store, repo: Repository, descriptors: list[tuple[str, int, str]],
+              missing: list[int], chain_ids: list[str], diff_ids: list[str], what: str,
+              progress: TransferProgress) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from builder.image.archive import MEDIA_LAYER
+
+    workers = min(len(missing), max(1, (os.cpu_count() or 1)))
+    context = multiprocessing.get_context("forkserver")  # no fork of a threaded process
+    with ThreadPoolExecutor(max_workers=_WORKERS) as threads, \
+            ProcessPoolExecutor(max_workers=workers, mp_context=context) as extractors:
+        def fetch_and_extract(i: int) -> tuple[int, TmpDir, tuple[str, int]]:
+            digest, size, compression = descriptors[i]
+            resumed = repo.fetch_blob(store, digest, size,
+                                      lambda n: progress.advance(digest, n))
+            _check_magic(store, digest, compression, what)
+            work = store.tmp_dir("pull")
+            try:
+                (work.path / "diff").mkdir()
+                extracted = extractors.submit(
+                    _extract_file, str(store.blob_path(digest)), str(work.path / "diff"),
+                    f"{what} layer {digest}", size).result()
+            except BaseException:
+                work.release()
+                raise
+            return resumed, work, extracted
+
+        for i in missing:
+            progress.start(descriptors[i][0], descriptors[i][1])
+        jobs = {i: threads.submit(fetch_and_extract, i) for i in missing}
+        try:
+            for i in missing:
+                resumed, work, (actual, tar_size) = jobs[i].result()
+                digest, size, compression = descriptors[i]
+                try:
+                    if actual != diff_ids[i]:
+                        raise RegistryError(f"{what}: layer {digest} has diff_id {actual}, the "
+                                            f"image config says {diff_ids[i]}")
+                    store.commit_layer(chain_ids[i - 1] if i else None, work, actual, tar_size)
+                finally:
+                    work.release()
+                store.record_layer_blob(LayerBlobRecord(diff_ids[i], compression, digest, size,
+                                                        MEDIA_LAYER[compression]))
+                progress.done(digest, f"pulled (resumed at {resumed} bytes)"
+                              if resumed else "pulled")
+        except BaseException:
+            for job in jobs.values():
+                job.cancel()
+            for job in jobs.values():
+                if job.done() and not job.cancelled() and job.exception() is None:
+                    job.result()[1].release()
+            raise
+
+
+def _extract_file(blob: str, diff_dir: str, layer_name: str, size: int) -> tuple[str, int]:
+    """In a worker process: extract a verified blob into a work dir; (diff_id, tar size)."""
+    from builder.image.importer import extract_blob
+
+    with open(blob, "rb") as raw:
+        return extract_blob(raw, Path(diff_dir), layer_name, size)
+
+
+def _check_magic(store: Store, digest: str, compression: str, what: str) -> None:
+    """The blob's magic bytes must agree with its media type (M10)."""
+    with open(store.blob_path(digest), "rb") as head:
+        magic = head.read(4)
+    actual = next((kind for kind, prefix in _MAGIC.items() if magic.startswith(prefix)),
+                  "none")
+    if actual != compression:
+        raise RegistryError(f"{what}: layer {digest} is {actual}-compressed but its media "
+                            f"type says {compression}")
