@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from builder import limits
 from builder.errors import PybuildError, RegistryError
 from builder.registry.client import Manifest, Repository, parse_document
 from builder.registry.progress import TransferProgress
@@ -131,6 +132,10 @@ def _pull_image(store: Store, repo: Repository, manifest: Manifest, what: str,
     if not isinstance(diff_ids, list):
         raise RegistryError(f"{what}: config {config_digest} has no rootfs.diff_ids list")
     diff_ids = [_digest(d, what) for d in diff_ids]
+    max_layers = limits.get().max_layers
+    if len(layers) > max_layers:  # X08: refuse before fetching anything
+        raise RegistryError(f"{what}: {len(layers)} layers, more than the limit of "
+                            f"{max_layers} (raise it with {limits.env_name('max_layers')})")
     if len(diff_ids) != len(layers):
         raise RegistryError(f"{what}: config lists {len(diff_ids)} layers, the manifest "
                             f"{len(layers)}")

@@ -376,6 +376,20 @@ def test_M10_media_type_and_magic_must_agree(tmp_path, hostile, media_type, body
     assert_refused(tmp_path / "s", pull(tmp_path / "s", f"{hostile.host}/m10:1"))
 
 
+def test_X08_too_many_layers_refused_before_any_download(tmp_path, hostile, monkeypatch):
+    image = Image()
+    doc = image.manifest_doc()
+    doc["layers"] = doc["layers"] * 3
+    image.config_doc["rootfs"]["diff_ids"] *= 3
+    doc["config"] = image.manifest_doc()["config"]
+    hostile.serve("deep", image, manifest=json.dumps(doc).encode())
+    monkeypatch.setenv("PYBUILD_MAX_LAYERS", "2")
+    assert_refused(tmp_path / "s", pull(tmp_path / "s", f"{hostile.host}/deep:1"),
+                   "PYBUILD_MAX_LAYERS")
+    assert not any("/blobs/" in path for _, path, _ in hostile.requests
+                   if sha(image.config) not in path)
+
+
 # ------------------------------------------------------------------ REL-10: flaky registries
 
 def test_5xx_and_429_are_retried_honouring_retry_after(tmp_path, hostile):
