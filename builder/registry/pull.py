@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -185,50 +185,69 @@ def _transfer(store: Store, repo: Repository, descriptors: list[tuple[str, int, 
     from builder.image.archive import MEDIA_LAYER
 
     workers = min(len(missing), max(1, (os.cpu_count() or 1)))
-    context = multiprocessing.get_context("forkserver")  # no fork of a threaded process
-    with ThreadPoolExecutor(max_workers=_WORKERS) as threads, \
-            ProcessPoolExecutor(max_workers=workers, mp_context=context) as extractors:
-        def fetch_and_extract(i: int) -> tuple[int, TmpDir, tuple[str, int]]:
-            digest, size, compression = descriptors[i]
-            resumed = repo.fetch_blob(store, digest, size,
-                                      lambda n: progress.advance(digest, n))
-            _check_magic(store, digest, compression, what)
-            work = store.tmp_dir("pull")
-            try:
-                (work.path / "diff").mkdir()
-                extracted = extractors.submit(
-                    _extract_file, str(store.blob_path(digest)), str(work.path / "diff"),
-                    f"{what} layer {digest}", size).result()
-            except BaseException:
-                work.release()
-                raise
-            return resumed, work, extracted
-
-        for i in missing:
-            progress.start(descriptors[i][0], descriptors[i][1])
-        jobs = {i: threads.submit(fetch_and_extract, i) for i in missing}
+    extractors: Executor
+    if _main_is_importable():
+        context = multiprocessing.get_context("forkserver")  # no fork of a threaded process
+        context.set_forkserver_preload(["builder.image.importer", "builder.layers.apply"])
+        extractors = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        for _ in range(workers):  # start the workers while the first blobs download
+            extractors.submit(os.getpid)
+    else:  # embedded from stdin or a REPL: worker processes could not start
+        extractors = ThreadPoolExecutor(max_workers=1)
+    def fetch_and_extract(i: int) -> tuple[int, TmpDir, Future]:
+        # The thread hands the extraction over and takes the next download.
+        digest, size, compression = descriptors[i]
+        resumed = repo.fetch_blob(store, digest, size, lambda n: progress.advance(digest, n))
+        _check_magic(store, digest, compression, what)
+        work = store.tmp_dir("pull")
         try:
+            (work.path / "diff").mkdir()
+            extraction = extractors.submit(
+                _extract_file, str(store.blob_path(digest)), str(work.path / "diff"),
+                f"{what} layer {digest}", size)
+        except BaseException:
+            work.release()
+            raise
+        return resumed, work, extraction
+
+    jobs: dict[int, Future] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=_WORKERS) as threads, extractors:
             for i in missing:
-                resumed, work, (actual, tar_size) = jobs[i].result()
-                digest, size, compression = descriptors[i]
-                try:
+                progress.start(descriptors[i][0], descriptors[i][1])
+            jobs = {i: threads.submit(fetch_and_extract, i) for i in missing}
+            try:
+                for i in missing:
+                    resumed, work, extraction = jobs[i].result()
+                    digest, size, compression = descriptors[i]
+                    actual, tar_size = extraction.result()
                     if actual != diff_ids[i]:
                         raise RegistryError(f"{what}: layer {digest} has diff_id {actual}, the "
                                             f"image config says {diff_ids[i]}")
                     store.commit_layer(chain_ids[i - 1] if i else None, work, actual, tar_size)
-                finally:
-                    work.release()
-                store.record_layer_blob(LayerBlobRecord(diff_ids[i], compression, digest, size,
-                                                        MEDIA_LAYER[compression]))
-                progress.done(digest, f"pulled (resumed at {resumed} bytes)"
-                              if resumed else "pulled")
-        except BaseException:
-            for job in jobs.values():
-                job.cancel()
-            for job in jobs.values():
-                if job.done() and not job.cancelled() and job.exception() is None:
-                    job.result()[1].release()
-            raise
+                    store.record_layer_blob(LayerBlobRecord(
+                        diff_ids[i], compression, digest, size, MEDIA_LAYER[compression]))
+                    progress.done(digest, f"pulled (resumed at {resumed} bytes)"
+                                  if resumed else "pulled")
+            except BaseException:
+                for job in jobs.values():
+                    job.cancel()
+                raise
+    finally:
+        # Only once every worker has stopped writing: drop what was not committed.
+        for job in jobs.values():
+            if job.done() and not job.cancelled() and job.exception() is None:
+                job.result()[1].release()
+
+
+def _main_is_importable() -> bool:
+    """Whether a forkserver worker can re-create ``__main__`` (it runs the main file)."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    return spec is not None or (path is not None and os.path.isfile(path))
 
 
 def _extract_file(blob: str, diff_dir: str, layer_name: str, size: int) -> tuple[str, int]:
