@@ -836,11 +836,8 @@ def _resolve_from(run: _Build, source: str, command: Any) -> str | None:
         if source in (_stage_label(planned.stage), str(index)):
             _wait_for(run, index)
             return run.stages[index].chain
-    image_id = run.store.resolve_image(source)
-    if image_id is None:
-        raise DockerfileError(f"--from={source}: no stage or image of that name",
-                              run.dockerfile_path, command.line)
-    return run.store.image_top_chain(image_id)
+    # Not a stage: an image, from the store or pulled, as BuildKit does.
+    return run.store.image_top_chain(_base_image(run, source, command.line))
 
 
 def _finish(run: _Build, state: StageState) -> BuildResult:
