@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import mounts_under, processes, run_cli
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay,
               pytest.mark.skipif(os.geteuid() != 0, reason="RUN needs root")]
@@ -118,32 +118,6 @@ def test_a_failing_stage_stops_the_others(tmp_path: Path, busybox_tar: Path) -> 
     assert "Traceback" not in stderr
     assert "exit code: 3" in stderr and "going down" in stderr
     assert "Dockerfile:4: RUN sleep 1; echo going down; exit 3" in stderr
-    assert not _sleepers("173")
+    assert not processes([b"sleep", b"173"])
     assert not [p for p in (root / "tmp").iterdir()], list((root / "tmp").iterdir())
-    assert not _mounts_of(root)
-
-
-def _sleepers(seconds: str) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline.split(b"\0")[:2] == [b"sleep", seconds.encode()]:
-                found.append(int(entry.name))
-    return found
-
-
-def _mounts_of(root: Path) -> list[str]:
-    """Mounts under ``root`` in any mount namespace on the machine."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                text = Path(f"/proc/{entry.name}/mountinfo").read_text()
-            except OSError:
-                continue
-            found += [line for line in text.splitlines() if str(root) in line]
-    return found
+    assert not mounts_under(root)

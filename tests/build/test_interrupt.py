@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import mounts_under, processes, run_cli
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay,
               pytest.mark.skipif(os.geteuid() != 0, reason="RUN needs root")]
@@ -29,32 +29,6 @@ FROM busybox
 COPY --from=one /one /one
 COPY --from=two /two /two
 """
-
-
-def _processes(argv: list[bytes]) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline.split(b"\0")[: len(argv)] == argv:
-                found.append(int(entry.name))
-    return found
-
-
-def _mounts_of(root: Path) -> list[str]:
-    """Mounts under ``root`` in any mount namespace on the machine."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                text = Path(f"/proc/{entry.name}/mountinfo").read_text()
-            except OSError:
-                continue
-            found += [line for line in text.splitlines() if str(root) in line]
-    return found
 
 
 def _start(root: Path, context: Path, log: Path) -> subprocess.Popen:
@@ -82,8 +56,8 @@ def _interrupt_and_check(tmp_path: Path, busybox_tar: Path, dockerfile: str, sec
     sleep = [b"sleep", seconds.encode()]
     proc = _start(root, context, log)
     try:
-        _wait_for(lambda: len(_processes(sleep)) == running, f"{running} x sleep {seconds}")
-        assert _mounts_of(root), "the RUN's overlay should be mounted in its namespace"
+        _wait_for(lambda: len(processes(sleep)) == running, f"{running} x sleep {seconds}")
+        assert mounts_under(root), "the RUN's overlay should be mounted in its namespace"
         send(proc)
         code = proc.wait(30)
     finally:
@@ -91,9 +65,9 @@ def _interrupt_and_check(tmp_path: Path, busybox_tar: Path, dockerfile: str, sec
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     output = log.read_text()
-    _wait_for(lambda: not _processes(sleep), "the RUN's processes to die", 10)
+    _wait_for(lambda: not processes(sleep), "the RUN's processes to die", 10)
     assert "Traceback" not in output, output
-    assert not _mounts_of(root)
+    assert not mounts_under(root)
     assert not list((root / "tmp").iterdir()), list((root / "tmp").iterdir())
     # The next build works (and the cache was not poisoned: it runs the step).
     again = run_cli("--progress", "plain", "--build-arg", "T=0", str(context), root=root)

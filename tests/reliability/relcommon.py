@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import run_cli
+from helpers import mounts_under, run_cli
 
 # Several RUN and COPY steps, every one deterministic (the same build twice gives the
 # same image ID and archive bytes under SOURCE_DATE_EPOCH), each RUN with a sleep whose
@@ -60,18 +60,6 @@ def build(root: Path, context: Path, out: Path, *extra: str) -> str:
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def mounts_under(root: Path) -> list[str]:
-    """Mount entries, in any process's mount namespace, that mention the store."""
-    found = []
-    for path in glob.glob("/proc/[0-9]*/mountinfo"):
-        try:
-            with open(path) as f:
-                found += [line for line in f if str(root) in line]
-        except OSError:
-            continue  # the process went away
-    return found
 
 
 def session_processes(sid: int) -> list[str]:

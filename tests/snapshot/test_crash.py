@@ -17,7 +17,6 @@ check, and a new step commits on top of the base.
 
 from __future__ import annotations
 
-import glob
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import mounts_under
 from snapshot_steps import step
 
 from builder.store import Store
@@ -80,18 +80,6 @@ _HELPER = textwrap.dedent("""
 """)
 
 
-def _mounts_under(root: Path) -> list[str]:
-    """Mount entries, in any process's namespace, that mention the store."""
-    found = []
-    for path in glob.glob("/proc/[0-9]*/mountinfo"):
-        try:
-            with open(path) as f:
-                found += [line for line in f if str(root) in line]
-        except OSError:
-            continue  # the process went away
-    return found
-
-
 @pytest.mark.parametrize("moment", ["hashing", "renamed", "mounted"])
 def test_kill_during_commit(tmp_path: Path, moment: str) -> None:
     root = tmp_path / "store"
@@ -114,9 +102,9 @@ def test_kill_during_commit(tmp_path: Path, moment: str) -> None:
 
     # The setup child dies with its parent (PR_SET_PDEATHSIG), and its mounts with it.
     deadline = time.monotonic() + 5
-    while _mounts_under(root) and time.monotonic() < deadline:
+    while mounts_under(root) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _mounts_under(root) == []
+    assert mounts_under(root) == []
     findmnt = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True)
     assert str(root) not in findmnt.stdout
 
