@@ -167,16 +167,20 @@ def _cache_race_builds(sandbox, seconds: int) -> tuple[str, str]:
 def test_R06_cache_mount_source_race(bstore, sandbox):
     attacker_df, victim_df = _cache_race_builds(sandbox, 6)
     attacker = _start(bstore, attacker_df, "--no-cache")
-    time.sleep(1)
-    deadline = time.monotonic() + 5
-    runs = 0
-    while time.monotonic() < deadline or runs < 3:
-        runs += 1
-        result = build(bstore, sandbox.dest, victim_df, None, "--no-cache", check=False)
-        # Either the mount got a real directory, or the link was refused: never followed.
-        if result.returncode:
-            assert re.search("symbolic link|not a directory", one_line_error(result))
-    _, err = attacker.communicate(timeout=120)
+    try:
+        time.sleep(1)
+        deadline = time.monotonic() + 5
+        runs = 0
+        while time.monotonic() < deadline or runs < 3:
+            runs += 1
+            result = build(bstore, sandbox.dest, victim_df, None, "--no-cache", check=False)
+            # The mount got a real directory, or it was refused (a link, a non-directory,
+            # or a directory the attacker removed between open and mount): never followed.
+            if result.returncode:
+                assert re.search("symbolic link|not a directory|No such file or directory",
+                                 one_line_error(result))
+    finally:
+        _, err = attacker.communicate(timeout=120)  # always reaped, even on a failure
     assert attacker.returncode == 0, err.decode()
     assert not (sandbox.host_dir / "RACED").exists()
 
