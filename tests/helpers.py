@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,28 +23,23 @@ def run_cli(*args: str, root: Path | str, check: bool = True,
     return result
 
 
-def mounts_under(root: Path) -> list[str]:
-    """Mount entries, in any process's mount namespace, that mention ``root``."""
-    found = []
+def _proc_files(name: str) -> Iterator[tuple[int, bytes]]:
+    """(pid, content of /proc/PID/NAME) for every process still there to read it."""
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                text = Path(f"/proc/{entry.name}/mountinfo").read_text()
+                yield int(entry.name), Path(f"/proc/{entry.name}/{name}").read_bytes()
             except OSError:
                 continue  # the process went away
-            found += [line for line in text.splitlines() if str(root) in line]
-    return found
+
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount entries, in any process's mount namespace, that mention ``root``."""
+    return [line for _, text in _proc_files("mountinfo")
+            for line in text.decode(errors="replace").splitlines() if str(root) in line]
 
 
 def processes(argv: list[bytes]) -> list[int]:
     """PIDs of processes whose command line starts with ``argv``."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline.split(b"\0")[: len(argv)] == argv:
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, cmdline in _proc_files("cmdline")
+            if cmdline.split(b"\0")[: len(argv)] == argv]

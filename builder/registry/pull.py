@@ -34,7 +34,6 @@ LAYER_TYPES = {
 }
 CONFIG_TYPES = ("application/vnd.oci.image.config.v1+json",
                 "application/vnd.docker.container.image.v1+json")
-_MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,10 +259,10 @@ def _extract_file(blob: str, diff_dir: str, layer_name: str, size: int) -> tuple
 
 def _check_magic(store: Store, digest: str, compression: str, what: str) -> None:
     """The blob's magic bytes must agree with its media type (M10)."""
+    from builder.layers.compress import sniff_compression
+
     with open(store.blob_path(digest), "rb") as head:
-        magic = head.read(4)
-    actual = next((kind for kind, prefix in _MAGIC.items() if magic.startswith(prefix)),
-                  "none")
+        actual = sniff_compression(head.read(6))
     if actual != compression:
         raise RegistryError(f"{what}: layer {digest} is {actual}-compressed but its media "
                             f"type says {compression}")

@@ -52,7 +52,6 @@ class Response:
     reason: str
     headers: http.client.HTTPMessage
     raw: http.client.HTTPResponse
-    url: str
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name, default)
@@ -273,8 +272,7 @@ class Transport:
             finally:
                 if payload is not None and hasattr(payload, "close"):
                     payload.close()
-            return Response(raw.status, raw.reason, raw.headers, raw,
-                            f"{scheme}://{host}{target}")
+            return Response(raw.status, raw.reason, raw.headers, raw)
         raise AssertionError("unreachable")
 
     # -- authentication ------------------------------------------------------
