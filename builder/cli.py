@@ -578,7 +578,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     from builder.registry.auth import Credentials, save_login
     from builder.registry.reference import parse_reference
 
-    registry = parse_reference(f"{args.registry}/x").registry if args.registry else "docker.io"
+    registry = parse_reference(f"{args.registry}/x").registry
     username = args.username or input("Username: ")
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
