@@ -19,6 +19,7 @@ import os
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from builder.build.copy import clean_source
@@ -94,6 +95,23 @@ def _target(mount: Any, workdir: str, default: str = "") -> str:
     return posixpath.normpath(target)
 
 
+def _create_cache_dir(directory: Path, mount: Any) -> None:
+    # Two builds may meet a new cache id at once (R12): the first creates and
+    # chowns it under a lock, so the second never sees a half-made directory.
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(directory.parent / ".create.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                   0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if directory.exists():
+            return
+        directory.mkdir(mode=0o755)
+        os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
+        os.chown(directory, mount.uid or 0, mount.gid or 0)
+    finally:
+        os.close(lock)
+
+
 def _prepare(store: Store, mount: Any, out: PreparedMounts, workdir: str, context: str | None,
              secrets: dict[str, str], resolve_from: Callable[[str], str | None],
              cache: Any, driver: str) -> None:
@@ -103,9 +121,7 @@ def _prepare(store: Store, mount: Any, out: PreparedMounts, workdir: str, contex
         cache_id = mount.id or target
         directory = store.root / "cache-mounts" / hashlib.sha256(cache_id.encode()).hexdigest()[:32]
         if not directory.exists():
-            directory.mkdir(parents=True, mode=0o755)
-            os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
-            os.chown(directory, mount.uid or 0, mount.gid or 0)
+            _create_cache_dir(directory, mount)
         if mount.sharing in ("locked", "private"):
             # R12: "locked" waits for the other writer; "private" gets an empty
             # instance of its own when the cache is in use (BuildKit's modes).
