@@ -497,7 +497,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"image {args.image!r} was not built by pybuild here: nothing to explain")
     from builder.explain.waste import wasted_bytes
 
-    chain = store.chain(store.image_top_chain(image_id))
+    top = store.image_top_chain(image_id)
+    store.unpack(top)
+    chain = store.chain(top)
     waste = dict(zip((r.chain_id for r in chain),
                      wasted_bytes([store.layer_dir(r.chain_id) for r in chain]), strict=True))
     for step in steps:

@@ -173,8 +173,6 @@ def open_cache(src: str) -> ImportedCache:
 def materialize(store: Store, cache: CacheStore, imported: ImportedCache,
                 key: str) -> CacheEntry | None:
     """Bring an imported entry's layers into the store and record it locally."""
-    from builder.image.importer import apply_blob
-
     raw = imported.entries.get(key)
     if raw is None:
         return None
@@ -186,8 +184,8 @@ def materialize(store: Store, cache: CacheStore, imported: ImportedCache,
             if source != store.blob_path(digest):
                 with open(source, "rb") as src:
                     store.put_blob_stream(src, expected=digest)
-            made, _ = apply_blob(store, store.blob_path(digest), parent, digest,
-                                 diff_id=diff_id)
+            made, _ = store.apply_blob(store.blob_path(digest), parent, digest,
+                                       diff_id=diff_id)
             if made != chain_id:
                 raise StoreError(f"cache layer {digest}: content gives {made}, "
                                  f"the cache says {chain_id}")

@@ -95,6 +95,8 @@ def layer_for_export(store: Store, chain_id: str, compression: str, *,
 def _compressed(store: Store, chain_id: str, record: LayerRecord, compression: str,
                 source: Path | None = None) -> LayerOut:
     """Compress the layer from its directory, or from ``source``, its stored tar."""
+    if source is None:
+        store.unpack(chain_id)
     if compression == "none":
         return LayerOut(Descriptor(MEDIA_LAYER["none"], record.diff_id, record.size), chain_id,
                         None)

@@ -17,7 +17,6 @@ from typing import BinaryIO
 
 from builder import limits
 from builder.errors import StoreError
-from builder.image.importer import apply_blob
 from builder.store.store import LayerBlobRecord, Store, chain_id_of, check_digest
 
 _MAX_JSON = 16 << 20  # manifests and configs are small; refuse anything huge
@@ -147,8 +146,8 @@ def _load_image(store: Store, archive: _Archive, config_digest: str,
         if not store.has_layer(chain_id):
             with archive.open(member or _blob_name(digest)) as f:  # type: ignore[arg-type]
                 blob_digest, size = store.put_blob_stream(f, expected=digest)
-            made, _ = apply_blob(store, store.blob_path(blob_digest), parent, blob_digest,
-                                 diff_id=check_digest(diff_id))
+            made, _ = store.apply_blob(store.blob_path(blob_digest), parent, blob_digest,
+                                       diff_id=check_digest(diff_id))
             if made != chain_id:
                 raise StoreError(f"image {config_digest}: layer {blob_digest} has diff_id "
                                  f"other than the config's {diff_id}")

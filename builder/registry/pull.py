@@ -2,8 +2,10 @@
 
 Index → platform's manifest → config → layers.  Layers already in the store
 (by chain ID) are never fetched; the others download several at a time into
-``ingest/`` (resumable, verified), and are applied in order as they arrive,
-each checked against the config's diff_id.  Nothing is tagged until every
+``ingest/`` (resumable, verified), and each is decompressed once to check its
+diff_id against the config's.  They are recorded in order as *packed* layers:
+as in BuildKit, a layer's files are extracted only when a build step or an
+export first needs them (``Store.unpack``).  Nothing is tagged until every
 layer is in, so an interrupted pull leaves no image, only blobs that the next
 pull reuses.
 """
@@ -11,9 +13,7 @@ pull reuses.
 from __future__ import annotations
 
 import dataclasses
-import os
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from builder import limits
@@ -22,7 +22,7 @@ from builder.registry.client import Manifest, Repository, parse_document
 from builder.registry.progress import TransferProgress
 from builder.registry.reference import Reference, validate_digest
 from builder.registry.transport import Transport
-from builder.store.store import LayerBlobRecord, Store, TmpDir, chain_id_of
+from builder.store.store import LayerBlobRecord, Store, chain_id_of
 
 _WORKERS = 4
 LAYER_TYPES = {
@@ -150,10 +150,9 @@ def _pull_image(store: Store, repo: Repository, manifest: Manifest, what: str,
         if i not in missing:
             progress.done(descriptors[i][0], "already in the store")
 
-    # Downloads run in threads; each finished blob is extracted in one of a few worker
-    # processes (decompressing, writing and hashing in parallel, free of the GIL) while
-    # other layers still download; the main thread registers the layers in order, each
-    # only after its blob verified and its diff_id is the config's.
+    # Layers download several at a time; each verified blob's diff_id is checked by
+    # decompressing it once (M09), and the layer is recorded in order, packed: its files
+    # are extracted when a build or an export first needs them (Store.unpack).
     if missing:
         _transfer(store, repo, descriptors, missing, chain_ids, diff_ids, what, progress)
     store.put_blob(config, expected=config_digest)
@@ -178,91 +177,43 @@ def _layer_descriptor(layer: Any, what: str) -> tuple[str, int, str]:
 def _transfer(store: Store, repo: Repository, descriptors: list[tuple[str, int, str]],
               missing: list[int], chain_ids: list[str], diff_ids: list[str], what: str,
               progress: TransferProgress) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     from builder.image.archive import MEDIA_LAYER
 
-    workers = min(len(missing), max(1, (os.cpu_count() or 1)))
-    extractors: Executor
-    if _main_is_importable():
-        context = multiprocessing.get_context("forkserver")  # no fork of a threaded process
-        context.set_forkserver_preload(["builder.image.importer", "builder.layers.apply"])
-        extractors = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-        for _ in range(workers):  # start the workers while the first blobs download
-            extractors.submit(os.getpid)
-    else:  # embedded from stdin or a REPL: worker processes could not start
-        extractors = ThreadPoolExecutor(max_workers=1)
-    def fetch_and_extract(i: int) -> tuple[int, TmpDir, Future]:
-        # The thread hands the extraction over and takes the next download.
+    def fetch(i: int) -> tuple[int, str, int]:
         digest, size, compression = descriptors[i]
         resumed = repo.fetch_blob(store, digest, size, lambda n: progress.advance(digest, n))
-        _check_magic(store, digest, compression, what)
-        work = store.tmp_dir("pull")
+        return (resumed, *_blob_diff_id(store, digest, size, compression, what))
+
+    with ThreadPoolExecutor(max_workers=_WORKERS) as threads:
+        for i in missing:
+            progress.start(descriptors[i][0], descriptors[i][1])
+        jobs = {i: threads.submit(fetch, i) for i in missing}
         try:
-            (work.path / "diff").mkdir()
-            extraction = extractors.submit(
-                _extract_file, str(store.blob_path(digest)), str(work.path / "diff"),
-                f"{what} layer {digest}", size)
-        except BaseException:
-            work.release()
-            raise
-        return resumed, work, extraction
-
-    jobs: dict[int, Future] = {}
-    try:
-        with ThreadPoolExecutor(max_workers=_WORKERS) as threads, extractors:
             for i in missing:
-                progress.start(descriptors[i][0], descriptors[i][1])
-            jobs = {i: threads.submit(fetch_and_extract, i) for i in missing}
-            try:
-                for i in missing:
-                    resumed, work, extraction = jobs[i].result()
-                    digest, size, compression = descriptors[i]
-                    actual, tar_size = extraction.result()
-                    if actual != diff_ids[i]:
-                        raise RegistryError(f"{what}: layer {digest} has diff_id {actual}, the "
-                                            f"image config says {diff_ids[i]}")
-                    store.commit_layer(chain_ids[i - 1] if i else None, work, actual, tar_size)
-                    store.record_layer_blob(LayerBlobRecord(
-                        diff_ids[i], compression, digest, size, MEDIA_LAYER[compression]))
-                    progress.done(digest, f"pulled (resumed at {resumed} bytes)"
-                                  if resumed else "pulled")
-            except BaseException:
-                for job in jobs.values():
-                    job.cancel()
-                raise
-    finally:
-        # Only once every worker has stopped writing: drop what was not committed.
-        for job in jobs.values():
-            if job.done() and not job.cancelled() and job.exception() is None:
-                job.result()[1].release()
+                resumed, actual, tar_size = jobs[i].result()
+                digest, size, compression = descriptors[i]
+                if actual != diff_ids[i]:
+                    raise RegistryError(f"{what}: layer {digest} has diff_id {actual}, the "
+                                        f"image config says {diff_ids[i]}")
+                store.record_layer_blob(LayerBlobRecord(
+                    diff_ids[i], compression, digest, size, MEDIA_LAYER[compression]))
+                store.add_packed_layer(chain_ids[i - 1] if i else None, actual, tar_size)
+                progress.done(digest, f"pulled (resumed at {resumed} bytes)"
+                              if resumed else "pulled")
+        except BaseException:
+            for job in jobs.values():
+                job.cancel()
+            raise
 
 
-def _main_is_importable() -> bool:
-    """Whether a forkserver worker can re-create ``__main__`` (it runs the main file)."""
-    import sys
+def _blob_diff_id(store: Store, digest: str, size: int, compression: str,
+                  what: str) -> tuple[str, int]:
+    """(diff_id, tar size) of a verified blob; its magic must match its media type (M10)."""
+    from builder.errors import LayerError
+    from builder.layers.blob import blob_diff_id
 
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    spec = getattr(main, "__spec__", None)
-    return spec is not None or (path is not None and os.path.isfile(path))
-
-
-def _extract_file(blob: str, diff_dir: str, layer_name: str, size: int) -> tuple[str, int]:
-    """In a worker process: extract a verified blob into a work dir; (diff_id, tar size)."""
-    from builder.image.importer import extract_blob
-
-    with open(blob, "rb") as raw:
-        return extract_blob(raw, Path(diff_dir), layer_name, size)
-
-
-def _check_magic(store: Store, digest: str, compression: str, what: str) -> None:
-    """The blob's magic bytes must agree with its media type (M10)."""
-    from builder.layers.compress import sniff_compression
-
-    with open(store.blob_path(digest), "rb") as head:
-        actual = sniff_compression(head.read(6))
-    if actual != compression:
-        raise RegistryError(f"{what}: layer {digest} is {actual}-compressed but its media "
-                            f"type says {compression}")
+    with open(store.blob_path(digest), "rb") as raw:
+        try:
+            return blob_diff_id(raw, f"{what} layer {digest}", size, expect=compression)
+        except LayerError as err:
+            raise RegistryError(f"{what}: layer {digest}: {err}") from None

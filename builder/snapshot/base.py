@@ -67,7 +67,8 @@ class Driver(Protocol):
     store: Store
 
     def prepare(self, parent: str | None) -> ActiveSnapshot:
-        """A new active snapshot on top of ``parent`` (a chain ID, or None for scratch)."""
+        """A new active snapshot on top of ``parent`` (a chain ID, or None for scratch);
+        extracts the chain's packed (pulled) layers first."""
         ...
 
 

@@ -136,6 +136,7 @@ class OverlayDriver:
         self.store = store
 
     def prepare(self, parent: str | None) -> Snapshot:
+        self.store.unpack(parent)
         work = self.store.tmp_dir("snap")
         (work.path / "diff").mkdir()
         (work.path / "ovl-work").mkdir()

@@ -157,6 +157,7 @@ class VfsDriver:
     def prepare(self, parent: str | None) -> VfsSnapshot:
         from builder.layers.diff import diff_trees
 
+        self.store.unpack(parent)
         work = self.store.tmp_dir("snap")
         try:
             snapshot = VfsSnapshot(self.store, parent, work)

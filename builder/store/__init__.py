@@ -3,7 +3,8 @@
 Owns everything under the store root (``/var/lib/pybuild`` as root,
 ``~/.local/share/pybuild`` otherwise, or ``--root``/``PYBUILD_ROOT``):
 
-    pybuild.db              SQLite (WAL): layers, images, tags, blob map, cache, build records
+    pybuild.db              SQLite (WAL): layers (and packed_layers: pulled, not yet
+                            extracted), images, tags, blob map, cache, build records
     blobs/sha256/<hex>      write-once blobs (configs, compressed layers), verified on read
     layers/<chain-hex>/diff layer contents in overlay format, shared, never copied
     l/<short>               short symlinks to layer diffs, for overlay's one-page option limit

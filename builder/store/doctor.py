@@ -10,7 +10,8 @@ What is checked, in this order (each problem names what it is about):
     blob      every file in blobs/sha256/ hashes to its name: a corrupt blob is
               removed, with the layer-blob records that name it (the next export
               compresses the layer again from its directory)
-    layer     every layer row has its dir and its short link, and its parent row;
+    layer     every layer row has its dir and its short link, and its parent row (a
+              packed layer, pulled but not yet extracted, has its blob instead);
               with ``deep=True`` its dir still gives the recorded diff_id (for layers
               pybuild built; see _check_layers).  A broken
               layer is dropped with every layer above it
@@ -171,14 +172,21 @@ def _check_layers(store: Store, report: Report, repair: bool, deep: bool) -> set
     """Check every layer row; returns the chain IDs that are broken (and dropped if
     repairing), including every layer above a broken one."""
     rows = store.db.execute("SELECT chain_id, diff_id, parent, short FROM layers").fetchall()
-    report.checked["layers"] = len(rows)
+    packed = store.db.execute("SELECT chain_id, diff_id, parent FROM packed_layers").fetchall()
+    report.checked["layers"] = len(rows) + len(packed)
     parents = {chain: parent for chain, _diff, parent, _short in rows}
+    parents.update((chain, parent) for chain, _diff, parent in packed)
     bad: dict[str, str] = {}
     for chain, _diff_id, parent, _short in rows:
         if parent is not None and parent not in parents:
             bad[chain] = f"parent layer {parent} is missing"
         elif not store.layer_dir(chain).is_dir():
             bad[chain] = f"directory {store.layer_dir(chain)} is missing"
+    for chain, diff_id, parent in packed:  # pulled, not yet extracted: needs its blob
+        if parent is not None and parent not in parents:
+            bad[chain] = f"parent layer {parent} is missing"
+        elif not store.layer_blobs(diff_id):
+            bad[chain] = "packed (pulled, not extracted) and its blob is missing"
     if deep:
         # A layer pybuild built gives its diff_id again from its dir.  A layer that came
         # from an archive (import, load, pull) was hashed as that archive's tar, which a
@@ -188,8 +196,11 @@ def _check_layers(store: Store, report: Report, repair: bool, deep: bool) -> set
         for diff_id, digest in store.db.execute("SELECT diff_id, digest FROM layer_blobs"):
             if store.blob_path(digest).exists():
                 blobs.setdefault(diff_id, digest)
+        unpacked = {chain for chain, *_ in rows}
         for chain, diff_id, _parent, _short in rows:
-            if chain in bad or (found := _diff_id_of(store, chain)) == diff_id:
+            if chain in bad or any(c not in unpacked for c in _ancestors(parents, chain)):
+                continue  # its tar depends on lower dirs that are not extracted yet
+            if (found := _diff_id_of(store, chain)) == diff_id:
                 continue
             if diff_id not in blobs:
                 bad[chain] = f"contents changed on disk (diff_id {found}, recorded {diff_id})"
@@ -208,10 +219,12 @@ def _check_layers(store: Store, report: Report, repair: bool, deep: bool) -> set
     for chain in sorted(broken):
         problem = report.add("layer", chain, bad[chain])
         if repair:
-            short = next(r[3] for r in rows if r[0] == chain)
+            short = next((r[3] for r in rows if r[0] == chain), "")
             with store.transaction() as db:
                 db.execute("DELETE FROM layers WHERE chain_id = ?", (chain,))
-            (store.root / "l" / short).unlink(missing_ok=True)
+                db.execute("DELETE FROM packed_layers WHERE chain_id = ?", (chain,))
+            if short:
+                (store.root / "l" / short).unlink(missing_ok=True)
             if store.layer_dir(chain).parent.exists():
                 remove_tree(store.layer_dir(chain).parent)
             problem.repaired = True
@@ -236,6 +249,13 @@ def _check_layers(store: Store, report: Report, repair: bool, deep: bool) -> set
                 remove_tree(entry)
                 problem.repaired = True
     return broken
+
+
+def _ancestors(parents: dict[str, str | None], chain: str) -> Iterator[str]:
+    current = parents.get(chain)
+    while current is not None:
+        yield current
+        current = parents.get(current)
 
 
 def _diff_id_of(store: Store, chain: str) -> str | None:
@@ -307,11 +327,16 @@ def _check_links(store: Store, report: Report, repair: bool) -> None:
 
 
 # -- cache and images ----------------------------------------------------------------
+def _layer_ids(store: Store) -> set[str]:
+    return {row[0] for row in store.db.execute(
+        "SELECT chain_id FROM layers UNION SELECT chain_id FROM packed_layers")}
+
+
 def _check_cache(store: Store, report: Report, repair: bool, broken: set[str]) -> None:
     if store.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cache_entries'"
                         ).fetchone() is None:
         return
-    layers = {row[0] for row in store.db.execute("SELECT chain_id FROM layers")}
+    layers = _layer_ids(store)
     rows = store.db.execute("SELECT key, chain_id FROM cache_entries").fetchall()
     report.checked["cache entries"] = len(rows)
     dead = [key for key, chain in rows
@@ -325,7 +350,7 @@ def _check_cache(store: Store, report: Report, repair: bool, broken: set[str]) -
 
 
 def _check_images(store: Store, report: Report, repair: bool, broken: set[str]) -> None:
-    layers = {row[0] for row in store.db.execute("SELECT chain_id FROM layers")}
+    layers = _layer_ids(store)
     images = store.images()
     report.checked["images"] = len(images)
     for image_id, top, _created in images:

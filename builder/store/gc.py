@@ -96,17 +96,22 @@ def prune(store: Store, *, cache: bool = False) -> tuple[int, int, int]:
         dead_layers = [row for row in store.db.execute("SELECT chain_id, diff_id, short "
                                                        "FROM layers")
                        if row[0] not in live]
+        dead_packed = [row[0] for row in store.db.execute("SELECT chain_id FROM packed_layers")
+                       if row[0] not in live]
         with store.transaction() as db:
             db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i, _ in dead_images])
             db.executemany("DELETE FROM layers WHERE chain_id = ?",
                            [(row[0],) for row in dead_layers])
+            db.executemany("DELETE FROM packed_layers WHERE chain_id = ?",
+                           [(chain,) for chain in dead_packed])
         for chain_id, _diff_id, short in dead_layers:
             (store.root / "l" / short).unlink(missing_ok=True)
             remove_tree(store.layer_dir(chain_id).parent)
-        live_diff_ids = {row[0] for row in store.db.execute("SELECT diff_id FROM layers")}
+        live_diff_ids = {row[0] for row in store.db.execute(
+            "SELECT diff_id FROM layers UNION SELECT diff_id FROM packed_layers")}
         with store.transaction() as db:
-            db.execute("DELETE FROM layer_blobs WHERE diff_id NOT IN "
-                       "(SELECT diff_id FROM layers)")
+            db.execute("DELETE FROM layer_blobs WHERE diff_id NOT IN (SELECT diff_id FROM "
+                       "layers UNION SELECT diff_id FROM packed_layers)")
         keep = {image_id.split(":", 1)[1] for image_id, _, _ in store.images()}
         keep |= {row[0].split(":", 1)[1] for row in
                  store.db.execute("SELECT digest FROM layer_blobs")}
@@ -117,7 +122,7 @@ def prune(store: Store, *, cache: bool = False) -> tuple[int, int, int]:
                 blob.unlink()
                 removed_blobs += 1
         removed_blobs += _drop_partial_downloads(store)
-    return len(dead_images), len(dead_layers), removed_blobs
+    return len(dead_images), len(dead_layers) + len(dead_packed), removed_blobs
 
 
 def _drop_partial_downloads(store: Store) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.errors import DigestMismatch, StoreError
+from builder.errors import DigestMismatch, LayerError, StoreError
 from builder.store.faults import point
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -32,6 +32,13 @@ CREATE TABLE IF NOT EXISTS layers (
     size INTEGER NOT NULL,
     short TEXT NOT NULL UNIQUE,
     epoch INTEGER,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS packed_layers (
+    chain_id TEXT PRIMARY KEY,
+    diff_id TEXT NOT NULL,
+    parent TEXT,
+    size INTEGER NOT NULL,
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS layer_blobs (
@@ -92,7 +99,8 @@ class LayerRecord:
     diff_id: str
     parent: str | None
     size: int
-    short: str
+    short: str           # its l/ link; "" while packed
+    packed: bool = False  # pulled as a verified blob, not yet extracted (see Store.unpack)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,8 @@ class TmpDir:
                 pass
             os.close(fd)
         self._lock_fd = fd
+        if path.exists():  # a fixed name (unpack-<chain>) whose owner died: ours now
+            remove_tree(path)
         path.mkdir(mode=0o700)
 
     def release(self) -> None:
@@ -423,11 +433,21 @@ class Store:
         row = self.db.execute(
             "SELECT chain_id, diff_id, parent, size, short FROM layers WHERE chain_id = ?",
             (chain_id,)).fetchone()
+        if row is not None:
+            return LayerRecord(*row)
+        row = self.db.execute(
+            "SELECT chain_id, diff_id, parent, size FROM packed_layers WHERE chain_id = ?",
+            (chain_id,)).fetchone()
         if row is None:
             raise StoreError(f"layer {chain_id} is not in the store")
-        return LayerRecord(*row)
+        return LayerRecord(*row, short="", packed=True)
 
     def has_layer(self, chain_id: str) -> bool:
+        """Whether the layer is in the store, extracted or still packed."""
+        return self._is_unpacked(chain_id) or self.db.execute(
+            "SELECT 1 FROM packed_layers WHERE chain_id = ?", (chain_id,)).fetchone() is not None
+
+    def _is_unpacked(self, chain_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM layers WHERE chain_id = ?",
                                (chain_id,)).fetchone() is not None
 
@@ -444,13 +464,20 @@ class Store:
         records.reverse()
         return records
 
+    def _unpacked_chain(self, top: str | None) -> list[LayerRecord]:
+        records = self.chain(top)
+        for record in records:
+            if record.packed:  # a caller that needs files calls unpack() first
+                raise StoreError(f"layer {record.chain_id} is not unpacked yet")
+        return records
+
     def lower_dirs(self, top: str | None) -> list[Path]:
         """Layer dirs of a chain, topmost first, as overlay's lowerdir wants them."""
-        return [self.layer_dir(r.chain_id) for r in reversed(self.chain(top))]
+        return [self.layer_dir(r.chain_id) for r in reversed(self._unpacked_chain(top))]
 
     def short_links(self, top: str | None) -> list[str]:
         """Short link names under ``l/`` for a chain, topmost first."""
-        return [r.short for r in reversed(self.chain(top))]
+        return [r.short for r in reversed(self._unpacked_chain(top))]
 
     def layer_tar_options(self, chain_id: str) -> dict:
         """The arguments that make ``write_layer_tar`` reproduce this layer's diff_id."""
@@ -470,7 +497,7 @@ class Store:
         chain_id = chain_id_of(parent, diff_id)
         with self._store_lock():
             point("layer:locked")
-            if self.has_layer(chain_id):
+            if self._is_unpacked(chain_id):
                 work.release()
                 return chain_id
             for leftover in work.path.iterdir():
@@ -489,7 +516,114 @@ class Store:
             with self.transaction() as db:
                 db.execute("INSERT INTO layers VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (chain_id, diff_id, parent, size, short, epoch, time.time()))
+                db.execute("DELETE FROM packed_layers WHERE chain_id = ?", (chain_id,))
         return chain_id
+
+    def apply_blob(self, blob: Path, parent: str | None, what: str,
+                   diff_id: str | None = None) -> tuple[str, int]:
+        """Extract a (compressed) layer blob as the layer on ``parent``; (chain_id, size).
+
+        With ``diff_id`` (from an image config), content that hashes to anything
+        else is refused before it is registered (M09).
+        """
+        work, actual, size = self._extract(blob, what)
+        try:
+            if diff_id is not None and actual != diff_id:
+                raise StoreError(f"{what}: content has diff_id {actual}, the image config "
+                                 f"says {diff_id}")
+            return self.commit_layer(parent, work, actual, size), size
+        except BaseException:
+            work.release()
+            raise
+
+    def _extract(self, blob: Path, what: str, work: TmpDir | None = None
+                 ) -> tuple[TmpDir, str, int]:
+        """A work dir holding ``blob`` applied as ``diff/``, with its diff_id and tar size.
+
+        Touches no database, so worker threads may call it."""
+        from builder.layers.blob import extract_blob
+
+        work = work or self.tmp_dir("apply")
+        try:
+            (work.path / "diff").mkdir()
+            with open(blob, "rb") as raw:
+                actual, size = extract_blob(raw, work.path / "diff", what,
+                                            os.fstat(raw.fileno()).st_size)
+        except BaseException:
+            work.release()
+            raise
+        return work, actual, size
+
+    def add_packed_layer(self, parent: str | None, diff_id: str, size: int) -> str:
+        """Record a layer whose verified blob is in the store (``record_layer_blob``)
+        but not extracted; ``unpack`` extracts it when a snapshot or export needs it."""
+        chain_id = chain_id_of(parent, diff_id)
+        with self.transaction() as db:
+            if not self._is_unpacked(chain_id):
+                db.execute("INSERT OR IGNORE INTO packed_layers VALUES (?, ?, ?, ?, ?)",
+                           (chain_id, diff_id, parent, size, time.time()))
+        return chain_id
+
+    def unpack(self, top: str | None) -> None:
+        """Extract the packed layers of a chain (a pull leaves them as blobs, as
+        BuildKit does, until a step or an export needs their files).
+
+        Layers extract side by side in worker threads and are committed here in
+        order, each only once its content gives its recorded diff_id.  A work dir
+        named by the chain ID keeps two builds from extracting the same layer twice.
+        """
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        packed = [record for record in self.chain(top) if record.packed]
+        if not packed:
+            return
+        blobs = {}
+        for record in packed:
+            found = self.layer_blobs(record.diff_id)
+            if not found:
+                raise StoreError(f"layer {record.chain_id}: its blob is not in the store "
+                                 "(removed or corrupt); pull the image again")
+            blobs[record.chain_id] = self.blob_path(found[0].digest)
+        self.db  # noqa: B018 - the layout exists before the workers use tmp/
+
+        def extract(record: LayerRecord) -> tuple[TmpDir, str, int] | None:
+            # Named by the layer: a second build unpacking it waits here for the first.
+            work = TmpDir(self.root / "tmp" / f"unpack-{record.chain_id.split(':', 1)[1]}")
+            if self.layer_dir(record.chain_id).is_dir():  # the other build committed it
+                work.release()
+                return None
+            return self._extract(blobs[record.chain_id], record.chain_id, work)
+
+        jobs: list[Future] = []
+        with ThreadPoolExecutor(max_workers=min(4, len(packed))) as pool:
+            try:
+                jobs = [pool.submit(extract, record) for record in packed]
+                for record, job in zip(packed, jobs, strict=True):
+                    try:
+                        extracted = job.result()
+                    except LayerError as err:
+                        blob = blobs[record.chain_id].name
+                        raise StoreError(f"{err} (from its pulled blob sha256:{blob}; "
+                                         "'pybuild doctor' checks the blobs)") from None
+                    if extracted is None:
+                        with self._store_lock():
+                            pass  # whoever renamed the dir in has written its row too
+                        continue
+                    work, diff_id, size = extracted
+                    if diff_id != record.diff_id:
+                        raise StoreError(f"layer {record.chain_id}: content has diff_id "
+                                         f"{diff_id}, recorded {record.diff_id}")
+                    self.commit_layer(record.parent, work, diff_id, size)
+            except BaseException:
+                for job in jobs:
+                    job.cancel()
+                raise
+            finally:
+                pool.shutdown(wait=True)
+                for job in jobs:  # what was extracted but not committed
+                    if job.done() and not job.cancelled() and job.exception() is None \
+                            and (extracted := job.result()) is not None:
+                        extracted[0].release()  # a no-op once committed (detached)
 
     def record_layer_blob(self, record: LayerBlobRecord) -> None:
         with self.transaction() as db:

@@ -109,16 +109,20 @@ def test_C03_context_swapped_for_a_symlink_while_copying(bstore, ctx, sandbox, t
         (sub / "inner" / f"g{i}").write_text("ctx")
     stop = threading.Event()
 
-    def swap(path: Path) -> None:
-        parked = path.with_name(path.name + ".real")
+    def swap(parent: int, name: str) -> None:
+        # By the parent dir's fd: a path through ctx/sub would reach the host dir
+        # whenever the other attacker has swapped sub, and the attacker itself would
+        # then write there (a flake of the test, not of pybuild).
         while not stop.is_set():
             with contextlib.suppress(OSError):
-                os.rename(path, parked)
-                os.symlink(str(sandbox.host_dir), path)
-                os.unlink(path)
-                os.rename(parked, path)
+                os.rename(name, name + ".real", src_dir_fd=parent, dst_dir_fd=parent)
+                os.symlink(str(sandbox.host_dir), name, dir_fd=parent)
+                os.unlink(name, dir_fd=parent)
+                os.rename(name + ".real", name, src_dir_fd=parent, dst_dir_fd=parent)
 
-    attackers = [threading.Thread(target=swap, args=(p,)) for p in (sub, sub / "inner")]
+    parents = [os.open(d, os.O_RDONLY | os.O_DIRECTORY) for d in (ctx, sub)]
+    attackers = [threading.Thread(target=swap, args=(fd, name))
+                 for fd, name in zip(parents, ("sub", "inner"), strict=True)]
     for thread in attackers:
         thread.start()
     try:
@@ -136,6 +140,8 @@ def test_C03_context_swapped_for_a_symlink_while_copying(bstore, ctx, sandbox, t
         stop.set()
         for thread in attackers:
             thread.join()
+        for fd in parents:
+            os.close(fd)
 
 
 # ------------------------------------------------------------------ C04

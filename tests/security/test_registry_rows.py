@@ -168,6 +168,7 @@ def assert_refused(root: Path, result, *words: str) -> str:  # type: ignore[no-u
     store = Store(root)
     assert store.tags() == [] and store.images() == []
     assert not any((root / "layers").iterdir()) if (root / "layers").exists() else True
+    assert store.db.execute("SELECT chain_id FROM packed_layers").fetchall() == []
     # Partial downloads may stay in ingest/ (the next pull resumes and verifies them);
     # nothing unverified is ever in blobs/.
     blobs = root / "blobs" / "sha256"
@@ -183,6 +184,7 @@ def test_pull_of_an_honest_hostile_server_works(tmp_path, hostile):
     pull(tmp_path / "s", f"{hostile.host}/ok:1").check_returncode()
     store = Store(tmp_path / "s")
     top = store.image_top_chain(store.resolve_image(f"{hostile.host}/ok:1"))
+    store.unpack(top)
     assert (store.layer_dir(top) / "hello").read_bytes() == b"hello\n"
 
 

@@ -1,0 +1,88 @@
+"""A (compressed) layer blob read as a layer: its diff_id, or its contents in a layer dir.
+
+One streaming pass over the blob: decompress (by its magic bytes), stop a
+decompression bomb at ``max_layer_ratio`` times the blob's size (X01), hash the
+tar for its diff_id and, when extracting, apply it.  Neither function
+registers anything: the caller compares the diff_id with the image config's
+(M09) before it trusts the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+from builder import limits
+from builder.errors import LayerError
+
+
+class _HashingReader(io.RawIOBase):
+    """Hashes and counts what passes through, and stops at ``max_size`` bytes."""
+
+    def __init__(self, source: BinaryIO, max_size: int, what: str):
+        self.source = source
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.max_size = max_size
+        self.what = what
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+        data = self.source.read(len(buffer))
+        self.hasher.update(data)
+        self.size += len(data)
+        if self.size > self.max_size:
+            raise LayerError(f"decompresses to more than {self.max_size} bytes, over "
+                             f"{limits.get().max_layer_ratio} times its compressed size (raise "
+                             f"it with {limits.env_name('max_layer_ratio')})", layer=self.what)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    def digest(self) -> str:
+        return "sha256:" + self.hasher.hexdigest()
+
+
+def max_layer_bytes(compressed_size: int) -> int:
+    """How many uncompressed bytes a layer blob of ``compressed_size`` may expand to."""
+    current = limits.get()
+    return max(compressed_size * current.max_layer_ratio, current.max_layer_ratio_floor)
+
+
+def _reader(raw: BinaryIO, what: str, compressed_size: int,
+            expect: str | None = None) -> _HashingReader:
+    from builder.layers.compress import open_decompressed
+
+    return _HashingReader(open_decompressed(raw, expect=expect),
+                          max_layer_bytes(compressed_size), what)
+
+
+def blob_diff_id(raw: BinaryIO, what: str, compressed_size: int,
+                 expect: str | None = None) -> tuple[str, int]:
+    """(diff_id, tar size) of a layer blob, without extracting it.
+
+    ``expect`` is the compression its media type names; other magic bytes are refused.
+    """
+    reader = _reader(raw, what, compressed_size, expect)
+    reader.drain()
+    return reader.digest(), reader.size
+
+
+def extract_blob(raw: BinaryIO, diff_dir: Path, what: str,
+                 compressed_size: int) -> tuple[str, int]:
+    """Apply a layer blob into the empty layer dir ``diff_dir``; (diff_id, tar size)."""
+    from builder.layers.apply import apply_layer_tar
+
+    reader = _reader(raw, what, compressed_size)
+    buffered = io.BufferedReader(reader, 1 << 20)
+    apply_layer_tar(buffered, diff_dir, layer=what)
+    reader.drain()  # what follows the tar's end marker counts for the diff_id too
+    buffered.read()
+    return reader.digest(), reader.size
