@@ -36,9 +36,7 @@ class _HashingReader(io.RawIOBase):
         self.hasher.update(data)
         self.size += len(data)
         if self.size > self.max_size:
-            raise LayerError(f"decompresses to more than {self.max_size} bytes, over "
-                             f"{limits.get().max_layer_ratio} times its compressed size (raise "
-                             f"it with {limits.env_name('max_layer_ratio')})", layer=self.what)
+            raise _too_big(self.max_size, self.what)
         buffer[: len(data)] = data
         return len(data)
 
@@ -48,6 +46,12 @@ class _HashingReader(io.RawIOBase):
 
     def digest(self) -> str:
         return "sha256:" + self.hasher.hexdigest()
+
+
+def _too_big(limit: int, what: str) -> LayerError:
+    return LayerError(f"decompresses to more than {limit} bytes, over "
+                      f"{limits.get().max_layer_ratio} times its compressed size (raise "
+                      f"it with {limits.env_name('max_layer_ratio')})", layer=what)
 
 
 def max_layer_bytes(compressed_size: int) -> int:
@@ -70,9 +74,23 @@ def blob_diff_id(raw: BinaryIO, what: str, compressed_size: int,
 
     ``expect`` is the compression its media type names; other magic bytes are refused.
     """
-    reader = _reader(raw, what, compressed_size, expect)
-    reader.drain()
-    return reader.digest(), reader.size
+    from builder.layers.compress import iter_decompressed
+
+    hasher = hashlib.sha256()
+    size = 0
+    limit = max_layer_bytes(compressed_size)
+    try:
+        for chunk in iter_decompressed(raw, expect=expect):
+            hasher.update(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise _too_big(limit, what)
+    except LayerError:
+        raise
+    except Exception as err:  # zlib, zstd, lzma, bz2 and EOF errors: the data is bad
+        raise LayerError(f"cannot decompress: {type(err).__name__}: {err}", layer=what) \
+            from None
+    return "sha256:" + hasher.hexdigest(), size
 
 
 def extract_blob(raw: BinaryIO, diff_dir: Path, what: str,

@@ -24,7 +24,7 @@ import os
 import struct
 import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
@@ -318,12 +318,8 @@ class _GzipMember:
         return self._z.decompress(self._z.unconsumed_tail + data, max_length)
 
 
-def open_decompressed(src: BinaryIO, *, expect: str | None = None) -> BinaryIO:
-    """A streaming reader of ``src`` decompressed by what its magic bytes say.
-
-    ``expect`` ("gzip", "zstd", "none"...), from the descriptor's media type,
-    must agree with the magic (M10); a mismatch is a LayerError.
-    """
+def _sniff(src: BinaryIO, expect: str | None) -> tuple[bytes, str]:
+    """The first bytes of ``src`` (consumed) and the compression they name."""
     head = b""
     while len(head) < 6:
         more = src.read(6 - len(head))
@@ -333,6 +329,54 @@ def open_decompressed(src: BinaryIO, *, expect: str | None = None) -> BinaryIO:
     kind = sniff_compression(head)
     if expect is not None and expect != kind:
         raise LayerError(f"media type says {expect} but the data is {kind} (M10)")
+    return head, kind
+
+
+def iter_decompressed(src: BinaryIO, *, expect: str | None = None) -> Iterator[bytes]:
+    """The bytes ``open_decompressed`` would read, as chunks of at most 1 MiB.
+
+    For a caller that only hashes: no file-object layers copying each chunk
+    between them (half the time of a 50 MB gzip layer's diff_id).
+    """
+    head, kind = _sniff(src, expect)
+    if kind == "none":
+        if head:
+            yield head
+        while chunk := src.read(_READ):
+            yield chunk
+        return
+    if kind != "gzip":
+        reader = open_decompressed(cast(BinaryIO, io.BufferedReader(_Prefixed(head, src))))
+        while chunk := reader.read(_READ):
+            yield chunk
+        return
+    decoder = zlib.decompressobj(wbits=31)
+    data = head
+    while True:
+        if decoder.eof:  # another gzip member may follow, or zero padding
+            data = decoder.unused_data or src.read(_READ)
+            while data and not data.strip(b"\0"):
+                data = src.read(_READ)
+            if not data:
+                return
+            decoder = zlib.decompressobj(wbits=31)
+        if not data:
+            data = src.read(_READ)
+            if not data:
+                raise EOFError("compressed stream ends before its end marker")
+        out = decoder.decompress(data, _READ)  # capped: a bomb never fills memory
+        data = decoder.unconsumed_tail
+        if out:
+            yield out
+
+
+def open_decompressed(src: BinaryIO, *, expect: str | None = None) -> BinaryIO:
+    """A streaming reader of ``src`` decompressed by what its magic bytes say.
+
+    ``expect`` ("gzip", "zstd", "none"...), from the descriptor's media type,
+    must agree with the magic (M10); a mismatch is a LayerError.
+    """
+    head, kind = _sniff(src, expect)
     raw = io.BufferedReader(_Prefixed(head, src), buffer_size=_READ)
     if kind == "none":
         return cast(BinaryIO, raw)

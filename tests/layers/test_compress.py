@@ -23,7 +23,12 @@ from builder.layers import (
     open_decompressed,
     write_layer_tar,
 )
-from builder.layers.compress import MEDIA_TYPES, _ParallelGzip, sniff_compression
+from builder.layers.compress import (
+    MEDIA_TYPES,
+    _ParallelGzip,
+    iter_decompressed,
+    sniff_compression,
+)
 
 
 @pytest.fixture
@@ -128,6 +133,20 @@ def test_compress_tar_matches_compress_layer(layer):
 def test_open_decompressed_sniffs_and_concatenates(blob, kind):
     assert sniff_compression(blob[:6]) == kind
     assert open_decompressed(io.BytesIO(blob)).read() == b"tar" * 1000 + b"more"
+    assert b"".join(iter_decompressed(io.BytesIO(blob))) == b"tar" * 1000 + b"more"
+
+
+@pytest.mark.parametrize("blob", [
+    gzip.compress(os.urandom(3 << 20), mtime=0) + b"\0" * 5000,       # stored blocks, padding
+    gzip.compress(b"\0" * (5 << 20), mtime=0) * 2,                     # 1000:1, two members
+    b"", b"ab", os.urandom(3 << 20),
+    zstandard.ZstdCompressor().compress(os.urandom(2 << 20)) * 2])
+def test_iter_decompressed_reads_what_open_decompressed_reads(blob):
+    # The pull checks diff_ids with one, extraction hashes with the other: they
+    # must agree byte for byte, and no chunk may exceed 1 MiB (bombs stay small).
+    chunks = list(iter_decompressed(io.BytesIO(blob)))
+    assert b"".join(chunks) == open_decompressed(io.BytesIO(blob)).read()
+    assert all(len(chunk) <= 1 << 20 for chunk in chunks)
 
 
 def test_open_decompressed_tiny_and_empty():
@@ -156,6 +175,8 @@ def test_zstd_window_is_capped():
 def test_truncated_streams_raise(blob):
     with pytest.raises((EOFError, OSError, lzma.LZMAError)):
         open_decompressed(io.BytesIO(blob)).read()
+    with pytest.raises((EOFError, OSError, lzma.LZMAError)):
+        b"".join(iter_decompressed(io.BytesIO(blob)))
 
 
 def test_unknown_compression_rejected(layer):

@@ -378,6 +378,24 @@ def test_M10_media_type_and_magic_must_agree(tmp_path, hostile, media_type, body
     assert_refused(tmp_path / "s", pull(tmp_path / "s", f"{hostile.host}/m10:1"))
 
 
+@pytest.mark.parametrize("body", ["bomb", "corrupt-deflate", "truncated"])
+def test_X01_bad_compressed_data_whose_digest_is_right(tmp_path, hostile, body):
+    # The blob is what the manifest says, byte for byte; what it decompresses to is
+    # a bomb or garbage.  The pull's diff_id check decompresses it and refuses it.
+    image = Image()
+    if body == "bomb":
+        image.blob = gzip.compress(bytes(100 << 20), compresslevel=1, mtime=0)
+    elif body == "corrupt-deflate":
+        broken = bytearray(gzip.compress(os.urandom(1 << 16), compresslevel=1, mtime=0))
+        broken[len(broken) // 2] ^= 0xFF
+        image.blob = bytes(broken)
+    else:
+        image.blob = image.blob[: len(image.blob) // 2]
+    hostile.serve("x01", image)
+    words = ("PYBUILD_MAX_LAYER_RATIO",) if body == "bomb" else ("cannot decompress",)
+    assert_refused(tmp_path / "s", pull(tmp_path / "s", f"{hostile.host}/x01:1"), *words)
+
+
 def test_X08_too_many_layers_refused_before_any_download(tmp_path, hostile, monkeypatch):
     image = Image()
     doc = image.manifest_doc()

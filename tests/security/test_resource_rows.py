@@ -83,7 +83,8 @@ def test_X01_gzip_bomb(tmp_path, monkeypatch):
     message = one_line_error(result)
     assert "PYBUILD_MAX_LAYER_RATIO" in message and "decompresses to more than" in message
     _store_is_clean(root)
-    # (`pybuild load` and pulls extract through the same apply_blob.)
+    # (`pybuild load` extracts through the same Store.apply_blob; a pull's diff_id
+    # check stops it too: test_registry_rows.py::test_X01_...)
     # The documented way out: raise the ratio.
     monkeypatch.setenv("PYBUILD_MAX_LAYER_RATIO", "100000")
     run_cli("import", str(bomb), "bomb", root=root)
