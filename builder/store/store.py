@@ -582,7 +582,8 @@ class Store:
             found = self.layer_blobs(record.diff_id)
             if not found:
                 raise StoreError(f"layer {record.chain_id}: its blob is not in the store "
-                                 "(removed or corrupt); pull the image again")
+                                 "(removed or corrupt); run 'pybuild doctor --repair' and "
+                                 "pull the image again")
             blobs[record.chain_id] = self.blob_path(found[0].digest)
         self.db  # noqa: B018 - the layout exists before the workers use tmp/
 
