@@ -493,8 +493,9 @@ def _base_image(run: _Build, base: str, line: int) -> str:
     from builder.registry.pull import pull
 
     try:
+        # Unpacked as it downloads: a build needs the base image's files next.
         pulled = pull(run.store, ref, platform=run.options.platform,
-                      insecure=run.options.insecure_registries)
+                      insecure=run.options.insecure_registries, unpack=True)
     except PybuildError as err:
         raise DockerfileError(
             f"base image {base!r} is not in the local store and pulling it failed ({err}); "

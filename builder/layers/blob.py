@@ -85,8 +85,10 @@ def blob_diff_id(raw: BinaryIO, what: str, compressed_size: int,
             size += len(chunk)
             if size > limit:
                 raise _too_big(limit, what)
-    except LayerError:
-        raise
+    except LayerError as err:
+        if err.layer:
+            raise
+        raise LayerError(err.message, layer=what, entry=err.entry) from None
     except Exception as err:  # zlib, zstd, lzma, bz2 and EOF errors: the data is bad
         raise LayerError(f"cannot decompress: {type(err).__name__}: {err}", layer=what) \
             from None

@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from builder import limits
-from builder.errors import PybuildError, RegistryError
+from builder.errors import LayerError, PybuildError, RegistryError
 from builder.registry.client import Manifest, Repository, parse_document
 from builder.registry.progress import TransferProgress
 from builder.registry.reference import Reference, validate_digest
 from builder.registry.transport import Transport
-from builder.store.store import LayerBlobRecord, Store, chain_id_of
+from builder.store.store import LayerBlobRecord, Store, TmpDir, chain_id_of
 
 _WORKERS = 4
 LAYER_TYPES = {
@@ -76,8 +76,12 @@ def select_platform(index: Manifest, platform: str, what: str) -> dict[str, Any]
 
 
 def pull(store: Store, ref: Reference, *, platform: str, insecure: tuple[str, ...] = (),
-         progress: TransferProgress | None = None) -> Pulled:
-    """Pull ``ref`` for ``platform`` into the store and tag it; returns the image ID."""
+         progress: TransferProgress | None = None, unpack: bool = False) -> Pulled:
+    """Pull ``ref`` for ``platform`` into the store and tag it; returns the image ID.
+
+    ``unpack``: extract each layer as soon as it is downloaded, while the others still
+    download (a build that pulls its base needs the files next); else they stay packed.
+    """
     what = ref.familiar()
     repo = open_repository(ref, insecure=insecure)
     progress = progress or TransferProgress("quiet")
@@ -88,7 +92,7 @@ def pull(store: Store, ref: Reference, *, platform: str, insecure: tuple[str, ..
             manifest = repo.get_manifest(_digest(entry.get("digest"), what))
             if manifest.is_index:
                 raise RegistryError(f"{what}: an index inside an index is not supported")
-        image_id = _pull_image(store, repo, manifest, what, progress)
+        image_id = _pull_image(store, repo, manifest, what, progress, unpack)
     finally:
         repo.transport.close()
     names = []
@@ -114,7 +118,7 @@ def _digest(value: object, what: str) -> str:
 
 
 def _pull_image(store: Store, repo: Repository, manifest: Manifest, what: str,
-                progress: TransferProgress) -> str:
+                progress: TransferProgress, unpack: bool) -> str:
     doc = manifest.doc
     config_desc = doc.get("config")
     layers = doc.get("layers")
@@ -152,9 +156,11 @@ def _pull_image(store: Store, repo: Repository, manifest: Manifest, what: str,
 
     # Layers download several at a time; each verified blob's diff_id is checked by
     # decompressing it once (M09), and the layer is recorded in order, packed: its files
-    # are extracted when a build or an export first needs them (Store.unpack).
+    # are extracted when a build or an export first needs them (Store.unpack).  With
+    # ``unpack``, that decompression extracts it too.
     if missing:
-        _transfer(store, repo, descriptors, missing, chain_ids, diff_ids, what, progress)
+        _transfer(store, repo, descriptors, missing, chain_ids, diff_ids, what, progress,
+                  unpack)
     store.put_blob(config, expected=config_digest)
     image_id = store.put_image(config, chain_ids[-1] if chain_ids else None)
     return image_id
@@ -176,13 +182,21 @@ def _layer_descriptor(layer: Any, what: str) -> tuple[str, int, str]:
 
 def _transfer(store: Store, repo: Repository, descriptors: list[tuple[str, int, str]],
               missing: list[int], chain_ids: list[str], diff_ids: list[str], what: str,
-              progress: TransferProgress) -> None:
+              progress: TransferProgress, unpack: bool) -> None:
     from builder.image.archive import MEDIA_LAYER
 
-    def fetch(i: int) -> tuple[int, str, int]:
+    def fetch(i: int) -> tuple[int, str, int, TmpDir | None]:
         digest, size, compression = descriptors[i]
         resumed = repo.fetch_blob(store, digest, size, lambda n: progress.advance(digest, n))
-        return (resumed, *_blob_diff_id(store, digest, size, compression, what))
+        if not unpack:
+            return (resumed, *_blob_diff_id(store, digest, size, compression, what), None)
+        _check_magic(store, digest, compression, what)
+        try:
+            work, actual, tar_size = store.extract(store.blob_path(digest), digest,
+                                                   store.unpack_dir(chain_ids[i]))
+        except LayerError as err:
+            raise RegistryError(f"{what}: {err}") from None
+        return resumed, actual, tar_size, work
 
     with ThreadPoolExecutor(max_workers=_WORKERS) as threads:
         for i in missing:
@@ -190,30 +204,50 @@ def _transfer(store: Store, repo: Repository, descriptors: list[tuple[str, int, 
         jobs = {i: threads.submit(fetch, i) for i in missing}
         try:
             for i in missing:
-                resumed, actual, tar_size = jobs[i].result()
+                resumed, actual, tar_size, work = jobs[i].result()
                 digest, size, compression = descriptors[i]
                 if actual != diff_ids[i]:
                     raise RegistryError(f"{what}: layer {digest} has diff_id {actual}, the "
                                         f"image config says {diff_ids[i]}")
                 store.record_layer_blob(LayerBlobRecord(
                     diff_ids[i], compression, digest, size, MEDIA_LAYER[compression]))
-                store.add_packed_layer(chain_ids[i - 1] if i else None, actual, tar_size)
+                parent = chain_ids[i - 1] if i else None
+                if work is None:
+                    store.add_packed_layer(parent, actual, tar_size)
+                else:
+                    store.commit_layer(parent, work, actual, tar_size)
                 progress.done(digest, f"pulled (resumed at {resumed} bytes)"
                               if resumed else "pulled")
         except BaseException:
             for job in jobs.values():
                 job.cancel()
             raise
+        finally:
+            threads.shutdown(wait=True)
+            for job in jobs.values():  # extracted but not committed (a no-op once it is)
+                if job.done() and not job.cancelled() and job.exception() is None \
+                        and (work := job.result()[3]) is not None:
+                    work.release()
 
 
 def _blob_diff_id(store: Store, digest: str, size: int, compression: str,
                   what: str) -> tuple[str, int]:
     """(diff_id, tar size) of a verified blob; its magic must match its media type (M10)."""
-    from builder.errors import LayerError
     from builder.layers.blob import blob_diff_id
 
     with open(store.blob_path(digest), "rb") as raw:
         try:
-            return blob_diff_id(raw, f"{what} layer {digest}", size, expect=compression)
+            return blob_diff_id(raw, digest, size, expect=compression)
         except LayerError as err:
-            raise RegistryError(f"{what}: layer {digest}: {err}") from None
+            raise RegistryError(f"{what}: {err}") from None
+
+
+def _check_magic(store: Store, digest: str, compression: str, what: str) -> None:
+    """The blob's magic bytes must match its media type (M10) before it is extracted."""
+    from builder.layers.compress import sniff_compression
+
+    with open(store.blob_path(digest), "rb") as raw:
+        actual = sniff_compression(raw.read(6))
+    if actual != compression:
+        raise RegistryError(f"{what}: layer {digest}: media type says {compression} but "
+                            f"the data is {actual} (M10)")

@@ -526,7 +526,7 @@ class Store:
         With ``diff_id`` (from an image config), content that hashes to anything
         else is refused before it is registered (M09).
         """
-        work, actual, size = self._extract(blob, what)
+        work, actual, size = self.extract(blob, what)
         try:
             if diff_id is not None and actual != diff_id:
                 raise StoreError(f"{what}: content has diff_id {actual}, the image config "
@@ -536,9 +536,10 @@ class Store:
             work.release()
             raise
 
-    def _extract(self, blob: Path, what: str, work: TmpDir | None = None
-                 ) -> tuple[TmpDir, str, int]:
-        """A work dir holding ``blob`` applied as ``diff/``, with its diff_id and tar size.
+    def extract(self, blob: Path, what: str, work: TmpDir | None = None
+                ) -> tuple[TmpDir, str, int]:
+        """A work dir holding ``blob`` applied as ``diff/``, with its diff_id and tar size;
+        ``commit_layer`` it once the diff_id is trusted, else release it.
 
         Touches no database, so worker threads may call it."""
         from builder.layers.blob import extract_blob
@@ -564,6 +565,11 @@ class Store:
                            (chain_id, diff_id, parent, size, time.time()))
         return chain_id
 
+    def unpack_dir(self, chain_id: str) -> TmpDir:
+        """The work dir to extract layer ``chain_id`` in.  Named by the layer: a second
+        build extracting the same layer at the same time waits here for the first."""
+        return TmpDir(self.root / "tmp" / f"unpack-{check_digest(chain_id).split(':', 1)[1]}")
+
     def unpack(self, top: str | None) -> None:
         """Extract the packed layers of a chain (a pull leaves them as blobs, as
         BuildKit does, until a step or an export needs their files).
@@ -588,12 +594,11 @@ class Store:
         self.db  # noqa: B018 - the layout exists before the workers use tmp/
 
         def extract(record: LayerRecord) -> tuple[TmpDir, str, int] | None:
-            # Named by the layer: a second build unpacking it waits here for the first.
-            work = TmpDir(self.root / "tmp" / f"unpack-{record.chain_id.split(':', 1)[1]}")
+            work = self.unpack_dir(record.chain_id)
             if self.layer_dir(record.chain_id).is_dir():  # the other build committed it
                 work.release()
                 return None
-            return self._extract(blobs[record.chain_id], record.chain_id, work)
+            return self.extract(blobs[record.chain_id], record.chain_id, work)
 
         jobs: list[Future] = []
         with ThreadPoolExecutor(max_workers=min(4, len(packed))) as pool:

@@ -112,6 +112,8 @@ def test_build_from_registry_image_with_an_empty_store(tmp_path, registry, busyb
     store = Store(root)
     top = store.image_top_chain(store.resolve_image("app"))
     assert (store.layer_dir(top) / "built").read_text() == "built\n"
+    # A build's own pull extracts each layer as it arrives: nothing is left packed.
+    assert store.db.execute("SELECT * FROM packed_layers").fetchall() == []
 
 
 def test_missing_base_image_is_one_clear_line(tmp_path, registry):

@@ -396,6 +396,33 @@ def test_X01_bad_compressed_data_whose_digest_is_right(tmp_path, hostile, body):
     assert_refused(tmp_path / "s", pull(tmp_path / "s", f"{hostile.host}/x01:1"), *words)
 
 
+@pytest.mark.parametrize("lie", ["wrong-diff-id", "zstd-as-gzip", "bomb", "traversal"])
+def test_a_build_pulling_its_base_extracts_nothing_it_should_not(tmp_path, hostile, lie):
+    # A build's implicit pull extracts each layer as it downloads (Store.extract), a
+    # different path from `pybuild pull`'s packed layers: the same lies are refused.
+    import zstandard
+
+    image = Image()
+    if lie == "wrong-diff-id":
+        image.config_doc["rootfs"]["diff_ids"] = [sha(b"other")]
+    elif lie == "zstd-as-gzip":
+        image.blob = zstandard.ZstdCompressor().compress(image.tar)
+    elif lie == "bomb":
+        image.blob = gzip.compress(bytes(100 << 20), compresslevel=1, mtime=0)
+    else:
+        image.tar = layer_tar({"../../../../tmp/evil": b"x"})
+        image.blob = gzip.compress(image.tar, mtime=0)
+        image.config_doc["rootfs"]["diff_ids"] = [sha(image.tar)]
+    hostile.serve("base", image)
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {hostile.host}/base:1\nRUN true\n")
+    result = run_cli("build", str(context), root=tmp_path / "s", check=False)
+    line = one_line_error(result)
+    assert "Dockerfile:1" in line, line
+    assert_refused(tmp_path / "s", result)
+
+
 def test_X08_too_many_layers_refused_before_any_download(tmp_path, hostile, monkeypatch):
     image = Image()
     doc = image.manifest_doc()
