@@ -9,8 +9,10 @@ registers anything: the caller compares the diff_id with the image config's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -60,12 +62,15 @@ def max_layer_bytes(compressed_size: int) -> int:
     return max(compressed_size * current.max_layer_ratio, current.max_layer_ratio_floor)
 
 
-def _reader(raw: BinaryIO, what: str, compressed_size: int,
-            expect: str | None = None) -> _HashingReader:
-    from builder.layers.compress import open_decompressed
-
-    return _HashingReader(open_decompressed(raw, expect=expect),
-                          max_layer_bytes(compressed_size), what)
+@contextlib.contextmanager
+def _naming(what: str) -> Iterator[None]:
+    """Errors name the layer: a LayerError raised without one (M10's magic check) gets it."""
+    try:
+        yield
+    except LayerError as err:
+        if err.layer:
+            raise
+        raise LayerError(err.message, layer=what, entry=err.entry) from None
 
 
 def blob_diff_id(raw: BinaryIO, what: str, compressed_size: int,
@@ -80,27 +85,32 @@ def blob_diff_id(raw: BinaryIO, what: str, compressed_size: int,
     size = 0
     limit = max_layer_bytes(compressed_size)
     try:
-        for chunk in iter_decompressed(raw, expect=expect):
-            hasher.update(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise _too_big(limit, what)
-    except LayerError as err:
-        if err.layer:
-            raise
-        raise LayerError(err.message, layer=what, entry=err.entry) from None
+        with _naming(what):
+            for chunk in iter_decompressed(raw, expect=expect):
+                hasher.update(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise _too_big(limit, what)
+    except LayerError:
+        raise
     except Exception as err:  # zlib, zstd, lzma, bz2 and EOF errors: the data is bad
         raise LayerError(f"cannot decompress: {type(err).__name__}: {err}", layer=what) \
             from None
     return "sha256:" + hasher.hexdigest(), size
 
 
-def extract_blob(raw: BinaryIO, diff_dir: Path, what: str,
-                 compressed_size: int) -> tuple[str, int]:
-    """Apply a layer blob into the empty layer dir ``diff_dir``; (diff_id, tar size)."""
-    from builder.layers.apply import apply_layer_tar
+def extract_blob(raw: BinaryIO, diff_dir: Path, what: str, compressed_size: int,
+                 expect: str | None = None) -> tuple[str, int]:
+    """Apply a layer blob into the empty layer dir ``diff_dir``; (diff_id, tar size).
 
-    reader = _reader(raw, what, compressed_size)
+    ``expect`` is the compression its media type names; other magic bytes are refused.
+    """
+    from builder.layers.apply import apply_layer_tar
+    from builder.layers.compress import open_decompressed
+
+    with _naming(what):
+        source = open_decompressed(raw, expect=expect)
+    reader = _HashingReader(source, max_layer_bytes(compressed_size), what)
     buffered = io.BufferedReader(reader, 1 << 20)
     apply_layer_tar(buffered, diff_dir, layer=what)
     reader.drain()  # what follows the tar's end marker counts for the diff_id too

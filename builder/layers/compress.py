@@ -259,34 +259,41 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-class _Decompressing(io.RawIOBase):
-    """A stream through lzma/bz2 decompressors, concatenated streams included."""
+def _decompressed_chunks(src: BinaryIO, factory: Any) -> Iterator[bytes]:
+    """``src`` through decompressors made by ``factory`` (lzma's interface), concatenated
+    streams included, in chunks of at most 1 MiB (a bomb never fills memory)."""
+    decoder = factory()
+    while True:
+        if decoder.eof:
+            rest = decoder.unused_data or src.read(_READ)
+            while rest and not rest.strip(b"\0"):  # zero padding after the last stream
+                rest = src.read(_READ)
+            if not rest:
+                return
+            decoder = factory()
+        elif decoder.needs_input:
+            rest = src.read(_READ)
+            if not rest:
+                raise EOFError("compressed stream ends before its end marker")
+        else:
+            rest = b""  # output was capped; the decompressor still holds input
+        if out := decoder.decompress(rest, _READ):
+            yield out
 
-    def __init__(self, src: io.BufferedReader, factory: Any) -> None:
-        self.src = src
-        self.factory = factory
-        self.dec = factory()
+
+class _ChunkReader(io.RawIOBase):
+    """A raw stream over an iterator of non-empty chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
         self.out = b""
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf: Any) -> int:
-        while not self.out:
-            if self.dec.eof:
-                rest = self.dec.unused_data or self.src.read(_READ)
-                while rest and not rest.strip(b"\0"):  # zero padding after the last stream
-                    rest = self.src.read(_READ)
-                if not rest:
-                    return 0
-                self.dec = self.factory()
-            elif self.dec.needs_input:
-                rest = self.src.read(_READ)
-                if not rest:
-                    raise EOFError("compressed stream ends before its end marker")
-            else:
-                rest = b""  # output was capped; the decompressor still holds input
-            self.out = self.dec.decompress(rest, _READ)
+        if not self.out:
+            self.out = next(self.chunks, b"")
         n = min(len(buf), len(self.out))
         buf[:n] = self.out[:n]
         self.out = self.out[n:]
@@ -339,35 +346,13 @@ def iter_decompressed(src: BinaryIO, *, expect: str | None = None) -> Iterator[b
     between them (half the time of a 50 MB gzip layer's diff_id).
     """
     head, kind = _sniff(src, expect)
-    if kind == "none":
-        if head:
-            yield head
-        while chunk := src.read(_READ):
-            yield chunk
-        return
-    if kind != "gzip":
-        reader = open_decompressed(cast(BinaryIO, io.BufferedReader(_Prefixed(head, src))))
+    raw = io.BufferedReader(_Prefixed(head, src), buffer_size=_READ)
+    if kind in ("none", "zstd"):
+        reader = raw if kind == "none" else _zstd_reader(raw)
         while chunk := reader.read(_READ):
             yield chunk
-        return
-    decoder = zlib.decompressobj(wbits=31)
-    data = head
-    while True:
-        if decoder.eof:  # another gzip member may follow, or zero padding
-            data = decoder.unused_data or src.read(_READ)
-            while data and not data.strip(b"\0"):
-                data = src.read(_READ)
-            if not data:
-                return
-            decoder = zlib.decompressobj(wbits=31)
-        if not data:
-            data = src.read(_READ)
-            if not data:
-                raise EOFError("compressed stream ends before its end marker")
-        out = decoder.decompress(data, _READ)  # capped: a bomb never fills memory
-        data = decoder.unconsumed_tail
-        if out:
-            yield out
+    else:
+        yield from _decompressed_chunks(raw, _decompressor(kind))
 
 
 def open_decompressed(src: BinaryIO, *, expect: str | None = None) -> BinaryIO:
@@ -380,21 +365,27 @@ def open_decompressed(src: BinaryIO, *, expect: str | None = None) -> BinaryIO:
     raw = io.BufferedReader(_Prefixed(head, src), buffer_size=_READ)
     if kind == "none":
         return cast(BinaryIO, raw)
-    if kind == "gzip":
-        return cast(BinaryIO, io.BufferedReader(_Decompressing(raw, _GzipMember),
-                                                buffer_size=_READ))
     if kind == "zstd":
-        import zstandard
+        return _zstd_reader(raw)
+    chunks = _decompressed_chunks(raw, _decompressor(kind))
+    return cast(BinaryIO, io.BufferedReader(_ChunkReader(chunks), buffer_size=_READ))
 
-        dctx = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW)
-        return cast(BinaryIO, dctx.stream_reader(raw, read_across_frames=True, closefd=False))
+
+def _zstd_reader(raw: BinaryIO) -> BinaryIO:
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW)
+    return cast(BinaryIO, dctx.stream_reader(raw, read_across_frames=True, closefd=False))
+
+
+def _decompressor(kind: str) -> Any:
+    """A factory of decompressors with lzma's interface for gzip, bzip2 or xz."""
+    if kind == "gzip":
+        return _GzipMember
     if kind == "bzip2":
         import bz2
 
-        factory: Any = bz2.BZ2Decompressor
-    else:
-        import lzma
+        return bz2.BZ2Decompressor
+    import lzma
 
-        def factory() -> lzma.LZMADecompressor:
-            return lzma.LZMADecompressor(memlimit=_XZ_MEMLIMIT)
-    return cast(BinaryIO, io.BufferedReader(_Decompressing(raw, factory), buffer_size=_READ))
+    return lambda: lzma.LZMADecompressor(memlimit=_XZ_MEMLIMIT)

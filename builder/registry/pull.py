@@ -190,10 +190,9 @@ def _transfer(store: Store, repo: Repository, descriptors: list[tuple[str, int, 
         resumed = repo.fetch_blob(store, digest, size, lambda n: progress.advance(digest, n))
         if not unpack:
             return (resumed, *_blob_diff_id(store, digest, size, compression, what), None)
-        _check_magic(store, digest, compression, what)
         try:
             work, actual, tar_size = store.extract(store.blob_path(digest), digest,
-                                                   store.unpack_dir(chain_ids[i]))
+                                                   store.unpack_dir(chain_ids[i]), compression)
         except LayerError as err:
             raise RegistryError(f"{what}: {err}") from None
         return resumed, actual, tar_size, work
@@ -240,14 +239,3 @@ def _blob_diff_id(store: Store, digest: str, size: int, compression: str,
             return blob_diff_id(raw, digest, size, expect=compression)
         except LayerError as err:
             raise RegistryError(f"{what}: {err}") from None
-
-
-def _check_magic(store: Store, digest: str, compression: str, what: str) -> None:
-    """The blob's magic bytes must match its media type (M10) before it is extracted."""
-    from builder.layers.compress import sniff_compression
-
-    with open(store.blob_path(digest), "rb") as raw:
-        actual = sniff_compression(raw.read(6))
-    if actual != compression:
-        raise RegistryError(f"{what}: layer {digest}: media type says {compression} but "
-                            f"the data is {actual} (M10)")

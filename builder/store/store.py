@@ -536,10 +536,11 @@ class Store:
             work.release()
             raise
 
-    def extract(self, blob: Path, what: str, work: TmpDir | None = None
-                ) -> tuple[TmpDir, str, int]:
+    def extract(self, blob: Path, what: str, work: TmpDir | None = None,
+                expect: str | None = None) -> tuple[TmpDir, str, int]:
         """A work dir holding ``blob`` applied as ``diff/``, with its diff_id and tar size;
-        ``commit_layer`` it once the diff_id is trusted, else release it.
+        ``commit_layer`` it once the diff_id is trusted, else release it.  ``expect``:
+        the compression the blob's media type names (M10).
 
         Touches no database, so worker threads may call it."""
         from builder.layers.blob import extract_blob
@@ -549,7 +550,7 @@ class Store:
             (work.path / "diff").mkdir()
             with open(blob, "rb") as raw:
                 actual, size = extract_blob(raw, work.path / "diff", what,
-                                            os.fstat(raw.fileno()).st_size)
+                                            os.fstat(raw.fileno()).st_size, expect)
         except BaseException:
             work.release()
             raise
