@@ -258,6 +258,15 @@ class _Prefixed(io.RawIOBase):
         buf[:len(data)] = data
         return len(data)
 
+    def read(self, size: int = -1) -> bytes:
+        # Straight from ``src`` once the head is out: no copy through a buffer.
+        if not self.head:
+            return self.src.read(size)
+        n = len(self.head) if size < 0 else min(size, len(self.head))
+        data = bytes(self.head[:n])
+        self.head = self.head[n:]
+        return data
+
 
 def _decompressed_chunks(src: BinaryIO, factory: Any) -> Iterator[bytes]:
     """``src`` through decompressors made by ``factory`` (lzma's interface), concatenated
@@ -346,7 +355,7 @@ def iter_decompressed(src: BinaryIO, *, expect: str | None = None) -> Iterator[b
     between them (half the time of a 50 MB gzip layer's diff_id).
     """
     head, kind = _sniff(src, expect)
-    raw = io.BufferedReader(_Prefixed(head, src), buffer_size=_READ)
+    raw = cast(BinaryIO, _Prefixed(head, src))  # read() only: no buffer in between
     if kind in ("none", "zstd"):
         reader = raw if kind == "none" else _zstd_reader(raw)
         while chunk := reader.read(_READ):
