@@ -16,6 +16,8 @@ it, so here it is a plain copy.
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import os
 import posixpath
 import shutil
@@ -24,8 +26,9 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, cast
 
+from builder.context.checksum import EntryDigest, kind_of
 from builder.context.fnmatch_go import BadPattern
 from builder.context.fnmatch_go import match as go_match
 from builder.context.ignore import PatternMatcher
@@ -52,6 +55,12 @@ class CopyRequest:
     link: bool = False        # --link: same files as a plain copy (see module doc)
     add: bool = False         # ADD: extract local archives, fetch URLs
     preserve_owner: bool = False   # COPY --from keeps owners; the context's are root's
+    # The content digest the step's cache key holds (context sources only): the copy
+    # recomputes it from the bytes it writes and fails on a difference.
+    expected_content: str | None = None
+
+    def __post_init__(self) -> None:
+        self.exclude_matcher = PatternMatcher(self.exclude) if self.exclude else None
 
     def excluded(self, rel: str) -> bool:
         return self.ignore is not None and rel != "." and \
@@ -62,6 +71,27 @@ class CopyRequest:
         if not self.excluded(rel):
             return False
         return not (is_dir and self.ignore.may_reinclude_under(rel))
+
+    def leaves_out(self, source_rel: str, rel: str, is_dir: bool) -> bool:
+        """Whether an entry found below ``source_rel`` is left out of the copy: by
+        .dockerignore, or by --exclude (matched on its path below the source, as
+        BuildKit's ExcludePatterns); the cache key leaves out the same entries."""
+        if self.skipped(rel, is_dir):
+            return True
+        matcher = self.exclude_matcher
+        if matcher is None:
+            return False
+        below = posixpath.relpath(rel, source_rel)
+        return matcher.matches(below) and not (is_dir and matcher.may_reinclude_under(below))
+
+    def kept_sources(self, selected: list[str]) -> list[str]:
+        """The selected context sources that are copied: URLs are not in the context,
+        and --exclude drops what a wildcard matched (never a source named outright)."""
+        named = {clean_source(s) for s in self.sources if not _has_magic(s)}
+        matcher = self.exclude_matcher
+        return [rel for rel in selected if not (self.add and is_url(rel)) and not (
+            matcher is not None and rel not in named
+            and matcher.matches(posixpath.basename(rel)))]
 
 
 def clean_source(path: str) -> str:
@@ -176,18 +206,17 @@ def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
     if len(selected) > 1:
         dest_is_dir = True
     keep_owner = request.preserve_owner and not owner_fixed
-    excludes = PatternMatcher(request.exclude) if request.exclude else None
-    copier = _Copier(merged, uid, gid, mode, request.skipped, keep_owner, excludes)
+    copier = _Copier(merged, uid, gid, mode, request.leaves_out, keep_owner)
     copier.owner_fixed = owner_fixed
     copier.source_root = source_root
-    named = {clean_source(s) for s in request.sources if not _has_magic(s)}
+    if request.expected_content is not None:
+        copier.copied = EntryDigest()
+    copied_sources = set(request.kept_sources(selected))
     for rel in selected:
         if request.add and is_url(rel):
             _add_url(copier, rel, dest, dest_is_dir)
             continue
-        # --exclude filters what a wildcard matched, never a source named outright.
-        if excludes is not None and rel not in named and \
-                excludes.matches(posixpath.basename(rel)):
+        if rel not in copied_sources:
             continue
         host = resolve_in_root(source_root, rel)
         if host is None:
@@ -205,12 +234,12 @@ def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
         _check_name(rel)
         st = os.stat(host)
         if stat.S_ISDIR(st.st_mode):
+            copier.record(rel, st, "")
             target = copier.make_dirs(target_dest)
-            copier.copy_tree(host, rel, target)
+            copier.copy_tree(host, rel, target, origin=rel)
             if request.parents:
                 copier.finish(target, st)
-        elif request.add and _try_extract(
-                copier, host, target_dest):
+        elif request.add and _try_extract(copier, host, rel, target_dest):
             continue
         else:
             into_dir = dest_is_dir or request.parents or target_dest.endswith("/") or \
@@ -218,12 +247,25 @@ def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
             name = posixpath.join(target_dest, posixpath.basename(rel)) if into_dir \
                 else target_dest
             parent = copier.make_dirs(posixpath.dirname(name.rstrip("/")) or "/")
-            copier.copy_file(host, os.path.join(parent, posixpath.basename(name.rstrip("/"))))
+            copier.copy_file(host, os.path.join(parent, posixpath.basename(name.rstrip("/"))),
+                             rel)
+    _check_copied(copier, request)
     for name, content in request.heredocs:
         into_dir = dest_is_dir or os.path.isdir(resolve_in_root(merged, dest) or "/nonexistent")
         path = posixpath.join(dest, name) if into_dir or dest.endswith("/") else dest
         parent = copier.make_dirs(posixpath.dirname(path) or "/")
         copier.write_file(os.path.join(parent, posixpath.basename(path)), content.encode())
+
+
+def _check_copied(copier: _Copier, request: CopyRequest) -> None:
+    """Fail when what was copied is not what the cache key was computed from."""
+    if copier.copied is None or copier.copied.digest() == request.expected_content:
+        return
+    # The context changed between the checksum and the copy (catalogue K: check then
+    # use).  Committing would store a layer under a key that names other content.
+    raise BuildError("the build context changed while it was being copied: the copied "
+                     "files differ from the ones this step's cache key was computed from "
+                     "(nothing was committed; build again once the context is stable)")
 
 
 def open_source(path: str, root: str | None, flags: int) -> int:
@@ -294,16 +336,22 @@ def make_dirs(root: str, path: str, uid: int, gid: int) -> str:
 
 class _Copier:
     def __init__(self, root: str, uid: int, gid: int, mode: int | None,
-                 skipped: Callable[[str, bool], bool], keep_owner: bool = False,
-                 excludes: PatternMatcher | None = None):
+                 leaves_out: Callable[[str, str, bool], bool], keep_owner: bool = False):
         self.root, self.uid, self.gid, self.mode = root, uid, gid, mode
-        self.skipped = skipped
+        self.leaves_out = leaves_out   # (source rel, entry rel, is_dir): not copied
         self.keep_owner = keep_owner
-        self.excludes = excludes
         self.owner_fixed = False    # --chown given: it wins over archive owners too
         self.source_root: str | None = None   # set: every source open is checked in it
-        # Source inode -> first copy, so hardlinked sources stay hardlinked (BuildKit).
-        self.links: dict[tuple[int, int], str] = {}
+        # Set: every copied entry is recorded as the content checksum records it, with
+        # the digest of the bytes actually written (see _check_copied).
+        self.copied: EntryDigest | None = None
+        # Source inode -> (first copy, its content digest), so hardlinked sources stay
+        # hardlinked (BuildKit).
+        self.links: dict[tuple[int, int], tuple[str, str]] = {}
+
+    def record(self, rel: str, st: os.stat_result, content: str) -> None:
+        if self.copied is not None:
+            self.copied.add(rel, kind_of(st.st_mode), stat.S_IMODE(st.st_mode), content)
 
     def make_dirs(self, path: str) -> str:
         return make_dirs(self.root, path, self.uid, self.gid)
@@ -327,17 +375,22 @@ class _Copier:
         else:
             os.unlink(path)
 
-    def copy_file(self, source: str, target: str) -> None:
+    def copy_file(self, source: str, target: str, rel: str = "") -> None:
         st = os.lstat(source)
         self._replace(target)
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) and key in self.links:
-            os.link(self.links[key], target)
+            first, content = self.links[key]
+            os.link(first, target)
+            self.record(rel, st, content)
             return
+        content = ""
         if stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(source), target)
+            content = os.readlink(source)
+            os.symlink(content, target)
         elif stat.S_ISREG(st.st_mode):
-            self._copy_regular(source, target)
+            # The mode given to the copy is that of the inode whose bytes were copied.
+            content, st = self._copy_regular(source, target)
         elif stat.S_ISFIFO(st.st_mode):
             os.mkfifo(target)   # made anew: a FIFO in the source is never opened (C11)
         elif stat.S_ISSOCK(st.st_mode):
@@ -350,25 +403,32 @@ class _Copier:
         else:
             raise BuildError(f"cannot copy {source}: unsupported file type")
         self.finish(target, st)
+        self.record(rel, st, content)
         if st.st_nlink > 1:
-            self.links[key] = target
+            self.links[key] = (target, content)
 
-    def _copy_regular(self, source: str, target: str) -> None:
+    def _copy_regular(self, source: str, target: str) -> tuple[str, os.stat_result]:
+        """Copy a regular file's bytes; its content digest (hashed while copying, never
+        re-read) and the stat of the opened file."""
         # O_NONBLOCK: if the entry was swapped for a FIFO since lstat, open must not hang;
         # fstat then refuses it (C11).
         src_fd = open_source(source, self.source_root, os.O_RDONLY | os.O_NONBLOCK)
         try:
-            if not stat.S_ISREG(os.fstat(src_fd).st_mode):
+            st = os.fstat(src_fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise BuildError(f"cannot copy {source}: it changed while being copied")
+            hasher = hashlib.sha256()
             dst_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                              | os.O_CLOEXEC, 0o600)
             try:
                 while chunk := os.read(src_fd, _CHUNK):
+                    hasher.update(chunk)
                     os.write(dst_fd, chunk)
             finally:
                 os.close(dst_fd)
         finally:
             os.close(src_fd)
+        return "sha256:" + hasher.hexdigest(), st
 
     def write_file(self, target: str, data: bytes, mode: int = 0o644,
                    mtime: float | None = None) -> None:
@@ -383,29 +443,26 @@ class _Copier:
         if mtime is not None:
             os.utime(target, (mtime, mtime), follow_symlinks=False)
 
-    def copy_tree(self, source: str, rel: str, target: str, base: str = "") -> None:
-        """Copy the contents of directory ``source`` into existing directory ``target``;
-        ``base`` is the entry's path below the copied source, for --exclude."""
+    def copy_tree(self, source: str, rel: str, target: str, origin: str = ".") -> None:
+        """Copy the contents of directory ``source`` into existing directory ``target``,
+        in the checksum's order (pre-order, by name); ``origin`` is the copied source's
+        own relative path, for --exclude."""
         # Listed through a checked fd (C03); the fd stays open while entries are used.
         dir_fd = open_source(source, self.source_root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             with os.scandir(dir_fd) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
-            self._copy_entries(source, rel, target, base, entries)
+            self._copy_entries(source, rel, target, origin, entries)
         finally:
             os.close(dir_fd)
 
-    def _copy_entries(self, source: str, rel: str, target: str, base: str,
+    def _copy_entries(self, source: str, rel: str, target: str, origin: str,
                       entries: list[os.DirEntry]) -> None:
         for entry in entries:
             entry_path = os.path.join(source, entry.name)
             entry_rel = posixpath.normpath(posixpath.join(rel, entry.name))
-            below = posixpath.join(base, entry.name) if base else entry.name
             is_dir = entry.is_dir(follow_symlinks=False)
-            if self.skipped(entry_rel, is_dir):
-                continue
-            if self.excludes is not None and self.excludes.matches(below) and not (
-                    is_dir and self.excludes.may_reinclude_under(below)):
+            if self.leaves_out(origin, entry_rel, is_dir):
                 continue
             _check_name(entry_rel)
             destination = os.path.join(target, entry.name)
@@ -424,10 +481,12 @@ class _Copier:
                     existing = None
                 if existing is None:
                     os.mkdir(destination, 0o700)
-                self.copy_tree(entry_path, entry_rel, destination, below)
-                self.finish(destination, entry.stat(follow_symlinks=False))
+                dir_stat = entry.stat(follow_symlinks=False)
+                self.record(entry_rel, dir_stat, "")
+                self.copy_tree(entry_path, entry_rel, destination, origin)
+                self.finish(destination, dir_stat)
             else:
-                self.copy_file(entry_path, destination)
+                self.copy_file(entry_path, destination, entry_rel)
 
 
 # -- ADD: archives and URLs --------------------------------------------------------
@@ -451,7 +510,30 @@ def _is_tar(host: str, root: str | None = None) -> bool:
     return True
 
 
-def _try_extract(copier: _Copier, host: str, dest: str) -> bool:
+class _HashingReader(io.RawIOBase):
+    """Hashes every byte read through it: ADD records the digest of the archive it
+    really extracted (see _check_copied)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.hasher = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = os.readv(self.fd, [buffer])
+        self.hasher.update(memoryview(buffer)[:count])
+        return count
+
+    def drain(self) -> str:
+        """Read what the extraction left (padding, trailing bytes); the whole digest."""
+        while chunk := os.read(self.fd, _CHUNK):
+            self.hasher.update(chunk)
+        return "sha256:" + self.hasher.hexdigest()
+
+
+def _try_extract(copier: _Copier, host: str, rel: str, dest: str) -> bool:
     """Extract the archive at ``host`` into directory ``dest``; False if not a tar.
 
     apply_layer_tar removes its destination on error, so it unpacks into a scratch
@@ -469,16 +551,22 @@ def _try_extract(copier: _Copier, host: str, dest: str) -> bool:
         unpacked = os.path.join(scratch, "x")
         os.mkdir(unpacked)
         fd = open_source(host, copier.source_root, os.O_RDONLY | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as raw, open_decompressed(raw) as src:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+        try:
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode):
                 raise BuildError(f"ADD {posixpath.basename(host)}: changed while being read")
-            try:
-                apply_layer_tar(src, unpacked, mode="merged")
-            except Exception as err:
-                raise BuildError(f"ADD {posixpath.basename(host)}: cannot extract: {err}") \
-                    from err
+            raw = _HashingReader(fd)
+            with open_decompressed(cast(BinaryIO, raw)) as src:
+                try:
+                    apply_layer_tar(src, unpacked, mode="merged")
+                except Exception as err:
+                    raise BuildError(f"ADD {posixpath.basename(host)}: cannot extract: "
+                                     f"{err}") from err
+            copier.record(rel, opened, raw.drain())
+        finally:
+            os.close(fd)
         archive_copier = _Copier(copier.root, copier.uid, copier.gid, copier.mode,
-                                 lambda rel, is_dir: False,
+                                 lambda source, rel, is_dir: False,
                                  keep_owner=not copier.owner_fixed)
         archive_copier.copy_tree(unpacked, ".", target)
     finally:

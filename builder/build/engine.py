@@ -788,12 +788,12 @@ def _copy(run: _Build, state: StageState, command: Any, record: StepRecord) -> N
         # server; pybuild refetches only when the URL or the step's inputs change).
         inputs += [("url", rel) for rel in request.selected if request.add and is_url(rel)]
         checksum = checksum_sources([(rel, resolve_in_root(context, rel) or "")
-                                     for rel in request.selected
-                                     if not (request.add and is_url(rel))], cache=run.cache,
-                                    skip=request.skipped)
+                                     for rel in request.kept_sources(request.selected)],
+                                    cache=run.cache, skip=request.leaves_out)
         run.cache.flush_stats()
         inputs += [("file", f"{rel}={entry}") for rel, entry in checksum.files.items()]
         inputs.append(("content", checksum.digest))
+        request.expected_content = checksum.digest   # the copy must write just this
 
     def action(snapshot: Snapshot) -> None:
         # The --from view is made and released here, not in the child, so that its work

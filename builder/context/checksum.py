@@ -38,6 +38,33 @@ class SourceChecksum:
     read_bytes: int = 0                          # content actually read (stat-cache misses)
 
 
+class EntryDigest:
+    """The running digest over ``(path, entry)`` records that a COPY key's content is.
+
+    The checksum pass and the copy itself both feed one (the copy with the bytes it
+    really wrote), so a context changed between the two is caught (catalogue K: a key
+    naming content A over a layer holding B would poison every later build)."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def add(self, rel: str, kind: str, mode: int, content: str) -> str:
+        """Record one entry; returns its text (``kind mode content``)."""
+        entry = f"{kind} {mode:o} {content}"
+        self._hash.update(f"{len(rel)}:{rel}\0{len(entry)}:{entry}\0".encode(
+            errors="surrogateescape"))
+        return entry
+
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+def kind_of(mode: int) -> str:
+    return _TYPES.get(stat.S_IFMT(mode), "other")
+
+
 def file_digest(path: str, st: os.stat_result, cache: StatCache | None) -> tuple[str, int]:
     """sha256 of a regular file's content, from the stat cache when its stat is unchanged."""
     if cache is not None and (known := cache.get(path, st)) is not None:
@@ -55,10 +82,16 @@ def file_digest(path: str, st: os.stat_result, cache: StatCache | None) -> tuple
     return digest, st.st_size
 
 
-def _walk(host: str, rel: str, skip: Callable[[str, bool], bool]) -> Iterator[tuple[str, str]]:
-    # Iterative pre-order (same order as the recursion it replaces): a context
-    # 4,096 directories deep must not hit Python's recursion limit (X07, X11).
-    stack = [(rel, host)]
+Skip = Callable[[str, str, bool], bool]
+"""``skip(source_rel, rel, is_dir)``: leave an entry below a source out (.dockerignore,
+COPY --exclude); ``source_rel`` is the source it was found under."""
+
+
+def _walk(host: str, source_rel: str, skip: Skip) -> Iterator[tuple[str, str]]:
+    # Iterative pre-order, children sorted by name: the order COPY copies in, so the
+    # copy can recompute the same digest (EntryDigest).  A context 4,096 directories
+    # deep must not hit Python's recursion limit (X07, X11).
+    stack = [(source_rel, host)]
     while stack:
         rel, host = stack.pop()
         yield rel, host
@@ -70,18 +103,18 @@ def _walk(host: str, rel: str, skip: Callable[[str, bool], bool]) -> Iterator[tu
         children = []
         for entry in entries:
             entry_rel = f"{rel}/{entry.name}" if rel != "." else entry.name
-            if not skip(entry_rel, entry.is_dir(follow_symlinks=False)):
+            if not skip(source_rel, entry_rel, entry.is_dir(follow_symlinks=False)):
                 children.append((entry_rel, entry.path))
         stack.extend(reversed(children))
 
 
 def checksum_sources(sources: list[tuple[str, str]], *, cache: StatCache | None = None,
-                     skip: Callable[[str, bool], bool] = lambda rel, is_dir: False,
+                     skip: Skip = lambda source, rel, is_dir: False,
                      keep_files: int = 5000) -> SourceChecksum:
     """Checksum ``(relative path, host path)`` sources, each followed if it is a link.
 
     Entries below a source are not followed (symlinks are hashed as links), as
-    COPY copies them.  ``skip(rel, is_dir)`` drops .dockerignore'd entries.
+    COPY copies them.  ``skip`` drops .dockerignore'd and --exclude'd entries.
     An empty host path means the source did not resolve inside its root.
     """
     # A source that resolves to nothing (a link pointing out of the context) or
@@ -99,8 +132,8 @@ def checksum_sources(sources: list[tuple[str, str]], *, cache: StatCache | None 
 
 
 def _checksum_sources(sources: list[tuple[str, str]], cache: StatCache | None,
-                      skip: Callable[[str, bool], bool], keep_files: int) -> SourceChecksum:
-    total = hashlib.sha256()
+                      skip: Skip, keep_files: int) -> SourceChecksum:
+    total = EntryDigest()
     result = SourceChecksum(digest="")
     max_files = limits.get().max_context_files
     count = 0
@@ -113,8 +146,7 @@ def _checksum_sources(sources: list[tuple[str, str]], cache: StatCache | None,
                                    f"{limits.env_name('max_context_files')}, or .dockerignore "
                                    "them)")
             st = os.stat(host) if rel == source_rel else os.lstat(host)
-            kind = _TYPES.get(stat.S_IFMT(st.st_mode), "other")
-            mode = f"{stat.S_IMODE(st.st_mode):o}"
+            kind = kind_of(st.st_mode)
             if kind == "file":
                 content, read = file_digest(host, st, cache)
                 result.read_bytes += read
@@ -122,10 +154,8 @@ def _checksum_sources(sources: list[tuple[str, str]], cache: StatCache | None,
                 content = os.readlink(host)
             else:
                 content = ""
-            entry = f"{kind} {mode} {content}"
-            total.update(f"{len(rel)}:{rel}\0{len(entry)}:{entry}\0".encode(
-                errors="surrogateescape"))
+            entry = total.add(rel, kind, stat.S_IMODE(st.st_mode), content)
             if len(result.files) < keep_files:
                 result.files[rel] = entry
-    result.digest = "sha256:" + total.hexdigest()
+    result.digest = total.digest()
     return result
