@@ -186,3 +186,20 @@ def test_no_cache_filter_skips_the_cache_of_one_stage(tmp_path: Path, busybox_ta
     assert notes[("deps", 1)] == "cache miss: --no-cache-filter deps"
     # The rebuilt stage made new content, so COPY --from misses and says why.
     assert notes[("stage-1", 1)].startswith("cache miss: from: 'sha256:")
+
+
+def test_an_excluded_file_is_not_part_of_the_copy_key(project) -> None:
+    """COPY --exclude leaves the entries it excludes out of the cache key as well as
+    the copy: BuildKit checksums a copy's source with its ExcludePatterns
+    (moby/buildkit solver/llbsolver/ops/file.go, cache/contenthash ChecksumOpts), so
+    changing an excluded file reuses the step."""
+    root, context = project
+    (context / "app" / "debug.log").write_text("one\n")
+    dockerfile = context / "Dockerfile"
+    dockerfile.write_text(DOCKERFILE.replace("COPY app/ /app/",
+                                             "COPY --exclude=*.log app/ /app/"))
+    first = _build(root, context)
+    (context / "app" / "debug.log").write_text("two\n")
+    assert _build(root, context) == first
+    (context / "app" / "main.sh").write_text("echo changed\n")
+    assert _build(root, context) != first
