@@ -144,8 +144,10 @@ def select_sources(root: str, request: CopyRequest) -> list[str]:
             selected.append(source)
             continue
         matches = expand_sources(root, source, request.excluded)
-        if not matches or (not _has_magic(source)
-                           and resolve_in_root(root, matches[0]) is None):
+        # A wildcard may match nothing: BuildKit's Dockerfile frontend copies with
+        # AllowEmptyWildcard (dockerfile2llb/convert.go, dispatchCopy; COPY and ADD).
+        if not _has_magic(source) and (not matches
+                                       or resolve_in_root(root, matches[0]) is None):
             raise BuildError(f'"/{clean_source(source)}": not found')
         selected += matches
     return selected

@@ -285,6 +285,22 @@ def test_missing_source(roots):
         copy(image, context, "nope", dest="/x")
 
 
+@pytest.mark.parametrize("add", [False, True])
+def test_a_wildcard_matching_nothing_copies_nothing(roots, add):
+    """BuildKit's Dockerfile frontend copies with AllowEmptyWildcard for COPY and ADD
+    (moby/buildkit frontend/dockerfile/dockerfile2llb/convert.go, dispatchCopy); the
+    missing plain source beside it is still an error."""
+    image, context = roots
+    (context / "a.txt").write_text("a")
+    before = sorted(p.name for p in image.iterdir())
+    copy(image, context, "*.nothing", "a.txt", dest="/d/", add=add)
+    assert (image / "d" / "a.txt").read_text() == "a"
+    copy(image, context, "nothing*/*.py", dest="/e/", add=add)
+    assert sorted(p.name for p in image.iterdir()) == sorted([*before, "d"])
+    with pytest.raises(BuildError, match="not found"):
+        copy(image, context, "*.nothing", "nope", dest="/x/", add=add)
+
+
 def test_directory_copy_through_image_symlink_stays_in_root(roots, tmp_path):
     image, context = roots
     host_dir = tmp_path / "hostdir"
