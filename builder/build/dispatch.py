@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Callable
 from typing import Any
 
 from builder.build.state import PROXY_ARGS, StageState, go_list, go_quote
 from builder.errors import BuildError
+
+# BuildPlan.resolve_args: an ARG's (name, value) pairs, each default expanded once.
+ResolveArgs = Callable[[Any, Callable[[str], str]], list[tuple[str, str | None]]]
 
 
 def with_shell(state: StageState, cmd: list[str]) -> list[str]:
@@ -66,8 +70,8 @@ def normalize_workdir(current: str, path: str) -> str:
     return posixpath.normpath("/" + joined.lstrip("/")).replace("//", "/")
 
 
-def apply_metadata(state: StageState, command: Any, build_args: dict[str, str],
-                   global_args: dict[str, str | None], expand_word: Any) -> str | None:
+def apply_metadata(state: StageState, command: Any, resolve_args: ResolveArgs,
+                   expand_word: Any) -> str | None:
     """Apply a metadata-only instruction; return its history text (None: no history)."""
     config = state.config
     keyword = command.keyword
@@ -82,7 +86,7 @@ def apply_metadata(state: StageState, command: Any, build_args: dict[str, str],
         config["Labels"] = labels
         return "LABEL " + " ".join(f"{k}={v}" for k, v in command.pairs)
     if keyword == "arg":
-        return _apply_arg(state, command, build_args, global_args, expand_word)
+        return _apply_arg(state, resolve_args(command, expand_word))
     if keyword in ("cmd", "entrypoint"):
         argv = with_shell(state, command.cmd) if command.shell_form else list(command.cmd)
         if keyword == "cmd":
@@ -129,16 +133,9 @@ def apply_metadata(state: StageState, command: Any, build_args: dict[str, str],
     raise BuildError(f"unsupported instruction {keyword.upper()}")
 
 
-def _apply_arg(state: StageState, command: Any, build_args: dict[str, str],
-               global_args: dict[str, str | None], expand_word: Any) -> str:
+def _apply_arg(state: StageState, values: list[tuple[str, str | None]]) -> str:
     parts = []
-    for key, default in command.args:
-        if key in build_args:
-            value: str | None = build_args[key]
-        elif default is not None:
-            value = expand_word(default)
-        else:
-            value = global_args.get(key)
+    for key, value in values:
         state.args[key] = value
         parts.append(key if value is None else f"{key}={value}")
     # Proxy args stay out of the history, as BuildKit's nonEnvArgs do.

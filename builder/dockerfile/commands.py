@@ -110,8 +110,10 @@ class LabelCommand(Command):
 
 @dataclass
 class ArgCommand(Command):
-    """``args``: (name, default or None). Only defaults are expanded, and only
-    when no ``--build-arg`` overrides them (see ``BuildPlan.resolve_args``)."""
+    """``args``: (name, default or None).  ``expand`` leaves defaults as written: a
+    default is expanded exactly once, when it is used (no ``--build-arg`` overrides
+    it), by ``builder.build.dispatch`` (stage ARGs) or the stage planner (ARGs before
+    the first FROM), as current BuildKit does (dockerfile2llb/convert.go)."""
 
     keyword: ClassVar[str] = "arg"
     expanded_fields: ClassVar[tuple[str, ...]] = ("args",)
@@ -119,8 +121,7 @@ class ArgCommand(Command):
     doc_comments: list[str] = field(default_factory=list)
 
     def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
-        args = [(k, None if v is None else expand_word(v)) for k, v in self.args]
-        return dataclasses.replace(self, args=args)
+        return self
 
 
 def _expand_heredocs(docs: list[Heredoc], expand_raw: ExpandWord | None) -> list[Heredoc]:

@@ -232,7 +232,8 @@ class BuildPlan:
         self, cmd: ArgCommand, expand_word: Callable[[str], str]
     ) -> list[tuple[str, str | None]]:
         """Values of a stage ARG: --build-arg, else the expanded default, else the
-        global value; None when unset. Defaults are only expanded when used."""
+        global value; None when unset.  The one place a stage ARG is resolved: a
+        default is expanded once, and only when used."""
         out: list[tuple[str, str | None]] = []
         for key, default in cmd.args:
             if key in self.build_args:
