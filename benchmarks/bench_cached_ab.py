@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_builds import BASE, DEFAULT_BASE, ROOT, make_contexts  # noqa: E402
+from bench_builds import BASE, DEFAULT_BASE, ROOT, make_contexts
 
 
 def _env(work: Path) -> dict[str, str]:

@@ -78,14 +78,16 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     _registry_arguments(p)
     p.add_argument("--reproducible", action="store_true",
                    help="set SOURCE_DATE_EPOCH from the newest context file if unset")
-    p.add_argument("--network", choices=("host", "none"), default="host")
+    p.add_argument("--network", choices=("default", "host", "none"), default="default",
+                   help="RUN's network: default (a namespace of its own, online through "
+                        "slirp4netns), host (the host's: not isolated), none (only lo)")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH",
                    help="a secret for RUN --mount=type=secret (src= a file, or env=VAR)")
     p.add_argument("--platform", default="linux/amd64")
     p.add_argument("--progress", choices=("auto", "plain", "tty", "json"), default="auto")
     p.add_argument("-o", "--output", action="append", default=[],
-                   metavar="type=docker|oci|local|tar,dest=PATH")
+                   metavar="type=docker|oci|local|tar,dest=PATH[,preserve=true]")
     p.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
     p.add_argument("--iidfile", help="write the image ID to this file")
     p.add_argument("--metadata-file", help="write build metadata (JSON) to this file")
@@ -120,13 +122,20 @@ def _login_arguments(p: argparse.ArgumentParser) -> None:
     _registry_arguments(p)
 
 
+def _explain_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="image name or ID")
+    p.add_argument("--show-values", action="store_true",
+                   help="next to an argument that changed, show its value in the image "
+                   "(its history); the store and cache exports keep only digests")
+
+
 def _one(name: str, help_text: str) -> Callable[[argparse.ArgumentParser], None]:
     return lambda p: p.add_argument(name, help=help_text)
 
 
 _ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "build": _build_arguments,
-    "explain": _one("image", "image name or ID"),
+    "explain": _explain_arguments,
     "inspect": _one("image", "image name or ID"),
     "history": _one("image", "image name or ID"),
     "images": lambda p: p.add_argument("-q", "--quiet", action="store_true"),
@@ -183,9 +192,31 @@ def _with_default_verb(argv: list[str]) -> list[str]:
 
 
 def _store(args: argparse.Namespace) -> Any:
+    import builder.cache.records  # noqa: F401 - registers its clean-up of old stores
     from builder.store import Store
 
     return Store(args.root)
+
+
+def _check_tags(store: Any, tags: list[str]) -> None:
+    """Refuse a ``-t`` that is not a valid image reference before building, in
+    Docker's words (``docker load`` would refuse the image later).  A name the store
+    already holds was checked when it was made: a cached rebuild skips the parser."""
+    unknown = [tag for tag in tags if store.resolve_image(tag) is None]
+    if not unknown:
+        return
+    from builder.errors import ReferenceError
+    from builder.registry.reference import parse_reference
+
+    for tag in unknown:
+        try:
+            reference = parse_reference(tag)
+        except ReferenceError as err:
+            raise UsageError(f'invalid argument "{tag}" for "-t, --tag" flag: '
+                             f"{err.reason}") from None
+        if reference.digest:
+            raise UsageError(f'invalid argument "{tag}" for "-t, --tag" flag: a tag cannot '
+                             "hold a digest")
 
 
 def _resolve(store: Any, name: str) -> str:
@@ -209,15 +240,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from builder.build.engine import build
-    from builder.build.options import BuildOptions, Output
+    from builder.build.options import BuildOptions, parse_output
     from builder.build.outputs import write_outputs
     from builder.build.progress import make_progress
 
-    outputs = []
-    for spec in args.output:
-        attrs = _attrs(spec)
-        outputs.append(Output(type=attrs.pop("type", "local"), dest=attrs.pop("dest", ""),
-                              attrs=attrs))
+    outputs = [parse_output(spec) for spec in args.output]
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if args.reproducible and not epoch and args.context != "-":
         epoch = str(_newest_mtime(Path(args.context)))
@@ -245,6 +272,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         options.dockerfile = _context_dockerfile(options.context)
     progress = make_progress(args.progress, quiet=args.quiet)
     store = _store(args)
+    _check_tags(store, options.tags)
     result = build(store, options, progress)
     write_outputs(store, result.image_id, result.tags, outputs, args.compression)
     if args.push:
@@ -348,6 +376,7 @@ def _newest_mtime(context: Any) -> int:
 
 def cmd_images(args: argparse.Namespace) -> int:
     from builder.explain.render import human_size
+    from builder.textsafe import printable
 
     store = _store(args)
     tags: dict[str, list[str]] = {}
@@ -363,7 +392,8 @@ def cmd_images(args: argparse.Namespace) -> int:
         size = sum(r.size for r in store.chain(top))
         for name in tags.get(image_id, ["<none>:<none>"]):
             repo, _, tag = name.rpartition(":")
-            print(f"{repo:<30} {tag:<12} {image_id[7:19]:<14} {human_size(size):>9}")
+            print(printable(f"{repo:<30} {tag:<12} {image_id[7:19]:<14} "
+                            f"{human_size(size):>9}"))
     return 0
 
 
@@ -383,6 +413,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from builder.explain.render import human_size
+    from builder.textsafe import printable
 
     store = _store(args)
     image_id = _resolve(store, args.image)
@@ -396,8 +427,11 @@ def cmd_history(args: argparse.Namespace) -> int:
                      entry.get("comment", "")))
     print(f"{'CREATED':<22} {'CREATED BY':<60} {'SIZE':>9}  COMMENT")
     for created, created_by, size, comment in reversed(rows):
+        # The image's history is anyone's text: no control character reaches the terminal.
+        created_by = printable(str(created_by))
         shown = created_by if len(created_by) <= 60 else created_by[:57] + "..."
-        print(f"{created[:19]:<22} {shown:<60} {human_size(size):>9}  {comment}")
+        print(printable(f"{str(created)[:19]:<22} {shown:<60} {human_size(size):>9}  "
+                        f"{comment}"))
     return 0
 
 
@@ -444,12 +478,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     from builder.image.loader import load_archive
+    from builder.textsafe import printable
 
     store = _store(args)
     for image_id, tags in load_archive(store, args.input):
         for tag in tags:
             store.tag(tag, image_id)
-            print(f"Loaded image: {tag}")
+            print(printable(f"Loaded image: {tag}"))  # a name from the archive
         if not tags:
             print(f"Loaded image ID: {image_id}")
     return 0
@@ -480,9 +515,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from builder.store.doctor import doctor, render
+    from builder.textsafe import printable
 
     report = doctor(_store(args), repair=args.repair, deep=args.deep)
-    print(render(report, repair=args.repair))
+    print(printable(render(report, repair=args.repair), multiline=True))
     return 1 if report.unrepaired else 0
 
 
@@ -504,16 +540,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
                      wasted_bytes([store.layer_dir(r.chain_id) for r in chain]), strict=True))
     for step in steps:
         step["wasted"] = waste.get(step.get("layer") or "", 0)
-    print(render(image_id, steps))
+    values = None
+    if args.show_values:  # the image's own values only: the store keeps digests
+        from builder.explain.values import image_values
+
+        values = image_values(store.image_config(image_id))
+    print(render(image_id, steps, values))
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from builder.dockerfile import lint, parse_file
+    from builder.textsafe import printable
 
     warnings = lint(parse_file(args.path))
     for warning in warnings:
-        print(f"{args.path}:{warning.line}: {warning.rule}: {warning.message}")
+        print(printable(f"{args.path}:{warning.line}: {warning.rule}: {warning.message}"))
     return 1 if warnings else 0
 
 
@@ -526,7 +568,9 @@ def cmd_debug(args: argparse.Namespace) -> int:
         text = Path(args.path).read_bytes()
     except OSError as err:
         raise UsageError(f"{args.path}: {err.strerror}") from None
-    sys.stdout.write(debug_parse(text, args.path) + "\n")
+    from builder.textsafe import printable  # the dump quotes the file's own bytes
+
+    sys.stdout.write(printable(debug_parse(text, args.path), multiline=True) + "\n")
     return 0
 
 
@@ -625,7 +669,50 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread wherever it is, as Ctrl-C raises
+    KeyboardInterrupt; a BaseException, so that no ``except Exception`` on the
+    way out swallows it and every ``finally`` cleans up."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command.  SIGINT and SIGTERM stop it wherever it is (parsing,
+    hashing, extracting, talking to a registry): the exception unwinds through
+    the usual cleanup and the exit status is 128 + the signal, as a shell's.
+    The build engine catches them itself while steps run (BuildInterrupted)."""
+    restore = _stop_on_sigterm()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("pybuild: interrupted (SIGINT)", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print("pybuild: interrupted (SIGTERM)", file=sys.stderr)
+        return 143
+    finally:
+        restore()
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM raise _Terminated; returns what restores the previous handler
+    (main() also runs inside test processes).  Python runs the handler between
+    bytecodes, so no step of a command may sit in one unbounded C call."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_term(signum: int, frame: object) -> None:
+        raise _Terminated()
+    previous = signal.signal(signal.SIGTERM, on_term)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+    return restore
+
+
+def _main(argv: Sequence[str] | None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     if not raw:
@@ -642,11 +729,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PybuildError as err:
         if args.debug:
             raise
-        print(f"pybuild: {err}", file=sys.stderr)
+        from builder.textsafe import printable  # messages quote names from images, files
+
+        print(f"pybuild: {printable(str(err), multiline=True)}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("pybuild: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         return 141
     except Exception as err:

@@ -326,3 +326,29 @@ def move_mount_to(mount_fd: int, target: str) -> None:
                       ctypes.c_int(AT_FDCWD), ctypes.c_char_p(_bytes(target)),
                       ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
     _check(result, "move_mount", target)
+
+
+# -- openat2 (Linux 5.6+): path resolution the kernel confines --------------
+_SYS_OPENAT2 = 437  # the same number on every architecture (generic table)
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: bytes, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2); raises OSError like ``os.open`` (ENOSYS: kernel < 5.6; EPERM: a
+    seccomp filter older than the call), so callers can fall back to a walk."""
+    how = _OpenHow(flags, mode, resolve)
+    fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd), ctypes.c_char_p(path),
+                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return int(fd)

@@ -32,6 +32,7 @@ from builder.context.checksum import EntryDigest, kind_of
 from builder.context.fnmatch_go import BadPattern
 from builder.context.fnmatch_go import match as go_match
 from builder.context.ignore import PatternMatcher
+from builder.context.view import ContextFilter
 from builder.errors import BuildError, SandboxError
 from builder.run.sandbox import resolve_components, resolve_in_root, resolve_user
 
@@ -47,7 +48,7 @@ class CopyRequest:
     workdir: str
     chown: str = ""
     chmod: str = ""
-    ignore: Any = None        # a context.ignore.PatternMatcher for .dockerignore, or None
+    ignore: ContextFilter | None = None   # .dockerignore: what the context transfer sends
     heredocs: list[tuple[str, str]] = field(default_factory=list)  # (name, content)
     selected: list[str] | None = None   # sources after globbing, when chosen in advance
     exclude: list[str] = field(default_factory=list)   # --exclude patterns
@@ -63,14 +64,12 @@ class CopyRequest:
         self.exclude_matcher = PatternMatcher(self.exclude) if self.exclude else None
 
     def excluded(self, rel: str) -> bool:
-        return self.ignore is not None and rel != "." and \
-            self.ignore.matches_or_parent_matches(rel)
+        """A source BuildKit's context transfer would not send (followed if a link)."""
+        return self.ignore is not None and self.ignore.hides_source(rel)
 
     def skipped(self, rel: str, is_dir: bool) -> bool:
-        """Leave out an ignored entry, unless it is a dir that may hold re-included ones."""
-        if not self.excluded(rel):
-            return False
-        return not (is_dir and self.ignore.may_reinclude_under(rel))
+        """An entry below a source that the transferred context lacks."""
+        return self.ignore is not None and self.ignore.hides(rel)
 
     def leaves_out(self, source_rel: str, rel: str, is_dir: bool) -> bool:
         """Whether an entry found below ``source_rel`` is left out of the copy: by

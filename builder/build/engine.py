@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder import interrupt
 from builder.build import dispatch
 from builder.build.copy import CopyRequest, copy_into, is_url, make_dirs, select_sources
 from builder.build.options import BuildOptions, BuildResult, StepRecord
@@ -23,6 +24,7 @@ from builder.build.progress import Progress
 from builder.build.runmounts import check_privileges, prepare_mounts
 from builder.build.state import DEFAULT_PATH, StageState
 from builder.cache import CacheEntry, CacheStore, Inputs, cache_key
+from builder.cache.keys import recorded_inputs
 from builder.context.checksum import checksum_sources
 from builder.errors import BuildError, ContextError, DockerfileError, PybuildError
 from builder.image import config as image_config
@@ -181,7 +183,6 @@ class _Build:
     plan: Any = None
     escape: str = "\\"
     stages: dict[int, StageState] = field(default_factory=dict)
-    global_args: dict[str, str | None] = field(default_factory=dict)
     steps: list[StepRecord] = field(default_factory=list)
     total_steps: int = 0
     # Concurrency: a stage thread has its own store connection and cache view;
@@ -224,6 +225,7 @@ def _ignore_matcher(options: BuildOptions) -> Any:
     if options.context is None:
         return None
     from builder.context.ignore import PatternMatcher, find_ignore_file, read_ignore_file
+    from builder.context.view import ContextFilter
 
     found = find_ignore_file(str(options.context),
                              str(options.dockerfile) if options.dockerfile else None)
@@ -234,7 +236,8 @@ def _ignore_matcher(options: BuildOptions) -> Any:
         matcher = PatternMatcher(patterns)
     except ValueError as err:
         raise ContextError(f"{found}: {err}") from None
-    return matcher
+    # No pattern, no filter: every view of the context is then the plain directory.
+    return ContextFilter(str(options.context), matcher) if len(matcher) else None
 
 
 def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResult:
@@ -248,12 +251,13 @@ def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResul
     arch, _, variant = arch.partition("/")
     plan = plan_build(dockerfile, target=options.target, build_args=options.build_args,
                       platform=Platform(os_name or "linux", arch or "amd64", variant))
-    for warning in [*dockerfile.warnings, *plan.warnings]:
+    from builder.dockerfile.secretnames import build_warnings
+
+    for warning in [*dockerfile.warnings, *plan.warnings, *build_warnings(dockerfile)]:
         progress.message(f"WARNING: {warning}")
     run = _Build(store, options, progress, path, _ignore_matcher(options), CacheStore(store),
                  escape=dockerfile.escape)
     run.plan = plan
-    run.global_args = dict(plan.global_args)
     if options.cache_from:  # imported lazily: most builds share no cache
         from builder.cache.transfer import open_cache
 
@@ -339,6 +343,9 @@ def _catch_sigterm() -> Callable[[], None]:
 def _stop_all(run: _Build, threads: list[threading.Thread]) -> None:
     """Stop every stage thread; a second Ctrl-C (or SIGTERM) meanwhile only repeats it."""
     run.cancel.set()
+    # Loops below the engine (context hashing, layer extraction) poll this flag,
+    # so a stage busy in one stops within a chunk, not when the step is done.
+    interrupt.request()
     for thread, exited in zip(threads, run.exited, strict=True):
         if thread.ident is None:  # interrupted before it was started
             exited.set()
@@ -356,6 +363,7 @@ def _stop_all(run: _Build, threads: list[threading.Thread]) -> None:
             if thread.ident is not None:
                 thread.join()
     finally:
+        interrupt.clear()
         for signum, handler in saved.items():
             signal.signal(signum, handler)
 
@@ -596,8 +604,7 @@ def _execute(run: _Build, state: StageState, command: Any, record: StepRecord) -
         _add_history(state, f"WORKDIR {workdir}", record)
     else:
         record.note = "config only"
-        history = dispatch.apply_metadata(state, command, run.options.build_args,
-                                          run.global_args, expand_word)
+        history = dispatch.apply_metadata(state, command, run.plan.resolve_args, expand_word)
         if history is not None:
             _add_history(state, history, record)
 
@@ -607,6 +614,7 @@ def _run_instruction(run: _Build, state: StageState, command: Any, record: StepR
     mounts = prepare_mounts(
         run.store, getattr(command, "mounts", []) or [], workdir=state.workdir(),
         context=str(run.options.context) if run.options.context else None,
+        context_filter=run.ignore,
         secrets=run.options.secrets, cache=run.cache,
         resolve_from=lambda name: _resolve_from(run, name, command),
         driver=run.options.storage_driver)
@@ -668,10 +676,11 @@ def _layer_step(run: _Build, state: StageState, record: StepRecord, inputs: Inpu
     """Reuse the cached result of a step with these inputs, or run it and record it."""
     inputs = [("parent", state.cache_key), *inputs, ("platform", run.options.platform)]
     key = cache_key(inputs)
+    inputs = recorded_inputs(inputs, state.args)  # what is stored: no build-arg value in clear
     slot = f"{Path(run.dockerfile_path).name}:{state.name}:{record.index}"
     record.key = key
     skip_cache = run.options.no_cache or state.name in run.options.no_cache_filter
-    entry = None if skip_cache else _lookup(run, key)
+    entry = None if skip_cache else _lookup(run, key, state.cache_key)
     if entry is not None:
         record.cached, record.created = True, entry.created
         record.layer = entry.chain_id if entry.changes.get("layer") else None
@@ -706,7 +715,7 @@ def _layer_step(run: _Build, state: StageState, record: StepRecord, inputs: Inpu
     state.chain, state.cache_key = result.chain_id, key
 
 
-def _lookup(run: _Build, key: str) -> CacheEntry | None:
+def _lookup(run: _Build, key: str, parent: str) -> CacheEntry | None:
     """A local cache entry, else one from a --cache-from layout (fetching its layers)."""
     entry = run.cache.lookup(key)
     if entry is None and run.imported:
@@ -714,7 +723,7 @@ def _lookup(run: _Build, key: str) -> CacheEntry | None:
 
         with run.lock:  # one stage at a time reads the imported layouts
             for imported in run.imported:
-                entry = materialize(run.store, run.cache, imported, key)
+                entry = materialize(run.store, run.cache, imported, key, parent)
                 if entry is not None:
                     break
     return entry

@@ -13,6 +13,22 @@ class Output:
     type: str
     dest: str = ""
     attrs: dict[str, str] = field(default_factory=dict)
+    preserve: bool = False  # type=local: keep device nodes and setuid/setgid/capabilities
+
+
+def parse_output(spec: str) -> Output:
+    """``type=local,dest=DIR[,preserve=true]`` (docker's flag syntax) -> an Output."""
+    from builder.errors import UsageError
+
+    attrs = dict(item.partition("=")[::2] for item in spec.split(","))
+    kind = attrs.pop("type", "local")
+    preserve = attrs.pop("preserve", "false")
+    if preserve not in ("true", "false"):
+        raise UsageError(f"-o {spec}: preserve must be true or false")
+    if preserve == "true" and kind != "local":
+        raise UsageError(f"-o {spec}: preserve=true applies to type=local only")
+    return Output(type=kind, dest=attrs.pop("dest", ""), attrs=attrs,
+                  preserve=preserve == "true")
 
 
 @dataclass
@@ -25,7 +41,7 @@ class BuildOptions:
     target: str | None = None
     no_cache: bool = False
     no_cache_filter: list[str] = field(default_factory=list)   # stages that skip the cache
-    network: str = "host"
+    network: str = "default"   # default (own namespace, slirp4netns), host or none
     labels: dict[str, str] = field(default_factory=dict)
     platform: str = "linux/amd64"
     outputs: list[Output] = field(default_factory=list)

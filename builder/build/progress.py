@@ -5,6 +5,12 @@ the step printed), ``cached`` (it was a cache hit), ``done`` (it ended) and
 ``message`` (a warning or note).  Reporters write to stderr, as BuildKit's do,
 so stdout stays free for ``-q`` (the image ID) and ``-o -``.
 
+Titles, messages and step output come from the Dockerfile, the base image and
+the step itself: the plain and tty reporters print them through
+``textsafe.printable``, so an ESC or CR a step prints shows as ``\\x1b`` and can
+neither move the cursor, set the window title nor write the clipboard.  JSON
+events carry the exact text (``json.dumps`` escapes control characters).
+
 Independent stages build on their own threads at the same time, so a
 reporter keeps one running step per thread: ``output``/``cached``/``done``
 and ``tail`` are about the calling thread's step.  Steps are numbered in the
@@ -21,6 +27,8 @@ import threading
 import time
 from collections import deque
 from typing import TextIO
+
+from builder.textsafe import printable
 
 _TAIL = 10
 # A step's output line is shown in pieces of at most this many bytes (X12): a
@@ -105,7 +113,7 @@ class Progress:
     # -- what a reporter writes (called with the lock held) ----------------------
     def _write(self, text: str) -> None:
         if not self.quiet:
-            self.stream.write(text + "\n")
+            self.stream.write(printable(text, multiline=True) + "\n")
             self.stream.flush()
 
     def _lines(self, step: _Step, data: bytes) -> list[str]:
@@ -114,7 +122,8 @@ class Progress:
         while len(step.partial) > MAX_LINE:
             lines.append(step.partial[:MAX_LINE])
             step.partial = step.partial[MAX_LINE:]
-        out = [raw.decode(errors="replace").rstrip("\r") for raw in lines]
+        # Escaped here, so the tail (shown live, quoted in a RUN failure) is safe too.
+        out = [printable(raw.decode(errors="replace").rstrip("\r")) for raw in lines]
         step.tail.extend(out)
         return out
 
@@ -195,7 +204,8 @@ class TtyProgress(Progress):
         for step in self._running.values():
             elapsed = time.monotonic() - step.started
             tail = list(step.tail)[-shown:]
-            out.append(f"\x1b[1m=>\x1b[0m #{step.number} {step.title}  {elapsed:.1f}s\n")
+            out.append(f"\x1b[1m=>\x1b[0m #{step.number} {printable(step.title)}  "
+                       f"{elapsed:.1f}s\n")
             out += [f"\x1b[2m   {line[:160]}\x1b[0m\n" for line in tail]
         self._drawn = len(out)
         return out
@@ -215,11 +225,12 @@ class TtyProgress(Progress):
     def _finished(self, step: _Step, status: str) -> None:
         elapsed = time.monotonic() - step.started
         mark = "CACHED" if status == "CACHED" else f"{status} {elapsed:.1f}s"
-        done = f"\x1b[1m=>\x1b[0m #{step.number} {step.title}  \x1b[2m{mark}\x1b[0m\n"
+        done = (f"\x1b[1m=>\x1b[0m #{step.number} {printable(step.title)}  "
+                f"\x1b[2m{mark}\x1b[0m\n")
         self._flush([*self._clear(), done, *self._live()])
 
     def _message(self, text: str) -> None:
-        self._flush([*self._clear(), text + "\n", *self._live()])
+        self._flush([*self._clear(), printable(text, multiline=True) + "\n", *self._live()])
 
 
 def make_progress(mode: str, quiet: bool = False) -> Progress:

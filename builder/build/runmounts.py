@@ -3,9 +3,10 @@
 - ``cache``: a directory in the store (``cache-mounts/``) that persists between builds
   and never becomes part of a layer.
 - ``tmpfs``: an empty tmpfs.
-- ``bind``: a context path (read-only; ``rw`` writes go to a throw-away overlay) or a
-  path from another stage or image, mounted from a read-only snapshot.  Its content
-  is part of the step's cache key.
+- ``bind``: a context path (read-only; ``rw`` writes go to a throw-away overlay;
+  without what ``.dockerignore`` hides, see ``ctxbind``) or a path from another stage
+  or image, mounted from a read-only snapshot.  Its content is part of the step's
+  cache key.
 - ``secret``: a file given with ``--secret id=ID,src=PATH`` (or ``env=VAR``), mounted
   read-only at ``/run/secrets/ID`` or exported as an env var; never in a layer, the
   cache key or the history.
@@ -23,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from builder.build.copy import clean_source
+from builder.build.ctxbind import context_bind
 from builder.cache import Inputs
-from builder.context.checksum import checksum_sources
+from builder.context.view import ContextFilter
 from builder.errors import BuildError
-from builder.run.sandbox import MountSpec, resolve_in_root
+from builder.run.sandbox import MountSpec
 from builder.snapshot import Snapshot, prepare
+from builder.store.perms import private_dir
 from builder.store.store import Store, TmpDir
 
 
@@ -56,34 +59,53 @@ def check_privileges(command: Any, invoker_network: str) -> str:
     BuildKit needs CLI entitlements (``--allow security.insecure``,
     ``network.host``, ``device``) for these RUN flags; pybuild has none to
     grant, so a Dockerfile (or an ONBUILD from a base image) asking is an
-    error, never silently more access.  ``--network=none`` narrows; asking
-    for the host network only matches the default, and cannot widen
-    ``pybuild build --network none``.
+    error, never silently more access.  ``--network=none`` narrows,
+    ``--network=default`` is the build's own network (as in BuildKit), and
+    ``--network=host`` is allowed only when the invoker chose ``--network host``.
     """
     if getattr(command, "security", None) == "insecure":
         raise BuildError("RUN --security=insecure is not allowed: pybuild grants no "
                          "security.insecure entitlement")
     if getattr(command, "devices", None):
         raise BuildError("RUN --device is not allowed: pybuild grants no device entitlement")
-    network = getattr(command, "network", None) or invoker_network
-    if invoker_network == "none" and network != "none":
-        raise BuildError(f"RUN --network={network} is not allowed: the build runs with "
+    asked = getattr(command, "network", None) or "default"
+    if asked == "none" or asked == invoker_network:
+        return asked
+    if asked == "default":
+        return invoker_network
+    if invoker_network == "none":
+        raise BuildError(f"RUN --network={asked} is not allowed: the build runs with "
                          "--network none")
-    return network
+    raise BuildError(f"RUN --network={asked} is not allowed: only the invoker's "
+                     f"--network {asked} grants it (BuildKit's network.{asked} entitlement)")
 
 
 def prepare_mounts(store: Store, mounts: list[Any], *, workdir: str, context: str | None,
                    secrets: dict[str, str], resolve_from: Callable[[str], str | None],
-                   cache: Any, driver: str = "overlay") -> PreparedMounts:
+                   cache: Any, driver: str = "overlay",
+                   context_filter: ContextFilter | None = None) -> PreparedMounts:
     prepared = PreparedMounts()
     try:
         for mount in mounts:
+            if mount.type == "bind" and not mount.from_:
+                _bind_context(mount, prepared, workdir, context, context_filter, cache)
+                continue
             _prepare(store, mount, prepared, workdir, context, secrets, resolve_from, cache,
                      driver)
     except BaseException:
         prepared.release()
         raise
     return prepared
+
+
+def _bind_context(mount: Any, out: PreparedMounts, workdir: str, context: str | None,
+                  context_filter: ContextFilter | None, cache: Any) -> None:
+    """A bind of the build context: what BuildKit's transfer sends of it (ctxbind)."""
+    if context is None:
+        raise BuildError("--mount type=bind needs a build context")
+    spec, key = context_bind(mount, _target(mount, workdir), context, context_filter, cache)
+    out.mounts.append(spec)
+    out.inputs.append(("mount", key))
 
 
 def _target(mount: Any, workdir: str, default: str = "") -> str:
@@ -98,7 +120,9 @@ def _target(mount: Any, workdir: str, default: str = "") -> str:
 def _create_cache_dir(directory: Path, mount: Any) -> None:
     # Two builds may meet a new cache id at once (R12): the first creates and
     # chowns it under a lock, so the second never sees a half-made directory.
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    # The mount's own dir gets the uid and mode the step asked for; its parent is
+    # 0700, so that owner never reaches it from the host (docs/security.md, S).
+    private_dir(directory.parent)
     lock = os.open(directory.parent / ".create.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                    0o600)
     try:
@@ -148,27 +172,14 @@ def _prepare(store: Store, mount: Any, out: PreparedMounts, workdir: str, contex
         options = f"size={mount.size}" if mount.size else ""
         out.mounts.append(MountSpec("tmpfs", target, options=options))
         out.inputs.append(("mount", f"tmpfs {target} {options}"))
-    elif kind == "bind":
+    elif kind == "bind":  # from a stage or image; the context's is _bind_context's
         target = _target(mount, workdir)
         source = clean_source(mount.source or "/")
-        if mount.from_:
-            chain = resolve_from(mount.from_)
-            view = prepare(store, chain, driver)
-            out.views.append(view)
-            out.mounts.append(MountSpec("view", target, source, view=view))
-            out.inputs.append(("mount", f"bind {target} from={chain} source={source}"))
-            return
-        if context is None:
-            raise BuildError("--mount type=bind needs a build context")
-        host = resolve_in_root(context, source)
-        if host is None:
-            raise BuildError(f'--mount type=bind: "/{source}" not found in the build context')
-        checksum = checksum_sources([(source, host)], cache=cache)
-        kind_name = "bind" if mount.readonly else "scratch"
-        out.mounts.append(MountSpec(kind_name, target, host, readonly=mount.readonly,
-                                    is_dir=os.path.isdir(host)))
-        out.inputs.append(("mount", f"bind {target} source={source} rw={not mount.readonly} "
-                                    f"content={checksum.digest}"))
+        chain = resolve_from(mount.from_)
+        view = prepare(store, chain, driver)
+        out.views.append(view)
+        out.mounts.append(MountSpec("view", target, source, view=view))
+        out.inputs.append(("mount", f"bind {target} from={chain} source={source}"))
     elif kind == "secret":
         secret_id = mount.id or (posixpath.basename(mount.target) if mount.target else "")
         if not secret_id:
@@ -180,11 +191,18 @@ def _prepare(store: Store, mount: Any, out: PreparedMounts, workdir: str, contex
                                  f"(--secret id={secret_id},src=FILE)")
             return
         if mount.env:
-            with open(path, encoding="utf-8", errors="replace") as source:
-                out.secret_env.append(f"{mount.env}={source.read()}")
+            with open(path, encoding="utf-8", errors="replace") as secret_file:
+                out.secret_env.append(f"{mount.env}={secret_file.read()}")
+        # BuildKit's defaults: 0400, owned by root (client/llb/exec.go).
+        uid, gid = mount.uid or 0, mount.gid or 0
+        mode = 0o400 if mount.mode is None else mount.mode
         if mount.target or not mount.env:
             target = _target(mount, workdir, f"/run/secrets/{secret_id}")
-            out.mounts.append(MountSpec("bind", target, path, readonly=True, is_dir=False))
-        out.inputs.append(("mount", f"secret id={secret_id}"))
+            out.mounts.append(MountSpec("secret", target, path, is_dir=False, uid=uid, gid=gid,
+                                        mode=mode))
+        # The options change what the step sees, so they are in the key; the
+        # defaults add nothing, so keys made before they were honoured still match.
+        owner = "" if (uid, gid, mode) == (0, 0, 0o400) else f" uid={uid} gid={gid} mode={mode:o}"
+        out.inputs.append(("mount", f"secret id={secret_id}{owner}"))
     else:
         raise BuildError(f"--mount type={kind} is not supported by pybuild")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from builder import limits
+from builder import interrupt, limits
 from builder.errors import ContextError
 
 _CHUNK = 1 << 20
@@ -73,6 +73,7 @@ def file_digest(path: str, st: os.stat_result, cache: StatCache | None) -> tuple
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         while chunk := os.read(fd, _CHUNK):
+            interrupt.check()  # a stage thread: a stopping build ends it mid-file
             hasher.update(chunk)
     finally:
         os.close(fd)
@@ -139,6 +140,7 @@ def _checksum_sources(sources: list[tuple[str, str]], cache: StatCache | None,
     count = 0
     for source_rel, source_host in sources:
         for rel, host in _walk(source_host, source_rel, skip):
+            interrupt.check()
             count += 1
             if count > max_files:  # X11: a context of millions of files
                 raise ContextError(f"build context: more than {max_files} files under "

@@ -15,6 +15,7 @@ are reproduced through :mod:`builder.context.fnmatch_go`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ from builder.context.fnmatch_go import (
     translate_regex,
 )
 from builder.context.fnmatch_go import match as go_match
+from builder.context.linear_re import LinearRegex, UnsupportedRegex, risky
 from builder.errors import ContextError
 
 __all__ = ["IgnorePatternError", "PatternMatcher", "find_ignore_file", "read_ignore_file"]
@@ -128,6 +130,9 @@ class _Pattern:
     branch: str | None = None  # this pattern in the combined regex; None: cannot be
     error: str | None = None  # Go's regexp compiler rejects it: fails when used
     regex: re.Pattern[str] | None = None  # compiled from source on first use
+    # Set when re could backtrack for long on source (**/a/**/b/**/c): matched
+    # by an automaton instead, linear in the path (security point 6).
+    linear: LinearRegex | None = None
 
     def match(self, path: str) -> bool:
         """Does the pattern match ``path`` itself (patternmatcher's Pattern.match)."""
@@ -141,6 +146,8 @@ class _Pattern:
         if self.kind == _SUFFIX:
             suffix = self.text[2:]
             return path.endswith(suffix) or (suffix[:1] == "/" and path == suffix[1:])
+        if self.linear is not None:
+            return self.linear.search(path)
         if self.regex is None:
             assert self.source is not None
             try:
@@ -254,9 +261,31 @@ def _make_pattern(text: str, exclusion: bool) -> _Pattern:
             pattern.error = str(err)
             return pattern
         pattern.source = translation.full
+        if _risky(translation.full):
+            try:
+                pattern.linear = LinearRegex(translation.full, FLAGS)
+            except UnsupportedRegex as err:
+                pattern.error = f"too complex to match safely: {err}"
+            return pattern  # never a branch of the combined regex
         if translation.body is not None:
             pattern.branch = translation.body + _AT_BOUNDARY
     return pattern
+
+
+# What matches_using_parent_results hands down to a directory's children: the indices
+# of the patterns that matched it (upstream's MatchInfo.parentMatched).
+MatchInfo = frozenset[int]
+
+
+def _risky(source: str) -> bool:
+    """Could re backtrack for long on ``source``?  It takes two repeats at least,
+    which most patterns (``*.pyc``, ``build/``) do not have: those skip the parse."""
+    if source.count("*") + source.count("?") - 2 * source.count("(?") < 2:
+        return False
+    try:
+        return risky(source, FLAGS)
+    except re.error:
+        return False  # compiling it fails too, and reports it when it is used
 
 
 def _is_clean(path: str) -> bool:
@@ -298,6 +327,12 @@ class PatternMatcher:
         if len(exact) > _EXACT_IN_REGEX:
             self._exact = {self._patterns[i].text: i for i in exact}
         self._chunks: list[tuple[int, list[int], re.Pattern[str]]] | None = None
+        # For matches_using_parent_results: every exact pattern's indices by text,
+        # and the indices of the others.
+        self._exact_index: dict[str, list[int]] = {}
+        for i in exact:
+            self._exact_index.setdefault(self._patterns[i].text, []).append(i)
+        self._others = [i for i, p in enumerate(self._patterns) if p.kind != _EXACT]
 
     def __len__(self) -> int:
         return len(self._patterns)
@@ -332,6 +367,54 @@ class PatternMatcher:
                 "." not in path or _DOT_COMPONENT.search(path) is None):
             return self._match_combined(path)
         return self._match_each(path)
+
+    def matches_using_parent_results(self, path: str, parent: MatchInfo | None
+                                     ) -> tuple[bool, MatchInfo]:
+        """patternmatcher's MatchesUsingParentResults, which BuildKit's context
+        transfer (tonistiigi/fsutil filter.go) calls for every walked path with
+        its parent directory's MatchInfo (None for a top-level entry).
+
+        A pattern that matched the parent counts as matching here whatever the
+        running result, and a pattern skipped for the parent (an exception while
+        nothing matched, an inclusion while already matched) is tried on
+        ``path`` alone, never on its parents: so ``secrets/*`` then ``!secrets``
+        keeps ``secrets/key`` excluded, unlike matches_or_parent_matches.
+        """
+        inherited = parent or frozenset()
+        if parent is None and "/" in path:  # upstream then also tries each parent dir
+            go_parent = go_dir(path).split("/")
+            also = ["/".join(go_parent[:i + 1]) for i in range(len(go_parent))]
+            candidates: set[int] | range = range(len(self._patterns))
+        else:
+            # Only patterns matching the parent or the path itself can change anything;
+            # one that fails to compile is a candidate, and fails only if reached.
+            also, candidates = [], set(inherited)
+            candidates.update(self._exact_index.get(path, ()))
+            for i in self._others:
+                with contextlib.suppress(IgnorePatternError):
+                    if not self._patterns[i].match(path):
+                        continue
+                candidates.add(i)
+        matched, hits = False, []
+        for i in sorted(candidates):
+            pattern = self._patterns[i]
+            if i not in inherited:
+                if pattern.exclusion != matched:
+                    continue
+                if not (pattern.match(path) or any(pattern.match(p) for p in also)):
+                    continue
+            hits.append(i)
+            matched = not pattern.exclusion
+        return matched, frozenset(hits)
+
+    def patterns(self) -> list[tuple[str, bool]]:
+        """Each pattern's cleaned text and whether it is an exception (upstream's Patterns)."""
+        return [(p.text, p.exclusion) for p in self._patterns]
+
+    def may_match_below(self, dir_path: str) -> bool:
+        """Could any pattern match a path below ``dir_path`` (conservatively)?
+        If not, everything below shares the directory's own result."""
+        return any(p.may_match_under(dir_path) for p in self._patterns)
 
     def may_reinclude_under(self, dir_path: str) -> bool:
         """Could some path below the excluded directory ``dir_path`` be

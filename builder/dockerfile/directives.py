@@ -43,8 +43,23 @@ GO_SPACE = (
 
 DIRECTIVE_NAMES = frozenset({"syntax", "escape", "check"})
 
-# Go RE2's \s is [\t\n\f\r ] (no \v); the value is lazy so trailing blanks drop.
-_DIRECTIVE_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*")
+# Upstream's regexp is ``^(?i)([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$``, and Go RE2's \s
+# is [\t\n\f\r ] (no \v).  Python's re backtracks on it (quadratic in a line of
+# blanks, 64 KiB long: seconds in one uninterruptible call), so only the name and
+# the "=" are a regex; _directive_value does the rest.
+_RE2_SPACE = "\t\n\f\r "
+_DIRECTIVE_HEAD = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=")
+
+
+def _directive_value(rest: str) -> str | None:
+    r"""What ``\s*(.+?)\s*$`` captures from the text after the "=", as RE2 would
+    (``.`` never matches a newline), or None when it does not match."""
+    core = rest.strip(_RE2_SPACE)
+    if core:
+        return None if "\n" in core else core
+    # Only blanks: the lazy group takes the last one that is not a newline.
+    last = max((i for i, ch in enumerate(rest) if ch != "\n"), default=-1)
+    return None if last < 0 else rest[last]
 
 
 def go_trim_space(s: str) -> str:
@@ -93,8 +108,10 @@ class DirectiveParser:
         if not text.startswith(self.comment):
             self.done = True
             return None
-        m = _DIRECTIVE_RE.fullmatch(text[len(self.comment) :].lstrip(GO_SPACE))
-        if m is None:
+        body = text[len(self.comment) :].lstrip(GO_SPACE)
+        m = _DIRECTIVE_HEAD.match(body)
+        value = None if m is None else _directive_value(body[m.end():])
+        if m is None or value is None:
             self.done = True
             return None
         name = m.group(1).lower()
@@ -104,7 +121,7 @@ class DirectiveParser:
         if name in self.seen:
             raise DirectiveError(f"only one {name} parser directive can be used")
         self.seen.add(name)
-        return Directive(name, m.group(2), self.line)
+        return Directive(name, value, self.line)
 
     def parse_all(self, text: str) -> list[Directive]:
         out: list[Directive] = []

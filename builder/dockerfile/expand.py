@@ -13,10 +13,12 @@ the Dockerfile path and line.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from builder.dockerfile import shell_pattern
+from builder.dockerfile.shell_pattern import PatternError, ResultTooLarge
 from builder.limits import get as _get_limits
 
 __all__ = ["MAX_EXPANSION", "ExpandResult", "ExpansionError", "ShellLex", "build_envs"]
@@ -326,10 +328,9 @@ class _Word:
             return value
         if ch in ("#", "%"):
             greedy = word.startswith(ch)
-            if greedy:
-                word = word[1:]
-            return _trim_suffix(word, value, greedy) if ch == "%" else \
-                _trim_prefix(word, value, greedy)
+            word = word[1:] if greedy else word
+            trim = shell_pattern.trim_suffix if ch == "%" else shell_pattern.trim_prefix
+            return _matched(word, lambda: trim(word, value, greedy))
         raise ExpansionError(f"unsupported modifier ({chs}) in substitution")
 
     def _until(self, stop: str, raw: bool, eof_message: str) -> str:
@@ -353,17 +354,8 @@ class _Word:
         value, is_set = self.get_env(name)
         if self.lex.skip_unset_env and not is_set:
             return "${" + name + "/" + pattern + "/" + replacement + "}"  # "/" even for "//"
-        regex = _compiled(pattern, True, False)
-        if replace_all:
-            return _go_replace_all(regex, value, replacement)
-        match = regex.search(value)
-        if match is None:
-            return value
-        # A single replacement is literal; only ReplaceAllString expands `$`.
-        result = value[:match.start()] + replacement + value[match.end():]
-        if len(result) > MAX_EXPANSION:
-            raise _too_large()
-        return result
+        return _matched(pattern, lambda: shell_pattern.replace(
+            pattern, value, replacement, replace_all, MAX_EXPANSION))
 
     def process_name(self) -> str:
         text, start = self.text, self.pos
@@ -398,139 +390,29 @@ def _too_large() -> ExpansionError:
                        " (raise it with PYBUILD_MAX_EXPANSION)")
 
 
-def _shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> str:
-    """A ``#``/``%``/``/`` glob (``*``, ``?``, ``\\`` escapes; no ``[...]``) as
-    the regular expression source upstream builds, which ``re`` reads the same."""
-    out = ["^"] if anchored else []
-    star = ".*" if greedy else ".*?"
-    # Upstream reads the pattern with Go's text/scanner, which drops a leading BOM.
-    i, n = (1 if pattern.startswith("\ufeff") else 0), len(pattern)
-    while i < n:
-        ch = pattern[i]
-        i += 1
-        if ch == "*":
-            out.append(star)
-        elif ch == "?":
-            out.append(".")
-        elif ch == "\\":
-            nxt = pattern[i] if i < n else ""
-            if nxt in ("}", "/") and nxt:
-                continue  # `\}` and `\/` only protected the delimiter
-            if nxt not in ("*", "?", "\\") or not nxt:
-                raise ExpansionError(f"invalid escape '\\{nxt or chr(0xFFFD)}'")
-            out.append("\\" + nxt)
-            i += 1
-        elif ch in "[]{}.+()|^$":
-            out.append("\\" + ch)
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-@lru_cache(maxsize=256)
-def _compiled(pattern: str, greedy: bool, anchored: bool) -> re.Pattern[str]:
+def _matched(pattern: str, match: Callable[[], str]) -> str:
+    """Run one of shell_pattern's matchers, with upstream's error messages."""
     try:
-        source = _shell_pattern_to_regex(pattern, greedy, anchored)
-        return re.compile(source)
-    except (ExpansionError, re.error) as err:
+        return match()
+    except PatternError as err:
         raise ExpansionError(f"invalid pattern ({pattern}) in substitution: {err}") from None
+    except ResultTooLarge:
+        raise _too_large() from None
 
 
-def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
-    match = _compiled(pattern, greedy, True).match(value)
-    return value[match.end():] if match else value
+def _shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> str:
+    """The Go regular expression upstream builds for a pattern (its test vectors)."""
+    try:
+        return shell_pattern.shell_pattern_to_regex(pattern, greedy, anchored)
+    except PatternError as err:
+        raise ExpansionError(str(err)) from None
 
 
-def _reverse_pattern(pattern: str) -> str:
-    """Reverse by character, keeping each ``\\x`` escape pair in order."""
-    tokens: list[str] = []
-    i, last = 0, len(pattern) - 1
-    while i <= last:
-        if pattern[i] == "\\" and i != last:
-            tokens.append(pattern[i:i + 2])
-            i += 2
-        else:
-            tokens.append(pattern[i])
-            i += 1
-    return "".join(reversed(tokens))
+_reverse_pattern = shell_pattern.reverse_pattern  # upstream's name, for its test vectors
 
 
 def _reverse_string(text: str) -> str:
     return text[::-1]
-
-
-def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
-    # A regex finds leftmost matches; the shortest or longest suffix is the
-    # leftmost match of the reversed pattern in the reversed value.
-    trimmed = _trim_prefix(_reverse_pattern(pattern), _reverse_string(value), greedy)
-    return _reverse_string(trimmed)
-
-
-def _go_replace_all(regex: re.Pattern[str], value: str, template: str) -> str:
-    """Go's Regexp.ReplaceAllString: no empty match right after a previous
-    match (Python's re.sub allows one), and ``$`` in the template expanded."""
-    out: list[str] = []
-    size = 0
-    last_end = search = 0
-    n = len(value)
-    while search <= n:
-        match = regex.search(value, search)
-        if match is None:
-            break
-        start, end = match.span()
-        out.append(value[last_end:start])
-        size += start - last_end
-        if end > last_end or start == 0:
-            piece = _go_template(template, match.group())
-            out.append(piece)
-            size += len(piece)
-            if size > MAX_EXPANSION:
-                raise _too_large()
-        last_end = end
-        width = 1 if search < n else 0
-        if search + width > end:
-            search += width
-        elif search + 1 > end:
-            search += 1
-        else:
-            search = end
-    out.append(value[last_end:])
-    if size + n - last_end > MAX_EXPANSION:
-        raise _too_large()
-    return "".join(out)
-
-
-def _go_template(template: str, whole: str) -> str:
-    """Go's Regexp.Expand for a pattern without groups: ``$$`` is ``$``,
-    ``$0``/``${0}`` the match, any other ``$name`` empty, a malformed ``$`` kept."""
-    if "$" not in template:
-        return template
-    out: list[str] = []
-    i, n = 0, len(template)
-    while i < n:
-        j = template.find("$", i)
-        if j < 0:
-            break
-        out.append(template[i:j])
-        i = j + 1
-        if i < n and template[i] == "$":
-            out.append("$")
-            i += 1
-            continue
-        brace = i < n and template[i] == "{"
-        k = i + 1 if brace else i
-        start = k
-        while k < n and (template[k].isalpha() or template[k].isdecimal() or template[k] == "_"):
-            k += 1
-        name = template[start:k]
-        if not name or (brace and (k >= n or template[k] != "}")):
-            out.append("$")
-            continue
-        i = k + 1 if brace else k
-        if name == "0":
-            out.append(whole)
-    out.append(template[i:])
-    return "".join(out)
 
 
 _C_ESCAPES = {'"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f",

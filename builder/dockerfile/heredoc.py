@@ -23,7 +23,9 @@ __all__ = [
     "parse_heredoc",
 ]
 
-_HEREDOC_RE = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)\Z")
+# Upstream: ``^(\d*)<<(-?)\s*([^<]*)$``.  Only the head is a regex here: Python's re
+# backtracks between ``\s*`` and ``[^<]*`` (quadratic in a word of blanks).
+_HEREDOC_HEAD = re.compile(r"([0-9]*)<<(-?)")
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _MAX_FD = (1 << 64) - 1
 
@@ -265,10 +267,11 @@ def parse_heredoc(src: str) -> Heredoc | None:
 
     Raises HeredocError when the delimiter has an unterminated quote.
     """
-    m = _HEREDOC_RE.match(src)
-    if m is None:
+    m = _HEREDOC_HEAD.match(src)
+    if m is None or "<" in src[m.end():]:
         return None
-    fd_text, dash, rest = m.groups()
+    fd_text, dash = m.groups()
+    rest = src[m.end():].lstrip("\t\n\f\r ")
     if not rest:
         return None
     words = _words(rest, raw_quotes=False, raw_escapes=False)

@@ -13,7 +13,6 @@ unless ``image_env`` supplies them, so ``UndefinedVar`` only assumes ``PATH``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -40,6 +39,7 @@ from builder.dockerfile.directives import CheckConfig, DirectiveParser, parse_ch
 from builder.dockerfile.flags import suggest
 from builder.dockerfile.mounts import csv_fields
 from builder.dockerfile.parser import LintWarning
+from builder.dockerfile.secretnames import is_secret_name, secret_message
 from builder.dockerfile.stages import Dockerfile, Platform, Stage, valid_reference
 
 __all__ = ["RULES", "LintWarning", "Rule", "check_config", "lint"]
@@ -47,11 +47,6 @@ __all__ = ["RULES", "LintWarning", "Rule", "check_config", "lint"]
 _DOCS = "https://docs.docker.com/go/dockerfile/rule/"
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _NON_ENV_ARGS = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"})
-_SECRET = re.compile(
-    r"(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)",
-    re.IGNORECASE,
-)
-_NOT_SECRET = re.compile(r"(?:_|^)(?:public|file|version)(?:_|$)", re.IGNORECASE)
 
 Finding = tuple[int, str]  # (line, message)
 
@@ -204,9 +199,8 @@ def _walk_stage(ctx: _Context, st: Stage, state: _StageState) -> None:
 
 
 def _secret(ctx: _Context, cmd: Command, what: str, key: str) -> None:
-    if _SECRET.search(key) and not _NOT_SECRET.search(key):
-        ctx.report("SecretsUsedInArgOrEnv", cmd.line,
-                   f"Do not use ARG or ENV instructions for sensitive data ({what} {_q(key)})")
+    if is_secret_name(key):
+        ctx.report("SecretsUsedInArgOrEnv", cmd.line, secret_message(what, key))
 
 
 def _mount_values(raw: str) -> list[str]:
@@ -499,3 +493,4 @@ def lint(
             out.append(LintWarning(rule.name, line, message, rule.url, rule.description))
     out.sort(key=lambda w: w.line)
     return out
+

@@ -1,8 +1,14 @@
-"""Build records in the store's database: one row per built image."""
+"""Build records in the store's database: one row per built image.
+
+A step's note (why it was or was not cached) never quotes a build-arg value:
+``cache.records.describe_difference`` says ``arg TOKEN changed``.  Notes written by an
+older pybuild could; ``forget_note_values`` drops those once per store.
+"""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import asdict
 from typing import Any
@@ -31,3 +37,27 @@ def load_build(store: Store, image_id: str) -> list[dict] | None:
     row = store.db.execute("SELECT steps FROM builds WHERE image_id = ?",
                            (image_id,)).fetchone()
     return None if row is None else json.loads(row[0])
+
+
+_DROPPED = ("cache miss: inputs changed (this older note quoted input values, which "
+            "pybuild no longer keeps)")
+
+
+def forget_note_values(db: sqlite3.Connection) -> None:
+    """Replace every note that quotes a value (an old ``env TOKEN: 'a' -> 'b'``); called
+    inside the caller's transaction."""
+    for image_id, raw in db.execute("SELECT image_id, steps FROM builds").fetchall():
+        try:
+            steps = [step for step in json.loads(raw) if isinstance(step, dict)]
+        except (ValueError, TypeError):  # unreadable: nothing to explain, maybe a value
+            db.execute("DELETE FROM builds WHERE image_id = ?", (image_id,))
+            continue
+        changed = False
+        for step in steps:
+            note = str(step.get("note") or "")
+            if "'" in note or '"' in note:
+                step["note"] = _DROPPED
+                changed = True
+        if changed:
+            db.execute("UPDATE builds SET steps = ? WHERE image_id = ?",
+                       (json.dumps(steps), image_id))

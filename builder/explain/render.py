@@ -1,8 +1,15 @@
-"""Render ``pybuild explain``: a table of steps, the layers they made and what changed."""
+"""Render ``pybuild explain``: a table of steps, the layers they made and what changed.
+
+Instructions, stage names and notes come from the Dockerfile: every line goes
+through ``textsafe.printable``, so none can reach the terminal as a control sequence.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from builder.textsafe import printable
 
 
 def human_size(size: float) -> str:
@@ -19,7 +26,10 @@ def _cache_state(step: dict[str, Any]) -> str:
     return "-" if step.get("note") == "config only" else "miss"
 
 
-def render(image_id: str, steps: list[dict[str, Any]]) -> str:
+def render(image_id: str, steps: list[dict[str, Any]],
+           values: Mapping[str, str] | None = None) -> str:
+    """The table; with ``values`` (``--show-values``: the image's own build-arg and env
+    values), notes that name a changed argument show its value in the image."""
     lines = [f"image {image_id}", ""]
     header = f"{'STEP':<14} {'LAYER':<14} {'CACHE':<6} {'ADDED':>6} {'CHANGED':>8} " \
              f"{'DELETED':>8} {'SIZE':>9} {'TIME':>7}  INSTRUCTION"
@@ -35,6 +45,10 @@ def render(image_id: str, steps: list[dict[str, Any]]) -> str:
             f"{human_size(step.get('size', 0)):>9} {step.get('seconds', 0):>6.2f}s  "
             f"{step['instruction']}")
         notes = [step["note"]] if step.get("note") and step["note"] != "config only" else []
+        if values is not None:
+            from builder.explain.values import with_values
+
+            notes = [with_values(note, values) for note in notes]
         if step.get("wasted"):
             notes.append(f"wasted: {human_size(step['wasted'])} of it is deleted or "
                          "overwritten by later steps")
@@ -45,4 +59,4 @@ def render(image_id: str, steps: list[dict[str, Any]]) -> str:
     if wasted:
         lines.append(f"{human_size(wasted)} shipped in layers but hidden by later steps: "
                      "delete files in the step that creates them.")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

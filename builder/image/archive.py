@@ -17,10 +17,11 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from builder.errors import DigestMismatch, StoreError, UsageError
 from builder.image.config import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST, go_json
+from builder.layers.safeout import OutputDir, components
 from builder.store.faults import point
 from builder.store.store import LayerBlobRecord, LayerRecord, Store, normalize_tag
 
@@ -129,12 +130,18 @@ def _compressed(store: Store, chain_id: str, record: LayerRecord, compression: s
 class _Sink:
     """Where archive members go: a tar stream or a directory."""
 
-    def __init__(self, dest: str, as_dir: bool):
+    def __init__(self, dest: str, as_dir: bool, label: str):
         self.as_dir = as_dir
         self.seen: set[str] = set()
         if as_dir:
-            self.root = Path(dest)
-            (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+            # The dir's contents are not trusted (catalogue point 7): every
+            # member goes through OutputDir, never through a planted symlink.
+            self.root = OutputDir(dest, label)
+            try:
+                os.close(self.root.dir_fd(components("blobs/sha256")))
+            except BaseException:
+                self.root.close()
+                raise
             self.tar = None
         else:
             # The sink outlives this call; close() closes the file.
@@ -142,22 +149,23 @@ class _Sink:
             self.tar = tarfile.open(fileobj=self.file, mode="w|",  # noqa: SIM115
                                     format=tarfile.PAX_FORMAT)
 
-    def add(self, name: str, size: int, write: Callable[[BinaryIO], None]) -> None:
+    def add(self, name: str, size: int, write: Callable[[BinaryIO], object]) -> None:
         if name in self.seen:
             return
         self.seen.add(name)
         if self.tar is None:
-            with open(self.root / name, "wb") as out:
+            def checked(out: BinaryIO) -> None:
                 counted = _CountingWriter(out)
-                write(counted)
-            _check_member(name, counted)
+                write(cast(BinaryIO, counted))
+                _check_member(name, counted)  # before the rename: no bad blob appears
+            self.root.write(name, checked)
             return
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = size, _EPOCH, 0o644
         self.tar.addfile(info)  # header only; the body is streamed below
         point("export:layer")
         written = _CountingWriter(self.tar.fileobj)  # type: ignore[arg-type]
-        write(written)
+        write(cast(BinaryIO, written))
         if written.count != size:
             raise StoreError(f"archive member {name}: wrote {written.count} bytes, "
                              f"expected {size}")
@@ -172,7 +180,9 @@ class _Sink:
         self.add(name, len(data), lambda out: out.write(data))
 
     def close(self) -> None:
-        if self.tar is not None:
+        if self.tar is None:
+            self.root.close()
+        else:
             self.tar.close()
             self.file.close()
 
@@ -215,11 +225,15 @@ def _blob_name(digest: str) -> str:
 
 
 def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: str, *,
-                 compression: str = "none", as_dir: bool = False) -> list[Descriptor]:
-    """Write ``(image_id, tags)`` pairs to ``dest``; returns each image's manifest descriptor."""
+                 compression: str = "none", as_dir: bool = False,
+                 label: str = "output") -> list[Descriptor]:
+    """Write ``(image_id, tags)`` pairs to ``dest``; returns each image's manifest descriptor.
+
+    ``label`` names the export in errors about the destination (``-o type=oci``).
+    """
     if compression not in MEDIA_LAYER:
         raise UsageError(f"unknown compression {compression!r}: use gzip, zstd or none")
-    sink = _Sink(dest, as_dir)
+    sink = _Sink(dest, as_dir, label)
     index: list[dict] = []
     docker_manifest: list[dict] = []
     results: list[Descriptor] = []
@@ -241,7 +255,7 @@ def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: st
             descriptor = Descriptor(MEDIA_MANIFEST, digest, len(manifest))
             results.append(descriptor)
             tags = [normalize_tag(t) for t in tags]
-            for tag in tags or [None]:
+            for tag in tags or [""]:
                 entry = descriptor.to_json()
                 if tag:
                     entry["annotations"] = {"io.containerd.image.name": _full_name(tag),

@@ -11,12 +11,13 @@ upper dir: a deletion is a 0:0 character device, an opaque directory carries
     tar_read     OCI tar -> validated members (tarfile as a header parser only)
     apply        members -> layer dir ("overlay") or into a rootfs ("merged")
     safepath     fd-based resolution inside a root (openat2 / O_PATH walk)
+    safeout      writing beneath an output directory, never through a symlink
     compress     one-pass tar -> gzip/zstd with diff_id and digest; sniffing
     blob         a compressed layer blob -> its diff_id, or applied into a layer dir
     diff         tree diff into a layer dir, for the vfs snapshot driver
 
-Imports only the standard library, ``zstandard``, ``builder.errors`` and
-``builder.limits``.
+Imports only the standard library, ``zstandard``, ``builder.errors``,
+``builder.limits`` and ``builder.syscalls`` (openat2).
 """
 
 from __future__ import annotations

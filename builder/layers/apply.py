@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
+from builder import interrupt
 from builder.errors import LayerError
 from builder.layers import safepath
 from builder.layers import whiteout as wh
@@ -269,6 +270,7 @@ class _Applier:
         body = self.tar.extractfile(member)
         assert body is not None
         while left:
+            interrupt.check()  # a stage thread: a stopping build ends it mid-file
             n = body.readinto(self.buf[:min(left, _CHUNK)])
             if not n:
                 raise Refused("truncated entry body (T23)")
@@ -442,6 +444,7 @@ def apply_layer_tar(src: BinaryIO, dest: str | os.PathLike, *, layer: str = "",
                 os.close(fd)
         applier = _Applier(root, mode, rootless, stats)
         for archive, member in members(src):
+            interrupt.check()
             entry = member.name
             applier.entry(archive, member)
         entry = None

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from builder import limits
+from builder import interrupt, limits
 from builder.errors import LayerError
 
 
@@ -87,6 +87,7 @@ def blob_diff_id(raw: BinaryIO, what: str, compressed_size: int,
     try:
         with _naming(what):
             for chunk in iter_decompressed(raw, expect=expect):
+                interrupt.check()  # a pull worker or stage thread: stop when asked
                 hasher.update(chunk)
                 size += len(chunk)
                 if size > limit:

@@ -20,11 +20,12 @@ changed any component.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import stat
 from collections.abc import Callable
+
+from builder import syscalls
 
 MAX_SYMLINKS = 40
 
@@ -32,34 +33,20 @@ _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _O_STEP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_READ_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-_SYS_OPENAT2 = 437  # the same number on every architecture (generic table)
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_IN_ROOT = 0x10
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 _have_openat2 = True
 
 
 def _openat2_in_root(dirfd: int, path: bytes, flags: int) -> int:
     """openat2(..., RESOLVE_IN_ROOT); raises OSError like os.open."""
     global _have_openat2
-    how = _OpenHow(flags, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(_SYS_OPENAT2, ctypes.c_int(dirfd), ctypes.c_char_p(path),
-                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
-    if fd < 0:
-        err = ctypes.get_errno()
-        if err in (errno.ENOSYS, errno.EPERM) and _have_openat2:
+    try:
+        return syscalls.openat2(dirfd, path, flags,
+                                syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS)
+    except OSError as err:
+        if err.errno in (errno.ENOSYS, errno.EPERM):
             # ENOSYS: kernel < 5.6; EPERM: a seccomp filter that predates it.
             _have_openat2 = False
-        raise OSError(err, os.strerror(err), path)
-    return fd
+        raise
 
 
 class Root:

@@ -41,6 +41,7 @@ import threading
 from collections.abc import Sequence
 from typing import BinaryIO, cast
 
+from builder import interrupt
 from builder.layers import whiteout as wh
 from builder.layers.changes import (
     DIR,
@@ -308,6 +309,7 @@ class _TarWriter:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         left = size
         while left:
+            interrupt.check()  # a stage thread: a stopping build ends the commit here
             n = os.readv(fd, [view[:min(left, _CHUNK)]])
             if not n:
                 raise walker.error("file shrank while it was being read", rel)
@@ -338,6 +340,7 @@ def write_layer_tar(layer_dir: PathLike, out: BinaryIO, *, source_date_epoch: in
     walker = Walker(layer_dir, lowers, prune=True, rootless=rootless, summary=changes)
     writer = _TarWriter(out, source_date_epoch)
     for ev in walker.events():
+        interrupt.check()
         writer.event(walker, ev)
     return writer.close()
 

@@ -228,8 +228,10 @@ def _run_helper(helper: str, server: str, path: Path) -> Credentials | None:
         raise UsageError(f"{path}: malformed registry auth config: bad credential helper "
                          f"name {helper!r}")
     try:
+        # A session of its own, like every child of a build: no access to the
+        # invoker's terminal (stdin and stdout are pipes anyway).
         result = subprocess.run([program, "get"], input=server.encode(), capture_output=True,
-                                timeout=HELPER_TIMEOUT, check=False)
+                                timeout=HELPER_TIMEOUT, check=False, start_new_session=True)
     except FileNotFoundError:
         raise RegistryError(f"{server}: credential helper {program} (named in {path}) is "
                             "not installed or not on PATH") from None

@@ -5,27 +5,27 @@ with ``artifactType`` and config media type
 ``application/vnd.pybuild.cache.config.v1+json`` (the entry list), whose layers
 are the layer blobs.  Reading is lazy: the entry list is fetched at the start
 of a build, a layer blob only when an entry's key matches, straight into the
-store's verified ingest.
+store's verified ingest; the rules for what an imported entry may use are
+``cache/importer.py``'s.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+from collections.abc import Iterator
+from typing import Any
 
+from builder.cache.importer import MAX_ENTRY_LIST, ImportedCache, hash_stream
 from builder.cache.records import CacheStore
-from builder.cache.transfer import (
-    MEDIA_CACHE_CONFIG,
-    ImportedCache,
-    cache_document,
-    entries_of,
-)
+from builder.cache.transfer import cache_document, entries_of
 from builder.errors import RegistryError
-from builder.registry.client import OCI_MANIFEST
+from builder.registry.client import OCI_MANIFEST, Repository
 from builder.registry.progress import TransferProgress
 from builder.registry.pull import open_repository
 from builder.registry.push import push_blobs
 from builder.registry.reference import parse_reference
 from builder.store.store import Store
+from builder.untrusted import check_room, shown
 
 
 def push_cache(store: Store, cache: CacheStore, keys: list[str], ref_text: str, *,
@@ -50,27 +50,65 @@ def open_registry_cache(ref_text: str, *,
     """Read the cache artifact's entry list; layer blobs are fetched when a key matches.
 
     A cache that does not exist yet is empty (the first CI run has nothing to
-    reuse), as with a local cache directory.
+    reuse), as with a local cache directory.  Everything else the registry sends
+    is untrusted as a local layout is (``cache/importer.py``).
     """
     ref = parse_reference(ref_text)
     repo = open_repository(ref, insecure=insecure)
+    imported = ImportedCache(ref_text)
     try:
         manifest = repo.get_manifest(ref.digest or ref.tag or "latest")
     except RegistryError as err:
         if "not found" in str(err):
-            return ImportedCache(Path(ref_text))
+            return imported
         raise
-    config = manifest.doc.get("config") or {}
-    if manifest.is_index or config.get("mediaType") != MEDIA_CACHE_CONFIG:
+    what = f"cache {ref_text}: manifest {manifest.digest}"
+    config = None if manifest.is_index else imported.add_manifest(manifest.doc, what)
+    if config is None:
         raise RegistryError(f"{ref.familiar()}: not a pybuild cache (config type "
-                            f"{config.get('mediaType')!r})")
-    entries = entries_of(repo.fetch_document(str(config.get("digest"))), ref_text)
-    sizes = {layer.get("digest"): layer.get("size") for layer in manifest.doc.get("layers", [])
-             if isinstance(layer, dict)}
+                            f"{shown(str((manifest.doc.get('config') or {}).get('mediaType')))!r})")
+    imported.add_entries(repo.fetch_document(config, MAX_ENTRY_LIST),
+                         f"cache {ref_text}: entry list {config}")
+    imported.source = RegistrySource(repo)
+    return imported
 
-    def fetch(store: Store, digest: str) -> Path:
-        size = sizes.get(digest)
-        repo.fetch_blob(store, digest, size if isinstance(size, int) else None)
-        return store.blob_path(digest)
 
-    return ImportedCache(Path(ref_text), entries, fetch)
+class RegistrySource:
+    """Blobs of a registry cache, fetched into the store's verified ingest."""
+
+    def __init__(self, repo: Repository):
+        self.repo = repo
+
+    def bring(self, store: Store, digest: str, size: int) -> None:
+        what = self.repo.what(digest)
+        if not store.has_blob(digest):
+            check_room(store.root, size, what)
+            self.repo.fetch_blob(store, digest, size)
+            return
+        # The store has these bytes, maybe from another image: the registry must still
+        # show it holds them, or naming a digest would be enough to get a private layer.
+        response = self.repo.transport.request(
+            "GET", f"/v2/{self.repo.name}/blobs/{digest}", scope=self.repo.scope, what=what)
+        try:
+            hash_stream(_Chunks(response.chunks()), digest, size, what)
+        finally:
+            response.close()
+
+
+class _Chunks(io.RawIOBase):
+    """A response body as a readable stream."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self.chunks = chunks
+        self.rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self.rest:
+            self.rest = next(self.chunks, b"")
+        n = min(len(buffer), len(self.rest))
+        buffer[:n] = self.rest[:n]
+        self.rest = self.rest[n:]
+        return n

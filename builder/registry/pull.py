@@ -13,10 +13,10 @@ pull reuses.
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from builder import limits
+from builder import interrupt, limits
 from builder.errors import LayerError, PybuildError, RegistryError
 from builder.registry.client import Manifest, Repository, parse_document
 from builder.registry.progress import TransferProgress
@@ -25,6 +25,7 @@ from builder.registry.transport import Transport
 from builder.store.store import LayerBlobRecord, Store, TmpDir, chain_id_of
 
 _WORKERS = 4
+_Fetched = tuple[int, str, int, TmpDir | None]  # resumed bytes, diff_id, tar size, work dir
 LAYER_TYPES = {
     "application/vnd.oci.image.layer.v1.tar": "none",
     "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
@@ -185,7 +186,7 @@ def _transfer(store: Store, repo: Repository, descriptors: list[tuple[str, int, 
               progress: TransferProgress, unpack: bool) -> None:
     from builder.image.archive import MEDIA_LAYER
 
-    def fetch(i: int) -> tuple[int, str, int, TmpDir | None]:
+    def fetch(i: int) -> _Fetched:
         digest, size, compression = descriptors[i]
         resumed = repo.fetch_blob(store, digest, size, lambda n: progress.advance(digest, n))
         if not unpack:
@@ -197,13 +198,14 @@ def _transfer(store: Store, repo: Repository, descriptors: list[tuple[str, int, 
             raise RegistryError(f"{what}: {err}") from None
         return resumed, actual, tar_size, work
 
+    stopping = False  # this pull asked the workers to stop (and so clears it)
     with ThreadPoolExecutor(max_workers=_WORKERS) as threads:
         for i in missing:
             progress.start(descriptors[i][0], descriptors[i][1])
         jobs = {i: threads.submit(fetch, i) for i in missing}
         try:
             for i in missing:
-                resumed, actual, tar_size, work = jobs[i].result()
+                resumed, actual, tar_size, work = _result(jobs[i])
                 digest, size, compression = descriptors[i]
                 if actual != diff_ids[i]:
                     raise RegistryError(f"{what}: layer {digest} has diff_id {actual}, the "
@@ -217,16 +219,33 @@ def _transfer(store: Store, repo: Repository, descriptors: list[tuple[str, int, 
                     store.commit_layer(parent, work, actual, tar_size)
                 progress.done(digest, f"pulled (resumed at {resumed} bytes)"
                               if resumed else "pulled")
-        except BaseException:
+        except BaseException as err:
             for job in jobs.values():
                 job.cancel()
+            if not isinstance(err, Exception):
+                if not interrupt.requested():
+                    interrupt.request()  # Ctrl-C: running downloads stop at their next read
+                    stopping = True
+                repo.transport.abort()  # and one waiting on a stalled registry at once
             raise
         finally:
             threads.shutdown(wait=True)
+            if stopping:
+                interrupt.clear()
             for job in jobs.values():  # extracted but not committed (a no-op once it is)
                 if job.done() and not job.cancelled() and job.exception() is None \
                         and (work := job.result()[3]) is not None:
                     work.release()
+
+
+def _result(job: Future[_Fetched]) -> _Fetched:
+    """A download's result, waited for in short steps: on a stage thread no signal
+    handler runs, so a stopping build is noticed here (interrupt.check)."""
+    while True:
+        try:
+            return job.result(timeout=0.1)
+        except TimeoutError:
+            interrupt.check()
 
 
 def _blob_diff_id(store: Store, digest: str, size: int, compression: str,

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
+from builder import interrupt
 from builder.errors import PybuildError, RegistryError
 from builder.registry.client import OCI_MANIFEST, Repository
 from builder.registry.progress import TransferProgress
@@ -74,9 +75,25 @@ def push_blobs(store: Store, repo: Repository, blobs: list[tuple[str, int, Path 
         progress.done(digest, "pushed")
 
     unique = {digest: (digest, size, path) for digest, size, path in blobs}
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-        for future in [pool.submit(one, *args) for args in unique.values()]:
-            future.result()
+    stopping = False  # this push asked the workers to stop (and so clears it)
+    try:
+        with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+            futures = [pool.submit(one, *args) for args in unique.values()]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException as err:
+                if not isinstance(err, Exception):
+                    for future in futures:
+                        future.cancel()
+                    if not interrupt.requested():
+                        interrupt.request()  # Ctrl-C: uploads stop at their next read
+                        stopping = True
+                    repo.transport.abort()  # and one waiting on a stalled registry at once
+                raise
+    finally:
+        if stopping:
+            interrupt.clear()
     for digest, size, _ in unique.values():  # confirmed before the manifest refers to them
         there = repo.blob_size(digest)
         if there is None or (there >= 0 and there != size):

@@ -20,6 +20,7 @@ bodies and a few headers, and pybuild keeps to the design card's packages).
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import random
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from builder import interrupt
 from builder.errors import RegistryError
 
 MAX_DOCUMENT = 4 << 20      # manifests and configs
@@ -68,8 +70,27 @@ class Response:
         return data
 
     def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
-        while chunk := self.raw.read(size):
+        # read1: what one receive brings, so that a stopping build (a download runs
+        # on a worker thread, where no signal handler runs) is noticed between
+        # receives, not after a megabyte a slow registry trickles in.
+        while chunk := self.raw.read1(size):
+            interrupt.check()
             yield chunk
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class _Stoppable:
+    """An upload body that stops when the build or command is stopping: http.client
+    sends it from a worker thread in 8 KiB reads, and no signal handler runs there."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+
+    def read(self, size: int = -1) -> bytes:
+        interrupt.check()
+        return self.raw.read(size)
 
     def close(self) -> None:
         self.raw.close()
@@ -92,6 +113,7 @@ class Transport:
         self._scheme: str | None = None
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._open: set[http.client.HTTPConnection] = set()  # every thread's, for abort()
         self._tokens: dict[str, str] = {}
         self._challenge: tuple[str, dict[str, str]] | None = None
         # Looked up once, on the first challenge, unless given (pybuild login checks them).
@@ -111,6 +133,8 @@ class Transport:
             else:
                 conn = http.client.HTTPConnection(host, timeout=_TIMEOUT)
             pool[(scheme, host)] = conn
+            with self._lock:
+                self._open.add(conn)
         return conn
 
     def _drop_connection(self, scheme: str, host: str) -> None:
@@ -118,6 +142,20 @@ class Transport:
         conn = pool.pop((scheme, host), None)
         if conn is not None:
             conn.close()
+            with self._lock:
+                self._open.discard(conn)
+
+    def abort(self) -> None:
+        """Shut down every thread's connections: a download or upload worker
+        blocked in a receive from a stalled registry returns at once (it then
+        finds the stop request, see interrupt) instead of after the timeout."""
+        with self._lock:
+            conns = list(self._open)
+        for conn in conns:
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def check_login(self) -> None:
         """Authenticate against ``/v2/`` with this transport's credentials, as docker login does."""
@@ -126,6 +164,8 @@ class Transport:
     def close(self) -> None:
         for conn in self._local.__dict__.get("pool", {}).values():
             conn.close()
+            with self._lock:
+                self._open.discard(conn)
         self._local.__dict__["pool"] = {}
 
     def scheme(self) -> str:
@@ -254,9 +294,11 @@ class Transport:
     def _send(self, method: str, scheme: str, host: str, target: str,
               headers: dict[str, str], body: Body) -> Response:
         headers = {"User-Agent": _USER_AGENT, **headers}
+        interrupt.check()  # a stopping build or command sends nothing more
         for fresh in (False, True):
             conn = self._connection(scheme, host)
-            payload = body() if callable(body) else body
+            payload: bytes | _Stoppable | None = \
+                _Stoppable(body()) if callable(body) else body
             try:
                 conn.request(method, target, body=payload, headers=headers)
                 raw = conn.getresponse()

@@ -64,10 +64,13 @@ def in_mount_namespace(fn: Callable[..., T], *args: Any, flags: int = 0) -> T:
         status = 0
         try:
             os.close(read_fd)
+            # A new session with no controlling terminal (as RUN steps get): what
+            # this child runs (COPY, export's tar) can never reach the invoker's tty.
+            os.setsid()
             syscalls.set_parent_death_signal(signal.SIGKILL)
             syscalls.unshare(syscalls.CLONE_NEWNS | flags)
             syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-            payload = ("ok", fn(*args))
+            payload: tuple[str, object] = ("ok", fn(*args))
         except errors.PybuildError as err:
             payload = ("err", err)
         except BaseException as err:  # everything must reach the parent

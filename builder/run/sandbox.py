@@ -2,10 +2,13 @@
 
 Process tree (mkosi's sandbox and runc have the same shape)::
 
-    pybuild ──fork──> setup child: unshare(mount, pid, ipc, uts[, net]); mount the
-                      overlay; read /etc/passwd as text; fork
-                        └──> PID 1 of the new PID namespace: /proc, /dev, hosts,
-                             resolv.conf; pivot_root; drop to USER; close fds; execve
+    pybuild ──fork──> setup child: unshare(mount, ipc, uts[, net]); [network up];
+       │              unshare(pid); mount the overlay; read /etc/passwd as text; fork
+       │                └──> PID 1 of the new PID namespace: /proc, /dev, hosts,
+       │                     resolv.conf; pivot_root; drop to USER; close fds; execve
+       └──fork──> (default network) slirp4netns in the host's namespaces, its own
+                  session; joins the setup child's network namespace (network.py);
+                  killed and reaped by pybuild when the step ends
 
 Nothing is ever unmounted by hand: the mounts live in the setup child's mount
 namespace and vanish with it.  Mount-point stubs the image lacks (/proc, /dev,
@@ -28,7 +31,9 @@ from pathlib import Path
 
 from builder import limits, syscalls
 from builder.errors import BuildError, SandboxError
+from builder.run import network
 from builder.run.child import SPAWN_LOCK
+from builder.run.ctxmount import mount_filtered
 from builder.snapshot.overlay import Snapshot
 
 HOSTNAME = "buildkitsandbox"
@@ -36,6 +41,7 @@ HOSTS = (f"127.0.0.1\tlocalhost {HOSTNAME}\n"
          "::1\tlocalhost ip6-localhost ip6-loopback\n")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+NETWORKS = ("default", "host", "none")
 _STUB_DIRS = ("proc", "sys", "dev")
 _STUB_FILES = ("etc/hosts", "etc/resolv.conf")
 _SETUP_FAILED = 125
@@ -54,7 +60,8 @@ _READONLY = ("proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"
 class MountSpec:
     """One extra mount of a RUN step (``RUN --mount``, secrets)."""
 
-    kind: str                      # "bind", "tmpfs", "view" (a read-only snapshot) or "scratch"
+    kind: str                      # "bind", "tmpfs", "view" (a read-only snapshot), "scratch"
+                                   # or "secret" (a copy of the file at source)
     target: str                    # absolute path inside the image
     source: str = ""               # host path, for "bind" and "scratch" (its lower dir)
     readonly: bool = True
@@ -62,6 +69,12 @@ class MountSpec:
     view: Snapshot | None = None   # for "view": mounted read-only at target
     options: str = ""              # tmpfs options
     subpath: str = ""              # for "bind": a directory below source (cache source=)
+    # For "bind"/"scratch" of the context: writes the whiteouts of what .dockerignore
+    # hides below source into the dir given, False if none (builder/run/ctxmount.py).
+    hide: Callable[[str], bool] | None = None
+    uid: int = 0                   # for "secret": the copy's owner, group and mode
+    gid: int = 0
+    mode: int = 0o400
 
 
 @dataclass
@@ -70,7 +83,7 @@ class RunSpec:
     env: list[str] = field(default_factory=list)
     cwd: str = "/"
     user: str = ""
-    network: str = "host"
+    network: str = "default"       # one of NETWORKS: "default" is isolated (run/network.py)
     hostname: str = HOSTNAME
     mounts: list[MountSpec] = field(default_factory=list)
     pipes: list[tuple[str, bytes]] = field(default_factory=list)  # files for /dev/pipes/
@@ -141,7 +154,10 @@ def _read_table(root: str, path: str) -> list[list[str]]:
     if host_path is None:
         return []
     try:
-        fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        # O_NOCTTY: the setup child leads a session of its own with no terminal;
+        # an image's /etc/passwd that is a tty node must not become its terminal.
+        fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                     | os.O_NOCTTY)
     except OSError:
         return []
     with os.fdopen(fd, "rb") as table:
@@ -267,6 +283,9 @@ def _mount_extra(merged: str, mount: MountSpec, scratch: Path) -> None:
         syscalls.mount("tmpfs", target, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
                        mount.options or None)
         return
+    if mount.kind == "secret":
+        _mount_secret(target, mount, scratch)
+        return
     if mount.kind == "view":  # mounted at scratch/view by the setup child
         source = resolve_in_root(str(scratch / "view"), mount.source or "/")
         if source is None:
@@ -278,6 +297,11 @@ def _mount_extra(merged: str, mount: MountSpec, scratch: Path) -> None:
     # Host directories (cache mounts, context binds, secrets) are nodev and
     # nosuid: a RUN must not mknod a disk there, or plant a setuid file on the host.
     host_flags = syscalls.MS_NODEV | syscalls.MS_NOSUID
+    # Written here, when the step runs: a cache hit costs no walk of the context.
+    if mount.hide is not None and mount.hide(str(scratch / "hide")):
+        mount_filtered(mount.source, str(scratch / "hide"), target, scratch,
+                       writable=mount.kind == "scratch")
+        return
     if mount.kind == "scratch":  # a writable bind whose writes are thrown away
         upper, work = scratch / "upper", scratch / "work"
         upper.mkdir(parents=True)
@@ -299,6 +323,37 @@ def _mount_extra(merged: str, mount: MountSpec, scratch: Path) -> None:
         syscalls.mount(mount.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
     syscalls.mount(None, target, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | host_flags
                    | (syscalls.MS_RDONLY if mount.readonly else 0))
+
+
+def _mount_secret(target: str, mount: MountSpec, scratch: Path) -> None:
+    """A copy of the secret file, owned and moded as asked, bound read-only at ``target``.
+
+    As BuildKit does: the copy is on a tmpfs of this mount namespace only (never
+    on disk, gone with the step), 0400 root:root unless the mount's uid, gid and
+    mode say otherwise.  A bind of the user's own file would show its host owner
+    and mode instead.
+    """
+    scratch.mkdir(parents=True)
+    src = os.open(mount.source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        size = os.fstat(src).st_size
+        syscalls.mount("tmpfs", str(scratch), "tmpfs", syscalls.MS_NODEV | syscalls.MS_NOSUID
+                       | syscalls.MS_NOEXEC, f"mode=0700,size={size + 65536}")
+        copy = str(scratch / "secret")
+        dst = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o600)
+        try:
+            while os.sendfile(dst, src, None, 1 << 20):
+                pass
+            os.fchown(dst, mount.uid, mount.gid)
+            os.fchmod(dst, mount.mode & 0o777)  # BuildKit keeps the permission bits only
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    syscalls.mount(copy, target, None, syscalls.MS_BIND)
+    syscalls.mount(None, target, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY
+                   | syscalls.MS_NODEV | syscalls.MS_NOSUID | syscalls.MS_NOEXEC)
 
 
 def _open_subdir(root: str, subpath: str) -> int:
@@ -414,6 +469,9 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
           err_fd: int) -> None:
     """Runs as PID 1 of the new PID namespace; never returns."""
     try:
+        # A session of its own, as runc's init makes: no controlling terminal,
+        # so /dev/tty gives ENXIO and nothing can TIOCSTI into the invoker's shell.
+        os.setsid()
         os.dup2(out_fd, 1)
         os.dup2(out_fd, 2)
         null = os.open("/dev/null", os.O_RDONLY)
@@ -484,20 +542,26 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
     os._exit(_SETUP_FAILED)
 
 
-def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int) -> None:
+def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int,
+                 stack: network.Stack | None) -> None:
     """The setup child: namespaces, overlay mount, then PID 1.  Never returns."""
     status = _SETUP_FAILED
     try:
+        # Out of the invoker's session first: it reads image files (/etc/passwd)
+        # and must never hold the invoker's terminal as its controlling tty.
+        os.setsid()
         syscalls.set_parent_death_signal(signal.SIGKILL)
         # R13: nothing in the step may ptrace or open /proc/<pid>/exe of the
         # (host) Python doing the setup; execve of the step's program resets it.
         syscalls.set_dumpable(False)
         flags = syscalls.CLONE_NEWNS | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS
-        if spec.network == "none":
+        if spec.network != "host":
             flags |= syscalls.CLONE_NEWNET
         syscalls.unshare(flags)
-        if spec.network == "none":
+        if spec.network != "host":
             syscalls.loopback_up()
+        if stack is not None:
+            network.attach(stack)
         # Last, and with no fork before ours: the first child becomes PID 1.
         syscalls.unshare(syscalls.CLONE_NEWPID)
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
@@ -553,25 +617,35 @@ def run_step(snapshot: Snapshot, spec: RunSpec, output: Callable[[bytes], None])
     A failure to set up the sandbox raises ``SandboxError``; the command's own
     failure is its non-zero exit code.
     """
+    if spec.network not in NETWORKS:
+        raise SandboxError(f"unknown network mode {spec.network!r}")
+    # Before anything runs: no stack, no step (its one-line error names the package).
+    program = network.require_program() if spec.network == "default" else None
     files = snapshot.work.path / "files"
     files.mkdir(exist_ok=True)
     (files / "hosts").write_text(HOSTS)
     try:
-        (files / "resolv.conf").write_bytes(Path("/etc/resolv.conf").read_bytes())
+        resolv = Path("/etc/resolv.conf").read_bytes()
     except OSError:
-        (files / "resolv.conf").write_text("")
+        resolv = b""
+    (files / "resolv.conf").write_bytes(network.resolv_conf(resolv) if program else resolv)
     (snapshot.work.path / "merged").mkdir(exist_ok=True)
     with SPAWN_LOCK:  # see child._SpawnLock: no other thread's child gets our pipes
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe2(os.O_CLOEXEC)
+        stack = None if program is None else network.Stack.open(program, str(files / "net.log"))
         pid = os.fork()
         if pid:
             os.close(out_write)
             os.close(err_write)
+            if stack is not None:
+                _launch_or_kill(stack, pid)
     if pid == 0:
         os.close(out_read)
         os.close(err_read)
-        _setup_child(snapshot, spec, out_write, err_write)
+        if stack is not None:
+            network.in_setup_child(stack)
+        _setup_child(snapshot, spec, out_write, err_write, stack)
     err_pipe = os.fdopen(err_read, "rb")
     try:
         _pump(out_read, output, lambda: _check_free_space(str(snapshot.upper)))
@@ -585,6 +659,8 @@ def run_step(snapshot: Snapshot, spec: RunSpec, output: Callable[[bytes], None])
     finally:
         os.close(out_read)
         err_pipe.close()
+        if stack is not None:
+            network.stop(stack)
     code = os.waitstatus_to_exitcode(wait_status)
     if setup_error:
         kind, _, text = setup_error.partition("\0")
@@ -592,6 +668,17 @@ def run_step(snapshot: Snapshot, spec: RunSpec, output: Callable[[bytes], None])
             raise BuildError(text)
         raise SandboxError(f"RUN sandbox: {text}")
     return code
+
+
+def _launch_or_kill(stack: network.Stack, setup_pid: int) -> None:
+    """Start the step's network stack; if that fails, the setup child must not wait for it."""
+    try:
+        network.launch(stack, setup_pid)
+    except BaseException:
+        os.kill(setup_pid, signal.SIGKILL)
+        os.waitpid(setup_pid, 0)
+        network.stop(stack)
+        raise
 
 
 def _pump(fd: int, output: Callable[[bytes], None], check: Callable[[], None]) -> None:

@@ -77,6 +77,7 @@ def _probe(store: Store) -> bool:
         if pid == 0:
             code = 1
             try:
+                os.setsid()  # like every child of a build: off the invoker's terminal
                 syscalls.set_parent_death_signal(signal.SIGKILL)
                 syscalls.unshare(syscalls.CLONE_NEWNS)
                 syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)

@@ -10,6 +10,12 @@ Owns everything under the store root (``/var/lib/pybuild`` as root,
     l/<short>               short symlinks to layer diffs, for overlay's one-page option limit
     tmp/<name>/             work in progress, owned by a live process via flock; swept otherwise
     blobs/.incoming-<pid>-* a blob being written; swept once its process is gone
+    ingest/<hex>.partial    a blob being downloaded (resumable)
+    cache-mounts/<id-hash>/ RUN --mount=type=cache dirs, with the uid/mode the mount asked
+
+The root is 0700 and everything the store makes is its owner's only (``perms``:
+dirs 0700, files 0600, blobs 0400, whatever the umask); a layer's ``diff/`` tree
+and a cache mount's own dir keep their modes inside 0700 parents.
 
 ``doctor`` checks and repairs a store; ``faults`` holds the crash points that
 fault-injection tests arm with PYBUILD_FAULT_POINT (docs/reliability.md).

@@ -4,6 +4,10 @@ What is checked, in this order (each problem names what it is about):
 
     mount     a mount under the store root in our mount namespace (pybuild mounts
               only in private namespaces, so any such mount is stale): detached
+    perms     the root and its entries must be its owner's only (perms.py): the open
+              fixes the root and the top-level entries (an old store's 0755/0644);
+              blobs (0400), layer dirs, downloads and locks one level down are
+              fixed with ``repair``.  A root another user owns stops the check
     database  ``PRAGMA integrity_check``; a corrupt database is not repaired here
     tmp       work dirs and half-written blobs of dead processes: the sweep that
               every open does removes them; doctor reports what it found first
@@ -32,12 +36,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.store import perms
 from builder.store.store import Store, mounts_under, remove_tree
 
 
 @dataclass
 class Problem:
-    kind: str          # mount, database, tmp, blob, layer, link, cache, image
+    kind: str          # mount, perms, database, tmp, blob, layer, link, cache, image
     subject: str       # a digest, chain ID, path or tag
     message: str
     repaired: bool = False
@@ -63,6 +68,9 @@ def doctor(store: Store, *, repair: bool = False, deep: bool = False) -> Report:
     report = Report()
     _check_mounts(store, report, repair)
     _check_leftovers(store, report)   # before the first open, which sweeps them
+    top = _check_top_perms(store, report)  # likewise: the open fixes them
+    if top is None:
+        return report
     try:
         result = store.db.execute("PRAGMA integrity_check").fetchall()
     except Exception as err:  # sqlite3.DatabaseError: not a database, malformed
@@ -73,10 +81,13 @@ def doctor(store: Store, *, repair: bool = False, deep: bool = False) -> Report:
         report.add("database", str(store.root / "pybuild.db"),
                    "integrity check failed: " + "; ".join(r[0] for r in result[:3]))
         return report
+    fixed = {str(f.path) for f in top} - {str(f.path) for f in
+                                            perms.scan_top(store.root, fix=False)}
     for problem in report.problems:
-        if problem.kind == "tmp":
-            problem.repaired = True  # the open swept it
+        if problem.kind == "tmp" or (problem.kind == "perms" and problem.subject in fixed):
+            problem.repaired = True  # the open swept it, or made it private
     with store._store_lock():
+        _check_deep_perms(store, report, repair)
         _check_blobs(store, report, repair)
         broken = _check_layers(store, report, repair, deep)
         _check_links(store, report, repair)
@@ -125,6 +136,35 @@ def _check_leftovers(store: Store, report: Report) -> None:
             pid = entry.name.split("-")[1]
             if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
                 report.add("tmp", str(entry), "half-written blob left by a process that died")
+
+
+def _check_top_perms(store: Store, report: Report) -> list[perms.Finding] | None:
+    """The root and its top-level entries, before the open fixes them; None if the
+    root cannot be used at all."""
+    try:
+        problem = perms.owner_problem(os.stat(store.root))
+    except FileNotFoundError:
+        return []
+    if problem is not None:
+        report.add("perms", str(store.root), problem)
+        return None
+    found = perms.scan_top(store.root, fix=False)
+    for finding in found:
+        report.add("perms", str(finding.path), finding.message)
+    return found
+
+
+def _check_deep_perms(store: Store, report: Report, repair: bool) -> None:
+    """Blobs, layer dirs, downloads and locks: one problem per directory."""
+    found: dict[Path, list[perms.Finding]] = {}
+    for finding in perms.scan_deep(store.root, fix=repair):
+        found.setdefault(finding.path.parent, []).append(finding)
+    for directory, findings in sorted(found.items()):
+        first = findings[0]
+        problem = report.add("perms", str(directory), f"{len(findings)} entries let other "
+                             f"users in (e.g. {first.path.name}: mode {first.mode:04o}, wanted "
+                             f"{first.want:04o})")
+        problem.repaired = repair
 
 
 @contextlib.contextmanager

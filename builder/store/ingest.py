@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from builder.errors import DigestMismatch
+from builder.store import perms
 from builder.store.store import Store, check_digest
 
 _CHUNK = 1 << 20
@@ -31,7 +32,7 @@ class Ingest:
         self.size = size
         store.db  # noqa: B018 - make sure the layout exists
         directory = store.root / "ingest"
-        directory.mkdir(parents=True, exist_ok=True)
+        perms.private_dir(directory)
         self.path: Path = directory / (self.digest.split(":", 1)[1] + ".partial")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -81,6 +82,9 @@ class Ingest:
         os.fsync(self._fd)
         target = self.store.blob_path(self.digest)
         os.rename(self.path, target)
+        # As Store._publish: write-once, its owner's only (after the rename, so a partial
+        # file that failed to move stays writable for the next try).
+        os.fchmod(self._fd, perms.BLOB_MODE)
         return target
 
     def close(self) -> None:

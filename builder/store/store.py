@@ -13,16 +13,20 @@ import shutil
 import sqlite3
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import DigestMismatch, LayerError, StoreError
+from builder.store import perms
 from builder.store.faults import point
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CHUNK = 1 << 20
+# Run on each database as it opens, after the schema: the layers above the store (the
+# cache) register their one-time clean-ups of old rows here, since it cannot import them.
+ON_OPEN: list[Callable[[sqlite3.Connection], None]] = []
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS layers (
@@ -200,6 +204,12 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, onerror=onerror)
 
 
+def _create(path: Path) -> BinaryIO:
+    """A new file only its owner can read, whatever the umask."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             perms.FILE_MODE), "wb")
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -252,13 +262,15 @@ class Store:
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            for sub in ("blobs/sha256", "layers", "l", "tmp"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
-            os.chmod(self.root, 0o711)
+            perms.open_root(self.root)  # 0700, whatever the umask or an old store's modes
+            # SQLite gives -wal and -shm the database's mode: make it 0600 first.
+            perms.private_file(self.root / "pybuild.db")
             conn = sqlite3.connect(self.root / "pybuild.db", timeout=60, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
+            for hook in ON_OPEN:
+                hook(conn)
             self._db = conn
             if os.getpid() == self._owner:
                 self.sweep()
@@ -362,7 +374,7 @@ class Store:
         hasher = hashlib.sha256()
         size = 0
         try:
-            with open(tmp, "wb") as out:
+            with _create(tmp) as out:
                 while chunk := src.read(_CHUNK):
                     hasher.update(chunk)
                     out.write(chunk)
@@ -384,7 +396,7 @@ class Store:
 
     def _publish(self, tmp: Path, path: Path) -> None:
         """Rename a fsynced temp file to its content address, and make the rename durable."""
-        os.chmod(tmp, 0o444)  # write-once (K07): no tool should open a blob for writing
+        os.chmod(tmp, perms.BLOB_MODE)  # write-once (K07), and the owner's only
         os.rename(tmp, path)
         point("blob:renamed")
         _fsync_dir(path.parent)
@@ -392,7 +404,7 @@ class Store:
     def _write_atomically(self, path: Path, write) -> None:  # type: ignore[no-untyped-def]
         tmp = self._incoming()
         try:
-            with open(tmp, "wb") as out:
+            with _create(tmp) as out:
                 write(out)
                 out.flush()
                 os.fsync(out.fileno())
@@ -440,7 +452,8 @@ class Store:
             (chain_id,)).fetchone()
         if row is None:
             raise StoreError(f"layer {chain_id} is not in the store")
-        return LayerRecord(*row, short="", packed=True)
+        packed_chain, diff_id, parent, size = row
+        return LayerRecord(packed_chain, diff_id, parent, size, short="", packed=True)
 
     def has_layer(self, chain_id: str) -> bool:
         """Whether the layer is in the store, extracted or still packed."""
@@ -547,7 +560,9 @@ class Store:
 
         work = work or self.tmp_dir("apply")
         try:
-            (work.path / "diff").mkdir()
+            # The layer's root dir, 0755 as a tar without a "./" entry implies (umask or not).
+            os.mkdir(work.path / "diff", 0o755)
+            os.chmod(work.path / "diff", 0o755)
             with open(blob, "rb") as raw:
                 actual, size = extract_blob(raw, work.path / "diff", what,
                                             os.fstat(raw.fileno()).st_size, expect)

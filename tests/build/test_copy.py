@@ -22,6 +22,7 @@ import pytest
 
 from builder.build.copy import CopyRequest, clean_source, copy_into, parse_chmod, select_sources
 from builder.context.ignore import PatternMatcher
+from builder.context.view import ContextFilter
 from builder.errors import BuildError
 
 
@@ -175,7 +176,8 @@ def test_dockerignore_still_applies(roots):
     (context / "dir").mkdir()
     (context / "dir" / "a").write_text("a")
     (context / "dir" / "b").write_text("b")
-    copy(image, context, "dir", dest="/o/", ignore=PatternMatcher(["dir/b"]))
+    copy(image, context, "dir", dest="/o/",
+         ignore=ContextFilter(str(context), PatternMatcher(["dir/b"])))
     assert sorted(os.listdir(image / "o")) == ["a"]
 
 

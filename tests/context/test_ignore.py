@@ -31,11 +31,12 @@ MATCH_CASES = _load("cases.json")
 NEW_CASES = _load("new_cases.json")
 IGNOREFILE_CASES = _load("ignorefile_cases.json")
 COMPILE_CASES = _load("compile_cases.json")
+WALK_CASES = _load("walk_cases.json")
 
 
 def test_vector_counts() -> None:
-    assert (len(MATCH_CASES), len(NEW_CASES), len(IGNOREFILE_CASES), len(COMPILE_CASES)) == \
-        (138, 7, 2, 21)
+    assert (len(MATCH_CASES), len(NEW_CASES), len(IGNOREFILE_CASES), len(COMPILE_CASES),
+            len(WALK_CASES)) == (138, 7, 2, 21, 14)
 
 
 def _evaluate(pm: PatternMatcher, api: str, path: str) -> bool:
@@ -316,3 +317,117 @@ def test_speed_50k_paths_20_patterns() -> None:
     # Target < 0.5 s; measured 0.18-0.21 s on the development box (one
     # combined regex call per path). The bound is loose for slow CI machines.
     assert elapsed < 2.5
+
+
+# ------------------------------------- the context transfer's walk (walk_cases.json)
+
+def _make_tree(root: Path, tree: list[str]) -> None:
+    for entry in tree:
+        kind, path, *target = entry.split(" ")
+        if kind == "dir":
+            (root / path).mkdir()
+        elif kind == "file":
+            (root / path).write_text(path)
+        else:
+            os.symlink(target[0], root / path)
+
+
+def _sent(root: Path, pm: PatternMatcher) -> list[str]:
+    """The tree as ContextFilter says BuildKit sends it, in fsutil's walk order."""
+    from builder.context.view import ContextFilter
+
+    view = ContextFilter(str(root), pm)
+    out = []
+    stack = [""]
+    while stack:
+        directory = stack.pop()
+        names = sorted(os.listdir(root / directory) if directory else os.listdir(root))
+        below = []
+        for name in names:
+            rel = f"{directory}/{name}" if directory else name
+            if view.hides(rel):
+                continue
+            host = root / rel
+            if host.is_symlink():
+                out.append(f"symlink {rel} {os.readlink(host)}")
+            elif host.is_dir():
+                out.append(f"dir {rel}")
+            else:
+                out.append(f"file {rel}")
+            if host.is_dir() and not host.is_symlink():
+                below.append(rel)
+        # pre-order: a directory's entries follow it before its next sibling
+        for rel in reversed(below):
+            stack.append(rel)
+        out.sort(key=lambda e: e.split(" ")[1].split("/"))
+    return out
+
+
+@pytest.mark.parametrize("case", WALK_CASES)
+def test_walk_cases(case: dict, tmp_path: Path) -> None:
+    _make_tree(tmp_path, case["tree"])
+    pm = PatternMatcher(case["patterns"])
+    assert _sent(tmp_path, pm) == case["sent"]
+    # The families where Docker's per-path answer differs are real differences.
+    paths = [e.split(" ")[1] for e in case["tree"]]
+    sent = {e.split(" ")[1] for e in case["sent"]}
+    for path in case.get("or_parent_matches_differs", []):
+        assert pm.matches_or_parent_matches(path) == (path in sent), path
+    for path in paths:
+        if path not in case.get("or_parent_matches_differs", []) and path not in sent:
+            assert pm.matches_or_parent_matches(path) or any(
+                p.startswith(path + "/") for p in paths), path
+
+
+def test_matches_using_parent_results_walked_agrees_on_upstream_rows() -> None:
+    # patternmatcher_test.go asserts, for every MatchesOrParentMatches row, the same
+    # answer from MatchesUsingParentResults fed by walking the parent directories
+    # and from it with no parent information.
+    for param in MATCH_CASES:
+        case = param.values[0]
+        if case["api"] != "MatchesOrParentMatches" or case["error"]:
+            continue
+        pm = PatternMatcher(case["patterns"])
+        path = case["path"]
+        assert pm.matches_using_parent_results(path, None)[0] is case["match"], case["id"]
+        parts = go_dir(path).split("/") if go_dir(path) != "." else []
+        info = None
+        for depth in range(1, len(parts) + 1):
+            _, info = pm.matches_using_parent_results("/".join(parts[:depth]), info)
+        assert pm.matches_using_parent_results(path, info)[0] is case["match"], case["id"]
+
+
+def test_matches_using_parent_results_families() -> None:
+    pm = PatternMatcher(["secrets/*", "!secrets"])
+    top, info = pm.matches_using_parent_results("secrets", None)
+    assert not top and info == frozenset()
+    assert pm.matches_using_parent_results("secrets/key", info)[0]
+    assert not pm.matches_or_parent_matches("secrets/key")  # Docker's classic answer
+    # A pattern that matched the parent counts below it, whatever came before.
+    pm = PatternMatcher(["*", "!dir", "dir/x"])
+    _, info = pm.matches_using_parent_results("dir", None)
+    assert info == frozenset({0, 1})
+    assert pm.matches_using_parent_results("dir/x", info)[0]
+    assert not pm.matches_using_parent_results("dir/y", info)[0]
+    # A pattern Go's regexp rejects fails only when reached.
+    pm = PatternMatcher(["x", "[z-a]"])
+    assert pm.matches_using_parent_results("x", None)[0]
+    with pytest.raises(IgnorePatternError):
+        PatternMatcher(["[z-a]"]).matches_using_parent_results("y", None)
+
+
+def test_descends_into_excluded() -> None:
+    from builder.context.view import ContextFilter
+
+    def enters(patterns: list[str], directory: str) -> bool:
+        return ContextFilter("/nonexistent", PatternMatcher(patterns)).descends_into_excluded(
+            directory)
+
+    assert not enters(["build"], "build")
+    assert not enters(["build", "!docs/x"], "build")
+    assert enters(["docs", "!docs/README.md"], "docs")
+    assert enters(["s/*", "!s/**"], "s")
+    assert enters(["a", "!a/b/c"], "a/b")
+    assert not enters(["a", "!a/b/c"], "a/x")
+    # Any wildcard in an exception (past a trailing /* or /**): every dir is entered.
+    assert enters(["a", "!*/keep"], "zzz")

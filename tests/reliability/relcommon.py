@@ -62,14 +62,37 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# Sessions that processes of a build (by pybuild's PID) were seen in: RUN steps and
+# helper children lead sessions of their own, away from the invoker's terminal.
+_BUILD_SESSIONS: dict[int, set[int]] = {}
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, session, ..."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    for _ in range(64):
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+        pid = int(_stat_fields(pid)[1])
+    return False
+
+
 def session_processes(sid: int) -> list[str]:
-    """Processes still in session ``sid`` (a killed build's session): "pid cmdline"."""
+    """Processes still in session ``sid`` (a killed build's session), or in a session
+    running_marker saw one of its RUN steps in: "pid cmdline"."""
+    sessions = {sid} | _BUILD_SESSIONS.get(sid, set())
     left = []
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
             with open(stat) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid:
+            if int(fields[3]) in sessions:
                 pid = stat.split("/")[2]
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
                 left.append(f"{pid} {cmd.decode(errors='replace')}")
@@ -88,15 +111,18 @@ def wait_clean(root: Path, sid: int, timeout: float = 10) -> None:
 
 
 def running_marker(pid_session: int, marker: str) -> bool:
-    """Whether a ``sleep MARKER`` of the build in session ``pid_session`` is running."""
+    """Whether a ``sleep MARKER`` started by the build whose pybuild (a session
+    leader) is ``pid_session`` is running; its session is remembered for
+    session_processes."""
     want = f"sleep\0{marker}\0".encode()
     for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
         try:
             if Path(cmdline).read_bytes() != want:
                 continue
-            with open(cmdline[: -len("cmdline")] + "stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[3]) == pid_session:
-                    return True
+            pid = int(cmdline.split("/")[2])
+            if _descends_from(pid, pid_session):
+                _BUILD_SESSIONS.setdefault(pid_session, set()).add(int(_stat_fields(pid)[3]))
+                return True
         except (OSError, IndexError, ValueError):
             continue
     return False

@@ -229,7 +229,7 @@ def test_K07_store_is_out_of_reach_and_verified(bstore, sandbox, tmp_path):
     assert "No such file" in (out / "ls").read_text()
     assert not (bstore / "blobs" / "x").exists()
     for blob in (bstore / "blobs" / "sha256").iterdir():
-        assert blob.stat().st_mode & 0o777 == 0o444, blob
+        assert blob.stat().st_mode & 0o777 == 0o400, blob  # write-once, owner's only
     # A blob changed on disk is caught when it is used (export), with its digest.
     result = build(bstore, sandbox.dest, "FROM busybox\nRUN echo k07 > /k07\n", None,
                    "-t", "k07")
@@ -242,7 +242,7 @@ def test_K07_store_is_out_of_reach_and_verified(bstore, sandbox, tmp_path):
     result = run_cli("save", "-o", str(tmp_path / "bad.tar"), "k07", root=bstore, check=False)
     assert digest[:12] in one_line_error(result)
     blob.write_bytes(bytes(data))
-    os.chmod(blob, 0o444)
+    os.chmod(blob, 0o400)
 
 
 def test_K08_cache_mount_content_never_feeds_keys(bstore, sandbox, tmp_path):

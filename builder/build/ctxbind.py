@@ -1,0 +1,49 @@
+"""``RUN --mount=type=bind`` of the build context, as BuildKit's context transfer sends it.
+
+BuildKit mounts the context it received, which lacks what ``.dockerignore``
+excludes.  pybuild mounts the context directory itself, so when ``.dockerignore``
+hides something below the mounted source, the step's sandbox lays an overlay
+lower layer of whiteouts over it (one 0:0 character device per hidden entry,
+see ``builder.context.view``), written when the step runs (never on a cache hit)
+into the step's own scratch dir and mounted in its own mount namespace
+(``builder.run.ctxmount``): both go with the step.  With nothing hidden the
+source is bound as it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from builder.build.copy import clean_source
+from builder.context.checksum import StatCache, checksum_sources
+from builder.context.view import ContextFilter
+from builder.errors import BuildError
+from builder.run.sandbox import MountSpec, resolve_in_root
+
+
+def context_bind(mount: Any, target: str, context: str,
+                 context_filter: ContextFilter | None,
+                 cache: StatCache | None) -> tuple[MountSpec, str]:
+    """The mount of ``mount.source`` (the whole context by default) at ``target``,
+    and the step's cache-key input for it."""
+    source = clean_source(mount.source or "/")
+    host = resolve_in_root(context, source)
+    hidden = context_filter is not None and context_filter.hides_source(source)
+    if host is None or hidden:
+        why = " (excluded by .dockerignore)" if hidden else ""
+        raise BuildError(f'--mount type=bind: "/{source}" not found in the build context{why}')
+    if context_filter is None:
+        checksum = checksum_sources([(source, host)], cache=cache)
+    else:
+        view = context_filter
+        checksum = checksum_sources([(source, host)], cache=cache,
+                                    skip=lambda _source, rel, _is_dir: view.hides(rel))
+    spec = MountSpec("bind" if mount.readonly else "scratch", target, host,
+                     readonly=mount.readonly, is_dir=os.path.isdir(host))
+    if context_filter is not None and spec.is_dir:
+        resolved = context_filter.resolve(source)[0] or "."
+        spec.hide = functools.partial(context_filter.write_hide_layer, resolved)
+    return spec, (f"bind {target} source={source} rw={not mount.readonly} "
+                  f"content={checksum.digest}")

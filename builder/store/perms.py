@@ -1,0 +1,190 @@
+"""Only the store's owner may reach anything in it (docs/security.md, "S: the store").
+
+The store holds what other users must not see or touch: build args (in the
+database and in image configs), private layers, cache-mount contents (setuid
+files a step left there included).  The defence is the root directory: 0700,
+owned by the user running pybuild, so every other user stops there whatever
+the modes below it.  Modes below it are tightened too (directories 0700, files
+0600, blobs 0400), except where the mode is content: a layer's ``diff/`` tree
+keeps the image's modes, and a cache mount's own directory keeps the uid and
+mode its ``--mount`` asked for (both sit in a 0700 directory of their own).
+
+Creation never depends on the umask: directories are made 0700 and files 0600
+(a umask can only take bits away), then checked.  SQLite gives ``-wal`` and
+``-shm`` the database file's mode, so the database is made 0600 before SQLite
+opens it.
+
+Opening a store fixes the root and its top-level entries (one ``scandir``);
+``pybuild doctor`` also checks one level further down (blobs, layer dirs,
+downloads, cache-mount locks) and fixes that with ``--repair``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import StoreError
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+BLOB_MODE = 0o400   # write-once (catalogue K07): not even the owner opens a blob to write
+_OTHERS = 0o077     # group and other bits: none may be set on anything the store owns
+# Made by every open (ingest/ and cache-mounts/ by their first user).
+LAYOUT = ("blobs", "blobs/sha256", "layers", "l", "tmp")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """An entry other users could reach; ``want`` is the mode that fixes it."""
+    path: Path
+    mode: int
+    want: int
+
+    @property
+    def message(self) -> str:
+        return (f"mode {self.mode:04o} lets other users in (wanted {self.want:04o}: "
+                "the store is its owner's only)")
+
+
+def private_dir(path: Path) -> None:
+    """``path`` as a directory only its owner can enter, made now if missing."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, DIR_MODE)
+    if stat.S_IMODE(os.stat(path).st_mode) != DIR_MODE:
+        os.chmod(path, DIR_MODE)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty and 0600 unless it exists; tighten it if it does."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                         FILE_MODE))
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & _OTHERS:
+        os.chmod(path, mode & ~_OTHERS & 0o7777)
+
+
+def _make_root(root: Path) -> None:
+    """The root, 0700; missing parents 0755 (not 0777 under umask 000: a parent that
+    anyone may write lets anyone swap the store for their own)."""
+    missing = []
+    parent = root.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o755)
+            os.chmod(directory, 0o755)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, DIR_MODE)
+
+
+def owner_problem(info: os.stat_result) -> str | None:
+    """Why a root with this stat cannot be used, if it cannot: another user who owns it
+    could change anything in it, so nothing read from it could be trusted."""
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if info.st_uid != os.geteuid():
+        return (f"is owned by uid {info.st_uid}, not by uid {os.geteuid()} that runs pybuild: "
+                "that user could change what builds read; chown it (if you trust its "
+                "content) or use another --root")
+    return None
+
+
+def check_owner(root: Path) -> os.stat_result:
+    """The root's stat, or a StoreError if ``owner_problem`` finds one."""
+    info = os.stat(root)
+    if (problem := owner_problem(info)) is not None:
+        raise StoreError(f"store {root} {problem}")
+    return info
+
+
+def open_root(root: Path) -> None:
+    """What every open does: make the layout, fix the root and its top-level entries.
+
+    About 15 system calls on a store that is already right (a stat of the root, one
+    scandir with its lstats, no mkdir): the cached rebuild pays next to nothing."""
+    try:
+        try:
+            info = check_owner(root)
+        except FileNotFoundError:
+            _make_root(root)
+            info = check_owner(root)
+        if stat.S_IMODE(info.st_mode) != DIR_MODE:
+            os.chmod(root, DIR_MODE)
+        present: set[str] = set()
+        scan_top(root, fix=True, names=present)
+        for name in LAYOUT:
+            top, _, below = name.partition("/")
+            if top not in present or (below and not os.path.isdir(root / name)):
+                private_dir(root / name)
+    except OSError as err:  # a parent we may not write, a read-only file system
+        raise StoreError(f"store {root}: cannot set it up: {err.strerror} "
+                         f"({err.filename})") from None
+
+
+def scan_top(root: Path, *, fix: bool, names: set[str] | None = None) -> list[Finding]:
+    """The root and its direct entries (not following links), and blobs/sha256:
+    directories must be 0700, files must have no group or other bits.  ``names``
+    collects the entries' names."""
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        mode = stat.S_IMODE(os.stat(root).st_mode)
+        if mode != DIR_MODE:
+            found.append(Finding(root, mode, DIR_MODE))
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if names is not None:
+                    names.add(entry.name)
+                if (f := _finding(entry)) is not None:
+                    found.append(f)
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError), \
+            os.scandir(root / "blobs") as entries:
+        found += [f for entry in entries
+                  if entry.name == "sha256" and (f := _finding(entry)) is not None]
+    if fix:
+        for finding in found:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(finding.path, finding.want)
+    return found
+
+
+def _finding(entry: os.DirEntry[str], file_mode: int = FILE_MODE) -> Finding | None:
+    info = entry.stat(follow_symlinks=False)
+    mode = stat.S_IMODE(info.st_mode)
+    if stat.S_ISDIR(info.st_mode):
+        return None if mode == DIR_MODE else Finding(Path(entry.path), mode, DIR_MODE)
+    if stat.S_ISLNK(info.st_mode) or not mode & _OTHERS:
+        return None
+    return Finding(Path(entry.path), mode, file_mode)
+
+
+def scan_deep(root: Path, *, fix: bool) -> list[Finding]:
+    """One level below the top (``doctor``): blob files (0400), layer dirs (0700: the
+    image's own root dir is below them, untouched), interrupted downloads and
+    cache-mount lock files (0600).  Cache-mount dirs keep their mount's mode, and
+    tmp/ holds only live work (every open sweeps the rest)."""
+    found: list[Finding] = []
+    for sub, file_mode, dirs_too in (("blobs/sha256", BLOB_MODE, True),
+                                     ("blobs", FILE_MODE, False),
+                                     ("layers", FILE_MODE, True),
+                                     ("ingest", FILE_MODE, True),
+                                     ("cache-mounts", FILE_MODE, False)):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError), \
+                os.scandir(root / sub) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False) and not dirs_too:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if (f := _finding(entry, file_mode)) is not None:
+                        found.append(f)
+    if fix:
+        for finding in found:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(finding.path, finding.want)
+    return found
