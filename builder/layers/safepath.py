@@ -19,7 +19,6 @@ changed any component.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -174,8 +173,11 @@ class Root:
 
 
 def _mkdir_quiet(dirfd: int, name: bytes) -> None:
-    with contextlib.suppress(FileExistsError):
+    try:
         os.mkdir(name, 0o755, dir_fd=dirfd)
+    except FileExistsError:
+        return
+    os.chmod(name, 0o755, dir_fd=dirfd)   # an implicit parent is 0755 whatever the umask
 
 
 Keep = Callable[[int, int, bytes], bool]

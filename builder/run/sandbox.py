@@ -521,6 +521,9 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
         os.setgroups(ident.groups)
         os.setgid(ident.gid)
         os.setuid(ident.uid)
+        # runc sets 0022 for every container: a step's files must not take their modes
+        # from whatever umask the invoker of pybuild happened to have.
+        os.umask(0o022)
         try:
             os.chdir(spec.cwd)
         except OSError as err:

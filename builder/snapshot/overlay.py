@@ -139,6 +139,8 @@ class OverlayDriver:
         self.store.unpack(parent)
         work = self.store.tmp_dir("snap")
         (work.path / "diff").mkdir()
+        # The upper dir is the merged root the step sees: 0755 whatever the umask.
+        (work.path / "diff").chmod(0o755)
         (work.path / "ovl-work").mkdir()
         return Snapshot(self.store, parent, work)
 

@@ -215,7 +215,7 @@ def test_K06_only_used_args_are_in_the_key(bstore, sandbox):
                        "--build-arg", "UNUSED=2") == [True]
     assert _run_cached(bstore, sandbox.dest, df, "--build-arg", "USED=2") == [False]
     # The warning that ARG values are recorded (BuildKit's SecretsUsedInArgOrEnv),
-    # from `pybuild check` (builds do not print lint warnings yet).
+    # from `pybuild check` (builds print it too: test_round2_buildargs).
     (sandbox.dest / "Dockerfile").write_text("FROM busybox\nARG API_TOKEN\nRUN true\n")
     result = run_cli("check", str(sandbox.dest / "Dockerfile"), root=bstore, check=False)
     assert "SecretsUsedInArgOrEnv" in (result.stdout + result.stderr).decode()
