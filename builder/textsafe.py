@@ -19,8 +19,8 @@ import re
 # a name decoded with surrogateescape holds bytes 0x80-0xff as U+DC80-U+DCFF, which a
 # stream in the C locale writes back raw (0x9b is CSI on an 8-bit terminal).
 _OTHERS = "\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
-_UNSAFE = re.compile(f"[\x00-\x08\x0a-\x1f{_OTHERS}]")
-_UNSAFE_KEEP_NEWLINE = re.compile(f"[\x00-\x08\x0b-\x1f{_OTHERS}]")
+_UNSAFE = f"[\x00-\x08\x0a-\x1f{_OTHERS}]"
+_UNSAFE_KEEP_NEWLINE = f"[\x00-\x08\x0b-\x1f{_OTHERS}]"
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -32,5 +32,7 @@ def _escape(match: re.Match[str]) -> str:
 
 def printable(text: str, *, multiline: bool = False) -> str:
     """``text`` with every control character but tab (and newline if ``multiline``) escaped."""
-    pattern = _UNSAFE_KEEP_NEWLINE if multiline else _UNSAFE
-    return pattern.sub(_escape, text)
+    if text.isprintable():   # the usual case, without compiling anything
+        return text
+    # re caches compiled patterns: compiled once, on the first text that needs it.
+    return re.sub(_UNSAFE_KEEP_NEWLINE if multiline else _UNSAFE, _escape, text)

@@ -26,15 +26,17 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from builder.context.checksum import EntryDigest, kind_of
 from builder.context.fnmatch_go import BadPattern
 from builder.context.fnmatch_go import match as go_match
 from builder.context.ignore import PatternMatcher
-from builder.context.view import ContextFilter
 from builder.errors import BuildError, SandboxError
 from builder.run.sandbox import resolve_components, resolve_in_root, resolve_user
+
+if TYPE_CHECKING:
+    from builder.context.view import ContextFilter
 
 _CHUNK = 1 << 20
 _MAX_SYMLINKS = 40

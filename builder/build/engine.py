@@ -225,12 +225,13 @@ def _ignore_matcher(options: BuildOptions) -> Any:
     if options.context is None:
         return None
     from builder.context.ignore import PatternMatcher, find_ignore_file, read_ignore_file
-    from builder.context.view import ContextFilter
 
     found = find_ignore_file(str(options.context),
                              str(options.dockerfile) if options.dockerfile else None)
     if found is None:
         return None
+    from builder.context.view import ContextFilter
+
     patterns = read_ignore_file(Path(found).read_bytes())
     try:
         matcher = PatternMatcher(patterns)

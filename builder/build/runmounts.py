@@ -21,17 +21,18 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.build.copy import clean_source
-from builder.build.ctxbind import context_bind
 from builder.cache import Inputs
-from builder.context.view import ContextFilter
 from builder.errors import BuildError
 from builder.run.sandbox import MountSpec
 from builder.snapshot import Snapshot, prepare
 from builder.store.perms import private_dir
 from builder.store.store import Store, TmpDir
+
+if TYPE_CHECKING:   # the filtered view loads only for a bind mount of the context
+    from builder.context.view import ContextFilter
 
 
 @dataclass
@@ -103,6 +104,8 @@ def _bind_context(mount: Any, out: PreparedMounts, workdir: str, context: str | 
     """A bind of the build context: what BuildKit's transfer sends of it (ctxbind)."""
     if context is None:
         raise BuildError("--mount type=bind needs a build context")
+    from builder.build.ctxbind import context_bind
+
     spec, key = context_bind(mount, _target(mount, workdir), context, context_filter, cache)
     out.mounts.append(spec)
     out.inputs.append(("mount", key))

@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from builder.context.fnmatch_go import (
     FLAGS,
@@ -30,8 +31,10 @@ from builder.context.fnmatch_go import (
     translate_regex,
 )
 from builder.context.fnmatch_go import match as go_match
-from builder.context.linear_re import LinearRegex, UnsupportedRegex, risky
 from builder.errors import ContextError
+
+if TYPE_CHECKING:   # the automaton loads only for a pattern re could backtrack on
+    from builder.context.linear_re import LinearRegex
 
 __all__ = ["IgnorePatternError", "PatternMatcher", "find_ignore_file", "read_ignore_file"]
 
@@ -262,6 +265,8 @@ def _make_pattern(text: str, exclusion: bool) -> _Pattern:
             return pattern
         pattern.source = translation.full
         if _risky(translation.full):
+            from builder.context.linear_re import LinearRegex, UnsupportedRegex
+
             try:
                 pattern.linear = LinearRegex(translation.full, FLAGS)
             except UnsupportedRegex as err:
@@ -282,6 +287,8 @@ def _risky(source: str) -> bool:
     which most patterns (``*.pyc``, ``build/``) do not have: those skip the parse."""
     if source.count("*") + source.count("?") - 2 * source.count("(?") < 2:
         return False
+    from builder.context.linear_re import risky  # only patterns with two repeats or more
+
     try:
         return risky(source, FLAGS)
     except re.error:

@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from builder.dockerfile import shell_pattern
-from builder.dockerfile.shell_pattern import PatternError, ResultTooLarge
 from builder.limits import get as _get_limits
 
 __all__ = ["MAX_EXPANSION", "ExpandResult", "ExpansionError", "ShellLex", "build_envs"]
@@ -329,6 +327,8 @@ class _Word:
         if ch in ("#", "%"):
             greedy = word.startswith(ch)
             word = word[1:] if greedy else word
+            from builder.dockerfile import shell_pattern  # only ${V#p}-style words need it
+
             trim = shell_pattern.trim_suffix if ch == "%" else shell_pattern.trim_prefix
             return _matched(word, lambda: trim(word, value, greedy))
         raise ExpansionError(f"unsupported modifier ({chs}) in substitution")
@@ -354,6 +354,8 @@ class _Word:
         value, is_set = self.get_env(name)
         if self.lex.skip_unset_env and not is_set:
             return "${" + name + "/" + pattern + "/" + replacement + "}"  # "/" even for "//"
+        from builder.dockerfile import shell_pattern
+
         return _matched(pattern, lambda: shell_pattern.replace(
             pattern, value, replacement, replace_all, MAX_EXPANSION))
 
@@ -392,6 +394,8 @@ def _too_large() -> ExpansionError:
 
 def _matched(pattern: str, match: Callable[[], str]) -> str:
     """Run one of shell_pattern's matchers, with upstream's error messages."""
+    from builder.dockerfile.shell_pattern import PatternError, ResultTooLarge
+
     try:
         return match()
     except PatternError as err:
@@ -402,13 +406,20 @@ def _matched(pattern: str, match: Callable[[], str]) -> str:
 
 def _shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> str:
     """The Go regular expression upstream builds for a pattern (its test vectors)."""
+    from builder.dockerfile import shell_pattern
+    from builder.dockerfile.shell_pattern import PatternError
+
     try:
         return shell_pattern.shell_pattern_to_regex(pattern, greedy, anchored)
     except PatternError as err:
         raise ExpansionError(str(err)) from None
 
 
-_reverse_pattern = shell_pattern.reverse_pattern  # upstream's name, for its test vectors
+def _reverse_pattern(pattern: str) -> str:
+    """Upstream's name, for its test vectors."""
+    from builder.dockerfile import shell_pattern
+
+    return shell_pattern.reverse_pattern(pattern)
 
 
 def _reverse_string(text: str) -> str:

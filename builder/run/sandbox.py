@@ -28,13 +28,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder import limits, syscalls
 from builder.errors import BuildError, SandboxError
-from builder.run import network
 from builder.run.child import SPAWN_LOCK
-from builder.run.ctxmount import mount_filtered
 from builder.snapshot.overlay import Snapshot
+
+if TYPE_CHECKING:   # the network stack and the filtered context load only for a RUN
+    from builder.run import network
 
 HOSTNAME = "buildkitsandbox"
 HOSTS = (f"127.0.0.1\tlocalhost {HOSTNAME}\n"
@@ -299,6 +301,8 @@ def _mount_extra(merged: str, mount: MountSpec, scratch: Path) -> None:
     host_flags = syscalls.MS_NODEV | syscalls.MS_NOSUID
     # Written here, when the step runs: a cache hit costs no walk of the context.
     if mount.hide is not None and mount.hide(str(scratch / "hide")):
+        from builder.run.ctxmount import mount_filtered
+
         mount_filtered(mount.source, str(scratch / "hide"), target, scratch,
                        writable=mount.kind == "scratch")
         return
@@ -548,6 +552,8 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
 def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int,
                  stack: network.Stack | None) -> None:
     """The setup child: namespaces, overlay mount, then PID 1.  Never returns."""
+    from builder.run import network
+
     status = _SETUP_FAILED
     try:
         # Out of the invoker's session first: it reads image files (/etc/passwd)
@@ -620,6 +626,8 @@ def run_step(snapshot: Snapshot, spec: RunSpec, output: Callable[[bytes], None])
     A failure to set up the sandbox raises ``SandboxError``; the command's own
     failure is its non-zero exit code.
     """
+    from builder.run import network
+
     if spec.network not in NETWORKS:
         raise SandboxError(f"unknown network mode {spec.network!r}")
     # Before anything runs: no stack, no step (its one-line error names the package).
@@ -675,6 +683,8 @@ def run_step(snapshot: Snapshot, spec: RunSpec, output: Callable[[bytes], None])
 
 def _launch_or_kill(stack: network.Stack, setup_pid: int) -> None:
     """Start the step's network stack; if that fails, the setup child must not wait for it."""
+    from builder.run import network
+
     try:
         network.launch(stack, setup_pid)
     except BaseException:
