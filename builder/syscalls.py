@@ -48,6 +48,7 @@ DEFAULT_CAPS = {
     10: "CAP_NET_BIND_SERVICE", 13: "CAP_NET_RAW", 18: "CAP_SYS_CHROOT",
     27: "CAP_MKNOD", 29: "CAP_AUDIT_WRITE", 31: "CAP_SETFCAP",
 }
+CAP_NET_RAW = 13   # not given on the default network (run/sandbox.py, _step_caps)
 _CAP_VERSION_3 = 0x20080522
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}

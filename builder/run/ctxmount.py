@@ -27,15 +27,24 @@ def mount_filtered(source: str, hide: str, target: str, scratch: Path, *,
     """Mount ``source`` with the whiteouts in ``hide`` laid over it at ``target``:
     read-only, or with ``writable`` over a throw-away upper dir in ``scratch``.
     nosuid and nodev, as every host directory a step sees."""
+    mount_overlay([hide, source], target, scratch, writable=writable,
+                  what=f"the build context at {target} without its .dockerignore'd files")
+
+
+def mount_overlay(lowers: list[str], target: str, scratch: Path, *, writable: bool,
+                  what: str) -> None:
+    """An overlay of ``lowers`` (topmost first) at ``target``, read-only or over a
+    throw-away upper dir in ``scratch``; nosuid and nodev."""
     fds: list[int] = []
     try:
         # Directories go to the kernel as /proc/self/fd names: a context path may
-        # hold the ',' and ':' that split overlay options, or be long.
+        # hold the ',' and ':' that split overlay options (a directory named
+        # "a:/etc" would add the host's /etc as a lower layer), or be long.
         def name(path: str | Path) -> str:
             fds.append(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
             return f"/proc/self/fd/{fds[-1]}"
 
-        options = f"lowerdir={name(hide)}:{name(source)},{_OPTIONS}"
+        options = f"lowerdir={':'.join(name(lower) for lower in lowers)},{_OPTIONS}"
         flags = syscalls.MS_NOSUID | syscalls.MS_NODEV
         if writable:
             upper, work = scratch / "upper", scratch / "work"
@@ -47,8 +56,7 @@ def mount_filtered(source: str, hide: str, target: str, scratch: Path, *,
         try:
             syscalls.mount("overlay", target, "overlay", flags, options)
         except OSError as err:
-            raise SandboxError(f"cannot mount the build context at {target} without its "
-                               f".dockerignore'd files: {err.strerror}") from None
+            raise SandboxError(f"cannot mount {what}: {err.strerror}") from None
     finally:
         for fd in fds:
             with contextlib.suppress(OSError):

@@ -135,6 +135,10 @@ def resolve_components(root: str, path: str, *, keep_missing: bool = False) -> l
                 resolved = []
             parts = [p for p in target.split("/") if p not in ("", ".")] + parts
             continue
+        if parts and not stat.S_ISDIR(st.st_mode):
+            # ENOTDIR, as the kernel says: `file/../secret` must not step back out of
+            # a file and reach what a filter over the real tree would call hidden.
+            return None
         resolved.append(part)
     return resolved
 
@@ -307,12 +311,10 @@ def _mount_extra(merged: str, mount: MountSpec, scratch: Path) -> None:
                        writable=mount.kind == "scratch")
         return
     if mount.kind == "scratch":  # a writable bind whose writes are thrown away
-        upper, work = scratch / "upper", scratch / "work"
-        upper.mkdir(parents=True)
-        work.mkdir()
-        syscalls.mount("overlay", target, "overlay", host_flags,
-                       f"lowerdir={mount.source},upperdir={upper},workdir={work},"
-                       "index=off,redirect_dir=off,metacopy=off")
+        from builder.run.ctxmount import mount_overlay
+
+        mount_overlay([mount.source], target, scratch, writable=True,
+                      what=f"--mount type=bind,rw at {mount.target}")
         return
     if mount.subpath:
         fd = _open_subdir(mount.source, mount.subpath)
@@ -521,7 +523,7 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
         # the step cannot undo the masks, mount, or unshare a new user namespace
         # with full capabilities; the bounding set is what the exec'd program gets.
         syscalls.restrict_syscalls()  # needs CAP_SYS_ADMIN: before the drop
-        syscalls.limit_capabilities(set(syscalls.DEFAULT_CAPS))
+        syscalls.limit_capabilities(_step_caps(spec.network))
         os.setgroups(ident.groups)
         os.setgid(ident.gid)
         os.setuid(ident.uid)
@@ -549,6 +551,21 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
     os._exit(_SETUP_FAILED)
 
 
+def _step_caps(network_mode: str) -> set[int]:
+    """Docker's default capabilities, less CAP_NET_RAW on the default network.
+
+    With CAP_NET_RAW a step can write raw frames (AF_PACKET) onto the tap device that
+    slirp4netns reads, addressed to 127.0.0.1: slirp4netns then connects to the host's
+    loopback as asked (--disable-host-loopback only covers its 10.0.2.x aliases), and
+    the step talks to host-only services.  The kernel's routing refuses a loopback
+    destination on tap0 for every other socket.  Dropping the capability closes it
+    for every ABI (a seccomp rule on socket() misses i386's socketcall)."""
+    caps = set(syscalls.DEFAULT_CAPS)
+    if network_mode == "default":
+        caps.discard(syscalls.CAP_NET_RAW)
+    return caps
+
+
 def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int,
                  stack: network.Stack | None) -> None:
     """The setup child: namespaces, overlay mount, then PID 1.  Never returns."""
@@ -569,6 +586,11 @@ def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int,
         syscalls.unshare(flags)
         if spec.network != "host":
             syscalls.loopback_up()
+        if spec.network == "default":
+            # Without CAP_NET_RAW (see _step_caps), ping uses ICMP datagram sockets,
+            # which this namespace's sysctl must allow for every group (as Docker sets it).
+            with open("/proc/sys/net/ipv4/ping_group_range", "w") as sysctl:
+                sysctl.write("0 2147483647")
         if stack is not None:
             network.attach(stack)
         # Last, and with no fork before ours: the first child becomes PID 1.

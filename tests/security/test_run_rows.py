@@ -380,8 +380,11 @@ def test_R17_default_capabilities_and_masked_paths(bstore, sandbox, tmp_path):
     out = tmp_path / "out"
     build(bstore, sandbox.dest, f"FROM busybox\nRUN {script}\n", out, "--no-cache")
     caps = dict(line.split(":\t") for line in (out / "caps").read_text().splitlines())
-    assert int(caps["CapBnd"], 16) == DOCKER_CAPS
-    assert int(caps["CapEff"], 16) == DOCKER_CAPS and int(caps["CapPrm"], 16) == DOCKER_CAPS
+    # On the default network CAP_NET_RAW is left out too (raw frames on slirp4netns's tap
+    # would reach the host's loopback: test_round2_network_raw).
+    step_caps = DOCKER_CAPS & ~(1 << 13)
+    assert int(caps["CapBnd"], 16) == step_caps
+    assert int(caps["CapEff"], 16) == step_caps and int(caps["CapPrm"], 16) == step_caps
     assert int(caps["CapInh"], 16) == 0 and int(caps["CapAmb"], 16) == 0
     # BuildKit leaves no_new_privs off (oci.WithNewPrivileges): setuid tools work.
     assert (out / "nnp").read_text().split() == ["NoNewPrivs:", "0"]
