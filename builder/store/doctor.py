@@ -7,7 +7,10 @@ What is checked, in this order (each problem names what it is about):
     perms     the root and its entries must be its owner's only (perms.py): the open
               fixes the root and the top-level entries (an old store's 0755/0644);
               blobs (0400), layer dirs, downloads and locks one level down are
-              fixed with ``repair``.  A root another user owns stops the check
+              fixed with ``repair``.  A root another user owns, or whose path
+              another user could change (a symlink or a parent dir of theirs),
+              stops the check first; a top-level entry another user owns is
+              removed by ``repair`` (else the check stops there)
     database  ``PRAGMA integrity_check``; a corrupt database is not repaired here
     tmp       work dirs and half-written blobs of dead processes: the sweep that
               every open does removes them; doctor reports what it found first
@@ -32,6 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +71,11 @@ class Report:
 def doctor(store: Store, *, repair: bool = False, deep: bool = False) -> Report:
     """Check ``store``; with ``repair``, fix what can be fixed.  Never raises for damage."""
     report = Report()
+    if not _check_path(store, report):
+        return report  # nothing under a root another user can swap is looked at
     _check_mounts(store, report, repair)
     _check_leftovers(store, report)   # before the first open, which sweeps them
-    top = _check_top_perms(store, report)  # likewise: the open fixes them
+    top = _check_top_perms(store, report, repair)  # likewise: the open fixes them
     if top is None:
         return report
     try:
@@ -138,20 +145,44 @@ def _check_leftovers(store: Store, report: Report) -> None:
                 report.add("tmp", str(entry), "half-written blob left by a process that died")
 
 
-def _check_top_perms(store: Store, report: Report) -> list[perms.Finding] | None:
-    """The root and its top-level entries, before the open fixes them; None if the
-    root cannot be used at all."""
+def _check_path(store: Store, report: Report) -> bool:
+    """The root and the path to it (perms.path_problem): False if it cannot be used."""
     try:
-        problem = perms.owner_problem(os.stat(store.root))
+        _, problem = perms.path_problem(store.root)
     except FileNotFoundError:
-        return []
+        return True  # the open makes it, checking the path again
     if problem is not None:
-        report.add("perms", str(store.root), problem)
-        return None
-    found = perms.scan_top(store.root, fix=False)
+        report.add("perms", str(problem[0]), problem[1])
+    return problem is None
+
+
+def _check_top_perms(store: Store, report: Report,
+                     repair: bool) -> list[perms.Finding] | None:
+    """The root and its top-level entries, before the open fixes them; None if the
+    store cannot be opened: a top-level entry another user owns is left."""
+    foreign: list[perms.Foreign] = []
+    found = perms.scan_top(store.root, fix=False, foreign=foreign)
     for finding in found:
         report.add("perms", str(finding.path), finding.message)
-    return found
+    if foreign and repair:
+        os.chmod(store.root, perms.DIR_MODE)  # first: nobody else may add one again
+    for entry in foreign:
+        problem = report.add("perms", str(entry.path), entry.message)
+        if repair:
+            _remove(entry.path)
+            problem.repaired = not os.path.lexists(entry.path)
+    return None if any(os.path.lexists(e.path) for e in foreign) else found
+
+
+def _remove(path: Path) -> None:
+    """Remove an entry another user made, never following a symlink: rmtree works
+    from directory file descriptors (not remove_tree, whose chmods follow links in
+    a tree its owner may still be changing)."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
 
 
 def _check_deep_perms(store: Store, report: Report, repair: bool) -> None:

@@ -17,6 +17,23 @@ opens it.
 Opening a store fixes the root and its top-level entries (one ``scandir``);
 ``pybuild doctor`` also checks one level further down (blobs, layer dirs,
 downloads, cache-mount locks) and fixes that with ``--repair``.
+
+A private root is worth nothing if another user can swap it, or a directory on
+the way to it, for one of their own: so, as OpenSSH's StrictModes, every open
+first checks the path (``check_path``, one lstat per component):
+
+* as typed (made absolute, not resolved): a symlink on the way, the root
+  included, must be owned by root or by the user running pybuild;
+* every directory on the way, as typed and (when a symlink was met) on the
+  resolved path, must be owned by root or that user, and if group or other
+  users may write it, it must be sticky: in a sticky directory only an entry's
+  owner and the directory's owner may rename or remove it, and both are
+  trusted here (the next entry is checked in turn), so a root-owned 1777
+  ``/tmp`` may hold a store, but nobody's ``/tmp/shared`` may not;
+* the root itself must be a directory owned by that user, and every top-level
+  entry (and ``blobs/sha256``) must be owned by it too: an entry another user
+  made while the root was open to them (a ``layers`` they keep a shell in) is
+  refused, reported by ``pybuild doctor`` and removed by ``--repair``.
 """
 
 from __future__ import annotations
@@ -96,19 +113,87 @@ def owner_problem(info: os.stat_result) -> str | None:
     return None
 
 
-def check_owner(root: Path) -> os.stat_result:
-    """The root's stat, or a StoreError if ``owner_problem`` finds one."""
-    info = os.stat(root)
+def _trusted(uid: int) -> bool:
+    return uid == 0 or uid == os.geteuid()
+
+
+def _dir_problem(info: os.stat_result) -> str | None:
+    """Why a directory on the way to the root lets another user swap what is below it."""
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if not _trusted(info.st_uid):
+        return (f"is owned by uid {info.st_uid}: that user could swap the store for "
+                "another; use a --root whose every parent is root's or yours")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        return (f"has mode {mode:04o}: other users may write it and it is not sticky, so "
+                "they could swap the store for another; use another --root")
+    return None
+
+
+def _walk(path: str) -> tuple[os.stat_result, bool, tuple[str, str] | None]:
+    """lstat every component of absolute, normalised ``path``: the root's stat (a
+    symlink followed), whether a symlink was met, and the first (path, why) problem.
+    FileNotFoundError past the last component that exists (all of them checked)."""
+    prefix, linked = "/", False
+    info = os.lstat(prefix)
+    for part in filter(None, path.split("/")):
+        if (problem := _dir_problem(info)) is not None:
+            return info, linked, (prefix, problem)
+        prefix = os.path.join(prefix, part)
+        info = os.lstat(prefix)
+        if stat.S_ISLNK(info.st_mode):
+            if not _trusted(info.st_uid):
+                return info, True, (prefix, f"is a symlink owned by uid {info.st_uid}: that "
+                                    "user could point it anywhere; use the real path")
+            linked = True
+            info = os.stat(prefix)  # the directory the next lookup happens in
     if (problem := owner_problem(info)) is not None:
-        raise StoreError(f"store {root} {problem}")
+        return info, linked, (path, problem)
+    return info, linked, None
+
+
+def path_problem(root: Path) -> tuple[os.stat_result, tuple[Path, str] | None]:
+    """The root's stat and the first thing on its path that another user could
+    change (module docstring), as (path, why); FileNotFoundError if it is missing."""
+    info, linked, problem = _walk(os.path.abspath(root))
+    if problem is None and linked:
+        # The directories a symlink led to: walked again on the resolved path.
+        info, relinked, problem = _walk(os.path.realpath(root))
+        if problem is None and relinked:
+            problem = (str(root), "changed while it was checked")
+    return info, None if problem is None else (Path(problem[0]), problem[1])
+
+
+def check_owner(root: Path) -> os.stat_result:
+    """The root's stat, or a StoreError if its path is unsafe (``path_problem``)."""
+    info, problem = path_problem(root)
+    if problem is not None:
+        path, why = problem
+        raise StoreError(f"store {root} {why}" if path == root else
+                         f"store {root}: {path} {why}")
     return info
 
 
-def open_root(root: Path) -> None:
-    """What every open does: make the layout, fix the root and its top-level entries.
+@dataclass(frozen=True)
+class Foreign:
+    """A top-level entry another user owns: made while the root was open to them."""
+    path: Path
+    uid: int
 
-    About 15 system calls on a store that is already right (a stat of the root, one
-    scandir with its lstats, no mkdir): the cached rebuild pays next to nothing."""
+    @property
+    def message(self) -> str:
+        return (f"is owned by uid {self.uid}, not by uid {os.geteuid()} that owns the store: "
+                "that user could change what builds read")
+
+
+def open_root(root: Path) -> None:
+    """What every open does: check the path, make the layout, fix the root and its
+    top-level entries.
+
+    About 20 system calls on a store that is already right (an lstat per component
+    of the path, one scandir with its lstats, no mkdir): the cached rebuild pays next
+    to nothing."""
     try:
         try:
             info = check_owner(root)
@@ -116,9 +201,14 @@ def open_root(root: Path) -> None:
             _make_root(root)
             info = check_owner(root)
         if stat.S_IMODE(info.st_mode) != DIR_MODE:
-            os.chmod(root, DIR_MODE)
+            os.chmod(root, DIR_MODE)  # first: no other user may add an entry after the scan
         present: set[str] = set()
-        scan_top(root, fix=True, names=present)
+        foreign: list[Foreign] = []
+        found = scan_top(root, fix=False, names=present, foreign=foreign)
+        if foreign:
+            raise StoreError(f"store {root}: {foreign[0].path} {foreign[0].message}; "
+                             "run 'pybuild doctor --repair' to remove it")
+        fix_modes(found)
         for name in LAYOUT:
             top, _, below = name.partition("/")
             if top not in present or (below and not os.path.isdir(root / name)):
@@ -128,11 +218,14 @@ def open_root(root: Path) -> None:
                          f"({err.filename})") from None
 
 
-def scan_top(root: Path, *, fix: bool, names: set[str] | None = None) -> list[Finding]:
+def scan_top(root: Path, *, fix: bool, names: set[str] | None = None,
+             foreign: list[Foreign] | None = None) -> list[Finding]:
     """The root and its direct entries (not following links), and blobs/sha256:
     directories must be 0700, files must have no group or other bits.  ``names``
-    collects the entries' names."""
-    found = []
+    collects the entries' names, ``foreign`` those another user owns (their modes
+    are left alone: they are not the store's)."""
+    found: list[Finding] = []
+    owner = os.geteuid()
     with contextlib.suppress(FileNotFoundError):
         mode = stat.S_IMODE(os.stat(root).st_mode)
         if mode != DIR_MODE:
@@ -141,17 +234,31 @@ def scan_top(root: Path, *, fix: bool, names: set[str] | None = None) -> list[Fi
             for entry in entries:
                 if names is not None:
                     names.add(entry.name)
-                if (f := _finding(entry)) is not None:
-                    found.append(f)
+                _check_entry(entry, owner, found, foreign)
     with contextlib.suppress(FileNotFoundError, NotADirectoryError), \
             os.scandir(root / "blobs") as entries:
-        found += [f for entry in entries
-                  if entry.name == "sha256" and (f := _finding(entry)) is not None]
+        for entry in entries:
+            if entry.name == "sha256":
+                _check_entry(entry, owner, found, foreign)
     if fix:
-        for finding in found:
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(finding.path, finding.want)
+        fix_modes(found)
     return found
+
+
+def _check_entry(entry: os.DirEntry[str], owner: int, found: list[Finding],
+                 foreign: list[Foreign] | None) -> None:
+    uid = entry.stat(follow_symlinks=False).st_uid
+    if uid != owner:
+        if foreign is not None:
+            foreign.append(Foreign(Path(entry.path), uid))
+    elif (f := _finding(entry)) is not None:
+        found.append(f)
+
+
+def fix_modes(found: list[Finding]) -> None:
+    for finding in found:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(finding.path, finding.want)
 
 
 def _finding(entry: os.DirEntry[str], file_mode: int = FILE_MODE) -> Finding | None:
