@@ -45,6 +45,13 @@ class Limits:
     # Free space a RUN step must leave on the store's filesystem (X09): the
     # step is stopped when less is left, so the store and other builds can go on.
     min_free_bytes: int = 100 << 20
+    # Manifests (images) one source may list: an OCI index, a docker-archive
+    # manifest.json, a --cache-from layout.  Repeats are parsed once, but a
+    # 48 000-entry index must not be walked at all (D: amplification).
+    max_manifests: int = 1000
+    # JSON bytes read and parsed from one such source, all documents together
+    # (index, manifests, configs, cache entry lists), each distinct one once.
+    max_parsed_bytes: int = 64 << 20
 
 
 def env_name(field: str) -> str:

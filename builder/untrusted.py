@@ -22,6 +22,7 @@ import json
 import os
 import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,38 @@ class UntrustedDir:
 
     def read_json(self, name: str, limit: int = MAX_DOCUMENT) -> Any:
         return parse_json(self.read(name, limit), f"{self.what}: {name}")
+
+
+@dataclass
+class Budget:
+    """What one untrusted source (an archive, a layout, a cache) may make us parse.
+
+    Callers parse each distinct document once (by digest or name); this caps
+    what is left: how many manifests the source lists, and the JSON bytes read
+    in all (``limits.md``), so a 4 MiB index naming one 13 MB document 48 000
+    times is refused, not parsed 48 000 times.
+    """
+
+    parsed: int = 0
+
+    def manifests(self, count: int, where: str) -> None:
+        from builder import limits
+
+        cap = limits.get().max_manifests
+        if count > cap:
+            raise StoreError(f"{where}: lists {count} manifests, more than the limit of "
+                             f"{cap} (raise it with {limits.env_name('max_manifests')})")
+
+    def charge(self, size: int, where: str) -> None:
+        """Count ``size`` more bytes to be parsed; refuse past the source's cap."""
+        from builder import limits
+
+        cap = limits.get().max_parsed_bytes
+        self.parsed += size
+        if self.parsed > cap:
+            raise StoreError(f"{where}: more than {cap} bytes of JSON to parse from "
+                             f"this source (raise it with "
+                             f"{limits.env_name('max_parsed_bytes')})")
 
 
 def check_room(directory: str | Path, size: int, what: str) -> None:

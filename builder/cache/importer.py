@@ -38,6 +38,7 @@ from builder.errors import LayerError, RegistryError, StoreError
 from builder.store.store import LayerBlobRecord, Store, chain_id_of, check_digest
 from builder.untrusted import (
     MAX_DOCUMENT,
+    Budget,
     UntrustedDir,
     check_room,
     need,
@@ -195,16 +196,26 @@ def open_cache(src: str) -> ImportedCache:
         layout.close()
         return imported
     imported.source = LayoutSource(layout)
-    index = need(layout.read_json("index.json"), dict, f"cache {src}: index.json")
-    for descriptor in need(index.get("manifests"), list, f"cache {src}: index.json manifests"):
-        descriptor = need(descriptor, dict, f"cache {src}: index.json manifests")
-        digest = need_digest(descriptor.get("digest"), f"cache {src}: index.json")
+    budget = Budget()
+    where = f"cache {src}: index.json"
+    index_data = layout.read("index.json", MAX_DOCUMENT)
+    budget.charge(len(index_data), where)
+    index = need(parse_json(index_data, where), dict, where)
+    descriptors = need(index.get("manifests"), list, f"{where} manifests")
+    budget.manifests(len(descriptors), where)
+    digests = [need_digest(need(d, dict, f"{where} manifests").get("digest"), where)
+               for d in descriptors]
+    # Each distinct manifest and entry list is read, hashed and parsed once (D).
+    configs: dict[str, None] = {}
+    for digest in dict.fromkeys(digests):
         what = f"cache {src}: manifest {digest}"
-        config = imported.add_manifest(parse_json(_read_verified(layout, digest, MAX_DOCUMENT),
-                                                  what), what)
+        config = imported.add_manifest(
+            parse_json(_read_verified(layout, digest, MAX_DOCUMENT, budget), what), what)
         if config is not None:
-            imported.add_entries(_read_verified(layout, config, MAX_ENTRY_LIST),
-                                 f"cache {src}: entry list {config}")
+            configs[config] = None
+    for config in configs:
+        imported.add_entries(_read_verified(layout, config, MAX_ENTRY_LIST, budget),
+                             f"cache {src}: entry list {config}")
     return imported
 
 
@@ -212,8 +223,9 @@ def _blob_name(digest: str) -> str:
     return "blobs/sha256/" + check_digest(digest).split(":", 1)[1]
 
 
-def _read_verified(layout: UntrustedDir, digest: str, limit: int) -> bytes:
+def _read_verified(layout: UntrustedDir, digest: str, limit: int, budget: Budget) -> bytes:
     data = layout.read(_blob_name(digest), limit)
+    budget.charge(len(data), f"{layout.what}: blob {digest}")
     if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
         raise StoreError(f"{layout.what}: blob {digest} does not match its digest")
     return data

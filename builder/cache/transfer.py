@@ -101,7 +101,7 @@ def export_cache(store: Store, cache: CacheStore, keys: list[str], dest: str,
         os.close(root.dir_fd(components("blobs/sha256")))
         for digest, out in document.layers.items():
             name = "blobs/sha256/" + digest.split(":", 1)[1]
-            if not root.has_file(name, out.descriptor.size):
+            if not root.has_blob(name, digest, out.descriptor.size):
                 root.write(name, _layer_writer(store, out))
         _put(root, document.config)
         manifest = document.manifest()

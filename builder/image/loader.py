@@ -6,12 +6,17 @@ config's diff_id after it is applied.  A layout directory is as untrusted as a
 tar: files beneath it only, regular files only, bounded reads, strict JSON.
 Every blob an image needs is in the store before its first layer is applied, so
 a refused blob leaves no image, tag or layer behind (half-applied layers live in
-tmp/ and are swept).
+tmp/ and are swept).  A layer whose chain the store already has (maybe a private
+image's) is reused only after the archive's own blob was read and proved its
+digest and diff_id: naming a diff_id is not owning its content.  Each distinct
+manifest and config is read and parsed once, all before the first image is
+stored, within the source's caps (``limits.max_manifests``, ``max_parsed_bytes``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +27,15 @@ from typing import Any, BinaryIO, cast
 from builder import limits
 from builder.errors import StoreError
 from builder.store.store import LayerBlobRecord, Store, chain_id_of, check_digest
-from builder.untrusted import UntrustedDir, check_room, need, need_digest, parse_json, shown
+from builder.untrusted import (
+    Budget,
+    UntrustedDir,
+    check_room,
+    need,
+    need_digest,
+    parse_json,
+    shown,
+)
 
 _MAX_JSON = 16 << 20  # manifests and configs are small; refuse anything huge
 
@@ -39,6 +52,11 @@ class _Archive:
         self.path = Path(path)
         self.dir = UntrustedDir(path) if self.path.is_dir() else None
         self.tar = None if self.dir else tarfile.open(path)  # noqa: SIM115
+        # Each distinct document is read and parsed once, within one budget (D):
+        # an index naming one manifest 48 000 times costs one read.
+        self.budget = Budget()
+        self.documents: dict[str, bytes] = {}
+        self.diff_ids: dict[str, list[str]] = {}
 
     def close(self) -> None:
         if self.tar is not None:
@@ -80,11 +98,23 @@ class _Archive:
         with member:
             yield member  # type: ignore[misc]
 
+    def size(self, name: str) -> int:
+        """A member's size (the ratio cap of its decompression is measured from it)."""
+        if self.dir is not None:
+            with self.dir.open(name) as f:
+                return f.size
+        assert self.tar is not None
+        return self.tar.getmember(name).size
+
     def read(self, name: str, size: int | None = None) -> bytes:
+        if name in self.documents:
+            return self.documents[name]
         with self.open(name, size) as f:
             data = f.read(_MAX_JSON + 1)
         if len(data) > _MAX_JSON:
             raise StoreError(f"{self.path}: {shown(name)} is too large")
+        self.budget.charge(len(data), f"{self.path}: {shown(name)}")
+        self.documents[name] = data
         return data
 
     def json(self, name: str) -> Any:
@@ -130,28 +160,50 @@ def load_archive(store: Store, path: str) -> list[tuple[str, list[str]]]:
 def _load_oci(store: Store, archive: _Archive) -> list[tuple[str, list[str]]]:
     where = f"{archive.path}: index.json"
     index = need(archive.json("index.json"), dict, where)
-    loaded = []
-    for descriptor in need(index.get("manifests"), list, f"{where}: manifests"):
+    descriptors = need(index.get("manifests"), list, f"{where}: manifests")
+    archive.budget.manifests(len(descriptors), where)
+    # Every document is read and parsed (each distinct one once) before the first
+    # image is stored, so a cap hit or a malformed config leaves no image behind.
+    plans: dict[str, tuple[bytes, list[_LayerRef]]] = {}
+    named = []
+    for descriptor in descriptors:
         descriptor = need(descriptor, dict, f"{where}: manifests")
         digest = need_digest(descriptor.get("digest"), f"{where}: manifest digest")
-        what = f"{archive.path}: manifest {digest}"
-        manifest = need(_verified_json(archive, digest, what), dict, what)
-        media_type = manifest.get("mediaType")
-        if (isinstance(media_type, str) and media_type.endswith("index.v1+json")) \
-                or "manifests" in manifest:
-            raise StoreError(f"{archive.path}: multi-platform indexes are not loaded yet "
-                             "(issue 7 adds platform selection)")
         annotations = need(descriptor.get("annotations") or {}, dict, f"{where}: annotations")
         name = need(annotations.get("io.containerd.image.name") or "", str,
                     f"{where}: image name")
-        layers = [_oci_layer(layer, what)
-                  for layer in need(manifest.get("layers"), list, f"{what}: layers")]
-        config = need(manifest.get("config"), dict, f"{what}: config")
-        config_digest = need_digest(config.get("digest"), f"{what}: config digest")
-        config_data = _verified(archive, config_digest, f"{what}: config")
-        image_id = _load_image(store, archive, config_data, layers)
-        loaded.append((image_id, [_familiar(name)] if name else []))
-    return loaded
+        if digest not in plans:
+            plans[digest] = _read_manifest(archive, digest)
+        named.append((digest, [_familiar(name)] if name else []))
+    images = {digest: _load_image(store, archive, *plan) for digest, plan in plans.items()}
+    loaded: dict[str, list[str]] = {}
+    for digest, tags in named:
+        _note(loaded, images[digest], tags)
+    return list(loaded.items())
+
+
+def _note(loaded: dict[str, list[str]], image_id: str, tags: list[str]) -> None:
+    """Record an image's tags; an image listed twice is reported once."""
+    known = loaded.setdefault(image_id, [])
+    known.extend(tag for tag in tags if tag not in known)
+
+
+def _read_manifest(archive: _Archive, digest: str) -> tuple[bytes, list[_LayerRef]]:
+    """An image's config and layers, every document of it read and checked."""
+    what = f"{archive.path}: manifest {digest}"
+    manifest = need(_verified_json(archive, digest, what), dict, what)
+    media_type = manifest.get("mediaType")
+    if (isinstance(media_type, str) and media_type.endswith("index.v1+json")) \
+            or "manifests" in manifest:
+        raise StoreError(f"{archive.path}: multi-platform indexes are not loaded yet "
+                         "(issue 7 adds platform selection)")
+    layers = [_oci_layer(layer, what)
+              for layer in need(manifest.get("layers"), list, f"{what}: layers")]
+    config = need(manifest.get("config"), dict, f"{what}: config")
+    config_digest = need_digest(config.get("digest"), f"{what}: config digest")
+    config_data = _verified(archive, config_digest, f"{what}: config")
+    _diff_ids(archive, config_data, config_digest)
+    return config_data, layers
 
 
 def _oci_layer(layer: Any, what: str) -> _LayerRef:
@@ -165,17 +217,28 @@ def _oci_layer(layer: Any, what: str) -> _LayerRef:
 
 def _load_docker(store: Store, archive: _Archive) -> list[tuple[str, list[str]]]:
     where = f"{archive.path}: manifest.json"
-    loaded = []
-    for entry in need(archive.json("manifest.json"), list, where):
+    entries = need(archive.json("manifest.json"), list, where)
+    archive.budget.manifests(len(entries), where)
+    plans: dict[tuple[str, tuple[str, ...]], bytes] = {}  # a repeated entry: read once
+    named = []
+    for entry in entries:
         entry = need(entry, dict, where)
-        config_data = archive.read(need(entry.get("Config"), str, f"{where}: Config"))
-        layers = [_LayerRef(need(name, str, f"{where}: Layers"))
-                  for name in need(entry.get("Layers"), list, f"{where}: Layers")]
+        config_name = need(entry.get("Config"), str, f"{where}: Config")
+        names = tuple(need(name, str, f"{where}: Layers")
+                      for name in need(entry.get("Layers"), list, f"{where}: Layers"))
         tags = [need(tag, str, f"{where}: RepoTags")
                 for tag in need(entry.get("RepoTags") or [], list, f"{where}: RepoTags")]
-        image_id = _load_image(store, archive, config_data, layers)
-        loaded.append((image_id, tags))
-    return loaded
+        if (config_name, names) not in plans:
+            config_data = archive.read(config_name)
+            _diff_ids(archive, config_data, "sha256:" + hashlib.sha256(config_data).hexdigest())
+            plans[config_name, names] = config_data
+        named.append(((config_name, names), tags))
+    images = {key: _load_image(store, archive, config_data, [_LayerRef(n) for n in key[1]])
+              for key, config_data in plans.items()}
+    loaded: dict[str, list[str]] = {}
+    for key, tags in named:
+        _note(loaded, images[key], tags)
+    return list(loaded.items())
 
 
 def _verified(archive: _Archive, digest: str, what: str) -> bytes:
@@ -190,17 +253,22 @@ def _verified_json(archive: _Archive, digest: str, what: str) -> Any:
     return parse_json(_verified(archive, digest, what), what)
 
 
-def _diff_ids(config_data: bytes, what: str) -> list[str]:
+def _diff_ids(archive: _Archive, config_data: bytes, config_digest: str) -> list[str]:
+    if config_digest in archive.diff_ids:  # a config shared by many entries: parsed once
+        return archive.diff_ids[config_digest]
+    what = f"image {config_digest}"
     config = need(parse_json(config_data, what), dict, what)
     rootfs = need(config.get("rootfs"), dict, f"{what}: rootfs")
-    return [need_digest(d, f"{what}: diff_id")
-            for d in need(rootfs.get("diff_ids"), list, f"{what}: rootfs.diff_ids")]
+    diff_ids = [need_digest(d, f"{what}: diff_id")
+                for d in need(rootfs.get("diff_ids"), list, f"{what}: rootfs.diff_ids")]
+    archive.diff_ids[config_digest] = diff_ids
+    return diff_ids
 
 
 def _load_image(store: Store, archive: _Archive, config_data: bytes,
                 layers: list[_LayerRef]) -> str:
     config_digest = "sha256:" + hashlib.sha256(config_data).hexdigest()
-    diff_ids = _diff_ids(config_data, f"image {config_digest}")
+    diff_ids = _diff_ids(archive, config_data, config_digest)
     if len(diff_ids) != len(layers):
         raise StoreError(f"image {config_digest}: config names {len(diff_ids)} layers, "
                          f"the manifest {len(layers)}")
@@ -212,15 +280,66 @@ def _load_image(store: Store, archive: _Archive, config_data: bytes,
     for diff_id in diff_ids:
         parent = chain_id_of(parent, diff_id)
         chain_ids.append(parent)
+    # A layer this store has already (maybe a private image's) is reused only once
+    # the archive's own blob proved its diff_id: naming a diff_id is not owning it
+    # (C).  Proven first, so a refusal leaves nothing behind.
+    missing = []
+    for i, chain in enumerate(chain_ids):
+        if store.has_layer(chain):
+            _prove(archive, layers[i], diff_ids[i], f"image {config_digest}: layer {i + 1}")
+        else:
+            missing.append(i)
     # Every missing layer's blob is read (bounded, verified) before any layer is
     # applied: a refused blob leaves no layer behind, and the blobs this load added
     # are removed again.
-    missing = [i for i, chain in enumerate(chain_ids) if not store.has_layer(chain)]
     blobs = _put_blobs(store, archive, [layers[i] for i in missing])
     for i, (blob_digest, size) in zip(missing, blobs, strict=True):
         _apply(store, config_digest, diff_ids[i], chain_ids[i],
                chain_ids[i - 1] if i else None, blob_digest, size)
     return store.put_image(config_data, chain_ids[-1] if chain_ids else None)
+
+
+def _prove(archive: _Archive, layer: _LayerRef, diff_id: str, what: str) -> None:
+    """Read the archive's blob for a layer whose chain is here: it must hash to its
+    digest (OCI) and decompress to ``diff_id``.  Nothing is stored."""
+    from builder.layers.blob import blob_diff_id
+
+    with archive.open(layer.member, layer.size) as f:
+        size = archive.size(layer.member) if layer.size is None else layer.size
+        reader = _Hashing(f)
+        actual, _ = blob_diff_id(cast(BinaryIO, reader), what, size)
+        reader.drain()  # bytes past the compressed stream's end count for the digest
+    if layer.digest is not None and reader.digest() != layer.digest:
+        raise StoreError(f"{archive.path}: {what}: blob {layer.digest} does not match its "
+                         "digest")
+    if actual != diff_id:
+        raise StoreError(f"{archive.path}: {what}: {shown(layer.member)} has diff_id "
+                         f"{actual}, the config says {diff_id}; refused")
+
+
+class _Hashing(io.RawIOBase):
+    """A reader that hashes what passes through it (a blob's digest while it is
+    decompressed for its diff_id)."""
+
+    def __init__(self, src: BinaryIO):
+        self.src = src
+        self.hasher = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.src.read(len(buffer))
+        self.hasher.update(data)
+        buffer[:len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.readinto(bytearray(1 << 20)):
+            pass
+
+    def digest(self) -> str:
+        return "sha256:" + self.hasher.hexdigest()
 
 
 def _put_blobs(store: Store, archive: _Archive,

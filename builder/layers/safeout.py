@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import stat
@@ -168,22 +169,31 @@ class OutputDir:
         assert fd is not None
         return fd
 
-    def has_file(self, rel: str, size: int) -> bool:
-        """Whether ``rel`` is already a regular file of ``size`` bytes (a blob an
-        earlier export wrote); a symlink there is refused."""
+    def has_blob(self, rel: str, digest: str, size: int) -> bool:
+        """Whether ``rel`` is already the blob ``digest`` (``size`` bytes, an earlier
+        export's).  Its bytes are hashed, read through an fd opened beneath the
+        dir without following links: a file someone planted there with the right
+        size and other bytes is not the blob, and is replaced.  A symlink there is
+        refused."""
         comps = components(rel)
         dfd = self.open_dir(comps[:-1], create=False)
         if dfd is None:
             return False
         try:
             st = os.lstat(comps[-1], dir_fd=dfd)
-        except FileNotFoundError:
+            if stat.S_ISLNK(st.st_mode):
+                raise self.refuse(comps, "is a symlink")
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                return False
+            # O_NONBLOCK: swapped for a FIFO since the lstat, the open must not hang.
+            fd = os.open(comps[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC | os.O_NOCTTY, dir_fd=dfd)
+        except OSError:  # gone, or swapped for a link since: write() settles it
             return False
         finally:
             os.close(dfd)
-        if stat.S_ISLNK(st.st_mode):
-            raise self.refuse(comps, "is a symlink")
-        return stat.S_ISREG(st.st_mode) and st.st_size == size
+        with os.fdopen(fd, "rb") as f:
+            return stat.S_ISREG(os.fstat(f.fileno()).st_mode) and _sha256(f, size) == digest
 
     def write(self, rel: str, write: Callable[[BinaryIO], object]) -> None:
         """Write the file ``rel`` with ``write(file)``; it appears (renamed into
@@ -246,3 +256,12 @@ class OutputDir:
             raise self.refuse(comps, "is a symlink where the image has a directory")
         os.unlink(name, dir_fd=dfd)
         return False
+
+
+def _sha256(f: BinaryIO, size: int) -> str:
+    """The digest of at most ``size`` + 1 bytes of ``f`` (a file that grew is no match)."""
+    hasher, seen = hashlib.sha256(), 0
+    while seen <= size and (chunk := f.read(min(1 << 20, size + 1 - seen))):
+        hasher.update(chunk)
+        seen += len(chunk)
+    return "sha256:" + hasher.hexdigest() if seen == size else ""

@@ -126,7 +126,7 @@ def test_raw_frames_to_the_hosts_loopback_are_refused(bstore: Path, tmp_path: Pa
                        None, "--no-cache", "--progress", "plain")
         log = result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
         try:
-            received, sender = listener.recvfrom(100)
+            received, _sender = listener.recvfrom(100)
         except TimeoutError:
             received = b""
     assert received == b"", f"a RUN step reached the host's 127.0.0.1: {received!r}\n{log}"
