@@ -238,3 +238,25 @@ def refuse(sb: Sandbox, data: bytes, mode: str = "merged", match: str | None = N
 def lower(sb: Sandbox, maker: TarMaker) -> None:
     """Apply a first, benign layer (the 'lower' content) in merged mode."""
     apply(sb, maker.data())
+
+
+def static_binary(source: str, directory: Path, name: str) -> Path:
+    """``source`` (C) compiled with ``gcc -static`` into ``directory/name``: a probe a
+    busybox image can run.  Without gcc the test skips (fails under CI)."""
+    import pytest
+
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must run this test, but gcc is missing", pytrace=False)
+        pytest.skip(f"gcc is needed to build the static probe {name}")
+    (directory / f"{name}.c").write_text(source)
+    binary = directory / name
+    result = subprocess.run([gcc, "-static", "-O1", "-o", str(binary),
+                             str(directory / f"{name}.c")], capture_output=True, timeout=120)
+    if result.returncode != 0:
+        message = f"gcc -static failed: {result.stderr.decode(errors='replace')[-300:]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return binary

@@ -11,14 +11,11 @@ sends through one as a control.  A default-network step now has no CAP_NET_RAW
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
-from security.oracle import build
+from security.oracle import build, static_binary
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.slow]
 
@@ -101,15 +98,7 @@ int main(int argc, char **argv) {
 
 
 def _probe(directory: Path) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run this test, but gcc is missing", pytrace=False)
-        pytest.skip("gcc is needed to build the static raw-frame probe")
-    (directory / "probe.c").write_text(PROBE_C)
-    subprocess.run([gcc, "-static", "-O1", "-o", str(directory / "probe"),
-                    str(directory / "probe.c")], check=True, capture_output=True, timeout=120)
-    return directory / "probe"
+    return static_binary(PROBE_C, directory, "probe")
 
 
 def test_raw_frames_to_the_hosts_loopback_are_refused(bstore: Path, tmp_path: Path) -> None:

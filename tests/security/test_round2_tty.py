@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 from helpers import REPO
+from security.oracle import static_binary
 
 pytestmark = [
     pytest.mark.root, pytest.mark.overlay,
@@ -76,22 +77,7 @@ int main(void) {
 
 
 def _compile_probe(directory: Path) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run this test, but gcc is missing", pytrace=False)
-        pytest.skip("gcc is needed to build the static TIOCSTI probe")
-    source = directory / "probe.c"
-    source.write_text(PROBE_C % INJECT.replace("\n", "\\n"))
-    binary = directory / "ttyprobe"
-    result = subprocess.run([gcc, "-static", "-O1", "-o", str(binary), str(source)],
-                            capture_output=True, timeout=120)
-    if result.returncode != 0:
-        message = f"gcc -static failed: {result.stderr.decode(errors='replace')[-300:]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return binary
+    return static_binary(PROBE_C % INJECT.replace("\n", "\\n"), directory, "ttyprobe")
 
 
 def _stat_fields(pid: int | str) -> list[str]:
