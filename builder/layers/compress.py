@@ -290,8 +290,9 @@ def _decompressed_chunks(src: BinaryIO, factory: Any) -> Iterator[bytes]:
             yield out
 
 
-class _ChunkReader(io.RawIOBase):
-    """A raw stream over an iterator of non-empty chunks."""
+class ChunkReader(io.RawIOBase):
+    """A raw stream over an iterator of non-empty chunks (a decompressor's output, a
+    response body)."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self.chunks = chunks
@@ -377,7 +378,7 @@ def open_decompressed(src: BinaryIO, *, expect: str | None = None) -> BinaryIO:
     if kind == "zstd":
         return _zstd_reader(raw)
     chunks = _decompressed_chunks(raw, _decompressor(kind))
-    return cast(BinaryIO, io.BufferedReader(_ChunkReader(chunks), buffer_size=_READ))
+    return cast(BinaryIO, io.BufferedReader(ChunkReader(chunks), buffer_size=_READ))
 
 
 def _zstd_reader(raw: BinaryIO) -> BinaryIO:

@@ -11,14 +11,11 @@ store's verified ingest; the rules for what an imported entry may use are
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator
-from typing import Any
-
 from builder.cache.importer import MAX_ENTRY_LIST, ImportedCache, hash_stream
 from builder.cache.records import CacheStore
 from builder.cache.transfer import cache_document, entries_of
 from builder.errors import RegistryError
+from builder.layers.compress import ChunkReader
 from builder.registry.client import OCI_MANIFEST, Repository
 from builder.registry.progress import TransferProgress
 from builder.registry.pull import open_repository
@@ -90,25 +87,6 @@ class RegistrySource:
         response = self.repo.transport.request(
             "GET", f"/v2/{self.repo.name}/blobs/{digest}", scope=self.repo.scope, what=what)
         try:
-            hash_stream(_Chunks(response.chunks()), digest, size, what)
+            hash_stream(ChunkReader(response.chunks()), digest, size, what)
         finally:
             response.close()
-
-
-class _Chunks(io.RawIOBase):
-    """A response body as a readable stream."""
-
-    def __init__(self, chunks: Iterator[bytes]):
-        self.chunks = chunks
-        self.rest = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if not self.rest:
-            self.rest = next(self.chunks, b"")
-        n = min(len(buffer), len(self.rest))
-        buffer[:n] = self.rest[:n]
-        self.rest = self.rest[n:]
-        return n

@@ -260,3 +260,12 @@ def static_binary(source: str, directory: Path, name: str) -> Path:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     return binary
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> Path:
+    """A plain tar at ``path`` holding ``members`` (name -> content), in order."""
+    out = TarMaker(tarfile.USTAR_FORMAT)
+    for name, data in members.items():
+        out.add(name, content=data)
+    path.write_bytes(out.data())
+    return path

@@ -13,17 +13,15 @@ nothing.  Every case must end by itself within a minute (it takes seconds).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
-from security.oracle import one_line_error
+from security.oracle import one_line_error, write_tar
 
 pytestmark = [pytest.mark.root]
 
@@ -55,15 +53,18 @@ def padded(doc: dict) -> bytes:
     return json.dumps({**doc, "padding": "x" * BIG}).encode()
 
 
+def manifest_of(path: Path, config: bytes, media_type: str) -> bytes:
+    """An OCI manifest with no layers whose config (stored in ``path``) is ``config``."""
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": media_type, "digest": put(path, config), "size": len(config)},
+        "layers": []}).encode()
+
+
 def cache_layout(path: Path) -> Path:
     """A --cache-from layout whose one manifest (a 13 MB entry list) is listed 40 000 times."""
-    entries = padded({"entries": []})
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.pybuild.cache.config.v1+json",
-                   "digest": put(path, entries), "size": len(entries)},
-        "layers": []}).encode()
-    repeated_index(path, manifest)
+    repeated_index(path, manifest_of(path, padded({"entries": []}),
+                                     "application/vnd.pybuild.cache.config.v1+json"))
     return path
 
 
@@ -71,12 +72,7 @@ def image_layout(path: Path) -> Path:
     """A load -i layout: one manifest of an empty image with a 12 MB config, 40 000 times."""
     config = padded({"architecture": "amd64", "os": "linux",
                      "rootfs": {"type": "layers", "diff_ids": []}})
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": put(path, config), "size": len(config)},
-        "layers": []}).encode()
-    repeated_index(path, manifest)
+    repeated_index(path, manifest_of(path, config, "application/vnd.oci.image.config.v1+json"))
     return path
 
 
@@ -87,12 +83,7 @@ def docker_archive(path: Path) -> Path:
     entry = json.dumps({"Config": "config.json", "RepoTags": ["amplified:1"], "Layers": []})
     members = {"config.json": config,
                "manifest.json": ("[" + ",".join([entry] * REPEATS) + "]").encode()}
-    with tarfile.open(path, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+    return write_tar(path, members)
 
 
 def run(root: Path, *args: str, env: dict[str, str] | None = None) -> \

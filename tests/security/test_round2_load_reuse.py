@@ -15,7 +15,6 @@ behind.  Both an OCI layout directory and a docker-archive tar are tried.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from security.oracle import one_line_error
+from security.oracle import one_line_error, write_tar
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
@@ -149,12 +148,7 @@ def docker_tar(private: Private, path: Path, blobs: str) -> Path:
     members["manifest.json"] = json.dumps([{
         "Config": sha(config).split(":", 1)[1] + ".json",
         "RepoTags": ["innocent:latest"], "Layers": names}]).encode()
-    with tarfile.open(path, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+    return write_tar(path, members)
 
 
 def snapshot(root: Path) -> tuple[set[str], set[str], set[str]]:
