@@ -25,6 +25,7 @@ growth over the RSS before the build. Prints a table and writes JSON (stdout, or
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -37,8 +38,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Named as tests/conftest.py's debian_tar names it: after the script that makes it.
+_SCRIPT_DIGEST = hashlib.sha256(
+    (Path(__file__).resolve().parents[1] / "testdata" / "debian-rootfs.sh").read_bytes()
+).hexdigest()[:12]
 DEFAULT_BASE = Path(os.environ.get("PYBUILD_TEST_CACHE", "/var/cache/pybuild-tests")) \
-    / "bookworm-minbase.tar"
+    / f"bookworm-minbase-{_SCRIPT_DIGEST}.tar"
 BASE = "bench-base"
 TOOLS = ("pybuild", "buildkit", "buildah")
 CASES = ("big", "small", "cached", "nginx")

@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 def _build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("context", help="context directory, or - for a Dockerfile on stdin")
     p.add_argument("-t", "--tag", action="append", default=[], help="name[:tag] for the image")
-    p.add_argument("-f", "--file", help="Dockerfile (default CONTEXT/Dockerfile)")
+    p.add_argument("-f", "--file", help="Dockerfile, or - for stdin (default: CONTEXT/"
+                   "Dockerfile, else dockerfile, else Containerfile)")
     p.add_argument("--build-arg", action="append", default=[], metavar="K=V")
     p.add_argument("--target", help="build this stage (default: the last)")
     p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
@@ -81,13 +82,25 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", choices=("default", "host", "none"), default="default",
                    help="RUN's network: default (a namespace of its own, online through "
                         "slirp4netns), host (the host's: not isolated), none (only lo)")
+    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP", help="RUN's hosts")
+    p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]")
+    p.add_argument("--shm-size", metavar="SIZE", help="RUN's /dev/shm size (default 64m)")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
-    p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH",
-                   help="a secret for RUN --mount=type=secret (src= a file, or env=VAR)")
-    p.add_argument("--platform", default="linux/amd64")
+    p.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=PATH|env=VAR]",
+                   help="a secret for RUN --mount=type=secret (id=X alone: env X, else file X)")
+    p.add_argument("--build-context", action="append", default=[],
+                   metavar="NAME=DIR|docker-image://REF|oci-layout://DIR[:TAG|@DIGEST]",
+                   help="what FROM NAME / COPY --from=NAME / --mount from=NAME use")
+    p.add_argument("--annotation", action="append", default=[],
+                   metavar="[TYPE[PLATFORM]:]KEY=VALUE", help="annotate the exported manifest "
+                   "(TYPE manifest, the default, or manifest-descriptor)")
+    p.add_argument("--load", action="store_true",
+                   help="accepted: every build goes to the local store (-o type=docker)")
+    p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT]",
+                   help="the platform to build for (default: this host's)")
     p.add_argument("--progress", choices=("auto", "plain", "tty", "json"), default="auto")
     p.add_argument("-o", "--output", action="append", default=[],
-                   metavar="type=docker|oci|local|tar,dest=PATH[,preserve=true]")
+                   metavar="DIR|-|type=docker|oci|local|tar,dest=PATH[,preserve=true]")
     p.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
     p.add_argument("--iidfile", help="write the image ID to this file")
     p.add_argument("--metadata-file", help="write build metadata (JSON) to this file")
@@ -140,13 +153,16 @@ _ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "history": _one("image", "image name or ID"),
     "images": lambda p: p.add_argument("-q", "--quiet", action="store_true"),
     "tag": lambda p: (p.add_argument("source"), p.add_argument("target")),
-    "rmi": lambda p: p.add_argument("images", nargs="+"),
+    "rmi": lambda p: (p.add_argument("-f", "--force", action="store_true", help="remove an "
+                                     "image ID's names too; unknown images do not fail"),
+                      p.add_argument("images", nargs="+")),
     "save": lambda p: (p.add_argument("-o", "--output", required=True),
                        p.add_argument("--format", choices=("docker", "oci"), default="docker"),
                        p.add_argument("images", nargs="+")),
     "import": lambda p: (p.add_argument("tarball", help="rootfs tarball, or - for stdin"),
                          p.add_argument("name", nargs="?"),
-                         p.add_argument("--platform", default="linux/amd64"),
+                         p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                                        help="what the config records (default: this host)"),
                          p.add_argument("-m", "--message", default="")),
     "check": lambda p: (p.add_argument("path", nargs="?", default="Dockerfile")),
     "df": lambda p: None,
@@ -158,8 +174,8 @@ _ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
                          p.add_argument("--deep", action="store_true",
                                         help="also recompute every layer's diff_id from "
                                         "its directory (reads every file)")),
-    "load": lambda p: p.add_argument("-i", "--input", required=True,
-                                     help="docker-archive or OCI layout (tar or directory)"),
+    "load": lambda p: p.add_argument("-i", "--input", help="docker-archive or OCI layout "
+                                     "(tar or directory); default or -: stdin"),
     "debug": lambda p: (p.add_argument("what", choices=("parse",)), p.add_argument("path")),
     "pull": _pull_arguments,
     "push": _push_arguments,
@@ -237,27 +253,37 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from builder.platforms import Platform, parse_platform_flag
+
+    platform = parse_platform_flag(args.platform, several="one build for several is not "
+                                   "supported yet (issue 19): run one build per platform")
+    from builder.rootcheck import need_root_to_build
+
+    need_root_to_build()  # one line, not a traceback from the first mount (issue 14)
     from pathlib import Path
 
+    from builder.build import buildx_flags as bx
     from builder.build.engine import build
     from builder.build.options import BuildOptions, parse_output
     from builder.build.outputs import write_outputs
     from builder.build.progress import make_progress
+    from builder.run.runopts import parse_run_options
 
-    outputs = [parse_output(spec) for spec in args.output]
+    outputs = bx.check_outputs([parse_output(spec) for spec in args.output if spec])
+    annotations = bx.image_annotations(bx.parse_annotations(args.annotation,
+                                                            str(platform or Platform.host())))
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if args.reproducible and not epoch and args.context != "-":
         epoch = str(_newest_mtime(Path(args.context)))
     cache_from = [_cache_spec(spec, "src", "--cache-from") for spec in args.cache_from]
     cache_to = _cache_spec(args.cache_to, "dest", "--cache-to") if args.cache_to else {}
+    source = _context_dockerfile(args)
     options = BuildOptions(
-        context=None if args.context == "-" else Path(args.context),
-        dockerfile=Path(args.file) if args.file else None,
-        dockerfile_text=sys.stdin.buffer.read() if args.context == "-" else None,
+        context=source.context, dockerfile=source.dockerfile, dockerfile_text=source.text,
         tags=args.tag, build_args=_pairs(args.build_arg, "--build-arg"), target=args.target,
         no_cache=args.no_cache, no_cache_filter=[s.lower() for s in args.no_cache_filter],
         network=args.network, labels=_pairs(args.label, "--label"),
-        platform=args.platform, outputs=outputs, compression=args.compression,
+        platform=platform, outputs=outputs, compression=args.compression,
         source_date_epoch=int(epoch) if epoch and epoch.isdigit() else None,
         iidfile=args.iidfile, metadata_file=args.metadata_file,
         cache_from=[c["src"] for c in cache_from if c["type"] == "local"],
@@ -265,28 +291,28 @@ def cmd_build(args: argparse.Namespace) -> int:
         cache_to=cache_to.get("dest"), cache_to_ref=cache_to.get("ref"),
         cache_mode=cache_to.get("mode", "min"), pull=args.pull,
         insecure_registries=tuple(args.insecure_registry),
-        secrets=_secrets(args.secret), storage_driver=args.storage_driver)
-    if options.context is not None and not options.context.is_dir():
-        raise UsageError(f"context {args.context!r} is not a directory")
-    if options.context is not None and options.dockerfile is None:
-        options.dockerfile = _context_dockerfile(options.context)
+        secrets=bx.secret_files(args.secret), storage_driver=args.storage_driver,
+        build_contexts=bx.parse_build_contexts(args.build_context),
+        run_options=parse_run_options(args.add_host, args.ulimit, args.shm_size, args.network))
     progress = make_progress(args.progress, quiet=args.quiet)
     store = _store(args)
     _check_tags(store, options.tags)
     result = build(store, options, progress)
-    write_outputs(store, result.image_id, result.tags, outputs, args.compression)
+    write_outputs(store, result.image_id, result.tags, outputs, args.compression, annotations)
     if args.push:
         if not result.tags:
             raise UsageError("--push needs a name: add -t REGISTRY/NAME:TAG")
         for tag in result.tags:
             _push(store, result.image_id, tag, args.compression, args.insecure_registry,
-                  args.progress, quiet=args.quiet)
-    if args.iidfile:
-        Path(args.iidfile).write_text(result.image_id)
+                  args.progress, quiet=args.quiet, annotations=annotations)
+    if args.iidfile:  # buildx: the config digest
+        bx.write_file_atomically(args.iidfile, result.image_id.encode(), "--iidfile")
     if args.metadata_file:
-        Path(args.metadata_file).write_text(json.dumps(
-            {"containerimage.config.digest": result.image_id,
-             "image.name": ",".join(result.tags)}, indent=2))
+        from builder.build.metadata import metadata, write_metadata
+
+        write_metadata(args.metadata_file, metadata(
+            store, result.image_id, result.tags, outputs=outputs, push=args.push,
+            compression=args.compression, annotations=annotations))
     if args.quiet:
         print(result.image_id)
     else:
@@ -298,34 +324,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _attrs(spec: str) -> dict[str, str]:
     """``type=local,dest=DIR`` -> ``{"type": "local", "dest": "DIR"}`` (docker's flag syntax)."""
     return dict(item.partition("=")[::2] for item in spec.split(","))
-
-
-def _secrets(specs: list[str]) -> dict[str, str]:
-    """``--secret id=ID,src=PATH`` (or ``env=VAR``, whose value goes through a temp file)."""
-    import atexit
-    import tempfile
-
-    secrets = {}
-    for spec in specs:
-        attrs = _attrs(spec)
-        secret_id = attrs.get("id", "")
-        source = attrs.get("src") or attrs.get("source")
-        if not secret_id or not (source or attrs.get("env")):
-            raise UsageError(f"--secret {spec!r}: expected id=ID,src=PATH or id=ID,env=VAR")
-        if source is None:
-            value = os.environ.get(attrs["env"])
-            if value is None:
-                raise UsageError(f"--secret {spec!r}: environment variable {attrs['env']} "
-                                 "is not set")
-            with tempfile.NamedTemporaryFile("w", prefix="pybuild-secret-",
-                                             delete=False) as handle:
-                handle.write(value)
-            source = handle.name
-            atexit.register(os.unlink, source)  # a secret must not outlive the build
-        elif not os.path.isfile(source):
-            raise UsageError(f"--secret {spec!r}: {source} is not a file")
-        secrets[secret_id] = os.path.abspath(source)
-    return secrets
 
 
 def _cache_spec(spec: str, path_key: str, flag: str) -> dict[str, str]:
@@ -343,24 +341,12 @@ def _cache_spec(spec: str, path_key: str, flag: str) -> dict[str, str]:
     return attrs
 
 
-def _context_dockerfile(context: Any) -> Any:
-    """CONTEXT/Dockerfile, a symlink there resolved inside the context (chroot
-    semantics), as BuildKit reads it through the context: ``Dockerfile ->
-    /etc/shadow`` must not feed a host file to the parser, whose errors quote
-    it (catalogue C12).  ``-f`` names a file outside on purpose; it is not this."""
-    from pathlib import Path
+def _context_dockerfile(args: argparse.Namespace) -> Any:
+    """The context and Dockerfile of ``pybuild build`` (``-f -``, context ``-``,
+    ``Dockerfile``/``dockerfile``/``Containerfile``): builder.build.dockerfile_locate."""
+    from builder.build.dockerfile_locate import locate
 
-    default = Path(context) / "Dockerfile"
-    if not default.is_symlink():
-        return default
-    from builder.errors import ContextError
-    from builder.run.sandbox import resolve_in_root
-
-    inside = resolve_in_root(str(context), "Dockerfile")
-    if inside is None:
-        raise ContextError(f"{default}: Dockerfile not found: a symlinked Dockerfile must "
-                           "point within the build context")
-    return Path(inside)
+    return locate(args.context, args.file, sys.stdin.buffer)
 
 
 def _newest_mtime(context: Any) -> int:
@@ -404,6 +390,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     tags = [name for name, iid in store.tags() if iid == image_id]
     doc = {"Id": image_id, "RepoTags": tags, "Created": config.get("created"),
            "Author": config.get("author", ""), "Architecture": config.get("architecture"),
+           **({"Variant": config["variant"]} if config.get("variant") else {}),  # omitempty
            "Os": config.get("os"), "Config": config.get("config", {}),
            "RootFS": {"Type": "layers", "Layers": config.get("rootfs", {}).get("diff_ids", [])},
            "Size": sum(r.size for r in store.chain(store.image_top_chain(image_id)))}
@@ -418,8 +405,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     store = _store(args)
     image_id = _resolve(store, args.image)
     config = store.image_config(image_id)
+    from builder.layers.empty import is_empty
+
     layers = store.chain(store.image_top_chain(image_id))
-    sizes = iter(r.size for r in layers)
+    sizes = iter(0 if is_empty(r.diff_id) else r.size for r in layers)  # 0B, as docker's
     rows = []
     for entry in config.get("history", []):
         size = 0 if entry.get("empty_layer") else next(sizes, 0)
@@ -442,12 +431,22 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_rmi(args: argparse.Namespace) -> int:
+    """As docker rmi: every image is tried; with -f, unknown ones do not fail it."""
+    from builder.errors import StoreError
+    from builder.store.remove import NoSuchImage, remove_image
+    from builder.textsafe import printable
+
     store = _store(args)
+    failed = fatal = False
     for name in args.images:
-        if not store.untag(name):
-            raise UsageError(f"image {name!r} not found in the local store ({store.root})")
-        print(f"Untagged: {name}")
-    return 0
+        try:
+            records = remove_image(store, name, force=args.force)
+        except StoreError as err:
+            print(printable(f"pybuild: {err}"), file=sys.stderr)
+            failed, fatal = True, fatal or not isinstance(err, NoSuchImage)
+            continue
+        print("\n".join(printable(str(record)) for record in records))
+    return 1 if failed and (fatal or not args.force) else 0
 
 
 def cmd_save(args: argparse.Namespace) -> int:
@@ -469,19 +468,29 @@ def cmd_save(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from builder.image.importer import import_tarball
+    from builder.platforms import parse_platform_flag
 
+    platform = parse_platform_flag(args.platform)
+    from builder.rootcheck import need_root
+
+    need_root("importing a root filesystem")
     store = _store(args)
-    print(import_tarball(store, args.tarball, args.name, platform=args.platform,
+    print(import_tarball(store, args.tarball, args.name, platform=platform,
                          message=args.message))
     return 0
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    from builder.image.load_stdin import archive_input
     from builder.image.loader import load_archive
+    from builder.rootcheck import need_root
     from builder.textsafe import printable
 
+    need_root("loading images")
     store = _store(args)
-    for image_id, tags in load_archive(store, args.input):
+    with archive_input(store, args.input, sys.stdin.buffer) as (path, shown):
+        loaded = load_archive(store, path, shown_as=shown)
+    for image_id, tags in loaded:
         for tag in tags:
             store.tag(tag, image_id)
             print(printable(f"Loaded image: {tag}"))  # a name from the archive
@@ -574,31 +583,23 @@ def cmd_debug(args: argparse.Namespace) -> int:
     return 0
 
 
-def host_platform() -> str:
-    import platform
-
-    machine = platform.machine().lower()
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-            "armv7l": "arm/v7", "armv6l": "arm/v6", "i686": "386", "i386": "386",
-            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
-    return f"linux/{arch}"
-
-
 def cmd_pull(args: argparse.Namespace) -> int:
+    from builder.platforms import Platform, parse_platform_flag
     from builder.registry.progress import TransferProgress
     from builder.registry.pull import pull
     from builder.registry.reference import parse_reference
 
     ref = parse_reference(args.reference)
+    platform = parse_platform_flag(args.platform) or Platform.host()
     progress = TransferProgress("quiet" if args.quiet else "auto")
-    pulled = pull(_store(args), ref, platform=args.platform or host_platform(),
+    pulled = pull(_store(args), ref, platform=platform,
                   insecure=tuple(args.insecure_registry), progress=progress)
     print(pulled.image_id if args.quiet else f"{ref.familiar()}: {pulled.manifest_digest}")
     return 0
 
 
 def _push(store: Any, image_id: str, name: str, compression: str, insecure: list[str],
-          mode: str, quiet: bool = False) -> str:
+          mode: str, quiet: bool = False, annotations: Any = None) -> str:
     from builder.registry.progress import TransferProgress
     from builder.registry.push import push
     from builder.registry.reference import parse_reference
@@ -606,7 +607,7 @@ def _push(store: Any, image_id: str, name: str, compression: str, insecure: list
     ref = parse_reference(name)
     progress = TransferProgress("quiet" if quiet else mode, verb="push")
     return push(store, image_id, ref, compression=compression, insecure=tuple(insecure),
-                progress=progress)
+                progress=progress, annotations=annotations)
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -619,42 +620,23 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    import getpass
-
-    from builder.registry.auth import Credentials, save_login
+    from builder.registry.login import check_login, read_credentials, remember
     from builder.registry.reference import parse_reference
 
     registry = parse_reference(f"{args.registry}/x").registry
-    username = args.username or input("Username: ")
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    elif args.password is not None:
-        password = args.password
-    else:
-        password = getpass.getpass("Password: ")
-    if not username or not password:
-        raise UsageError("login needs a username and a password")
-    from builder.registry.reference import Reference
-    from builder.registry.transport import Transport
-
-    creds = Credentials(username=username, password=password)
-    transport = Transport(registry, Reference(registry, "x").api_host,
-                          insecure=args.insecure_registry, credentials=creds)
-    try:
-        transport.check_login()
-    finally:
-        transport.close()
-    path = save_login(registry, creds)
+    creds = read_credentials(args.username, args.password, args.password_stdin, sys.stdin)
+    check_login(registry, creds, args.insecure_registry)
+    path = remember(registry, creds)
     print(f"Login credentials for {registry} saved in {path}")
     return 0
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    from builder.registry.auth import remove_login
+    from builder.registry.login import forget
     from builder.registry.reference import parse_reference
 
     registry = parse_reference(f"{args.registry}/x").registry
-    if not remove_login(registry):
+    if not forget(registry):
         raise UsageError(f"not logged in to {registry} (pybuild keeps no credentials for it)")
     print(f"Removed login credentials for {registry}")
     return 0

@@ -14,6 +14,7 @@ traceback) with the exit status ``err.exit_code``; anything else is a bug.
     │   └── DigestMismatch    content does not match its digest
     ├── SandboxError          namespaces, mounts, pivot_root refused
     ├── RegistryError         a registry refused, failed, or sent bad content
+    │   └── Unauthorized      it (or its token service) refused the credentials
     └── BuildError            a step failed (RUN exit status, COPY source missing)
 """
 
@@ -98,6 +99,18 @@ class SandboxError(PybuildError):
 
 class RegistryError(PybuildError):
     """A registry refused or failed a request; names the registry and repository."""
+
+
+class Unauthorized(RegistryError):
+    """401 (or the token service's 401/403); ``reason`` is the registry's own message."""
+
+    def __init__(self, message: str, reason: str = ""):
+        self.message = message
+        self.reason = reason
+        super().__init__(message)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.message, self.reason))
 
 
 class BuildError(PybuildError):

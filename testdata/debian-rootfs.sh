@@ -13,5 +13,9 @@ debootstrap --variant=minbase bookworm "$root" ${DEBOOTSTRAP_MIRROR:-} >"$root.l
 rm -f "$root.log"
 # Leave out what a container runtime provides, as Docker's official images do.
 rm -rf "$root/dev/"* "$root/proc/"* "$root/sys/"* "$root/var/cache/apt/archives/"*.deb
+# Nothing that depends on the day it ran, as in Debian's official images (debuerreotype
+# builds them under a fixed SOURCE_DATE_EPOCH): /etc/shadow's "last change" day is fixed,
+# so what a Dockerfile's useradd writes there is the same on any day.
+sed -i -E 's/^([^:]*:[^:]*:)[0-9]+:/\119675:/' "$root/etc/shadow"
 tar --sort=name --numeric-owner --xattrs -C "$root" -cf "$out.tmp" .
 mv "$out.tmp" "$out"

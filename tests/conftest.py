@@ -8,6 +8,7 @@ nothing may skip for lack of a capability: the skip becomes a failure.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from helpers import TESTDATA
+from helpers import run_cli as _run_cli
 
 CACHE = Path(os.environ.get("PYBUILD_TEST_CACHE", "/var/cache/pybuild-tests"))
 
@@ -77,21 +79,25 @@ def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def busybox(store, busybox_tar: Path) -> str:
     """The name of a busybox base image in the test's store."""
     from builder.image.importer import import_tarball
+    from builder.platforms import Platform
 
-    import_tarball(store, str(busybox_tar), "busybox", platform="linux/amd64")
+    import_tarball(store, str(busybox_tar), "busybox", platform=Platform("linux", "amd64"))
     return "busybox"
 
 
 @pytest.fixture(scope="session")
 def debian_tar() -> Path:
-    """A Debian bookworm minbase rootfs tarball, made once with debootstrap and cached."""
-    target = CACHE / "bookworm-minbase.tar"
+    """A Debian bookworm minbase rootfs tarball, made once with debootstrap and cached
+    under a name that changes with the script that makes it (so a changed script
+    never meets a stale tarball)."""
+    script = TESTDATA / "debian-rootfs.sh"
+    target = CACHE / f"bookworm-minbase-{hashlib.sha256(script.read_bytes()).hexdigest()[:12]}.tar"
     if target.exists():
         return target
     if shutil.which("debootstrap") is None or os.geteuid() != 0:
         _fail_or_skip("debootstrap (as root) is needed to make a Debian base image")
     CACHE.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(TESTDATA / "debian-rootfs.sh"), str(target)], check=True)
+    subprocess.run([str(script), str(target)], check=True)
     return target
 
 
@@ -145,3 +151,24 @@ def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         for target in sorted(mounts, reverse=True):
             subprocess.run(["umount", "-l", target], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def bstore(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Path:
+    """A store directory holding the ``busybox`` image; builds in one module share it
+    (and its cache, which only makes reruns of identical steps cheaper)."""
+    root = tmp_path_factory.mktemp("bstore") / "store"
+    _run_cli("import", str(busybox_tar), "busybox", root=root)
+    return root
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path):
+    from security.oracle import Sandbox
+
+    sb = Sandbox(tmp_path / "sb")
+    try:
+        yield sb
+        sb.assert_no_breakout()
+    finally:
+        sb.cleanup()

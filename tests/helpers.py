@@ -43,3 +43,28 @@ def processes(argv: list[bytes]) -> list[int]:
     """PIDs of processes whose command line starts with ``argv``."""
     return [pid for pid, cmdline in _proc_files("cmdline")
             if cmdline.split(b"\0")[: len(argv)] == argv]
+
+
+def image_config(root: Path, name: str) -> dict:
+    """The config of the image ``name`` in the store at ``root``."""
+    from builder.store.store import Store
+
+    store = Store(root)
+    try:
+        image_id = store.resolve_image(name)
+        assert image_id is not None, name
+        return store.image_config(image_id)
+    finally:
+        store.close()
+
+
+def fails_in_one_line(result: subprocess.CompletedProcess, *words: str) -> None:
+    """``result`` failed with a ``pybuild:`` error line, the last of them holding
+    every one of ``words``, and no traceback."""
+    err = result.stderr.decode()
+    assert result.returncode != 0, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("pybuild:")]
+    assert lines, err
+    for word in words:
+        assert word in lines[-1], err

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
+from builder.build.git_source import is_git_source
 from builder.context.checksum import EntryDigest, kind_of
 from builder.context.fnmatch_go import BadPattern
 from builder.context.fnmatch_go import match as go_match
@@ -58,6 +59,8 @@ class CopyRequest:
     link: bool = False        # --link: same files as a plain copy (see module doc)
     add: bool = False         # ADD: extract local archives, fetch URLs
     preserve_owner: bool = False   # COPY --from keeps owners; the context's are root's
+    checksum: str = ""        # ADD --checksum of an http(s) source (add_url.py)
+    git_trees: dict[str, str] = field(default_factory=dict)  # git source -> its checkout
     # The content digest the step's cache key holds (context sources only): the copy
     # recomputes it from the bytes it writes and fails on a difference.
     expected_content: str | None = None
@@ -101,7 +104,8 @@ def clean_source(path: str) -> str:
 
 
 def is_url(source: str) -> bool:
-    return source.startswith(_URL_PREFIXES)
+    """A source ADD fetches: an http(s) URL or a git repository (git_source.py)."""
+    return source.startswith(_URL_PREFIXES) or is_git_source(source)
 
 
 def _has_magic(path: str) -> bool:
@@ -216,8 +220,13 @@ def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
         copier.copied = EntryDigest()
     copied_sources = set(request.kept_sources(selected))
     for rel in selected:
+        if request.add and rel in request.git_trees:
+            _copy_checkout(copier, request, request.git_trees[rel], dest)
+            continue
         if request.add and is_url(rel):
-            _add_url(copier, rel, dest, dest_is_dir)
+            from builder.build.add_url import add_url
+
+            add_url(copier, rel, dest, dest_is_dir, request.checksum)
             continue
         if rel not in copied_sources:
             continue
@@ -492,7 +501,7 @@ class _Copier:
                 self.copy_file(entry_path, destination, entry_rel)
 
 
-# -- ADD: archives and URLs --------------------------------------------------------
+# -- ADD: archives, URLs and git checkouts ------------------------------------------
 
 def _is_tar(host: str, root: str | None = None) -> bool:
     """BuildKit's test: decompress by magic bytes, then look for a tar header."""
@@ -577,57 +586,15 @@ def _try_extract(copier: _Copier, host: str, rel: str, dest: str) -> bool:
     return True
 
 
-def _url_file_name(url: str, headers: Any) -> str:
-    disposition = headers.get("Content-Disposition") or ""
-    if disposition:
-        from email.message import Message
+def _copy_checkout(copier: _Copier, request: CopyRequest, tree: str, dest: str) -> None:
+    """A git checkout: its contents go into ``dest`` (BuildKit copies the checkout's
+    root), through a copier that opens nothing outside ``tree`` and copies links as
+    links; --exclude applies, .dockerignore does not (it is the context's)."""
+    matcher = request.exclude_matcher
 
-        message = Message()
-        message["Content-Disposition"] = disposition
-        name = message.get_filename() or ""
-        if name and not name.endswith("/"):
-            name = posixpath.basename(name)
-            if name not in ("", ".", ".."):
-                return name
-    import urllib.parse  # only ADD of a URL needs the HTTP stack
-
-    base = posixpath.basename(urllib.parse.urlparse(url).path)
-    return base if base not in ("", ".", "..", "/") else "__unnamed__"
-
-
-def _add_url(copier: _Copier, url: str, dest: str, dest_is_dir: bool) -> None:
-    """Fetch ``url`` as BuildKit does: mode 0600 (unless --chmod), mtime from
-    Last-Modified or else the epoch; named after the URL when ``dest`` is a dir."""
-    try:
-        import urllib.request
-
-        response = urllib.request.urlopen(url, timeout=60)
-    except OSError as err:
-        raise BuildError(f"ADD {url}: {err}") from err
-    with response:
-        headers = response.headers
-        if dest_is_dir or dest.endswith("/"):
-            path = posixpath.join(dest, _url_file_name(url, headers))
-        else:
-            path = dest
-        parent = copier.make_dirs(posixpath.dirname(path) or "/")
-        target = os.path.join(parent, posixpath.basename(path))
-        copier.write_file(target, b"", mode=0o600)
-        # Streamed: a large download must not sit in memory.
-        fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            while chunk := response.read(_CHUNK):
-                os.write(fd, chunk)
-        except OSError as err:
-            raise BuildError(f"ADD {url}: {err}") from err
-        finally:
-            os.close(fd)
-    mtime = 0.0
-    if headers.get("Last-Modified"):
-        try:
-            import email.utils  # only ADD URLs need it (it pulls in socket, datetime)
-
-            mtime = email.utils.parsedate_to_datetime(headers["Last-Modified"]).timestamp()
-        except (TypeError, ValueError):
-            mtime = 0.0
-    os.utime(target, (mtime, mtime), follow_symlinks=False)
+    def leaves_out(origin: str, rel: str, is_dir: bool) -> bool:
+        return matcher is not None and matcher.matches(rel) and not (
+            is_dir and matcher.may_reinclude_under(rel))
+    checkout_copier = _Copier(copier.root, copier.uid, copier.gid, copier.mode, leaves_out)
+    checkout_copier.source_root = tree
+    checkout_copier.copy_tree(tree, ".", copier.make_dirs(dest))

@@ -40,9 +40,16 @@ def context_bind(mount: Any, target: str, context: str,
         view = context_filter
         checksum = checksum_sources([(source, host)], cache=cache,
                                     skip=lambda _source, rel, _is_dir: view.hides(rel))
+    if not os.path.isdir(host):
+        # One file: bound through an fd from the path resolved here, and owned by 0:0
+        # as BuildKit's transfer delivers it (builder.run.mountpoints).
+        spec = MountSpec("context-file", target, context, readonly=mount.readonly,
+                         is_dir=False, subpath=os.path.relpath(host, context))
+        return spec, (f"bind {target} source={source} rw={not mount.readonly} "
+                      f"content={checksum.digest} file-owner=0:0")
     spec = MountSpec("bind" if mount.readonly else "scratch", target, host,
-                     readonly=mount.readonly, is_dir=os.path.isdir(host))
-    if context_filter is not None and spec.is_dir:
+                     readonly=mount.readonly)
+    if context_filter is not None:
         resolved = context_filter.resolve(source)[0] or "."
         spec.hide = functools.partial(context_filter.write_hide_layer, resolved)
     return spec, (f"bind {target} source={source} rw={not mount.readonly} "

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder import interrupt
-from builder.build import dispatch
-from builder.build.copy import CopyRequest, copy_into, is_url, make_dirs, select_sources
+from builder.build import dispatch, stageplatform
+from builder.build.add_sources import checkouts
+from builder.build.copy import CopyRequest, copy_into, make_dirs, select_sources
+from builder.build.git_source import redact
 from builder.build.options import BuildOptions, BuildResult, StepRecord
 from builder.build.progress import Progress
 from builder.build.runmounts import check_privileges, prepare_mounts
@@ -28,7 +30,9 @@ from builder.cache.keys import recorded_inputs
 from builder.context.checksum import checksum_sources
 from builder.errors import BuildError, ContextError, DockerfileError, PybuildError
 from builder.image import config as image_config
+from builder.platforms import Platform
 from builder.run import RunSpec, in_mount_namespace, run_step
+from builder.run.runopts import run_inputs
 from builder.run.sandbox import resolve_in_root, resolve_user
 from builder.snapshot import Snapshot, commit, open_driver, prepare
 from builder.store.store import Store
@@ -195,6 +199,7 @@ class _Build:
     slots: threading.Semaphore | None = None
     exited: list[threading.Event] = field(default_factory=list)  # one per stage thread
     wake: threading.Event = field(default_factory=threading.Event)  # a stage thread ended
+    named: Any = None  # named_contexts.NamedContexts when --build-context is given
 
     @property
     def store(self) -> Store:
@@ -242,23 +247,29 @@ def _ignore_matcher(options: BuildOptions) -> Any:
 
 
 def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResult:
-    from builder.dockerfile import Platform, parse_text, plan_build
+    from builder.dockerfile import parse_text, plan_build
 
     # Resolve "auto" once (it probes a mount), so every step uses the same driver.
     options.storage_driver = open_driver(store, options.storage_driver).name
     text, path = _read_dockerfile(options)
     dockerfile = parse_text(text, path)
-    os_name, _, arch = options.platform.partition("/")
-    arch, _, variant = arch.partition("/")
+    named = None
+    if options.build_contexts:  # imported only then: most builds name no context
+        from builder.build.named_contexts import NamedContexts
+
+        named = NamedContexts(options.build_contexts)
     plan = plan_build(dockerfile, target=options.target, build_args=options.build_args,
-                      platform=Platform(os_name or "linux", arch or "amd64", variant))
+                      platform=options.platform,
+                      replaced=named.replaced([s.name for s in dockerfile.stages if s.name])
+                      if named else frozenset())
     from builder.dockerfile.secretnames import build_warnings
 
     for warning in [*dockerfile.warnings, *plan.warnings, *build_warnings(dockerfile)]:
         progress.message(f"WARNING: {warning}")
+    stageplatform.check_runnable(plan, path)  # before anything runs or is pulled
     run = _Build(store, options, progress, path, _ignore_matcher(options), CacheStore(store),
                  escape=dockerfile.escape)
-    run.plan = plan
+    run.plan, run.named = plan, named
     if options.cache_from:  # imported lazily: most builds share no cache
         from builder.cache.transfer import open_cache
 
@@ -471,47 +482,36 @@ def _from_base(run: _Build, planned: Any) -> StageState:
     stage = planned.stage
     name = _stage_label(stage)
     base = planned.base
+    if run.named is not None:
+        from builder.build.named_contexts import stage_base
+
+        named = stage_base(run, planned)
+        if named is not None:
+            return named
     if planned.base_stage is not None:
         _wait_for(run, planned.base_stage)
         return run.stages[planned.base_stage].fork(name)
     if base == "scratch":
-        os_name, _, arch = run.options.platform.partition("/")
-        arch, _, variant = arch.partition("/")
-        return StageState(name=name, image=image_config.new_image(os_name, arch, variant),
-                          chain=None, base_ref="scratch", cache_key="scratch")
-    image_id = _base_image(run, base, stage.line)
+        target = run.plan.target_platform
+        image = image_config.new_image(target.os, target.architecture, target.variant)
+        return StageState(name=name, image=image, chain=None, base_ref="scratch",
+                          cache_key="scratch", platform=target)
+    image_id = _base_image(run, base, stage.line, stageplatform.requested(run.plan, planned))
     image = copy.deepcopy(run.store.image_config(image_id))
     image.pop("created", None)
+    platform = stageplatform.image_platform(run.plan, planned, image, base,
+                                            lambda text: run.progress.message(f"WARNING: {text}"))
     return StageState(name=name, image=image, chain=run.store.image_top_chain(image_id),
-                      base_ref=image_id, cache_key=f"image {image_id}")
+                      base_ref=image_id, cache_key=f"image {image_id}", platform=platform)
 
 
-def _base_image(run: _Build, base: str, line: int) -> str:
-    """The store's image for ``FROM base``, pulled when missing (or always with --pull)."""
-    from builder.registry.reference import parse_reference
-
-    try:
-        ref = parse_reference(base)
-    except PybuildError as err:
-        raise DockerfileError(str(err), run.dockerfile_path, line) from None
-    if not run.options.pull:
-        for name in dict.fromkeys((base, ref.familiar(), str(ref))):
-            image_id = run.store.resolve_image(name)
-            if image_id is not None:
-                return image_id
-    from builder.registry.pull import pull
-
-    try:
-        # Unpacked as it downloads: a build needs the base image's files next.
-        pulled = pull(run.store, ref, platform=run.options.platform,
-                      insecure=run.options.insecure_registries, unpack=True)
-    except PybuildError as err:
-        raise DockerfileError(
-            f"base image {base!r} is not in the local store and pulling it failed ({err}); "
-            f"add it with 'pybuild load -i FILE' or 'pybuild import TARBALL {base}'",
-            run.dockerfile_path, line) from None
-    run.progress.message(f"pulled {ref.familiar()} ({pulled.manifest_digest})")
-    return pulled.image_id
+def _base_image(run: _Build, base: str, line: int, platform: Platform | None = None) -> str:
+    """The store's image for ``FROM base`` (default: the target platform's), pulled when
+    missing (or always with --pull): build/stageplatform.find_base."""
+    return stageplatform.find_base(
+        run.store, base, platform or run.plan.target_platform, pull_always=run.options.pull,
+        insecure=run.options.insecure_registries, where=(run.dockerfile_path, line),
+        message=run.progress.message)
 
 
 def _build_stage(run: _Build, planned: Any) -> StageState:
@@ -520,7 +520,9 @@ def _build_stage(run: _Build, planned: Any) -> StageState:
     run.progress.step(f"[{label}] FROM {stage.base}", stage=label)
     state = _base_state(run, planned)
     run.progress.done()
-    commands = [*_onbuild_triggers(run, planned, state), *stage.commands]
+    # A stage that a --build-context replaces runs nothing (BuildKit's dispatchState).
+    replaced = run.named is not None and run.named.find(stage.name or "-") is not None
+    commands = [] if replaced else [*_onbuild_triggers(run, planned, state), *stage.commands]
     count = len(commands)
     for number, command in enumerate(commands, 1):
         if run.cancel.is_set():
@@ -602,6 +604,8 @@ def _execute(run: _Build, state: StageState, command: Any, record: StepRecord) -
             inputs = [("instruction", "WORKDIR"), ("path", workdir), ("user", user)]
             _layer_step(run, state, record, inputs, lambda snap: in_mount_namespace(
                 _mkdir_in_snapshot, snap, workdir, user))
+        else:  # BuildKit's dispatchWorkdir makes no layer (no mkdir) for "/"
+            record.note = "config only"
         _add_history(state, f"WORKDIR {workdir}", record)
     else:
         record.note = "config only"
@@ -611,6 +615,8 @@ def _execute(run: _Build, state: StageState, command: Any, record: StepRecord) -
 
 
 def _run_instruction(run: _Build, state: StageState, command: Any, record: StepRecord) -> None:
+    # check_runnable saw the Dockerfile's RUNs; this catches a base image's ONBUILD RUN.
+    stageplatform.ensure_runnable(state.platform, run.dockerfile_path, command.line, state.name)
     argv, pipes = dispatch.run_argv(state, command)
     mounts = prepare_mounts(
         run.store, getattr(command, "mounts", []) or [], workdir=state.workdir(),
@@ -624,12 +630,12 @@ def _run_instruction(run: _Build, state: StageState, command: Any, record: StepR
         spec = RunSpec(argv=argv, env=env + mounts.secret_env, cwd=state.workdir(),
                        user=state.config.get("User", ""),
                        network=check_privileges(command, run.options.network),
-                       mounts=mounts.mounts, pipes=pipes)
+                       mounts=mounts.mounts, pipes=pipes, options=run.options.run_options)
         inputs = [("instruction", "RUN"), ("argv", json.dumps(argv)),
                   *(("env", entry) for entry in sorted(env)), ("workdir", spec.cwd),
                   ("user", spec.user), ("network", spec.network),
                   *(("pipe", f"{name}={hashlib.sha256(data).hexdigest()}")
-                    for name, data in pipes), *mounts.inputs]
+                    for name, data in pipes), *mounts.inputs, *run_inputs(spec.options)]
         _layer_step(run, state, record, inputs, lambda snap: _run(run, snap, spec))
     finally:
         mounts.release()
@@ -675,7 +681,8 @@ def _fill_created(history: list[dict], epoch: int | None) -> str | None:
 def _layer_step(run: _Build, state: StageState, record: StepRecord, inputs: Inputs,
                 action: Callable[[Snapshot], None]) -> None:
     """Reuse the cached result of a step with these inputs, or run it and record it."""
-    inputs = [("parent", state.cache_key), *inputs, ("platform", run.options.platform)]
+    platform = state.platform or run.plan.target_platform  # the stage's, as BuildKit's ops
+    inputs = [("parent", state.cache_key), *inputs, ("platform", str(platform))]
     key = cache_key(inputs)
     inputs = recorded_inputs(inputs, state.args)  # what is stored: no build-arg value in clear
     slot = f"{Path(run.dockerfile_path).name}:{state.name}:{record.index}"
@@ -763,19 +770,24 @@ def _copy_history(command: Any) -> str:
     return " ".join(parts)
 
 
-def _copy(run: _Build, state: StageState, command: Any, record: StepRecord) -> None:
+def _copy(run: _Build, state: StageState, command: Any, record: StepRecord,
+          local: tuple[str, Any] | None = None) -> None:
+    """COPY/ADD; ``local``: (dir, filter) read instead of the main context."""
     source_from = getattr(command, "from_", None)
+    main = str(run.options.context) if run.options.context is not None else None
+    context_dir, ignore = local or (main, run.ignore)
     heredocs = [(h.name, h.content) for h in getattr(command, "source_heredocs", []) or []]
     request = CopyRequest(
         sources=list(command.sources), dest=command.dest, workdir=state.workdir(),
         chown=getattr(command, "chown", None) or "", chmod=getattr(command, "chmod", None) or "",
-        ignore=run.ignore if source_from is None else None, heredocs=heredocs,
+        ignore=ignore if source_from is None else None, heredocs=heredocs,
         exclude=list(getattr(command, "exclude", None) or []),
         parents=bool(getattr(command, "parents", False)),
         link=bool(getattr(command, "link", False)),
         add=command.keyword == "add", preserve_owner=source_from is not None)
     inputs: Inputs = [("instruction", command.keyword.upper()),
-                      ("sources", json.dumps(request.sources)), ("dest", request.dest),
+                      ("sources", json.dumps([redact(s) for s in request.sources])),
+                      ("dest", request.dest),
                       ("workdir", request.workdir), ("chown", request.chown),
                       ("chmod", request.chmod), ("heredocs", json.dumps(heredocs)),
                       ("exclude", json.dumps(request.exclude)),
@@ -783,20 +795,26 @@ def _copy(run: _Build, state: StageState, command: Any, record: StepRecord) -> N
     if request.link:  # K03: --link is a different BuildKit op (own cache key); added
         inputs.append(("link", "true"))  # only when set, so existing keys stay valid
     source_chain: str | None = None
+    remote = None
     if source_from is not None:
         source_chain = _resolve_from(run, source_from, command)
         inputs.append(("from", source_chain or "scratch"))
         context = "/nonexistent"
-    elif run.options.context is None:
+    elif context_dir is None:
         if command.sources:
             raise BuildError("no build context: COPY and ADD need a context directory")
         context = "/nonexistent"
     else:
-        context = str(run.options.context)
+        context = context_dir
         request.selected = select_sources(context, request)
         # A URL is not in the context: its text is the key (BuildKit also asks the
-        # server; pybuild refetches only when the URL or the step's inputs change).
-        inputs += [("url", rel) for rel in request.selected if request.add and is_url(rel)]
+        # server; pybuild refetches only when the URL or the step's inputs change);
+        # a git source's key holds the commit its ref names now (add_sources.py).
+        if request.add:
+            from builder.build.add_sources import plan_add
+
+            remote = plan_add(run.store, command, request)
+            inputs += remote.inputs
         checksum = checksum_sources([(rel, resolve_in_root(context, rel) or "")
                                      for rel in request.kept_sources(request.selected)],
                                     cache=run.cache, skip=request.leaves_out)
@@ -811,8 +829,9 @@ def _copy(run: _Build, state: StageState, command: Any, record: StepRecord) -> N
         view = (prepare(run.store, source_chain, run.options.storage_driver)
                 if source_chain is not None else None)
         try:
-            in_mount_namespace(_copy_in_child, snapshot, view, source_from is None, context,
-                               request)
+            with checkouts(run.store, remote, request):
+                in_mount_namespace(_copy_in_child, snapshot, view, source_from is None,
+                                   context, request)
         finally:
             if view is not None:
                 view.release()
@@ -847,12 +866,18 @@ def _resolve_from(run: _Build, source: str, command: Any) -> str | None:
         if source in (_stage_label(planned.stage), str(index)):
             _wait_for(run, index)
             return run.stages[index].chain
+    found = run.named.find(source) if run.named is not None else None
+    if found is not None:  # a --build-context, before any image of that name
+        from builder.build.named_contexts import chain_of
+
+        return chain_of(run, found, command.line)
     # Not a stage: an image, from the store or pulled, as BuildKit does.
     return run.store.image_top_chain(_base_image(run, source, command.line))
 
 
 def _finish(run: _Build, state: StageState) -> BuildResult:
     image = state.image
+    stageplatform.record_target(image, run.plan)
     if run.options.labels:
         labels = dict(image["config"].get("Labels") or {})
         labels.update(run.options.labels)

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from builder.platforms import Platform
+
+if TYPE_CHECKING:
+    from builder.build.buildx_flags import BuildContext
+    from builder.run.runopts import RunOptions
 
 
 @dataclass
@@ -17,18 +24,10 @@ class Output:
 
 
 def parse_output(spec: str) -> Output:
-    """``type=local,dest=DIR[,preserve=true]`` (docker's flag syntax) -> an Output."""
-    from builder.errors import UsageError
+    """``-o`` as buildx reads it (``builder.build.buildx_flags``)."""
+    from builder.build.buildx_flags import parse_output as parse
 
-    attrs = dict(item.partition("=")[::2] for item in spec.split(","))
-    kind = attrs.pop("type", "local")
-    preserve = attrs.pop("preserve", "false")
-    if preserve not in ("true", "false"):
-        raise UsageError(f"-o {spec}: preserve must be true or false")
-    if preserve == "true" and kind != "local":
-        raise UsageError(f"-o {spec}: preserve=true applies to type=local only")
-    return Output(type=kind, dest=attrs.pop("dest", ""), attrs=attrs,
-                  preserve=preserve == "true")
+    return parse(spec)
 
 
 @dataclass
@@ -43,7 +42,7 @@ class BuildOptions:
     no_cache_filter: list[str] = field(default_factory=list)   # stages that skip the cache
     network: str = "default"   # default (own namespace, slirp4netns), host or none
     labels: dict[str, str] = field(default_factory=dict)
-    platform: str = "linux/amd64"
+    platform: Platform | None = None    # --platform; None: the host's (implicit)
     outputs: list[Output] = field(default_factory=list)
     compression: str = "gzip"
     source_date_epoch: int | None = None
@@ -58,6 +57,8 @@ class BuildOptions:
     cache_to_ref: str | None = None                        # registry ref to export the cache to
     pull: bool = False                                     # re-pull FROM images even if stored
     insecure_registries: tuple[str, ...] = ()              # plain HTTP allowed for these
+    build_contexts: dict[str, BuildContext] = field(default_factory=dict)  # --build-context
+    run_options: RunOptions | None = None   # --add-host, --ulimit, --shm-size for RUN steps
 
 
 @dataclass

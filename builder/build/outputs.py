@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from builder.build.options import Output
 from builder.errors import BuildError, UsageError
@@ -17,9 +18,12 @@ from builder.run import in_mount_namespace
 from builder.snapshot import Snapshot, prepare
 from builder.store.store import Store
 
+if TYPE_CHECKING:
+    from builder.image.manifest import ImageAnnotations
+
 
 def write_outputs(store: Store, image_id: str, tags: list[str], outputs: list[Output],
-                  compression: str) -> None:
+                  compression: str, annotations: ImageAnnotations | None = None) -> None:
     for output in outputs:
         if output.type in ("docker", "oci"):
             if not output.dest:
@@ -29,7 +33,8 @@ def write_outputs(store: Store, image_id: str, tags: list[str], outputs: list[Ou
             as_dir = output.attrs.get("tar", "true") == "false"
             write_layout(store, [(image_id, tags)], output.dest,
                          compression="none" if output.type == "docker" else compression,
-                         as_dir=as_dir, label=f"-o type={output.type}")
+                         as_dir=as_dir, label=f"-o type={output.type}",
+                         annotations=annotations)
         elif output.type in ("local", "tar"):
             if not output.dest:
                 raise UsageError(f"-o type={output.type} needs dest=PATH")
@@ -75,7 +80,7 @@ def _tar_out(view: Snapshot, dest: str) -> None:
     merged = _mounted(view)
     result = subprocess.run(["tar", "--sort=name", "--numeric-owner", "--xattrs",
                              "--xattrs-include=*", "-C", merged, "-cf", dest, "."],
-                            capture_output=True)
+                            stderr=subprocess.PIPE)  # stdout: the tar itself for dest "-"
     if result.returncode != 0:
         raise BuildError(f"exporting the root filesystem to {dest} failed: "
                          f"{result.stderr.decode(errors='replace').strip()[-300:]}")

@@ -27,7 +27,7 @@ from builder.build.copy import clean_source
 from builder.cache import Inputs
 from builder.errors import BuildError
 from builder.run.sandbox import MountSpec
-from builder.snapshot import Snapshot, prepare
+from builder.snapshot import ActiveSnapshot, prepare
 from builder.store.perms import private_dir
 from builder.store.store import Store, TmpDir
 
@@ -40,7 +40,7 @@ class PreparedMounts:
     mounts: list[MountSpec] = field(default_factory=list)
     inputs: Inputs = field(default_factory=list)
     secret_env: list[str] = field(default_factory=list)
-    views: list[Snapshot] = field(default_factory=list)
+    views: list[ActiveSnapshot] = field(default_factory=list)
     locks: list[int] = field(default_factory=list)       # flock'd cache mounts
     scratch: list[TmpDir] = field(default_factory=list)  # private cache instances
 
@@ -181,8 +181,10 @@ def _prepare(store: Store, mount: Any, out: PreparedMounts, workdir: str, contex
         chain = resolve_from(mount.from_)
         view = prepare(store, chain, driver)
         out.views.append(view)
-        out.mounts.append(MountSpec("view", target, source, view=view))
-        out.inputs.append(("mount", f"bind {target} from={chain} source={source}"))
+        out.mounts.append(MountSpec("view", target, source, view=view, readonly=mount.readonly))
+        # rw only when set, so the keys of read-only binds stay as they were.
+        out.inputs.append(("mount", f"bind {target} from={chain} source={source}"
+                                    + ("" if mount.readonly else " rw=True")))
     elif kind == "secret":
         secret_id = mount.id or (posixpath.basename(mount.target) if mount.target else "")
         if not secret_id:

@@ -6,6 +6,7 @@ import copy
 from dataclasses import dataclass, field
 
 from builder.build.options import StepRecord
+from builder.platforms import Platform
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Proxy args reach RUN but stay out of the image and its history (BuildKit's nonEnvArgs).
@@ -48,6 +49,7 @@ class StageState:
     args: dict[str, str | None] = field(default_factory=dict)
     steps: list[StepRecord] = field(default_factory=list)
     cmd_set: bool = False
+    platform: Platform | None = None  # what its RUN steps run as and its keys hold
 
     @property
     def config(self) -> dict:
@@ -92,4 +94,5 @@ class StageState:
     def fork(self, name: str) -> StageState:
         """A new stage built FROM this one."""
         return StageState(name=name, image=copy.deepcopy(self.image), chain=self.chain,
-                          base_ref=self.base_ref, cache_key=self.cache_key)
+                          base_ref=self.base_ref, cache_key=self.cache_key,
+                          platform=self.platform)

@@ -8,8 +8,10 @@ only when a step's key matches, and only if:
 - its parent key is this build's key for the step before (the engine passes
   it), so the chain it extends is this build's and cannot be swapped for
   another image's;
-- its layer list is its parent's chain (as this store has it) plus at most the
-  one layer the step made — ``layers: []`` cannot drop the base layers;
+- its layer list is its parent's chain (as this store has it) plus the one
+  layer the step made — ``layers: []`` cannot drop the base layers (an entry
+  with no layer of its own is an older pybuild's, from before a step that
+  changed nothing got the empty layer: skipped, the step runs);
 - that new layer's blob is one of this source's blobs, read from the source
   (a regular file beneath the layout dir, or the registry), verified against
   its digest, with a media type that names the compression of its bytes, and
@@ -286,7 +288,7 @@ def materialize(store: Store, cache: CacheStore, imported: ImportedCache,
 
 
 def _take(store: Store, cache: CacheStore, source: BlobSource,
-          blobs: dict[str, tuple[int, str]], entry: ImportedEntry) -> str | None:
+          blobs: dict[str, tuple[int, str]], entry: ImportedEntry) -> str:
     """The entry's chain, once every rule in the module docstring holds."""
     parent = _parent_chain(store, cache, entry.parent)
     have = [record.diff_id for record in store.chain(parent)]
@@ -297,7 +299,8 @@ def _take(store: Store, cache: CacheStore, source: BlobSource,
     if entry.layer != (len(claimed) > len(have)):
         raise StoreError("its 'layer' flag contradicts its layer list")
     if not entry.layer:
-        return parent
+        raise StoreError("it records no layer for the step (an older pybuild's export; "
+                         "a step that changes nothing now makes the empty layer)")
     return _take_layer(store, source, blobs, entry.layers[-1], parent)
 
 

@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS stat_cache (
 );
 """
 _SHOWN = 3  # how many differing inputs a miss explanation names
+_SAME = "inputs equal an earlier run's, but its layer is gone (pruned)"
+# An entry an older pybuild recorded for a step that changed nothing: it made no layer,
+# where BuildKit (and pybuild now) makes the empty one; never used, the step runs again.
+_LEGACY = ("an older pybuild recorded this step without a layer (a step that changes "
+           "nothing now makes the empty layer, as BuildKit's)")
 
 
 @dataclass
@@ -46,7 +51,7 @@ class CacheEntry:
     parent: str
     slot: str                 # where the step sits: "<dockerfile>:<stage>:<index>"
     inputs: Inputs
-    chain_id: str | None      # the layer chain after the step (the parent's if no layer)
+    chain_id: str | None      # the layer chain after the step (ends in its own layer)
     created: str              # the history "created" of the original run
     changes: dict             # added/modified/deleted/bytes, for explain
 
@@ -76,6 +81,8 @@ class CacheStore:
         entry = CacheEntry(row[0], row[1], row[2],
                            legacy_inputs([tuple(i) for i in json.loads(row[3])]),
                            row[4], row[5], json.loads(row[6]))
+        if not entry.changes.get("layer"):
+            return None  # an older pybuild's: no layer for an unchanged step (see _LEGACY)
         if entry.chain_id is not None and not self.store.has_layer(entry.chain_id):
             return None  # the layer was pruned: the entry is useless
         return entry
@@ -94,11 +101,11 @@ class CacheStore:
         """Why no entry matched: diff the inputs (as recorded: ``recorded_inputs``) against
         the closest earlier run of this step.  Build-arg values are never named."""
         row = self.db.execute(
-            "SELECT inputs FROM cache_entries WHERE parent = ? AND slot = ? "
+            "SELECT inputs, changes FROM cache_entries WHERE parent = ? AND slot = ? "
             "ORDER BY recorded DESC LIMIT 1", (parent, slot)).fetchone()
         if row is None:
             row = self.db.execute(
-                "SELECT inputs FROM cache_entries WHERE parent = ? "
+                "SELECT inputs, changes FROM cache_entries WHERE parent = ? "
                 "ORDER BY recorded DESC LIMIT 1", (parent,)).fetchone()
         if row is None:
             earlier = self.db.execute("SELECT 1 FROM cache_entries WHERE slot = ? LIMIT 1",
@@ -106,8 +113,11 @@ class CacheStore:
             if earlier is not None:
                 return "the step before it changed (a miss above, or a different base image)"
             return "not built before"
-        return describe_difference(legacy_inputs([tuple(i) for i in json.loads(row[0])]),
-                                   inputs)
+        reason = describe_difference(legacy_inputs([tuple(i) for i in json.loads(row[0])]),
+                                     inputs)
+        if reason == _SAME and not json.loads(row[1]).get("layer"):
+            return _LEGACY
+        return reason
 
     # -- the stat cache: context path + stat -> content digest ------------------
     # The "mtime_ns" column holds the ctime (K04): a same-size rewrite with its
@@ -174,7 +184,7 @@ def describe_difference(old: Inputs, new: Inputs) -> str:
         else:
             reasons.append(f"{name}: {_short(before[name])} -> {_short(after[name])}")
     if not reasons:
-        return "inputs equal an earlier run's, but its layer is gone (pruned)"
+        return _SAME
     more = f" (and {len(reasons) - _SHOWN} more)" if len(reasons) > _SHOWN else ""
     return "; ".join(reasons[:_SHOWN]) + more
 

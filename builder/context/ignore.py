@@ -16,7 +16,6 @@ are reproduced through :mod:`builder.context.fnmatch_go`.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from builder.context.fnmatch_go import (
     translate_regex,
 )
 from builder.context.fnmatch_go import match as go_match
+from builder.context.ignorefile import find_ignore_file
 from builder.errors import ContextError
 
 if TYPE_CHECKING:   # the automaton loads only for a pattern re could backtrack on
@@ -97,30 +97,6 @@ def read_ignore_file(text: str | bytes | None) -> list[str]:
                 pattern = pattern[1:]
         patterns.append("!" + pattern if invert else pattern)
     return patterns
-
-
-def find_ignore_file(context_dir: str, dockerfile_path: str | None) -> str | None:
-    """The ignore file BuildKit would use: ``<Dockerfile>.dockerignore`` beside the
-    Dockerfile (``dockerfile_path`` as given to ``-f``, default
-    ``<context>/Dockerfile``) wins over ``<context>/.dockerignore``. None if
-    neither is a regular file. A symlink that leaves its directory is refused:
-    BuildKit resolves it inside the transferred tree, never on the host."""
-    if dockerfile_path is None:
-        dockerfile_path = os.path.join(context_dir, "Dockerfile")
-    candidates = [(os.path.join(context_dir, DOCKERIGNORE), context_dir)]
-    if dockerfile_path != "-":  # a Dockerfile from stdin has no neighbour
-        candidates.insert(0, (dockerfile_path + DOCKERIGNORE,
-                              os.path.dirname(os.path.abspath(dockerfile_path))))
-    for candidate, root in candidates:
-        if not os.path.lexists(candidate):
-            continue
-        if os.path.islink(candidate):
-            real, real_root = os.path.realpath(candidate), os.path.realpath(root)
-            if os.path.commonpath([real, real_root]) != real_root:
-                raise ContextError(f"{candidate}: symlink points outside {root}")
-        if os.path.isfile(candidate):
-            return candidate
-    return None
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from builder.dockerfile.commands import ArgCommand, Command, CopyCommand, FromCommand, RunCommand
@@ -27,6 +27,7 @@ from builder.dockerfile.flags import with_suggestion
 from builder.dockerfile.instructions import parse_instruction
 from builder.dockerfile.parser import MAX_DOCKERFILE_BYTES, LintWarning, Node, decode_source, parse
 from builder.errors import DockerfileError
+from builder.platforms import Platform
 
 __all__ = [
     "BuildPlan",
@@ -50,52 +51,6 @@ PLATFORM_ARGS = (
 )  # fmt: skip
 # Read by the builder itself, so never reported as unused.
 BUILTIN_ARGS = frozenset({*PROXY_ARGS, *PLATFORM_ARGS, "SOURCE_DATE_EPOCH"})
-
-_ARCH_ALIASES = {
-    "x86_64": ("amd64", ""), "x86-64": ("amd64", ""), "aarch64": ("arm64", ""),
-    "armhf": ("arm", "v7"), "armel": ("arm", "v6"), "i386": ("386", ""), "i686": ("386", ""),
-}  # fmt: skip
-_KNOWN_OS = frozenset({"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris"})
-
-
-@dataclass(frozen=True)
-class Platform:
-    os: str = "linux"
-    architecture: str = "amd64"
-    variant: str = ""
-
-    def __str__(self) -> str:
-        base = f"{self.os}/{self.architecture}"
-        return f"{base}/{self.variant}" if self.variant else base
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        """``os/arch[/variant]`` or a bare ``arch``, normalised like containerd's."""
-        parts = text.lower().split("/")
-        if not 1 <= len(parts) <= 3 or any(not p or not p.isascii() for p in parts):
-            raise ValueError(f"{text!r}: invalid platform, expected os/arch[/variant]")
-        if len(parts) == 1:
-            if parts[0] in _KNOWN_OS:
-                return cls(parts[0], cls.host().architecture, cls.host().variant)
-            parts = ["linux", parts[0]]
-        os_name, arch = parts[0], parts[1]
-        arch, variant = _ARCH_ALIASES.get(arch, (arch, ""))
-        if len(parts) == 3:
-            variant = parts[2]
-        if arch == "arm" and not variant:
-            variant = "v7"
-        if arch == "arm64" and variant == "v8":
-            variant = ""
-        return cls(os_name, arch, variant)
-
-    @classmethod
-    def host(cls) -> Platform:
-        import platform as _host  # only when no build platform is given
-
-        arch, variant = _ARCH_ALIASES.get(_host.machine().lower(), (_host.machine().lower(), ""))
-        if arch.startswith("armv7"):
-            arch, variant = "arm", "v7"
-        return cls("linux", arch or "amd64", variant)
 
 
 @dataclass
@@ -227,6 +182,11 @@ class BuildPlan:
     proxy_env: dict[str, str]  # proxy build-args: set for RUN, kept out of history
     images: list[str]  # image references used by COPY --from / RUN --mount=from
     warnings: list[LintWarning] = field(default_factory=list)
+    # TARGETPLATFORM and BUILDPLATFORM; implicit: no --platform was given (the target
+    # is then the host's, and the image config keeps its base image's platform).
+    target_platform: Platform = field(default_factory=Platform)
+    build_platform: Platform = field(default_factory=Platform)
+    implicit_platform: bool = False
 
     def resolve_args(
         self, cmd: ArgCommand, expand_word: Callable[[str], str]
@@ -403,15 +363,20 @@ def plan_build(
     build_args: Mapping[str, str] | None = None,
     platform: Platform | None = None,
     build_platform: Platform | None = None,
+    replaced: Collection[str] = frozenset(),
 ) -> BuildPlan:
     """Resolve args and bases, and pick the stages ``target`` (default: last) needs.
 
     Raises DockerfileError for an unknown target, an undeclared or blank FROM,
     a bad ``--platform``, and a ``--from``/``from=`` that names no earlier stage.
+    ``platform`` None: no --platform was given; the target is the build platform.
+    ``replaced``: stage names a ``--build-context`` replaces; such a stage needs
+    neither its base nor its sources (BuildKit's dockerfile2llb).
     """
     build_args = dict(build_args or {})
-    platform = platform or Platform()
     build_platform = build_platform or Platform.host()
+    implicit = platform is None
+    platform = platform or build_platform
     if target:
         chosen = df.stage(target)
         if chosen is None:
@@ -449,10 +414,14 @@ def plan_build(
             )
         if st.name:
             planner.by_name[st.name] = st.index
+        if st.name in replaced:
+            base_stage = None
         deps = [] if base_stage is None else [base_stage]
         planned.append(PlannedStage(st, base, base_stage, deps, plat, planner.env))
 
     for ps in planned:
+        if ps.stage.name in replaced:
+            continue
         cmds = list(ps.stage.commands)
         if ps.base_stage is not None:
             cmds += _onbuild_triggers(df, df.stages[ps.base_stage])
@@ -497,5 +466,8 @@ def plan_build(
         proxy_env={k: v for k, v in build_args.items() if k in PROXY_ARGS},
         images=[ref for i in sorted(needed) for ref in planned[i].images],
         warnings=warnings,
+        target_platform=platform,
+        build_platform=build_platform,
+        implicit_platform=implicit,
     )
 

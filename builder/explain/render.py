@@ -26,6 +26,12 @@ def _cache_state(step: dict[str, Any]) -> str:
     return "-" if step.get("note") == "config only" else "miss"
 
 
+def _empty_layer(step: dict[str, Any]) -> bool:
+    """A step that made a layer but changed no file: the empty layer."""
+    return bool(step.get("layer")) and not any(
+        step.get(name, 0) for name in ("added", "modified", "deleted"))
+
+
 def render(image_id: str, steps: list[dict[str, Any]],
            values: Mapping[str, str] | None = None) -> str:
     """The table; with ``values`` (``--show-values``: the image's own build-arg and env
@@ -34,7 +40,7 @@ def render(image_id: str, steps: list[dict[str, Any]],
     header = f"{'STEP':<14} {'LAYER':<14} {'CACHE':<6} {'ADDED':>6} {'CHANGED':>8} " \
              f"{'DELETED':>8} {'SIZE':>9} {'TIME':>7}  INSTRUCTION"
     lines.append(header)
-    layers = 0
+    layers = empty = 0
     for step in steps:
         layer = step["layer"][7:19] if step.get("layer") else "-"
         layers += bool(step.get("layer"))
@@ -45,6 +51,10 @@ def render(image_id: str, steps: list[dict[str, Any]],
             f"{human_size(step.get('size', 0)):>9} {step.get('seconds', 0):>6.2f}s  "
             f"{step['instruction']}")
         notes = [step["note"]] if step.get("note") and step["note"] != "config only" else []
+        if _empty_layer(step):
+            empty += 1
+            notes.append("empty layer: the step changed no files (BuildKit keeps such a "
+                         "layer too)")
         if values is not None:
             from builder.explain.values import with_values
 
@@ -54,7 +64,7 @@ def render(image_id: str, steps: list[dict[str, Any]],
                          "overwritten by later steps")
         lines += [f"{'':<14} {note}" for note in notes]
     lines += ["", f"{layers} of {len(steps)} steps made a layer; the others changed no "
-              "files."]
+              "files." + (f" {empty} of the layers are empty." if empty else "")]
     wasted = sum(step.get("wasted", 0) for step in steps)
     if wasted:
         lines.append(f"{human_size(wasted)} shipped in layers but hidden by later steps: "

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from builder.errors import DigestMismatch, StoreError, UsageError
-from builder.image.config import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST, go_json
+from builder.image.config import MEDIA_INDEX, MEDIA_MANIFEST, go_json
+from builder.image.manifest import ImageAnnotations, manifest_json
 from builder.layers.safeout import OutputDir, components
 from builder.store.faults import point
 from builder.store.store import LayerBlobRecord, LayerRecord, Store, normalize_tag
@@ -191,7 +192,10 @@ def _open_output(dest: str) -> BinaryIO:
     """The archive's file (stdout for ``-``); the sink closes it."""
     if dest == "-":
         return os.fdopen(os.dup(1), "wb")
-    return open(dest, "wb")
+    try:
+        return open(dest, "wb")
+    except OSError as err:  # a missing dir, a path the user may not write: one line
+        raise UsageError(f"{dest}: cannot write the archive: {err.strerror or err}") from None
 
 
 class _CountingWriter(io.RawIOBase):
@@ -226,10 +230,12 @@ def _blob_name(digest: str) -> str:
 
 def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: str, *,
                  compression: str = "none", as_dir: bool = False,
-                 label: str = "output") -> list[Descriptor]:
+                 label: str = "output",
+                 annotations: ImageAnnotations | None = None) -> list[Descriptor]:
     """Write ``(image_id, tags)`` pairs to ``dest``; returns each image's manifest descriptor.
 
-    ``label`` names the export in errors about the destination (``-o type=oci``).
+    ``label`` names the export in errors about the destination (``-o type=oci``);
+    ``annotations`` (``--annotation``) go into each manifest and its index.json entry.
     """
     if compression not in MEDIA_LAYER:
         raise UsageError(f"unknown compression {compression!r}: use gzip, zstd or none")
@@ -246,10 +252,8 @@ def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: st
             for layer in layers:
                 _add_layer(store, sink, layer)
             sink.add_bytes(_blob_name(image_id), config)
-            manifest = go_json({
-                "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
-                "config": Descriptor(MEDIA_CONFIG, image_id, len(config)).to_json(),
-                "layers": [layer.descriptor.to_json() for layer in layers]})
+            manifest = manifest_json(image_id, len(config),
+                                     [layer.descriptor for layer in layers], annotations)
             digest = store.put_blob(manifest)
             sink.add_bytes(_blob_name(digest), manifest)
             descriptor = Descriptor(MEDIA_MANIFEST, digest, len(manifest))
@@ -257,10 +261,12 @@ def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: st
             tags = [normalize_tag(t) for t in tags]
             for tag in tags or [""]:
                 entry = descriptor.to_json()
+                named = dict(annotations.descriptor) if annotations else {}
                 if tag:
-                    entry["annotations"] = {"io.containerd.image.name": _full_name(tag),
-                                            "org.opencontainers.image.ref.name":
-                                                tag.rsplit(":", 1)[1]}
+                    named.update({"io.containerd.image.name": _full_name(tag),
+                                  "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[1]})
+                if named:
+                    entry["annotations"] = dict(sorted(named.items()))
                 index.append(entry)
             docker_manifest.append({"Config": _blob_name(image_id),
                                     "RepoTags": list(tags) or None,

@@ -8,14 +8,17 @@ from pathlib import Path
 from builder.errors import StoreError
 from builder.image import config as image_config
 from builder.image.archive import MEDIA_LAYER
+from builder.platforms import Platform
 from builder.store.store import LayerBlobRecord, Store
 
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
 
-def import_tarball(store: Store, tarball: str, name: str | None, *, platform: str,
-                   message: str = "") -> str:
-    """Import a rootfs tarball (plain, gzip or zstd) as a one-layer image; return its ID."""
+def import_tarball(store: Store, tarball: str, name: str | None, *,
+                   platform: Platform | None = None, message: str = "") -> str:
+    """Import a rootfs tarball (plain, gzip or zstd) as a one-layer image; return its ID.
+
+    ``platform`` is what the config records (default: this host's, as ``docker import``)."""
     try:
         source = open(tarball, "rb") if tarball != "-" else None  # noqa: SIM115
     except OSError as err:
@@ -35,9 +38,8 @@ def import_tarball(store: Store, tarball: str, name: str | None, *, platform: st
     if compression != "other":
         store.record_layer_blob(LayerBlobRecord(diff_id, compression, digest, size,
                                                 MEDIA_LAYER[compression]))
-    os_name, _, arch = platform.partition("/")
-    arch, _, variant = arch.partition("/")
-    image = image_config.new_image(os_name, arch, variant)
+    platform = platform or Platform.host()
+    image = image_config.new_image(platform.os, platform.architecture, platform.variant)
     # SOURCE_DATE_EPOCH makes imports reproducible too (docker import always uses now).
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
     created = image_config.rfc3339(int(epoch) if epoch.isdigit() else None)

@@ -48,9 +48,9 @@ class _Archive:
     (``builder/untrusted.py``), so a FIFO or a link to ``/dev/zero`` is refused.
     """
 
-    def __init__(self, path: str):
-        self.path = Path(path)
-        self.dir = UntrustedDir(path) if self.path.is_dir() else None
+    def __init__(self, path: str, shown_as: str | None = None):
+        self.path = Path(shown_as or path)  # for messages: "stdin" for a spooled stream
+        self.dir = UntrustedDir(path) if Path(path).is_dir() else None
         self.tar = None if self.dir else tarfile.open(path)  # noqa: SIM115
         # Each distinct document is read and parsed once, within one budget (D):
         # an index naming one manifest 48 000 times costs one read.
@@ -140,21 +140,63 @@ def _blob_name(digest: str) -> str:
     return "blobs/sha256/" + check_digest(digest).split(":", 1)[1]
 
 
-def load_archive(store: Store, path: str) -> list[tuple[str, list[str]]]:
-    """Load every image in the archive; returns (image ID, tags) pairs."""
+def load_archive(store: Store, path: str,
+                 shown_as: str | None = None) -> list[tuple[str, list[str]]]:
+    """Load every image in the archive; returns (image ID, tags) pairs.  Messages
+    name it ``shown_as`` if given (a spooled stdin)."""
     try:
-        archive = _Archive(path)
+        archive = _Archive(path, shown_as)
     except (OSError, tarfile.TarError) as err:
-        raise StoreError(f"{path}: not a readable archive: {err}") from None
+        # tarfile lists each method it tried on lines of their own: one line here.
+        why = err.strerror if isinstance(err, OSError) and err.strerror else \
+            "not a tar archive (plain, gzip, bzip2 or xz) nor a directory"
+        raise StoreError(f"{shown_as or path}: not a readable archive: {why}") from None
     try:
         if archive.exists("index.json"):
             return _load_oci(store, archive)
         if archive.exists("manifest.json"):
             return _load_docker(store, archive)
-        raise StoreError(f"{path}: neither an OCI layout (index.json) nor a docker-archive "
+        raise StoreError(f"{archive.path}: neither an OCI layout (index.json) nor a docker-archive "
                          "(manifest.json)")
     finally:
         archive.close()
+
+
+def load_layout_image(store: Store, path: str, *, tag: str = "", digest: str = "") -> str:
+    """One image of an OCI layout directory (``--build-context NAME=oci-layout://DIR``),
+    by ``digest``, else by ``tag`` as buildx's ``resolveDigest`` finds it (the
+    ``io.containerd.image.name``, then the ``org.opencontainers.image.ref.name``
+    annotation, else the layout's only manifest); loaded as ``pybuild load`` loads,
+    untagged.  Returns the image ID."""
+    try:
+        archive = _Archive(path)
+    except (OSError, tarfile.TarError) as err:
+        raise StoreError(f"{path}: not a readable OCI layout: {err}") from None
+    try:
+        if not digest:
+            where = f"{archive.path}: index.json"
+            index = need(archive.json("index.json"), dict, where)
+            found = need(index.get("manifests"), list, f"{where}: manifests")
+            archive.budget.manifests(len(found), where)
+            descriptors = [need(d, dict, f"{where}: manifests") for d in found]
+            picked = _by_tag(descriptors, tag, where) or (
+                descriptors[0] if len(descriptors) == 1 else None)
+            if picked is None:
+                raise StoreError(f"{where}: no manifest named {shown(tag)!r} and not exactly "
+                                 "one manifest: failed to resolve digest")
+            digest = need_digest(picked.get("digest"), f"{where}: manifest digest")
+        return _load_image(store, archive, *_read_manifest(archive, check_digest(digest)))
+    finally:
+        archive.close()
+
+
+def _by_tag(descriptors: list[dict], tag: str, where: str) -> dict | None:
+    for key in ("io.containerd.image.name", "org.opencontainers.image.ref.name"):
+        for descriptor in descriptors:
+            annotations = need(descriptor.get("annotations") or {}, dict, f"{where}: annotations")
+            if annotations.get(key) == tag:
+                return descriptor
+    return None
 
 
 def _load_oci(store: Store, archive: _Archive) -> list[tuple[str, list[str]]]:

@@ -9,7 +9,8 @@ layer is read once.
   previous 32 KiB as preset dictionary and ends on a sync flush, so the
   concatenation is one valid deflate stream.  The header has no name and
   mtime 0.  Block boundaries do not depend on the number of threads, so the
-  bytes are the same on every machine with the same zlib.
+  bytes are the same on every machine with the same zlib.  The empty tar is
+  the exception: it gets Go's bytes, BuildKit's shared empty blob (``empty.py``).
 * zstd: ``zstandard``, multi-threaded (one worker per CPU, at most 4, 4 MiB
   jobs, so memory stays bounded; the output is the same whatever the worker
   count), a content checksum, level 3.
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
 from builder.errors import LayerError
 from builder.layers.changes import PathLike
+from builder.layers.empty import EMPTY_GZIP_BODY, EMPTY_TAR_SIZE
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -121,6 +123,11 @@ class _ParallelGzip:
 
     def close(self) -> None:
         try:
+            if self.level == 6 and self.length == EMPTY_TAR_SIZE and not any(self.pending):
+                # The empty layer: Go's bytes, not zlib's, so that its blob is the one
+                # every BuildKit image has (layers/empty.py).
+                self.out.write(EMPTY_GZIP_BODY)
+                return
             self._submit(bytes(self.pending), final=True)
             while self.inflight:
                 self.out.write(self.inflight.popleft().result())

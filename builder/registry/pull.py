@@ -18,6 +18,7 @@ from typing import Any
 
 from builder import interrupt, limits
 from builder.errors import LayerError, PybuildError, RegistryError
+from builder.platforms import Platform
 from builder.registry.client import Manifest, Repository, parse_document
 from builder.registry.progress import TransferProgress
 from builder.registry.reference import Reference, validate_digest
@@ -50,38 +51,43 @@ def open_repository(ref: Reference, *, push: bool = False,
                       ref.repository, push=push)
 
 
-def select_platform(index: Manifest, platform: str, what: str) -> dict[str, Any]:
-    """The index entry for ``os/arch[/variant]``; a clear error lists what there is."""
-    want_os, _, rest = platform.partition("/")
-    want_arch, _, want_variant = rest.partition("/")
+def select_platform(index: Manifest, platform: Platform, what: str) -> dict[str, Any]:
+    """The index entry that serves ``platform`` best, ranked as containerd's
+    ``platforms.Only`` ranks them (exact first; ``linux/amd64`` then takes
+    ``linux/386``); a clear error lists what the index offers."""
     entries = index.doc.get("manifests")
     if not isinstance(entries, list):
         raise RegistryError(f"{what}: index without a 'manifests' list")
     offered = []
-    candidates = []
+    best: tuple[int, dict[str, Any]] | None = None
     for entry in entries:
         plat = entry.get("platform") if isinstance(entry, dict) else None
         if not isinstance(plat, dict):
             continue
-        found = "/".join(p for p in (plat.get("os"), plat.get("architecture"),
-                                     plat.get("variant")) if p)
-        offered.append(found)
-        if plat.get("os") == want_os and plat.get("architecture") == want_arch:
-            if want_variant and plat.get("variant") not in (want_variant, None):
-                continue
-            candidates.append(entry)
-    if not candidates:
+        found = Platform.from_config(plat)
+        if found is None:
+            continue
+        offered.append("/".join(str(plat.get(k)) for k in ("os", "architecture", "variant")
+                                if plat.get(k)))  # as the index words it
+        rank = platform.rank(found)
+        if rank is not None and (best is None or rank < best[0]):
+            best = (rank, entry)
+    if best is None:
         raise RegistryError(f"{what}: no image for platform {platform} "
                             f"(the index offers {', '.join(offered) or 'none'})")
-    return candidates[0]
+    return best[1]
 
 
-def pull(store: Store, ref: Reference, *, platform: str, insecure: tuple[str, ...] = (),
-         progress: TransferProgress | None = None, unpack: bool = False) -> Pulled:
+def pull(store: Store, ref: Reference, *, platform: Platform, insecure: tuple[str, ...] = (),
+         progress: TransferProgress | None = None, unpack: bool = False,
+         keep_other_platforms: bool = False) -> Pulled:
     """Pull ``ref`` for ``platform`` into the store and tag it; returns the image ID.
 
     ``unpack``: extract each layer as soon as it is downloaded, while the others still
     download (a build that pulls its base needs the files next); else they stay packed.
+    ``keep_other_platforms``: a name that already names an image of another platform
+    keeps it (a build for arm64 does not take ``busybox`` away from the amd64 image;
+    the store holds one image per name until issue 19 stores indexes).
     """
     what = ref.familiar()
     repo = open_repository(ref, insecure=insecure)
@@ -104,9 +110,19 @@ def pull(store: Store, ref: Reference, *, platform: str, insecure: tuple[str, ..
         # Pinned by an index digest: remember that name too.
         names.append(dataclasses.replace(ref, tag=None).familiar())
     for name in names:
+        if keep_other_platforms and _names_other_platform(store, name, image_id, platform):
+            continue
         store.tag(name, image_id)
     progress.message(f"pulled {what}: {image_id}")
     return Pulled(image_id, manifest.digest, names)
+
+
+def _names_other_platform(store: Store, name: str, image_id: str, platform: Platform) -> bool:
+    current = store.resolve_image(name)
+    if current is None or current == image_id:
+        return False
+    offered = Platform.from_config(store.image_config(current))
+    return offered is not None and platform.rank(offered) is None
 
 
 def _digest(value: object, what: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder import interrupt
 from builder.errors import PybuildError, RegistryError
@@ -21,14 +21,19 @@ from builder.registry.pull import open_repository
 from builder.registry.reference import Reference, parse_reference
 from builder.store.store import Store
 
+if TYPE_CHECKING:
+    from builder.image.manifest import ImageAnnotations
+
 _WORKERS = 4
 
 
 def push(store: Store, image_id: str, ref: Reference, *, compression: str = "gzip",
-         insecure: tuple[str, ...] = (), progress: TransferProgress | None = None) -> str:
-    """Push an image under ``ref``; returns the manifest digest."""
-    from builder.image.archive import Descriptor, layer_for_export
-    from builder.image.config import MEDIA_CONFIG, go_json
+         insecure: tuple[str, ...] = (), progress: TransferProgress | None = None,
+         annotations: ImageAnnotations | None = None) -> str:
+    """Push an image under ``ref``; returns the manifest digest.  ``annotations``
+    (``--annotation``): the manifest's; a single manifest has no descriptor to annotate."""
+    from builder.image.archive import layer_for_export
+    from builder.image.manifest import manifest_json
 
     progress = progress or TransferProgress("quiet", verb="push")
     if compression == "none":
@@ -39,10 +44,8 @@ def push(store: Store, image_id: str, ref: Reference, *, compression: str = "gzi
     config = store.read_blob(image_id)
     blobs = [(layer.descriptor.digest, layer.descriptor.size, layer.blob) for layer in layers]
     blobs.append((image_id, len(config), store.blob_path(image_id)))
-    manifest = go_json({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": Descriptor(MEDIA_CONFIG, image_id, len(config)).to_json(),
-        "layers": [layer.descriptor.to_json() for layer in layers]})
+    manifest = manifest_json(image_id, len(config), [layer.descriptor for layer in layers],
+                             annotations)
     repo = open_repository(ref, push=True, insecure=insecure)
     try:
         push_blobs(store, repo, blobs, progress)

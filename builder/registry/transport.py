@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from builder import interrupt
-from builder.errors import RegistryError
+from builder.errors import RegistryError, Unauthorized
 
 MAX_DOCUMENT = 4 << 20      # manifests and configs
 MAX_SMALL_BODY = 1 << 20    # tokens and error bodies
@@ -229,8 +229,8 @@ class Transport:
     def _status_error(self, response: Response, what: str) -> RegistryError:
         message = _error_text(response)
         if response.status == 401:
-            return RegistryError(f"{what}: {self.registry} requires authentication{message}: "
-                                 f"log in with 'pybuild login {self.registry}'")
+            return Unauthorized(f"{what}: {self.registry} requires authentication{message}: "
+                                f"log in with 'pybuild login {self.registry}'", message[2:-1])
         if response.status == 403:
             return RegistryError(f"{what}: {self.registry} denied access{message}")
         if response.status == 404:
@@ -378,9 +378,10 @@ class Transport:
             raise RegistryError(f"{what or self.registry}: token service {url.netloc}: "
                                 f"{_describe(err)}") from None
         if response.status in (401, 403):
-            raise RegistryError(f"{what or self.registry}: the token service {url.netloc} "
-                                f"refused the credentials (log in with 'pybuild login "
-                                f"{self.registry}')")
+            reason = _token_error_text(data)
+            raise Unauthorized(f"{what or self.registry}: the token service {url.netloc} "
+                               f"refused the credentials{f' ({reason})' if reason else ''} "
+                               f"(log in with 'pybuild login {self.registry}')", reason)
         if response.status != 200:
             raise RegistryError(f"{what or self.registry}: token service {url.netloc} "
                                 f"answered {response.status} {response.reason}")
@@ -409,6 +410,24 @@ def _error_text(response: Response) -> str:
     except (ValueError, AttributeError):
         return ""
     return f" ({text})" if text else ""
+
+
+def _token_error_text(data: bytes) -> str:
+    """A token service's own refusal: Docker Hub's ``details``, OAuth2's
+    ``error_description``/``error``, or a registry-style ``errors`` list."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    for key in ("details", "error_description", "error", "message"):
+        if isinstance(doc.get(key), str) and doc[key]:
+            return str(doc[key])[:300]
+    errors = doc.get("errors")
+    if isinstance(errors, list):
+        return "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))[:300]
+    return ""
 
 
 def _retry_after(value: str) -> float | None:

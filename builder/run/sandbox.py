@@ -33,6 +33,18 @@ from typing import TYPE_CHECKING
 from builder import limits, syscalls
 from builder.errors import BuildError, SandboxError
 from builder.run.child import SPAWN_LOCK
+from builder.run.mountpoints import (
+    finish_stubs,
+    make_stub,
+    mount_extra,
+    resolve_in_root,
+    source_is_dir,
+)
+from builder.run.mountpoints import (  # re-exported: COPY resolves paths with it
+    resolve_components as resolve_components,
+)
+from builder.run.runopts import RunOptions, apply_ulimits
+from builder.snapshot.base import ActiveSnapshot
 from builder.snapshot.overlay import Snapshot
 
 if TYPE_CHECKING:   # the network stack and the filtered context load only for a RUN
@@ -48,7 +60,6 @@ _STUB_DIRS = ("proc", "sys", "dev")
 _STUB_FILES = ("etc/hosts", "etc/resolv.conf")
 _SETUP_FAILED = 125
 _NOT_FOUND = 127
-_MAX_SYMLINKS = 40
 # What Docker/containerd/BuildKit mask and make read-only in /proc and /sys by
 # default (containerd oci/spec.go).  Without them a RUN as root could write
 # /proc/sys/kernel/core_pattern or /proc/sysrq-trigger, which are the host's.
@@ -62,13 +73,14 @@ _READONLY = ("proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"
 class MountSpec:
     """One extra mount of a RUN step (``RUN --mount``, secrets)."""
 
-    kind: str                      # "bind", "tmpfs", "view" (a read-only snapshot), "scratch"
-                                   # or "secret" (a copy of the file at source)
+    kind: str                      # "bind", "tmpfs", "view" (another stage or image),
+                                   # "scratch", "context-file" (subpath below source) or
+                                   # "secret" (a copy of the file at source)
     target: str                    # absolute path inside the image
     source: str = ""               # host path, for "bind" and "scratch" (its lower dir)
     readonly: bool = True
     is_dir: bool = True            # the kind of mount point to create if the image lacks it
-    view: Snapshot | None = None   # for "view": mounted read-only at target
+    view: ActiveSnapshot | None = None  # for "view": source inside it is mounted at target
     options: str = ""              # tmpfs options
     subpath: str = ""              # for "bind": a directory below source (cache source=)
     # For "bind"/"scratch" of the context: writes the whiteouts of what .dockerignore
@@ -89,6 +101,7 @@ class RunSpec:
     hostname: str = HOSTNAME
     mounts: list[MountSpec] = field(default_factory=list)
     pipes: list[tuple[str, bytes]] = field(default_factory=list)  # files for /dev/pipes/
+    options: RunOptions | None = None  # --add-host, --ulimit, --shm-size (run/runopts.py)
 
 
 @dataclass
@@ -99,56 +112,6 @@ class Identity:
 
 
 # -- reading the image's files with chroot semantics ----------------------
-def resolve_components(root: str, path: str, *, keep_missing: bool = False) -> list[str] | None:
-    """``path`` inside ``root`` as components, symlinks followed as if chrooted.
-
-    ``..`` stops at the root and an absolute link target restarts there, so the
-    result never leaves ``root``.  A missing component gives None, or with
-    ``keep_missing`` is kept as is (a path about to be created, through dangling
-    links too).
-    """
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            if not keep_missing:
-                return None
-            resolved.append(part)
-            continue
-        except NotADirectoryError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > _MAX_SYMLINKS:
-                raise SandboxError(f"too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        if parts and not stat.S_ISDIR(st.st_mode):
-            # ENOTDIR, as the kernel says: `file/../secret` must not step back out of
-            # a file and reach what a filter over the real tree would call hidden.
-            return None
-        resolved.append(part)
-    return resolved
-
-
-def resolve_in_root(root: str, path: str) -> str | None:
-    """The host path of ``path`` inside ``root`` (see resolve_components); None if missing."""
-    parts = resolve_components(root, path)
-    return None if parts is None else os.path.join(root, *parts)
-
-
 def _read_table(root: str, path: str) -> list[list[str]]:
     """The image's passwd/group file as rows, read as text and bounded (R15).
 
@@ -228,8 +191,9 @@ def _plain(path: str, want_dir: bool) -> bool:
 def _make_init_layer(merged: str, init: Path, mounts: list[MountSpec]) -> None:
     """Create, in ``init``, the mount-point stubs that the image at ``merged`` lacks."""
     init.mkdir(exist_ok=True)
+    copied: list[tuple[Path, os.stat_result]] = []
     for mount in mounts:
-        _stub(merged, init, mount.target, mount.is_dir)
+        make_stub(merged, init, mount.target, mount.is_dir, copied)
     for name in _STUB_DIRS:
         # Missing, or not a real directory (R02/R03: `/proc -> /host/path`,
         # `/dev -> /etc`): a directory here hides the image's entry, as moby's
@@ -251,147 +215,10 @@ def _make_init_layer(merged: str, init: Path, mounts: list[MountSpec]) -> None:
             os.chown(init / "etc", st.st_uid, st.st_gid)
             os.chmod(init / "etc", stat.S_IMODE(st.st_mode))
             os.utime(init / "etc", ns=(st.st_atime_ns, st.st_mtime_ns))
+    finish_stubs(copied)
 
 
-def _stub(merged: str, init: Path, target: str, is_dir: bool) -> None:
-    """A mount point for ``target`` in the init layer, unless the image has one.
-
-    Missing parents are made in the init layer too; a symlink on the way is
-    refused rather than followed, so a mount can never land outside the root.
-    """
-    parts = [p for p in target.split("/") if p and p != "."]
-    if not parts or ".." in parts:
-        raise BuildError(f"invalid mount target {target!r}")
-    for depth in range(1, len(parts) + 1):
-        image_path = os.path.join(merged, *parts[:depth])
-        last = depth == len(parts)
-        try:
-            st = os.lstat(image_path)
-        except FileNotFoundError:
-            stub = init.joinpath(*parts[:depth])
-            if last and not is_dir:
-                stub.parent.mkdir(parents=True, exist_ok=True)
-                stub.touch(mode=0o644)
-            else:
-                stub.mkdir(mode=0o755, parents=True, exist_ok=True)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            raise BuildError(f"mount target {target}: /{'/'.join(parts[:depth])} is a "
-                             "symbolic link in the image")
-        if not last and not stat.S_ISDIR(st.st_mode):
-            raise BuildError(f"mount target {target}: /{'/'.join(parts[:depth])} is not a "
-                             "directory")
-
-
-def _mount_extra(merged: str, mount: MountSpec, scratch: Path) -> None:
-    target = os.path.join(merged, *[p for p in mount.target.split("/") if p])
-    if mount.kind == "tmpfs":
-        syscalls.mount("tmpfs", target, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
-                       mount.options or None)
-        return
-    if mount.kind == "secret":
-        _mount_secret(target, mount, scratch)
-        return
-    if mount.kind == "view":  # mounted at scratch/view by the setup child
-        source = resolve_in_root(str(scratch / "view"), mount.source or "/")
-        if source is None:
-            raise BuildError(f"--mount from: {mount.source} not found")
-        syscalls.mount(source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
-        syscalls.mount(None, target, None, syscalls.MS_BIND | syscalls.MS_REMOUNT
-                       | syscalls.MS_RDONLY | syscalls.MS_NODEV)
-        return
-    # Host directories (cache mounts, context binds, secrets) are nodev and
-    # nosuid: a RUN must not mknod a disk there, or plant a setuid file on the host.
-    host_flags = syscalls.MS_NODEV | syscalls.MS_NOSUID
-    # Written here, when the step runs: a cache hit costs no walk of the context.
-    if mount.hide is not None and mount.hide(str(scratch / "hide")):
-        from builder.run.ctxmount import mount_filtered
-
-        mount_filtered(mount.source, str(scratch / "hide"), target, scratch,
-                       writable=mount.kind == "scratch")
-        return
-    if mount.kind == "scratch":  # a writable bind whose writes are thrown away
-        from builder.run.ctxmount import mount_overlay
-
-        mount_overlay([mount.source], target, scratch, writable=True,
-                      what=f"--mount type=bind,rw at {mount.target}")
-        return
-    if mount.subpath:
-        fd = _open_subdir(mount.source, mount.subpath)
-        try:
-            # Mount the directory the fd holds, never a path string another RUN
-            # (sharing this cache) could swap for a symlink meanwhile (R06, R07).
-            syscalls.mount(f"/proc/self/fd/{fd}", target, None,
-                           syscalls.MS_BIND | syscalls.MS_REC)
-        finally:
-            os.close(fd)
-    else:
-        syscalls.mount(mount.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
-    syscalls.mount(None, target, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | host_flags
-                   | (syscalls.MS_RDONLY if mount.readonly else 0))
-
-
-def _mount_secret(target: str, mount: MountSpec, scratch: Path) -> None:
-    """A copy of the secret file, owned and moded as asked, bound read-only at ``target``.
-
-    As BuildKit does: the copy is on a tmpfs of this mount namespace only (never
-    on disk, gone with the step), 0400 root:root unless the mount's uid, gid and
-    mode say otherwise.  A bind of the user's own file would show its host owner
-    and mode instead.
-    """
-    scratch.mkdir(parents=True)
-    src = os.open(mount.source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-    try:
-        size = os.fstat(src).st_size
-        syscalls.mount("tmpfs", str(scratch), "tmpfs", syscalls.MS_NODEV | syscalls.MS_NOSUID
-                       | syscalls.MS_NOEXEC, f"mode=0700,size={size + 65536}")
-        copy = str(scratch / "secret")
-        dst = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                      0o600)
-        try:
-            while os.sendfile(dst, src, None, 1 << 20):
-                pass
-            os.fchown(dst, mount.uid, mount.gid)
-            os.fchmod(dst, mount.mode & 0o777)  # BuildKit keeps the permission bits only
-        finally:
-            os.close(dst)
-    finally:
-        os.close(src)
-    syscalls.mount(copy, target, None, syscalls.MS_BIND)
-    syscalls.mount(None, target, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY
-                   | syscalls.MS_NODEV | syscalls.MS_NOSUID | syscalls.MS_NOEXEC)
-
-
-def _open_subdir(root: str, subpath: str) -> int:
-    """An O_PATH fd of directory ``subpath`` below ``root``, made if missing.
-
-    Component by component from ``root``'s fd with O_NOFOLLOW: a symlink
-    anywhere (planted by an earlier or concurrent RUN) is refused rather than
-    followed, and ``..`` is refused (CVE-2024-23651, CVE-2024-9675).
-    """
-    parts = [p for p in subpath.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise BuildError(f"cache mount source {subpath!r}: '..' is not allowed")
-    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        for part in parts:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o755, dir_fd=fd)
-            try:
-                child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                dir_fd=fd)
-            except OSError:
-                raise BuildError(f"cache mount source {subpath!r}: {part} is not a directory "
-                                 "in the cache (a symbolic link is never followed)") from None
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _setup_dev(dev: str) -> None:
+def _setup_dev(dev: str, shm_size: int) -> None:
     # nodev: with no device cgroup, a node the RUN makes (CAP_MKNOD) must not
     # open, or `mknod /dev/sda b 8 0` reads the host's disk.  The allowed
     # devices are binds of the host's nodes, whose own mount allows devices.
@@ -410,9 +237,11 @@ def _setup_dev(dev: str) -> None:
                    "newinstance,ptmxmode=0666,mode=0620")
     os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
     os.mkdir(os.path.join(dev, "shm"))
+    # containerd's default /dev/shm; --shm-size replaces it, as BuildKit's tmpfs mount
+    # there does (only nosuid and the size: solver/llbsolver/mounts/mount.go).
     syscalls.mount("shm", os.path.join(dev, "shm"), "tmpfs",
-                   syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
-                   "mode=1777,size=65536k")
+                   syscalls.MS_NOSUID | syscalls.MS_NODEV | (0 if shm_size else syscalls.MS_NOEXEC),
+                   f"mode=1777,size={shm_size or 65536 * 1024}")
     for index, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{index}", os.path.join(dev, name))
     os.symlink("/proc/self/fd", os.path.join(dev, "fd"))
@@ -492,7 +321,7 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
         syscalls.mount("proc", proc, "proc",
                        syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
         if _plain(os.path.join(merged, "dev"), want_dir=True):
-            _setup_dev(os.path.join(merged, "dev"))
+            _setup_dev(os.path.join(merged, "dev"), spec.options.shm_size if spec.options else 0)
         if _plain(os.path.join(merged, "sys"), want_dir=True):
             with contextlib.suppress(OSError):
                 syscalls.mount("sysfs", os.path.join(merged, "sys"), "sysfs",
@@ -513,7 +342,7 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
                 os.write(fd, data)
                 os.close(fd)
         for index, mount in enumerate(spec.mounts):
-            _mount_extra(merged, mount, files / f"scratch-{index}")
+            mount_extra(merged, mount, files / f"scratch-{index}")
         syscalls.sethostname(spec.hostname)
         os.chdir(merged)
         syscalls.pivot_root(".", ".")
@@ -522,6 +351,7 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
         # Docker's default capabilities from here on (R17): no CAP_SYS_ADMIN, so
         # the step cannot undo the masks, mount, or unshare a new user namespace
         # with full capabilities; the bounding set is what the exec'd program gets.
+        apply_ulimits(spec.options)  # raising a hard limit needs CAP_SYS_RESOURCE
         syscalls.restrict_syscalls()  # needs CAP_SYS_ADMIN: before the drop
         syscalls.limit_capabilities(_step_caps(spec.network))
         os.setgroups(ident.groups)
@@ -597,6 +427,7 @@ def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int,
         syscalls.unshare(syscalls.CLONE_NEWPID)
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
         merged = str(snapshot.work.path / "merged")
+        _mount_views(snapshot, spec)
         snapshot.mount(merged, readonly=True)
         _make_init_layer(merged, snapshot.work.path / "init", spec.mounts)
         ident = resolve_user(merged, spec.user)
@@ -607,13 +438,6 @@ def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int,
         # only the binds set up in /dev do (no device cgroup here, unlike Docker).
         syscalls.mount(None, merged, None,
                        syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_NODEV)
-        # Views are mounted here, not in PID 1: reading the store's database from
-        # inside the new PID namespace fails (SQLite WAL: "locking protocol").
-        for index, mount in enumerate(spec.mounts):
-            if mount.kind == "view" and mount.view is not None:
-                whole = snapshot.work.path / "files" / f"scratch-{index}" / "view"
-                whole.mkdir(parents=True)
-                mount.view.mount(str(whole), readonly=True)
         pid = os.fork()
         if pid == 0:
             syscalls.set_parent_death_signal(signal.SIGKILL)
@@ -626,6 +450,21 @@ def _setup_child(snapshot: Snapshot, spec: RunSpec, out_fd: int, err_fd: int,
     except BaseException as err:  # must not return into the caller's code
         _report(err_fd, err)
     os._exit(status)
+
+
+def _mount_views(snapshot: Snapshot, spec: RunSpec) -> None:
+    """Mount the other stages and images that ``from=`` binds read from, and learn
+    whether each source is a file or a directory (the kind of its mount point).
+
+    Here, not in PID 1: reading the store's database from inside the new PID
+    namespace fails (SQLite WAL: "locking protocol").  An ``rw`` bind gets a
+    writable view over a throw-away upper dir, as BuildKit's writable snapshot."""
+    for index, mount in enumerate(spec.mounts):
+        if mount.kind == "view" and mount.view is not None:
+            whole = snapshot.work.path / "files" / f"scratch-{index}" / "view"
+            whole.mkdir(parents=True)
+            mount.view.mount(str(whole), readonly=mount.readonly)
+            mount.is_dir = source_is_dir(str(whole), mount.source or "/")
 
 
 def _report(err_fd: int, err: BaseException) -> None:
@@ -656,7 +495,7 @@ def run_step(snapshot: Snapshot, spec: RunSpec, output: Callable[[bytes], None])
     program = network.require_program() if spec.network == "default" else None
     files = snapshot.work.path / "files"
     files.mkdir(exist_ok=True)
-    (files / "hosts").write_text(HOSTS)
+    (files / "hosts").write_text(HOSTS + (spec.options.hosts_lines() if spec.options else ""))
     try:
         resolv = Path("/etc/resolv.conf").read_bytes()
     except OSError:

@@ -4,7 +4,7 @@
 mount itself is made by whoever uses the snapshot, inside a private mount
 namespace (``snapshot.mount``), so the kernel removes it when that process
 exits.  ``commit(snapshot)`` turns the change into a store layer and returns
-its chain ID, or the parent's chain ID when the step changed nothing.
+its chain ID; a step that changed nothing gets the empty layer, as in BuildKit.
 
 Drivers (the contract is ``base.ActiveSnapshot``/``base.Driver``):
 
@@ -50,7 +50,7 @@ def prepare(store: Store, parent: str | None, driver: str = "overlay") -> Active
 
 
 def commit(snapshot: ActiveSnapshot, *, source_date_epoch: int | None = None) -> Commit:
-    """Commit ``snapshot``, whichever driver made it; no change, no layer."""
+    """Commit ``snapshot``, whichever driver made it; no change: the empty layer."""
     return snapshot.commit(source_date_epoch=source_date_epoch)
 
 

@@ -6,6 +6,8 @@ the kernel drops the mount when that process exits; it is then committed
 (turned into a store layer, or nothing when the step changed nothing) or
 released.  Whatever the driver, a commit hands the store a layer dir in
 overlay format, and the same change gives the same layer tar and diff_id.
+A step that changed nothing still makes a layer, the empty one (an empty
+dir, diff_id of the empty tar), as BuildKit does (``builder/layers/empty.py``).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ DRIVERS = ("overlay", "vfs")
 class Commit:
     """The result of committing a snapshot: the new top of the chain and what changed."""
 
-    chain_id: str | None        # the new layer's chain ID; the parent's when nothing changed
-    layer: bool                 # whether a layer was made
+    chain_id: str               # the new layer's chain ID (the empty layer's if no change)
+    layer: bool                 # whether a layer was made: always, since empty ones count
     changes: LayerChanges
 
 
@@ -54,7 +56,7 @@ class ActiveSnapshot(Protocol):
         ...
 
     def commit(self, *, source_date_epoch: int | None = None) -> Commit:
-        """Store the change as a layer (no change, no layer); the snapshot is used up."""
+        """Store the change as a layer (no change: the empty layer); the snapshot is used up."""
         ...
 
     def release(self) -> None:
@@ -75,20 +77,19 @@ class Driver(Protocol):
 def commit_upper(snapshot: ActiveSnapshot, *, source_date_epoch: int | None,
                  before_store: Callable[[], None] | None = None) -> Commit:
     """The commit both drivers share: the snapshot's overlay-format ``upper`` dir
-    becomes a store layer by rename; no change, no layer.  ``before_store`` runs
+    becomes a store layer by rename; no change gives the empty layer, as BuildKit's
+    (an empty dir: it stays in the overlay lower list, a harmless empty lower, and
+    counts toward the layer limit as it does in the image).  ``before_store`` runs
     once the diff_id is known and before the store lock is taken."""
     from builder.layers.changes import LayerChanges
     from builder.layers.tar_write import layer_diff_id
 
     lowers = snapshot.store.lower_dirs(snapshot.parent)
     # One walk gives both the diff_id and the explain summary (100k small files:
-    # the walk is most of a commit's cost).  A change-less upper's digest goes unused.
+    # the walk is most of a commit's cost).
     changes = LayerChanges()
     diff_id, size = layer_diff_id(snapshot.upper, source_date_epoch=source_date_epoch,
                                   lowers=lowers, changes=changes)
-    if not (changes.added or changes.modified or changes.deleted):
-        snapshot.release()
-        return Commit(snapshot.parent, False, changes)
     max_layers = limits.get().max_layers
     if len(lowers) + 1 > max_layers:  # X08: overlay stacks at most 500 lower dirs
         snapshot.release()

@@ -122,7 +122,7 @@ class Snapshot:
             os.close(saved)
 
     def commit(self, *, source_date_epoch: int | None = None) -> Commit:
-        """Turn the upper dir into a store layer by rename; no change, no layer."""
+        """Turn the upper dir into a store layer by rename (no change: the empty layer)."""
         return commit_upper(self, source_date_epoch=source_date_epoch)
 
     def release(self) -> None:

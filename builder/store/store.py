@@ -599,6 +599,9 @@ class Store:
         packed = [record for record in self.chain(top) if record.packed]
         if not packed:
             return
+        from builder.rootcheck import need_root
+
+        need_root(f"extracting the pulled layer {packed[0].chain_id}")
         blobs = {}
         for record in packed:
             found = self.layer_blobs(record.diff_id)
@@ -686,12 +689,18 @@ class Store:
             return db.execute("DELETE FROM tags WHERE name = ?",
                               (normalize_tag(name),)).rowcount > 0
 
-    def resolve_image(self, name: str) -> str | None:
-        """An image ID for a tag, a full ID, or a unique ID prefix; None if unknown."""
+    def resolve_tag(self, name: str) -> str | None:
+        """The image ID a name (``repo[:tag]`` or ``repo@digest``) points at; None if
+        the name is not in the store.  Never an ID: ``FROM abcd`` names an image."""
         row = self.db.execute("SELECT image_id FROM tags WHERE name = ?",
                               (normalize_tag(name),)).fetchone()
-        if row:
-            return row[0]
+        return row[0] if row else None
+
+    def resolve_image(self, name: str) -> str | None:
+        """An image ID for a tag, a full ID, or a unique ID prefix; None if unknown."""
+        image_id = self.resolve_tag(name)
+        if image_id is not None:
+            return image_id
         ref = name if name.startswith("sha256:") else f"sha256:{name}"
         if re.fullmatch(r"sha256:[0-9a-f]{4,64}", ref):
             rows = self.db.execute("SELECT id FROM images WHERE id LIKE ?",

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,23 @@ def test_valid_tags_are_accepted(store, busybox, tmp_path: Path) -> None:
     for tag in ("app", "app:1.0", "127.0.0.1:5000/team/app:v_1", "a.b-c/d__e"):
         run_cli("build", "-q", "-t", tag, str(context), root=store.root)
         assert store.resolve_image(tag) is not None
+
+
+
+def test_from_names_an_image_never_an_id(store, busybox, tmp_path: Path) -> None:
+    """BuildKit parses FROM as a reference (dockerfile2llb/convert.go
+    ``reference.ParseNormalizedNamed``): ``FROM 0123abcd`` is the image
+    ``docker.io/library/0123abcd``, never a stored image whose ID starts so, as
+    ``pybuild rmi``/``inspect`` take it.  Built in a network namespace of its own
+    (``unshare -n``), so the pull it then tries fails at once and sends nothing."""
+    image_id = store.resolve_image(busybox)
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {image_id.removeprefix('sha256:')[:12]}\n")
+    result = subprocess.run(["unshare", "-n", sys.executable, "-m", "builder", "--root",
+                             str(store.root), "build", "-t", "byid", str(context)],
+                            capture_output=True, timeout=120)
+    err = result.stderr.decode()
+    assert result.returncode != 0, err
+    assert "not in the local store and pulling it failed" in err, err
+    assert store.resolve_image("byid") is None

@@ -26,6 +26,11 @@ IGNORED = {".dockerenv", "etc", "etc/hostname", "etc/hosts", "etc/resolv.conf", 
 # Mount points: export shows stubs whose metadata comes from the daemon, not the image.
 MOUNT_POINTS = ("dev", "proc", "sys")
 
+# A base image made on this machine (testdata/debian-rootfs.sh), imported under this
+# name on both sides.  Its contents depend on the day debootstrap ran, so a case built
+# on it records only how its rootfs differs from the base ("files_relative_to").
+DEBIAN = "debian:bookworm"
+
 CONFIG_FIELDS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "ExposedPorts",
                  "Volumes", "StopSignal", "Healthcheck", "OnBuild", "Shell")
 
@@ -75,6 +80,25 @@ def describe_tree(root: Path) -> dict[str, dict[str, Any]]:
                 1 for e in entries.values() if e.get("hardlink") == rel) == 1:
             entry.pop("hardlink")   # its other names are in ignored paths or outside
     return dict(sorted(entries.items()))
+
+
+def needs_debian(case: str) -> bool:
+    return DEBIAN.split(":")[0] + ":" in (CASES / case / "Dockerfile").read_text()
+
+
+def relative_to(files: dict[str, dict[str, Any]],
+                base: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The paths of ``files`` that are new or differ from ``base``, and base paths that
+    are gone (``{"type": "absent"}``): equal for two trees exactly when they are equal."""
+    delta = {rel: entry for rel, entry in files.items() if base.get(rel) != entry}
+    delta.update({rel: {"type": "absent"} for rel in base if rel not in files})
+    return dict(sorted(delta.items()))
+
+
+def describe_base(tar_path: Path, work: Path) -> dict[str, dict[str, Any]]:
+    """describe_tree of a base image's rootfs tarball (unpacked into ``work``)."""
+    unpack(tar_path, work)
+    return describe_tree(work)
 
 
 def unpack(tar_path: Path, dest: Path) -> None:

@@ -4,14 +4,17 @@
 
 Needs root, a daemon with an image ``busybox:latest`` (``docker import`` of
 testdata/busybox-rootfs.sh's tarball) and, for add_url, nothing listening on port
-18765 (a local http.server is started there).  Writes <case>/expected.json, except
-where the daemon's BuildKit is too old for a case and a hand-checked expectation
-(key "handwritten", saying how it was checked) is kept instead.
+18765 (a local http.server is started there).  Cases built on ``debian:bookworm``
+need the tests' cached debootstrap tarball (made by the ``debian_tar`` fixture or
+testdata/debian-rootfs.sh); it is ``docker import``ed under that name.  Writes
+<case>/expected.json, except where the daemon's BuildKit is too old for a case and a
+hand-checked expectation (key "handwritten", saying how it was checked) is kept instead.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import importlib.util
 import json
@@ -45,11 +48,33 @@ DOCKER = os.environ.get("DOCKER") or ("/usr/bin/docker" if os.path.exists("/usr/
                                       else "docker")
 
 
+# Named as tests/conftest.py's debian_tar names it: after the script that makes it.
+_SCRIPT_DIGEST = hashlib.sha256(
+    (Path(__file__).resolve().parents[2] / "testdata" / "debian-rootfs.sh").read_bytes()
+).hexdigest()[:12]
+DEBIAN_TAR = Path(os.environ.get("PYBUILD_TEST_CACHE", "/var/cache/pybuild-tests")) \
+    / f"bookworm-minbase-{_SCRIPT_DIGEST}.tar"
+
+
+def debian_base(work: Path) -> dict:
+    """Import the Debian base into the daemon (unless there) and describe its rootfs."""
+    if not DEBIAN_TAR.exists():
+        sys.exit(f"record.py: {DEBIAN_TAR} missing: run testdata/debian-rootfs.sh {DEBIAN_TAR}")
+    if docker("image", "inspect", common.DEBIAN).returncode != 0:
+        docker("import", str(DEBIAN_TAR), common.DEBIAN, check=True)
+    return common.describe_base(DEBIAN_TAR, work / "debian")
+
+
 def docker(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([DOCKER, *args], capture_output=True, **kw)
 
 
-def record(case: str) -> dict:
+def first_layer(image: str) -> str:
+    return docker("image", "inspect", "-f", "{{index .RootFS.Layers 0}}", image,
+                  check=True).stdout.decode().strip()
+
+
+def record(case: str, base: dict | None) -> dict:
     context = common.CASES / case
     tag = f"pybuild-diff-{case.replace('_', '-')}"
     build = docker("build", "--network", "host", "-t", tag, str(context),
@@ -67,8 +92,11 @@ def record(case: str) -> dict:
         docker("save", "-o", str(work / "image.tar"), tag, check=True)
         config = common.read_saved(work / "image.tar")
         common.unpack(work / "rootfs.tar", work / "rootfs")
-        result = {"config": common.describe_config(config),
-                  "files": common.describe_tree(work / "rootfs")}
+        files = common.describe_tree(work / "rootfs")
+        result = {"config": common.describe_config(config), "files": files}
+        if base is not None and first_layer(tag) == first_layer(common.DEBIAN):
+            result["files"] = common.relative_to(files, base)
+            result["files_relative_to"] = common.DEBIAN
         shutil.rmtree(work / "rootfs")
     docker("rmi", tag)
     return result
@@ -77,9 +105,11 @@ def record(case: str) -> dict:
 def main(argv: list[str]) -> int:
     cases = argv or sorted(p.parent.name for p in common.CASES.glob("*/Dockerfile"))
     server = serve(common.CASES / "add_url")
+    tmp = tempfile.TemporaryDirectory()
     try:
+        debian = debian_base(Path(tmp.name)) if any(map(common.needs_debian, cases)) else None
         for case in cases:
-            result = record(case)
+            result = record(case, debian if common.needs_debian(case) else None)
             out = common.CASES / case / "expected.json"
             if "error" in result and out.exists() and \
                     "handwritten" in json.loads(out.read_text()):
@@ -89,6 +119,7 @@ def main(argv: list[str]) -> int:
             print(case, "error: " + result["error"] if "error" in result else "ok")
     finally:
         server.shutdown()
+        tmp.cleanup()
     return 0
 
 

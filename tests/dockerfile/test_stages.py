@@ -143,8 +143,8 @@ def test_unused_build_arg_warns() -> None:
         ("FROM --platform=$NOPE a\n", {},
          "FROM --platform '$NOPE' uses $NOPE, but no ARG NOPE is declared before the first FROM"),
         ("ARG P=linux/arm64/v8/x\nFROM --platform=$P a\n", {},
-         "failed to parse platform $P: 'linux/arm64/v8/x': invalid platform, expected "
-         "os/arch[/variant]"),
+         "failed to parse platform $P: 'linux/arm64/v8/x': too many parts (expected "
+         "os/arch[/variant], e.g. linux/arm64)"),
     ],
 )  # fmt: skip
 def test_plan_errors(text: str, kw: dict, message: str) -> None:

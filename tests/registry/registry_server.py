@@ -493,7 +493,7 @@ def skopeo(registry: RegistryServer, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=_skopeo_env(workdir))
 
 
-def _tar_bytes(files: dict[str, bytes]) -> bytes:
+def tar_bytes(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in sorted(files.items()):
@@ -599,7 +599,7 @@ def push_multiplatform_index(registry: RegistryServer, repo: str, tag: str) -> d
     """
     amd64 = push_image(registry, repo, f"{tag}-amd64", _busybox_layer(), architecture="amd64")
     arm64 = push_image(registry, repo, f"{tag}-arm64",
-                       _tar_bytes({"hello.txt": b"this is the arm64 image\n"}),
+                       tar_bytes({"hello.txt": b"this is the arm64 image\n"}),
                        architecture="arm64", variant="v8", cmd=["/hello.txt"])
     index = {"schemaVersion": 2, "mediaType": MEDIA_INDEX,
              "manifests": [amd64["descriptor"], arm64["descriptor"]]}

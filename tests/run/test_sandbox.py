@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BuildError
+from builder.layers.empty import EMPTY_DIFF_ID
 from builder.run import RunSpec, run_step
 from builder.run.sandbox import resolve_in_root, resolve_user
 from builder.snapshot import commit, prepare
@@ -43,7 +44,8 @@ def test_run_is_pid_1_with_its_own_hostname_and_proc(store, busybox) -> None:
     assert lines[1] == "buildkitsandbox"
     assert lines[2].startswith("/bin/sh -c")
     assert int(lines[3]) <= 3  # only our own processes are visible
-    assert not result.layer  # nothing written: no layer
+    # Nothing written: the empty layer, as BuildKit makes (tests/build/test_empty_layers.py).
+    assert result.layer and store.layer(result.chain_id).diff_id == EMPTY_DIFF_ID
 
 
 def test_mount_points_and_their_stubs_never_reach_the_layer(store, busybox) -> None:

@@ -11,8 +11,6 @@ Failures must be one-line errors with a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import os
 import socket
 import stat
@@ -285,41 +283,44 @@ def test_C07_add_tar_through_absolute_symlink_negative_control(bstore, ctx, tmp_
 
 # ------------------------------------------------------------------ C08, C09
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
-def http_server(tmp_path: Path):
-    root = tmp_path / "www"
-    root.mkdir()
-    (root / "repo.git").write_text("plain file")
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def git_server(tmp_path: Path):
+    """A real git server (``git http-backend`` on 127.0.0.1) holding ``repo.git``:
+    branch ``main`` with ``sub/f``, a ``proj -> /`` link and ``up -> ../../..``."""
+    from git_http import git_http_server, make_repo
+
+    root = tmp_path / "git"
+    make_repo(root / "repo.git", {"sub/f": "f", "proj": "-> /", "up": "-> ../../.."})
+    with git_http_server(root) as served:
+        yield served.base
 
 
-def test_C08_git_url_refs_are_never_passed_to_git(bstore, ctx, sandbox, tmp_path, http_server):
-    # pybuild has no git sources: a .git URL is fetched as a plain file, so a ref
-    # like "--upload-pack=..." never reaches a git command line.
-    out = ok(bstore, ctx, tmp_path, (
-        f"FROM busybox\nADD {http_server}/repo.git#-btest-branch:sub /a\n"
-        f"ADD {http_server}/repo.git#--upload-pack=touch$IFS{sandbox.absent} /b\n"))
-    assert (out / "a").read_text() == (out / "b").read_text() == "plain file"
+def test_C08_git_url_refs_are_never_passed_to_git(bstore, ctx, sandbox, tmp_path,
+                                                  git_server):
+    """A ref or subdir that git would read as an option (CVE-2019-13139) is refused
+    before any git command sees it; git is called with ``--`` before every URL."""
+    for fragment in ("-btest-branch:sub", f"--upload-pack=touch$IFS{sandbox.absent}",
+                     f"main:--upload-pack=touch {sandbox.absent}"):
+        err = fails(bstore, ctx, f"FROM busybox\nADD {git_server}/repo.git#{fragment} /a\n")
+        assert ":2: ADD " in err, err
+    assert not os.path.lexists(sandbox.absent)
 
 
-def test_C09_git_subdir_fragment_is_not_a_path(bstore, ctx, sandbox, tmp_path, http_server):
-    out = ok(bstore, ctx, tmp_path,
-             f"FROM busybox\nADD {http_server}/repo.git#main:proj/../../../../etc /mydir/\n")
-    assert sorted(os.listdir(out / "mydir")) == ["repo.git"]
-    assert (out / "mydir" / "repo.git").read_text() == "plain file"
+@pytest.mark.parametrize("subdir", ["proj/etc", "proj/../../../../etc", "up/etc",
+                                    "sub/../../../../../etc"])
+def test_C09_git_subdir_fragment_is_resolved_inside_the_checkout(bstore, ctx, tmp_path,
+                                                                 git_server, subdir):
+    """``#main:SUBDIR`` through a link to ``/`` or with ``..`` never reaches the
+    host's files (BuildKit CVE-2026-33748): refused, or resolved in the checkout."""
+    dockerfile = f"FROM busybox\nADD {git_server}/repo.git#main:{subdir} /mydir/\n"
+    result = build(bstore, ctx, dockerfile, tmp_path / "out", check=False)
+    if result.returncode == 0:
+        out = tmp_path / "out"
+        assert leaked(out) == []
+        assert not (out / "mydir" / "shadow").exists() and \
+            not (out / "mydir" / "passwd").exists(), "host /etc reached the image"
+    else:
+        assert ":2: ADD " in one_line_error(result)
 
 
 # ------------------------------------------------------------------ C10

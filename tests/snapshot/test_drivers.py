@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from snapshot_steps import look, step
 
+from builder.layers.empty import EMPTY_DIFF_ID
 from builder.snapshot import DRIVERS, open_driver
 from builder.store import Store
 
@@ -168,11 +169,19 @@ def test_same_layer_from_every_driver(make_store, case: str) -> None:
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
-def test_no_change_no_layer(make_store, driver: str) -> None:
+def test_no_change_gives_the_empty_layer(make_store, driver: str) -> None:
+    """A step that changes nothing commits the empty layer (BuildKit's, see
+    builder/layers/empty.py): an empty dir with the empty tar's diff_id, on top of
+    the parent; the same step again gives the same layer."""
     store = make_store(driver)
     base = step(store, driver, None, _base)
     again = step(store, driver, base.chain_id, lambda root: os.listdir(root))
-    assert not again.layer and again.chain_id == base.chain_id
+    assert again.layer and again.chain_id != base.chain_id
+    record = store.layer(again.chain_id)
+    assert (record.diff_id, record.parent) == (EMPTY_DIFF_ID, base.chain_id)
+    assert os.listdir(store.layer_dir(again.chain_id)) == []
+    twice = step(store, driver, base.chain_id, lambda root: None)
+    assert twice.chain_id == again.chain_id
     assert list((store.root / "tmp").iterdir()) == []
 
 

@@ -19,9 +19,9 @@ def test_prune_keeps_what_tagged_images_need(tmp_path: Path, busybox_tar: Path) 
     run_cli("-t", "keep", str(context), root=root)
     (context / "Dockerfile").write_text("FROM busybox\nRUN echo two > /two\n")
     run_cli("-t", "drop", str(context), root=root)
-    run_cli("rmi", "drop", root=root)
+    run_cli("rmi", "drop", root=root)  # deletes the image record (docker rmi), not its layer
     # The cache still names the dropped layer: a plain prune keeps it.
-    assert run_cli("prune", root=root).stdout == b"Deleted 1 images, 0 layers, 1 blobs\n"
+    assert run_cli("prune", root=root).stdout == b"Deleted 0 images, 0 layers, 1 blobs\n"
     assert run_cli("prune", "--cache", root=root).stdout == \
         b"Deleted 0 images, 1 layers, 0 blobs\n"
     assert len(list((root / "layers").iterdir())) == 2  # busybox and keep's RUN

@@ -1,0 +1,76 @@
+"""``--metadata-file``: what the build exported, as buildx writes it.
+
+The manifest it describes is made by ``image.manifest.manifest_json``, as the
+exports make theirs, so its digest is the digest of what was written or pushed.
+The metadata keys are the ones BuildKit's image and OCI
+exporters return and buildx writes (moby/buildkit
+``exporter/containerimage/exptypes/types.go``, ``exporter/oci/export.go``;
+docker/buildx ``commands/build.go`` ``decodeExporterResponse``): the manifest
+digest, the config digest, the manifest descriptor (with its platform) and the
+full image names.  ``buildx.build.ref`` names a buildx builder node's build
+record, which pybuild does not have, so it is not written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING
+
+from builder.build.buildx_flags import write_file_atomically
+from builder.build.options import Output
+from builder.image.config import MEDIA_MANIFEST
+from builder.image.manifest import ImageAnnotations, manifest_json
+
+if TYPE_CHECKING:
+    from builder.store.store import Store
+
+
+def _exported(outputs: list[Output], push: bool, compression: str) -> tuple[str, bool]:
+    """(layer compression, compressed only) of the manifest the build wrote: the
+    pushed one, else the first image archive's, else what ``-o type=oci`` would write."""
+    if push:
+        return ("gzip" if compression == "none" else compression), True
+    for out in outputs:
+        if out.type in ("docker", "oci"):
+            return ("none" if out.type == "docker" else compression), False
+    return compression, False
+
+
+def metadata(store: Store, image_id: str, tags: list[str], *, outputs: list[Output],
+             push: bool, compression: str, annotations: ImageAnnotations) -> dict:
+    from builder.image.archive import layer_for_export
+    from builder.registry.reference import parse_reference
+
+    kind, compressed = _exported(outputs, push, compression)
+    layers = [layer_for_export(store, record.chain_id, kind, verify=False,
+                               compressed=compressed).descriptor
+              for record in store.chain(store.image_top_chain(image_id))]
+    config = store.read_blob(image_id)
+    manifest = manifest_json(image_id, len(config), layers, annotations)
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    image = json.loads(config)
+    descriptor: dict = {"mediaType": MEDIA_MANIFEST, "digest": digest, "size": len(manifest)}
+    if annotations.descriptor:
+        descriptor["annotations"] = dict(sorted(annotations.descriptor.items()))
+    platform = {"architecture": image.get("architecture", ""), "os": image.get("os", "")}
+    if image.get("variant"):
+        platform["variant"] = image["variant"]
+    descriptor["platform"] = platform
+    out: dict = {"containerimage.config.digest": image_id,
+                 "containerimage.descriptor": descriptor,
+                 "containerimage.digest": digest}
+    if tags:
+        out["image.name"] = ",".join(str(parse_reference(tag)) for tag in tags)
+    return out
+
+
+def write_metadata(path: str, data: dict) -> None:
+    """As buildx: ``json.MarshalIndent(dt, "", "  ")`` (top keys sorted, ``<>&`` escaped),
+    written atomically with mode 0644."""
+    # Go sorts a map's keys; the descriptor is a RawMessage and keeps its field order.
+    text = json.dumps(dict(sorted(data.items())), indent=2, ensure_ascii=False)
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    write_file_atomically(path, text.encode(), "--metadata-file")

@@ -1,0 +1,36 @@
+"""The OCI image manifest pybuild exports, with ``--annotation`` values.
+
+One function makes the manifest bytes for ``-o type=oci|docker``, ``--push`` and
+``--metadata-file``, so a digest the metadata names is the digest of what was
+written or pushed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from builder.image.config import MEDIA_CONFIG, MEDIA_MANIFEST, go_json
+
+if TYPE_CHECKING:
+    from builder.image.archive import Descriptor
+
+
+@dataclass(frozen=True)
+class ImageAnnotations:
+    """BuildKit's ``manifest`` and ``manifest-descriptor`` annotations of one image
+    (``exporter/containerimage/annotations.go``)."""
+
+    manifest: dict[str, str] = field(default_factory=dict)
+    descriptor: dict[str, str] = field(default_factory=dict)
+
+
+def manifest_json(image_id: str, config_size: int, layers: list[Descriptor],
+                  annotations: ImageAnnotations | None = None) -> bytes:
+    """The manifest in ocispec's field order: ``annotations`` after ``layers``."""
+    doc: dict = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+                 "config": {"mediaType": MEDIA_CONFIG, "digest": image_id, "size": config_size},
+                 "layers": [layer.to_json() for layer in layers]}
+    if annotations is not None and annotations.manifest:
+        doc["annotations"] = dict(sorted(annotations.manifest.items()))
+    return go_json(doc)

@@ -1,0 +1,3 @@
+Rails.application.configure do
+  config.eager_load = true
+end
