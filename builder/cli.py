@@ -262,11 +262,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     need_root_to_build()  # one line, not a traceback from the first mount (issue 14)
     from pathlib import Path
 
-    from builder.build import buildx_flags as bx
-    from builder.build.engine import build
-    from builder.build.options import BuildOptions, parse_output
-    from builder.build.outputs import write_outputs
-    from builder.build.progress import make_progress
+    from builder.engine import buildx_flags as bx
+    from builder.engine.engine import build
+    from builder.engine.options import BuildOptions, parse_output
+    from builder.engine.outputs import write_outputs
+    from builder.engine.progress import make_progress
     from builder.run.runopts import parse_run_options
 
     outputs = bx.check_outputs([parse_output(spec) for spec in args.output if spec])
@@ -308,7 +308,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.iidfile:  # buildx: the config digest
         bx.write_file_atomically(args.iidfile, result.image_id.encode(), "--iidfile")
     if args.metadata_file:
-        from builder.build.metadata import metadata, write_metadata
+        from builder.engine.metadata import metadata, write_metadata
 
         write_metadata(args.metadata_file, metadata(
             store, result.image_id, result.tags, outputs=outputs, push=args.push,
@@ -343,8 +343,8 @@ def _cache_spec(spec: str, path_key: str, flag: str) -> dict[str, str]:
 
 def _context_dockerfile(args: argparse.Namespace) -> Any:
     """The context and Dockerfile of ``pybuild build`` (``-f -``, context ``-``,
-    ``Dockerfile``/``dockerfile``/``Containerfile``): builder.build.dockerfile_locate."""
-    from builder.build.dockerfile_locate import locate
+    ``Dockerfile``/``dockerfile``/``Containerfile``): builder.engine.dockerfile_locate."""
+    from builder.engine.dockerfile_locate import locate
 
     return locate(args.context, args.file, sys.stdin.buffer)
 

@@ -112,7 +112,7 @@ class LabelCommand(Command):
 class ArgCommand(Command):
     """``args``: (name, default or None).  ``expand`` leaves defaults as written: a
     default is expanded exactly once, when it is used (no ``--build-arg`` overrides
-    it), by ``builder.build.dispatch`` (stage ARGs) or the stage planner (ARGs before
+    it), by ``builder.engine.dispatch`` (stage ARGs) or the stage planner (ARGs before
     the first FROM), as current BuildKit does (dockerfile2llb/convert.go)."""
 
     keyword: ClassVar[str] = "arg"

@@ -11,7 +11,7 @@ Not compared: mtimes; paths Docker adds on export (.dockerenv, /etc/hostname,
 /etc/hosts, /etc/resolv.conf, /etc/mtab, and /dev, /proc, /sys with their contents).
 History (created_by, empty_layer) and the layer count are compared strictly: a
 RUN, COPY, ADD or WORKDIR (but ``WORKDIR /``) step that changes nothing has a
-layer, the empty one, in both (tests/build/test_empty_layers.py).
+layer, the empty one, in both (tests/engine/test_empty_layers.py).
 """
 
 from __future__ import annotations

@@ -309,7 +309,7 @@ def test_expand_covers_exactly_buildkit_fields() -> None:
     r = one("RUN echo $A").expand(ew, ews)
     assert isinstance(r, RunCommand) and r.cmd == ["echo $A"]
     arg = one("ARG X=$A Y").expand(ew, ews)
-    # ARG defaults are expanded once, when used (builder.build.dispatch), never here.
+    # ARG defaults are expanded once, when used (builder.engine.dispatch), never here.
     assert isinstance(arg, ArgCommand) and arg.args == [("X", "$A"), ("Y", None)]
     assert one("WORKDIR /$A").expand(ew, ews).path == "/1"  # type: ignore[attr-defined]
     assert one("VOLUME /$A /b").expand(ew, ews).paths == ["/1", "/b"]  # type: ignore[attr-defined]

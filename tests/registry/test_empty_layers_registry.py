@@ -1,6 +1,6 @@
 """Empty layers through a real registry: push, pull, build on the pulled image.
 
-A step that changed nothing has BuildKit's empty layer (tests/build/test_empty_layers.py):
+A step that changed nothing has BuildKit's empty layer (tests/engine/test_empty_layers.py):
 its gzip blob ``sha256:4f4fb700...`` is named once per empty layer in the manifest,
 uploaded once, and a pull records the same chain (an empty dir per empty layer).
 """

@@ -428,8 +428,8 @@ def test_C03_swap_right_after_resolving(ctx, sandbox, tmp_path, monkeypatch, swa
     """The race made deterministic: the moment a source has been resolved inside
     the context, a component is swapped for a link to a host dir holding the same
     names.  The copy must then fail (or copy context content), never host content."""
-    import builder.build.copy as copy_mod
-    from builder.build.copy import CopyRequest, copy_into
+    import builder.engine.copy as copy_mod
+    from builder.engine.copy import CopyRequest, copy_into
     from builder.errors import BuildError
 
     (ctx / "sub" / "inner").mkdir(parents=True)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder.build.copy import clean_source
 from builder.cache import Inputs
+from builder.engine.copy import clean_source
 from builder.errors import BuildError
 from builder.run.sandbox import MountSpec
 from builder.snapshot import ActiveSnapshot, prepare
@@ -104,7 +104,7 @@ def _bind_context(mount: Any, out: PreparedMounts, workdir: str, context: str | 
     """A bind of the build context: what BuildKit's transfer sends of it (ctxbind)."""
     if context is None:
         raise BuildError("--mount type=bind needs a build context")
-    from builder.build.ctxbind import context_bind
+    from builder.engine.ctxbind import context_bind
 
     spec, key = context_bind(mount, _target(mount, workdir), context, context_filter, cache)
     out.mounts.append(spec)

@@ -16,9 +16,9 @@ import functools
 import os
 from typing import Any
 
-from builder.build.copy import clean_source
 from builder.context.checksum import StatCache, checksum_sources
 from builder.context.view import ContextFilter
+from builder.engine.copy import clean_source
 from builder.errors import BuildError
 from builder.run.sandbox import MountSpec, resolve_in_root
 

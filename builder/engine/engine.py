@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder import interrupt
-from builder.build import dispatch, stageplatform
-from builder.build.add_sources import checkouts
-from builder.build.copy import CopyRequest, copy_into, make_dirs, select_sources
-from builder.build.git_source import redact
-from builder.build.options import BuildOptions, BuildResult, StepRecord
-from builder.build.progress import Progress
-from builder.build.runmounts import check_privileges, prepare_mounts
-from builder.build.state import DEFAULT_PATH, StageState
 from builder.cache import CacheEntry, CacheStore, Inputs, cache_key
 from builder.cache.keys import recorded_inputs
 from builder.context.checksum import checksum_sources
+from builder.engine import dispatch, stageplatform
+from builder.engine.add_sources import checkouts
+from builder.engine.copy import CopyRequest, copy_into, make_dirs, select_sources
+from builder.engine.git_source import redact
+from builder.engine.options import BuildOptions, BuildResult, StepRecord
+from builder.engine.progress import Progress
+from builder.engine.runmounts import check_privileges, prepare_mounts
+from builder.engine.state import DEFAULT_PATH, StageState
 from builder.errors import BuildError, ContextError, DockerfileError, PybuildError
 from builder.image import config as image_config
 from builder.platforms import Platform
@@ -255,7 +255,7 @@ def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResul
     dockerfile = parse_text(text, path)
     named = None
     if options.build_contexts:  # imported only then: most builds name no context
-        from builder.build.named_contexts import NamedContexts
+        from builder.engine.named_contexts import NamedContexts
 
         named = NamedContexts(options.build_contexts)
     plan = plan_build(dockerfile, target=options.target, build_args=options.build_args,
@@ -483,7 +483,7 @@ def _from_base(run: _Build, planned: Any) -> StageState:
     name = _stage_label(stage)
     base = planned.base
     if run.named is not None:
-        from builder.build.named_contexts import stage_base
+        from builder.engine.named_contexts import stage_base
 
         named = stage_base(run, planned)
         if named is not None:
@@ -507,7 +507,7 @@ def _from_base(run: _Build, planned: Any) -> StageState:
 
 def _base_image(run: _Build, base: str, line: int, platform: Platform | None = None) -> str:
     """The store's image for ``FROM base`` (default: the target platform's), pulled when
-    missing (or always with --pull): build/stageplatform.find_base."""
+    missing (or always with --pull): engine/stageplatform.find_base."""
     return stageplatform.find_base(
         run.store, base, platform or run.plan.target_platform, pull_always=run.options.pull,
         insecure=run.options.insecure_registries, where=(run.dockerfile_path, line),
@@ -811,7 +811,7 @@ def _copy(run: _Build, state: StageState, command: Any, record: StepRecord,
         # server; pybuild refetches only when the URL or the step's inputs change);
         # a git source's key holds the commit its ref names now (add_sources.py).
         if request.add:
-            from builder.build.add_sources import plan_add
+            from builder.engine.add_sources import plan_add
 
             remote = plan_add(run.store, command, request)
             inputs += remote.inputs
@@ -868,7 +868,7 @@ def _resolve_from(run: _Build, source: str, command: Any) -> str | None:
             return run.stages[index].chain
     found = run.named.find(source) if run.named is not None else None
     if found is not None:  # a --build-context, before any image of that name
-        from builder.build.named_contexts import chain_of
+        from builder.engine.named_contexts import chain_of
 
         return chain_of(run, found, command.line)
     # Not a stage: an image, from the store or pulled, as BuildKit does.

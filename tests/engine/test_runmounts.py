@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from types import SimpleNamespace
 
-from builder.build.runmounts import _create_cache_dir
+from builder.engine.runmounts import _create_cache_dir
 
 MOUNT = SimpleNamespace(mode=0o700, uid=1234, gid=5678)
 

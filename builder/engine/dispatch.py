@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from builder.build.state import PROXY_ARGS, StageState, go_list, go_quote
+from builder.engine.state import PROXY_ARGS, StageState, go_list, go_quote
 from builder.errors import BuildError
 
 # BuildPlan.resolve_args: an ARG's (name, value) pairs, each default expanded once.

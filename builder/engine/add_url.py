@@ -14,11 +14,11 @@ import os
 import posixpath
 from typing import TYPE_CHECKING, Any
 
-from builder.build.git_source import is_git_source, redact
+from builder.engine.git_source import is_git_source, redact
 from builder.errors import BuildError
 
 if TYPE_CHECKING:
-    from builder.build.copy import _Copier
+    from builder.engine.copy import _Copier
 
 _CHUNK = 1 << 20
 

@@ -1,4 +1,4 @@
-"""COPY/ADD semantics of builder.build.copy, on plain directories (no overlay needed).
+"""COPY/ADD semantics of builder.engine.copy, on plain directories (no overlay needed).
 
 The image root and the context are temp dirs; copy_into runs in-process.  Owner
 changes need root, so those tests carry the marker.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.build.copy import CopyRequest, clean_source, copy_into, parse_chmod, select_sources
 from builder.context.ignore import PatternMatcher
 from builder.context.view import ContextFilter
+from builder.engine.copy import CopyRequest, clean_source, copy_into, parse_chmod, select_sources
 from builder.errors import BuildError
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from builder.platforms import Platform
 
 if TYPE_CHECKING:
-    from builder.build.buildx_flags import BuildContext
+    from builder.engine.buildx_flags import BuildContext
     from builder.run.runopts import RunOptions
 
 
@@ -24,8 +24,8 @@ class Output:
 
 
 def parse_output(spec: str) -> Output:
-    """``-o`` as buildx reads it (``builder.build.buildx_flags``)."""
-    from builder.build.buildx_flags import parse_output as parse
+    """``-o`` as buildx reads it (``builder.engine.buildx_flags``)."""
+    from builder.engine.buildx_flags import parse_output as parse
 
     return parse(spec)
 

@@ -82,9 +82,9 @@ def test_independent_stages_overlap_and_match_a_sequential_build(
     assert wall < 30  # loose: the overlap above is the real check
 
     # One stage at a time, in process, in a fresh store.
-    from builder.build import engine
-    from builder.build.options import BuildOptions
-    from builder.build.progress import Progress
+    from builder.engine import engine
+    from builder.engine.options import BuildOptions
+    from builder.engine.progress import Progress
     from builder.store import Store
 
     monkeypatch.setattr(engine, "_jobs", lambda: 1)

@@ -294,7 +294,7 @@ def test_other_protocols_are_never_fetched(tmp_path: Path, source: str) -> None:
 ])
 def test_git_url_forms(source: str, remote: str, ref: str, subdir: str) -> None:
     """dfgitutil/git_ref_test.go's forms."""
-    from builder.build.git_source import parse_git_ref
+    from builder.engine.git_source import parse_git_ref
 
     found = parse_git_ref(source)
     assert found is not None
@@ -304,14 +304,14 @@ def test_git_url_forms(source: str, remote: str, ref: str, subdir: str) -> None:
 @pytest.mark.parametrize("source", ["https://host/file.tar.gz", "http://host/repo",
                                     "github.com/moby/buildkit", "./x.git", "dir/x.git"])
 def test_not_git(source: str) -> None:
-    from builder.build.git_source import parse_git_ref
+    from builder.engine.git_source import parse_git_ref
 
     assert parse_git_ref(source) is None
 
 
 def test_redact() -> None:
     """util/urlutil/redact.go."""
-    from builder.build.git_source import redact
+    from builder.engine.git_source import redact
 
     assert redact("https://u:p@h/r.git") == "https://xxxxx:xxxxx@h/r.git"
     assert redact("https://u@h/r.git") == "https://xxxxx@h/r.git"

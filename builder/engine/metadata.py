@@ -17,8 +17,8 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from builder.build.buildx_flags import write_file_atomically
-from builder.build.options import Output
+from builder.engine.buildx_flags import write_file_atomically
+from builder.engine.options import Output
 from builder.image.config import MEDIA_MANIFEST
 from builder.image.manifest import ImageAnnotations, manifest_json
 

@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from builder.build.git_source import is_git_source
 from builder.context.checksum import EntryDigest, kind_of
 from builder.context.fnmatch_go import BadPattern
 from builder.context.fnmatch_go import match as go_match
 from builder.context.ignore import PatternMatcher
+from builder.engine.git_source import is_git_source
 from builder.errors import BuildError, SandboxError
 from builder.run.sandbox import resolve_components, resolve_in_root, resolve_user
 
@@ -224,7 +224,7 @@ def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
             _copy_checkout(copier, request, request.git_trees[rel], dest)
             continue
         if request.add and is_url(rel):
-            from builder.build.add_url import add_url
+            from builder.engine.add_url import add_url
 
             add_url(copier, rel, dest, dest_is_dir, request.checksum)
             continue

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from enum import Enum
 
-from builder.build.options import Output
+from builder.engine.options import Output
 from builder.errors import UsageError
 from builder.image.manifest import ImageAnnotations
 

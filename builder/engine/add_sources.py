@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.build.git_source import (
+from builder.engine.git_source import (
     ResolvedGit,
     check_checksum_flag,
     checkout,
@@ -26,8 +26,8 @@ from builder.build.git_source import (
 )
 
 if TYPE_CHECKING:
-    from builder.build.copy import CopyRequest
     from builder.dockerfile.commands import AddCommand
+    from builder.engine.copy import CopyRequest
     from builder.store import Store
 
 Inputs = list[tuple[str, str]]

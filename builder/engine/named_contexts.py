@@ -26,17 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.build.buildx_flags import BuildContext, ContextKind, context_name
-from builder.build.options import StepRecord
-from builder.build.state import StageState
+from builder.engine.buildx_flags import BuildContext, ContextKind, context_name
+from builder.engine.options import StepRecord
+from builder.engine.state import StageState
 from builder.errors import ContextError, PybuildError, ReferenceError, StoreError
 from builder.image import config as image_config
 from builder.platforms import Platform
 
 if TYPE_CHECKING:
-    from builder.build.engine import _Build
     from builder.context.view import ContextFilter
     from builder.dockerfile.stages import PlannedStage
+    from builder.engine.engine import _Build
 
 # BuildKit's description of a local source's snapshot (source/local/source.go), and the
 # comment its exporter gives a layer that has no history entry of its own.
@@ -121,7 +121,7 @@ def _load(run: _Build, found: BuildContext, line: int) -> _Loaded:
 
 
 def _resolve(run: _Build, found: BuildContext, line: int) -> _Loaded:
-    from builder.build import engine
+    from builder.engine import engine
 
     if found.kind is ContextKind.SCRATCH:
         return _Loaded(None, "scratch")
@@ -139,8 +139,8 @@ def _resolve(run: _Build, found: BuildContext, line: int) -> _Loaded:
 
 def _local(run: _Build, found: BuildContext) -> _Loaded:
     """The directory as one layer, made by the engine's COPY of a context."""
-    from builder.build import engine
     from builder.dockerfile.commands import CopyCommand
+    from builder.engine import engine
 
     target = run.plan.target_platform
     state = StageState(name=f"context {found.name}", chain=None, base_ref="scratch",

@@ -1,6 +1,6 @@
 """Build outputs (``-o``): image archives, or the final root filesystem as a dir or tar.
 
-The tree copy of ``-o type=local`` is ``builder.build.localtree``; it and the
+The tree copy of ``-o type=local`` is ``builder.engine.localtree``; it and the
 archive writer are imported only when an output asks for them, so a build with no
 ``-o`` (a cached rebuild in CI) loads none of that machinery.
 """
@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from builder.build.options import Output
+from builder.engine.options import Output
 from builder.errors import BuildError, UsageError
 from builder.run import in_mount_namespace
 from builder.snapshot import Snapshot, prepare
@@ -58,7 +58,7 @@ def export_rootfs(store: Store, chain: str | None, dest: str, *, as_tar: bool,
             target = dest if dest == "-" else os.path.abspath(dest)
             in_mount_namespace(_tar_out, view, target)
             return
-        from builder.build.localtree import local_out
+        from builder.engine.localtree import local_out
 
         stats = in_mount_namespace(local_out, view, os.path.abspath(dest), preserve,
                                    _mounted)
