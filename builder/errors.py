@@ -2,10 +2,12 @@
 
 The CLI catches ``PybuildError`` and prints ``str(err)`` as one line (no
 traceback) with the exit status ``err.exit_code``; anything else is a bug.
+An error keeps its class on the way up: a caller that knows where it happened
+(a Dockerfile step, a blob being pulled) adds that with ``err.within(where)``
+instead of wrapping it in another class, so the CLI and tests see what was raised.
 
     PybuildError
     ├── UsageError            bad command line, unknown image name (exit 2)
-    │   ├── NotImplementedYet a planned command that does not exist yet (exit 2)
     │   └── ReferenceError    a malformed image reference (exit 2)
     ├── DockerfileError       FILE:LINE: message (parse, expansion, stages)
     ├── ContextError          a build context path that is missing or escapes
@@ -20,19 +22,35 @@ traceback) with the exit status ``err.exit_code``; anything else is a bug.
 
 from __future__ import annotations
 
+from typing import Self
+
 
 class PybuildError(Exception):
     """Base of every error the CLI reports as one line."""
 
     exit_code = 1
+    where: tuple[str, ...] = ()  # outermost first; see within()
+
+    def within(self, where: str, *, exit_code: int | None = None) -> Self:
+        """Name where this happened (``Dockerfile:3: RUN make``, ``blob sha256:...``):
+        ``str(err)`` becomes ``WHERE: message``; the class stays.  ``exit_code``
+        overrides the class's where the caller decides it (a failed step exits 1,
+        whatever failed in it)."""
+        self.where = (where, *self.where)
+        if exit_code is not None:
+            self.exit_code = exit_code
+        return self
+
+    def __str__(self) -> str:
+        return "".join(f"{where}: " for where in self.where) + self.detail()
+
+    def detail(self) -> str:
+        """The message without the places ``within`` added."""
+        return super().__str__()
 
 
 class UsageError(PybuildError):
     exit_code = 2
-
-
-class NotImplementedYet(UsageError):
-    """A command that is planned (listed in --help) but not built yet."""
 
 
 class ReferenceError(UsageError):  # shadows the builtin by design: Docker's name
@@ -44,7 +62,7 @@ class ReferenceError(UsageError):  # shadows the builtin by design: Docker's nam
         super().__init__(f"{text!r}: {reason}")
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.text, self.reason))
+        return (type(self), (self.text, self.reason), self.__dict__)
 
 
 class DockerfileError(PybuildError):
@@ -54,13 +72,13 @@ class DockerfileError(PybuildError):
         self.message = message
         self.path = path
         self.line = line
-        super().__init__(self.__str__())
+        super().__init__(self.detail())
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         # Errors cross process boundaries (sandbox children) by pickling.
-        return (type(self), (self.message, self.path, self.line))
+        return (type(self), (self.message, self.path, self.line), self.__dict__)
 
-    def __str__(self) -> str:
+    def detail(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
         return f"{where}: {self.message}"
 
@@ -82,7 +100,7 @@ class LayerError(PybuildError):
         super().__init__(f"{', '.join(parts)}: {message}")
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.message, self.layer, self.entry))
+        return (type(self), (self.message, self.layer, self.entry), self.__dict__)
 
 
 class StoreError(PybuildError):
@@ -110,7 +128,7 @@ class Unauthorized(RegistryError):
         super().__init__(message)
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.message, self.reason))
+        return (type(self), (self.message, self.reason), self.__dict__)
 
 
 class BuildError(PybuildError):

@@ -81,7 +81,3 @@ def get() -> Limits:
         values[field.name] = value
     return Limits(**values)
 
-
-def hint(field: str) -> str:
-    """The tail of an error for a hit limit: how to raise it."""
-    return f"(limit {getattr(get(), field)}; raise it with {env_name(field)})"

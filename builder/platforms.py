@@ -19,6 +19,7 @@ is what a RUN step can run here without emulation, as BuildKit's
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
@@ -121,7 +122,7 @@ class Platform:
         return cls(os_name, arch, variant)
 
     @classmethod
-    def from_config(cls, doc: dict) -> Platform | None:
+    def from_config(cls, doc: Mapping[str, object]) -> Platform | None:
         """The normalised platform an image config or index entry names, or None when
         it names none (no architecture); never raises on odd values."""
         os_name, arch = doc.get("os"), doc.get("architecture")
@@ -144,13 +145,6 @@ class Platform:
         """Where ``offered`` sits in ``compatible()`` (0 = exact), None if it does not fit."""
         vector = self.compatible()
         return vector.index(offered) if offered in vector else None
-
-    def config_fields(self) -> dict[str, str]:
-        """The image config's ``os``/``architecture``/``variant`` for this platform."""
-        fields = {"os": self.os, "architecture": self.architecture}
-        if self.variant:
-            fields["variant"] = self.variant
-        return fields
 
 
 def _normalize_os(name: str) -> str:

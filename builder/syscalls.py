@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from dataclasses import dataclass
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -181,48 +182,61 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
 
 
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """One BPF instruction before assembly: a ``str`` jump target names a label."""
+
+    code: int
+    jt: int | str = 0
+    jf: int | str = 0
+    k: int | str = 0   # a label only for ``ja`` (an unconditional jump by k)
+
+
 def seccomp_program() -> list[tuple[int, int, int, int]]:
     """The BPF program (code, jt, jf, k) installed by ``restrict_syscalls``."""
     ld_w_abs, jeq, jge, jset, ja, ret = 0x20, 0x15, 0x35, 0x45, 0x05, 0x06
     allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
-    # Assembled with symbolic jump targets, resolved below into relative offsets.
-    code: list[tuple[int, object, object, int]] = [(ld_w_abs, 0, 0, 4)]  # seccomp_data.arch
+    # Assembled with symbolic jump targets (a bare str marks a label's position),
+    # resolved below into relative offsets.
+    code: list[_Op | str] = [_Op(ld_w_abs, k=4)]  # seccomp_data.arch
     arches = list(_AUDIT_ARCH.items())
     for index, (name, (audit, _)) in enumerate(arches):
-        code.append((jeq, f"arch-{name}", 0 if index < len(arches) - 1 else "allow", audit))
+        code.append(_Op(jeq, f"arch-{name}", 0 if index < len(arches) - 1 else "allow", audit))
     for name, (_, numbers) in arches:
-        code.append(("label", f"arch-{name}", 0, 0))
-        code.append((ld_w_abs, 0, 0, 0))  # seccomp_data.nr
+        code += [f"arch-{name}", _Op(ld_w_abs, k=0)]  # seccomp_data.nr
         if name == "x86_64":
-            code.append((jge, "eperm", 0, _X32_BIT))  # the x32 ABI, used by nothing
-        code.append((jeq, "flags", 0, numbers["unshare"]))
-        code.append((jeq, "flags", 0, numbers["clone"]))
-        code.append((jeq, "enosys", 0, numbers["clone3"]))
+            code.append(_Op(jge, "eperm", 0, _X32_BIT))  # the x32 ABI, used by nothing
+        code.append(_Op(jeq, "flags", 0, numbers["unshare"]))
+        code.append(_Op(jeq, "flags", 0, numbers["clone"]))
+        code.append(_Op(jeq, "enosys", 0, numbers["clone3"]))
         for call in ("add_key", "request_key", "keyctl"):
-            code.append((jeq, "eperm", 0, numbers[call]))
-        code.append((ja, 0, 0, "allow"))  # type: ignore[arg-type]
-    code += [("label", "flags", 0, 0), (ld_w_abs, 0, 0, 16),  # args[0], low 32 bits
-             (jset, "eperm", "allow", NAMESPACE_FLAGS),
-             ("label", "allow", 0, 0), (ret, 0, 0, allow),
-             ("label", "eperm", 0, 0), (ret, 0, 0, eperm),
-             ("label", "enosys", 0, 0), (ret, 0, 0, enosys)]
-    labels: dict[object, int] = {}
-    program: list[tuple[object, object, object, object]] = []
-    for op in code:
-        if op[0] == "label":
-            labels[op[1]] = len(program)
+            code.append(_Op(jeq, "eperm", 0, numbers[call]))
+        code.append(_Op(ja, k="allow"))
+    code += ["flags", _Op(ld_w_abs, k=16),  # args[0], low 32 bits
+             _Op(jset, "eperm", "allow", NAMESPACE_FLAGS),
+             "allow", _Op(ret, k=allow),
+             "eperm", _Op(ret, k=eperm),
+             "enosys", _Op(ret, k=enosys)]
+    labels: dict[str, int] = {}
+    program: list[_Op] = []
+    for item in code:
+        if isinstance(item, str):
+            labels[item] = len(program)
         else:
-            program.append(op)
-    def rel(pc: int, target: object) -> int:
-        return labels[target] - pc - 1 if isinstance(target, str) else int(target)  # type: ignore[call-overload]
+            program.append(item)
 
-    out = []
-    for pc, (op, jt, jf, k) in enumerate(program):
-        if op == ja:
-            out.append((ja, 0, 0, rel(pc, k)))
-        else:
-            out.append((int(op), rel(pc, jt), rel(pc, jf), int(k)))  # type: ignore[call-overload]
-    return out
+    def rel(pc: int, target: int | str) -> int:
+        return labels[target] - pc - 1 if isinstance(target, str) else target
+
+    return [(op.code, rel(pc, op.jt), rel(pc, op.jf),
+             rel(pc, op.k) if op.code == ja else _number(op.k))
+            for pc, op in enumerate(program)]
+
+
+def _number(k: int | str) -> int:
+    if isinstance(k, str):
+        raise TypeError(f"BPF label {k!r} as an operand: only ja jumps by k")
+    return k
 
 
 def restrict_syscalls() -> None:
@@ -274,10 +288,8 @@ FSCONFIG_VALUE_MAX = 255
 
 
 def _syscall(number: int, *args: object) -> int:
-    result = _libc.syscall(ctypes.c_long(number), *args)
-    if result < 0:
-        return result
-    return int(result)
+    result: int = _libc.syscall(ctypes.c_long(number), *args)
+    return result
 
 
 def fsopen(fstype: str) -> int:

@@ -146,9 +146,6 @@ class UntrustedDir:
                 raise self._refuse(name, f"{f.size} bytes, its descriptor says {size}")
             return f.read()
 
-    def read_json(self, name: str, limit: int = MAX_DOCUMENT) -> Any:
-        return parse_json(self.read(name, limit), f"{self.what}: {name}")
-
 
 @dataclass
 class Budget:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from builder.cache.importer import (  # noqa: F401 - the import side, re-exported
     MEDIA_CACHE_CONFIG,
@@ -25,8 +23,8 @@ from builder.cache.importer import (  # noqa: F401 - the import side, re-exporte
 )
 from builder.cache.records import CacheStore
 from builder.errors import StoreError
-from builder.image.archive import LayerOut, layer_for_export
 from builder.image.config import MEDIA_INDEX, MEDIA_MANIFEST, go_json
+from builder.store.export import ExportLayer, ExportOptions
 from builder.store.store import Store
 
 if TYPE_CHECKING:
@@ -38,7 +36,7 @@ class CacheDocument:
     """The cache as one artifact: its config (the entry list) and the layers it needs."""
 
     config: bytes
-    layers: dict[str, LayerOut]
+    layers: dict[str, ExportLayer]
 
     def manifest(self) -> bytes:
         return go_json({
@@ -61,16 +59,15 @@ def cache_document(store: Store, cache: CacheStore, keys: list[str],
 
     ``for_registry``: compressed blobs only, not re-hashed (the registry checks them).
     """
+    found = [entry for entry in map(cache.lookup, dict.fromkeys(keys)) if entry is not None]
+    # One call for every chain: a layer shared by several entries is read once.
+    chains = store.export_chains([entry.chain_id for entry in found], ExportOptions(
+        compression, verify=not for_registry, compressed=for_registry))
     entries, layers = [], {}
-    for key in dict.fromkeys(keys):
-        entry = cache.lookup(key)
-        if entry is None:
-            continue
+    for entry in found:
         chain = []
-        for record in store.chain(entry.chain_id):
-            out = layer_for_export(store, record.chain_id, compression,
-                                   verify=not for_registry, compressed=for_registry)
-            chain.append([record.diff_id, out.descriptor.digest, out.descriptor.media_type])
+        for out in chains[entry.chain_id]:
+            chain.append([out.diff_id, out.descriptor.digest, out.descriptor.media_type])
             layers[out.descriptor.digest] = out
         entries.append({"key": entry.key, "parent": entry.parent, "slot": entry.slot,
                         "inputs": entry.inputs, "created": entry.created,
@@ -102,7 +99,7 @@ def export_cache(store: Store, cache: CacheStore, keys: list[str], dest: str,
         for digest, out in document.layers.items():
             name = "blobs/sha256/" + digest.split(":", 1)[1]
             if not root.has_blob(name, digest, out.descriptor.size):
-                root.write(name, _layer_writer(store, out))
+                root.write(name, out.write)
         _put(root, document.config)
         manifest = document.manifest()
         manifest_digest = _put(root, manifest)
@@ -113,19 +110,6 @@ def export_cache(store: Store, cache: CacheStore, keys: list[str], dest: str,
                            "size": len(manifest),
                            "annotations": {"org.opencontainers.image.ref.name": "cache"}}]}))
     return len(entries_of(document.config, dest))
-
-
-def _layer_writer(store: Store, out: LayerOut) -> Callable[[BinaryIO], object]:
-    def write(sink: BinaryIO) -> None:
-        if out.blob is None:  # an uncompressed layer streamed from its dir
-            from builder.layers.tar_write import write_layer_tar
-
-            write_layer_tar(store.layer_dir(out.chain_id), sink,
-                            **store.layer_tar_options(out.chain_id))
-        else:
-            with open(out.blob, "rb") as source:
-                shutil.copyfileobj(source, sink, 1 << 20)
-    return write
 
 
 def _put(root: OutputDir, data: bytes) -> str:

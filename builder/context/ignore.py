@@ -38,7 +38,6 @@ if TYPE_CHECKING:   # the automaton loads only for a pattern re could backtrack 
 
 __all__ = ["IgnorePatternError", "PatternMatcher", "find_ignore_file", "read_ignore_file"]
 
-DOCKERIGNORE = ".dockerignore"
 # bufio.Scanner's default limit: a line (with any \r, without the \n) of 64 KiB - 1.
 _MAX_LINE_BYTES = 65535
 # Go's unicode.IsSpace, which strings.TrimSpace uses.

@@ -112,17 +112,52 @@ def _never_slash(body: object) -> bool:
 
 # ----------------------------------------------------------------- program
 
+@dataclass(frozen=True, slots=True)
+class _Char:
+    """Consume one character that passes the parse-tree node (``op``, ``arg``)."""
+
+    op: object
+    arg: object
+    next: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """Go on at both ``first`` and ``second``."""
+
+    first: int
+    second: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Assert:
+    """Go on at ``next`` if the position satisfies ``kind`` (``^``, ``$``, ``\\b``)."""
+
+    kind: object
+    next: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Match:
+    """The pattern matched."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Fail:
+    """A dead end: ``(?!)``."""
+
+
+_Instruction = _Char | _Split | _Assert | _Match | _Fail
+
+
 @dataclass
 class _Program:
-    """Instructions: ("char", test, next), ("split", a, b), ("assert", kind, next),
-    ("match",).  ``test`` is a node of the parse tree, evaluated per character."""
+    code: list[_Instruction] = field(default_factory=list)
 
-    code: list[tuple] = field(default_factory=list)
-
-    def emit(self, *ins: object) -> int:
+    def emit(self, ins: _Instruction) -> int:
         if len(self.code) >= _MAX_PROGRAM:
             raise UnsupportedRegex("pattern too large")
-        self.code.append(tuple(ins))
+        self.code.append(ins)
         return len(self.code) - 1
 
 
@@ -135,7 +170,7 @@ def _compile(tree: object, prog: _Program, nxt: int) -> int:
 
 def _compile_node(op: object, arg: object, prog: _Program, nxt: int) -> int:
     if op in (C.LITERAL, C.NOT_LITERAL, C.ANY, C.IN):
-        return prog.emit("char", (op, arg), nxt)
+        return prog.emit(_Char(op, arg, nxt))
     if op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
         lo, hi = _ints(arg, 2)
         return _compile_repeat(lo, hi, _member(arg, 2), prog, nxt)
@@ -151,12 +186,12 @@ def _compile_node(op: object, arg: object, prog: _Program, nxt: int) -> int:
         alts = [_compile(alt, prog, nxt) for alt in _member(arg, 1)]  # type: ignore[attr-defined]
         entry = alts[-1]
         for alt in reversed(alts[:-1]):
-            entry = prog.emit("split", alt, entry)
+            entry = prog.emit(_Split(alt, entry))
         return entry
     if op == C.AT:
-        return prog.emit("assert", arg, nxt)
+        return prog.emit(_Assert(arg, nxt))
     if op == C.ASSERT_NOT and not _nodes(_member(arg, 1)):
-        return prog.emit("fail")  # (?!) never matches
+        return prog.emit(_Fail())  # (?!) never matches
     raise UnsupportedRegex(f"unsupported construct {op}")
 
 
@@ -164,13 +199,13 @@ def _compile_repeat(lo: int, hi: int, body: object, prog: _Program, nxt: int) ->
     if lo > 1000 or (hi != C.MAXREPEAT and hi > 1000):
         raise UnsupportedRegex("counted repetition too large")
     if hi == C.MAXREPEAT:
-        loop = prog.emit("split", -1, nxt)  # patched below: body, or leave
+        loop = prog.emit(_Split(-1, nxt))  # patched below: body, or leave
         entry = _compile(body, prog, loop)
-        prog.code[loop] = ("split", entry, nxt)
+        prog.code[loop] = _Split(entry, nxt)
         nxt = loop
     else:
         for _ in range(hi - lo):
-            nxt = prog.emit("split", _compile(body, prog, nxt), nxt)
+            nxt = prog.emit(_Split(_compile(body, prog, nxt), nxt))
     for _ in range(lo):
         nxt = _compile(body, prog, nxt)
     return nxt
@@ -209,8 +244,7 @@ def _category(kind: object, ch: str) -> bool:
     raise UnsupportedRegex(f"unsupported category {kind}")
 
 
-def _char_test(test: tuple, ch: str) -> bool:
-    op, arg = test
+def _char_test(op: object, arg: object, ch: str) -> bool:
     if op == C.LITERAL:
         return ord(ch) == arg
     if op == C.NOT_LITERAL:
@@ -236,7 +270,7 @@ class LinearRegex:
 
     def __init__(self, source: str, flags: int) -> None:
         prog = _Program()
-        match = prog.emit("match")
+        match = prog.emit(_Match())
         self._code = prog.code
         self._start = _compile(_parser.parse(source, flags), prog, match)
         # The lazy DFA: a set of program positions is a state number; a step is
@@ -292,13 +326,13 @@ class LinearRegex:
             self._ids.clear()
             self._sets.clear()
         closure = self._closure(current | {self._start}, prev, ch)
-        matched = 0 in closure  # instruction 0 is "match"
+        matched = 0 in closure  # instruction 0 is _Match
         following: set[int] = set()
         if ch is not None:
             for pc in closure:
                 ins = self._code[pc]
-                if ins[0] == "char" and _char_test(ins[1], ch):
-                    following.add(ins[2])
+                if isinstance(ins, _Char) and _char_test(ins.op, ins.arg, ch):
+                    following.add(ins.next)
         result = (self._id(frozenset(following)), matched)
         self._dfa[(state, prev, ch)] = result
         return result
@@ -312,10 +346,10 @@ class LinearRegex:
                 continue
             seen.add(pc)
             ins = self._code[pc]
-            if ins[0] == "split":
-                todo += (ins[1], ins[2])
-            elif ins[0] == "assert" and _holds(ins[1], prev, ch):
-                todo.append(ins[2])
+            if isinstance(ins, _Split):
+                todo += (ins.first, ins.second)
+            elif isinstance(ins, _Assert) and _holds(ins.kind, prev, ch):
+                todo.append(ins.next)
         return seen
 
 

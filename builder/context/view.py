@@ -23,12 +23,12 @@ import posixpath
 import stat
 from dataclasses import dataclass
 
+from builder import rootpath
 from builder.context.ignore import MatchInfo, PatternMatcher
 from builder.errors import ContextError
 
 __all__ = ["ContextFilter"]
 
-_MAX_SYMLINKS = 40
 _NO_INFO: MatchInfo = frozenset()
 
 
@@ -175,35 +175,14 @@ class ContextFilter:
         entry, or anything on the way to it (a component, a link followed), is
         not in the transferred tree; the path is None then, or when it is missing
         from the context itself."""
-        parts = [p for p in rel.split("/") if p not in ("", ".")]
-        resolved: list[str] = []
-        hops = 0
-        while parts:
-            part = parts.pop(0)
-            if part == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            candidate = "/".join([*resolved, part])
-            st = self._lstat(candidate)
-            if st is None:
-                return None, False
-            if not self._sent(candidate, stat.S_ISDIR(st.st_mode)):
-                return None, True
-            if stat.S_ISLNK(st.st_mode) and (parts or follow):
-                hops += 1
-                if hops > _MAX_SYMLINKS:
-                    raise ContextError(f"{rel}: too many levels of symbolic links in the "
-                                       "build context")
-                target = os.readlink(os.path.join(self.root, candidate))
-                if target.startswith("/"):
-                    resolved = []
-                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-                continue
-            if parts and not stat.S_ISDIR(st.st_mode):
-                return None, False
-            resolved.append(part)
-        return "/".join(resolved) or ".", False
+        try:
+            found = rootpath.walk(_FilteredTree(self), rel, follow_last=follow)
+        except rootpath.TooManyLinks:
+            raise ContextError(f"{rel}: too many levels of symbolic links in the "
+                               "build context") from None
+        if found.parts is None:
+            return None, found.hidden
+        return "/".join(found.parts) or ".", False
 
     def hides(self, rel: str) -> bool:
         """Is the entry ``rel`` (as a walk below a source names it, its last
@@ -317,3 +296,22 @@ class ContextFilter:
     def _copy_times(self, rel: str, host: str) -> None:
         st = os.lstat(os.path.join(self.root, rel))
         os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+class _FilteredTree(rootpath.HostTree):
+    """The context as the transfer sends it, for ``rootpath.walk``: an entry the
+    transfer leaves out is HIDDEN, even when it exists (a link to it, or a path
+    through it, must not reach it)."""
+
+    def __init__(self, view: ContextFilter) -> None:
+        super().__init__(view.root)
+        self.view = view
+
+    def lookup(self, parents: list[str], name: str, via_link: bool) -> rootpath.Kind:
+        candidate = "/".join([*parents, name])
+        st = self.view._lstat(candidate)
+        if st is None:
+            return rootpath.Kind.MISSING
+        if not self.view._sent(candidate, stat.S_ISDIR(st.st_mode)):
+            return rootpath.Kind.HIDDEN
+        return rootpath.kind_of(st.st_mode)

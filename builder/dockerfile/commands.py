@@ -91,7 +91,8 @@ class EnvCommand(Command):
     pairs: list[tuple[str, str]] = field(default_factory=list)
     legacy_format: bool = False  # "ENV k v" (no "=")
 
-    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+    def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
+               expand_raw: ExpandWord | None = None) -> Command:
         pairs = [(expand_word(k), expand_word(v)) for k, v in self.pairs]
         return dataclasses.replace(self, pairs=pairs)
 
@@ -103,7 +104,8 @@ class LabelCommand(Command):
     pairs: list[tuple[str, str]] = field(default_factory=list)
     legacy_format: bool = False
 
-    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+    def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
+               expand_raw: ExpandWord | None = None) -> Command:
         pairs = [(expand_word(k), expand_word(v)) for k, v in self.pairs]
         return dataclasses.replace(self, pairs=pairs)
 
@@ -120,7 +122,8 @@ class ArgCommand(Command):
     args: list[tuple[str, str | None]] = field(default_factory=list)
     doc_comments: list[str] = field(default_factory=list)
 
-    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+    def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
+               expand_raw: ExpandWord | None = None) -> Command:
         return self
 
 
@@ -152,7 +155,8 @@ class CopyCommand(Command):
     exclude: list[str] = field(default_factory=list)
     parents: bool = False
 
-    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+    def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
+               expand_raw: ExpandWord | None = None) -> Command:
         return dataclasses.replace(
             self,
             sources=[expand_word(s) for s in self.sources],
@@ -180,7 +184,8 @@ class AddCommand(Command):
     checksum: str | None = None
     unpack: bool | None = None
 
-    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+    def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
+               expand_raw: ExpandWord | None = None) -> Command:
         return dataclasses.replace(
             self,
             sources=[expand_word(s) for s in self.sources],
@@ -208,7 +213,8 @@ class RunCommand(Command):
     devices: list[Device] = field(default_factory=list)
     flags_used: list[str] = field(default_factory=list)
 
-    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+    def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
+               expand_raw: ExpandWord | None = None) -> Command:
         # A command does not know its file: the engine re-raises with its path.
         try:
             mounts = [parse_mount(m.raw, expand_word) for m in self.mounts]
@@ -243,7 +249,8 @@ class ExposeCommand(Command):
     expanded_fields: ClassVar[tuple[str, ...]] = ("ports",)
     ports: list[str] = field(default_factory=list)  # sorted, as upstream
 
-    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+    def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
+               expand_raw: ExpandWord | None = None) -> Command:
         return dataclasses.replace(self, ports=[w for p in self.ports for w in expand_words(p)])
 
 
@@ -253,15 +260,9 @@ class VolumeCommand(Command):
     expanded_fields: ClassVar[tuple[str, ...]] = ("paths",)
     paths: list[str] = field(default_factory=list)
 
-    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
+    def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
+               expand_raw: ExpandWord | None = None) -> Command:
         return dataclasses.replace(self, paths=[expand_word(p) for p in self.paths])
-
-
-def _single(attr: str) -> Callable[..., Command]:
-    def expand(self, expand_word, expand_words, expand_raw=None):  # type: ignore[no-untyped-def]
-        return dataclasses.replace(self, **{attr: expand_word(getattr(self, attr))})
-
-    return expand
 
 
 @dataclass
@@ -269,7 +270,9 @@ class UserCommand(Command):
     keyword: ClassVar[str] = "user"
     expanded_fields: ClassVar[tuple[str, ...]] = ("user",)
     user: str = ""
-    expand = _single("user")  # type: ignore[assignment]
+    def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
+               expand_raw: ExpandWord | None = None) -> Command:
+        return dataclasses.replace(self, user=expand_word(self.user))
 
 
 @dataclass
@@ -277,7 +280,9 @@ class WorkdirCommand(Command):
     keyword: ClassVar[str] = "workdir"
     expanded_fields: ClassVar[tuple[str, ...]] = ("path",)
     path: str = ""
-    expand = _single("path")  # type: ignore[assignment]
+    def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
+               expand_raw: ExpandWord | None = None) -> Command:
+        return dataclasses.replace(self, path=expand_word(self.path))
 
 
 @dataclass
@@ -285,7 +290,9 @@ class StopsignalCommand(Command):
     keyword: ClassVar[str] = "stopsignal"
     expanded_fields: ClassVar[tuple[str, ...]] = ("signal",)
     signal: str = ""
-    expand = _single("signal")  # type: ignore[assignment]
+    def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
+               expand_raw: ExpandWord | None = None) -> Command:
+        return dataclasses.replace(self, signal=expand_word(self.signal))
 
 
 @dataclass

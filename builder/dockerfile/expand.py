@@ -270,16 +270,20 @@ class _Word:
         """The next character; "" at the end (Go's scanner.EOF)."""
         return self.text[self.pos] if self.pos < self.n else ""
 
+    def _bare_variable(self) -> str:
+        """``$NAME`` (no braces); a lone ``$`` stays as it is."""
+        name = self.process_name()
+        if not name:
+            return "$"
+        value, found = self.get_env(name)
+        if not found and self.lex.skip_unset_env:
+            return "$" + name
+        return value
+
     def _dollar(self) -> str:
         self.pos += 1  # the '$'
         if self._peek() != "{":
-            name = self.process_name()
-            if not name:
-                return "$"
-            value, found = self.get_env(name)
-            if not found and self.lex.skip_unset_env:
-                return "$" + name
-            return value
+            return self._bare_variable()
         self.pos += 1
         ch = self._peek()
         if not ch:
@@ -402,28 +406,6 @@ def _matched(pattern: str, match: Callable[[], str]) -> str:
         raise ExpansionError(f"invalid pattern ({pattern}) in substitution: {err}") from None
     except ResultTooLarge:
         raise _too_large() from None
-
-
-def _shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> str:
-    """The Go regular expression upstream builds for a pattern (its test vectors)."""
-    from builder.dockerfile import shell_pattern
-    from builder.dockerfile.shell_pattern import PatternError
-
-    try:
-        return shell_pattern.shell_pattern_to_regex(pattern, greedy, anchored)
-    except PatternError as err:
-        raise ExpansionError(str(err)) from None
-
-
-def _reverse_pattern(pattern: str) -> str:
-    """Upstream's name, for its test vectors."""
-    from builder.dockerfile import shell_pattern
-
-    return shell_pattern.reverse_pattern(pattern)
-
-
-def _reverse_string(text: str) -> str:
-    return text[::-1]
 
 
 _C_ESCAPES = {'"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f",

@@ -68,7 +68,8 @@ def suggest(value: str, options: Iterable[str], case_sensitive: bool = True) -> 
     return best
 
 
-def with_suggestion(message: str, value: str, options: Iterable[str], case_sensitive=True) -> str:
+def with_suggestion(message: str, value: str, options: Iterable[str],
+                    case_sensitive: bool = True) -> str:
     match = suggest(value, options, case_sensitive)
     return f"{message} (did you mean {match}?)" if match else message
 

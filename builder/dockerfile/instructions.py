@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 
 from builder.dockerfile.commands import (
     AddCommand,
@@ -132,132 +133,146 @@ def _parse_heredoc_safe(word: str) -> Heredoc | None:
         return None
 
 
-def _common(node: Node) -> dict[str, object]:
-    return {
-        "line": node.start_line,
-        "end_line": node.end_line,
-        "original": go_trim_space(node.original),
-        "name": node.value,
-        "comments": list(node.comments),
-    }
+def _stamp(cmd: Command, node: Node) -> Command:
+    """Fill in the fields every instruction has, from its parser node."""
+    cmd.line = node.start_line
+    cmd.end_line = node.end_line
+    cmd.original = go_trim_space(node.original)
+    cmd.name = node.value
+    cmd.comments = list(node.comments)
+    return cmd
 
 
 def _parse(node: Node) -> Command:
     kw = go_lower(node.value)
-    args = node.all_args()
-    bf = BFlags(node.flags)
-    common = _common(node)
-    if kw == "from":
-        if len(args) == 3 and args[1].lower() == "as":
-            stage = go_lower(args[2])
-            if not _STAGE_NAME.fullmatch(stage):
-                raise InstructionError(
-                    f"invalid name for build stage: {go_quote(args[2])}, "
-                    "name can't start with a number or contain symbols"
-                )
-        elif len(args) != 1:
-            raise InstructionError("FROM requires either one or three arguments")
-        else:
-            stage = None
-        platform = bf.add_string("platform")
-        bf.parse()
-        return FromCommand(
-            **common,  # type: ignore[arg-type]
-            base=args[0],
-            stage_name=stage,
-            platform=platform.value or None,
-            as_word=args[1] if len(args) == 3 else "",
-            args=args,
+    parser = _PARSERS.get(kw)
+    if parser is None:
+        names = sorted(k.upper() for k in KNOWN_INSTRUCTIONS)
+        raise InstructionError(
+            with_suggestion(f"unknown instruction: {node.value}", node.value, names, False)
         )
-    if kw in ("env", "label"):
-        bf.parse()
-        pairs = _kvps(args, kw.upper())
-        legacy = any(args[i + 2] == "" for i in range(0, len(args), 3))
-        cls = EnvCommand if kw == "env" else LabelCommand
-        return cls(**common, pairs=pairs, legacy_format=legacy)  # type: ignore[arg-type]
-    if kw == "maintainer":
-        if len(args) != 1:
-            raise _exactly_one("MAINTAINER")
-        bf.parse()
-        return MaintainerCommand(**common, maintainer=args[0])  # type: ignore[arg-type]
-    if kw in ("add", "copy"):
-        return _parse_copy(node, args, bf, common, kw)
-    if kw == "onbuild":
-        if not args:
-            raise _at_least_one("ONBUILD")
-        bf.parse()
-        trigger = go_upper(args[0].strip())
-        if trigger == "ONBUILD":
-            raise InstructionError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
-        if trigger in ("MAINTAINER", "FROM"):
-            raise InstructionError(f"{trigger} isn't allowed as an ONBUILD trigger")
-        expr = _ONBUILD_PREFIX.sub("", node.original, count=1)
-        for doc in node.heredocs:
-            expr += "\n" + doc.content + doc.name
-        return OnbuildCommand(**common, expression=expr)  # type: ignore[arg-type]
-    if kw in ("workdir", "user", "stopsignal"):
-        if len(args) != 1:
-            raise _exactly_one(kw.upper())
-        if kw == "workdir":
-            bf.parse()
-            return WorkdirCommand(**common, path=args[0])  # type: ignore[arg-type]
-        if kw == "user":
-            bf.parse()
-            return UserCommand(**common, user=args[0])  # type: ignore[arg-type]
-        # upstream never parses STOPSIGNAL's flags
-        return StopsignalCommand(**common, signal=args[0])  # type: ignore[arg-type]
-    if kw == "run":
-        return _parse_run(node, args, bf, common)
-    if kw in ("cmd", "entrypoint"):
-        bf.parse()
-        cls2 = CmdCommand if kw == "cmd" else EntrypointCommand
-        return cls2(  # type: ignore[arg-type]
-            **common, cmd=handle_json_args(args, node.json), shell_form=not node.json
-        )
-    if kw == "healthcheck":
-        return _parse_healthcheck(node, args, bf, common)
-    if kw == "expose":
-        if not args:
-            raise _at_least_one("EXPOSE")
-        bf.parse()
-        return ExposeCommand(**common, ports=sorted(args))  # type: ignore[arg-type]
-    if kw == "volume":
-        if not args:
-            raise _at_least_one("VOLUME")
-        bf.parse()
-        paths = []
-        for v in args:
-            v = v.strip()
-            if not v:
-                raise InstructionError("VOLUME specified can not be an empty string")
-            paths.append(v)
-        return VolumeCommand(**common, paths=paths)  # type: ignore[arg-type]
-    if kw == "arg":
-        if not args:
-            raise _at_least_one("ARG")
-        pairs: list[tuple[str, str | None]] = []
-        for a in args:
-            k, eq, v = a.partition("=")
-            if eq and not k:
-                raise InstructionError("ARG names can not be blank")
-            pairs.append((k, v if eq else None))
-        docs = [_doc_comment(node.comments, k) for k, _ in pairs]
-        return ArgCommand(**common, args=pairs, doc_comments=docs)  # type: ignore[arg-type]
-    if kw == "shell":
-        bf.parse()
-        shell = handle_json_args(args, node.json)
-        if not shell:
-            raise _at_least_one("SHELL")
-        if not node.json:
-            raise InstructionError("SHELL requires the arguments to be in JSON form")
-        return ShellCommand(**common, shell=shell)  # type: ignore[arg-type]
-    names = sorted(k.upper() for k in KNOWN_INSTRUCTIONS)
-    raise InstructionError(
-        with_suggestion(f"unknown instruction: {node.value}", node.value, names, False)
+    return _stamp(parser(node, kw, node.all_args(), BFlags(node.flags)), node)
+
+
+def _parse_from(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
+    stage: str | None = None
+    if len(args) == 3 and args[1].lower() == "as":
+        stage = go_lower(args[2])
+        if not _STAGE_NAME.fullmatch(stage):
+            raise InstructionError(
+                f"invalid name for build stage: {go_quote(args[2])}, "
+                "name can't start with a number or contain symbols"
+            )
+    elif len(args) != 1:
+        raise InstructionError("FROM requires either one or three arguments")
+    platform = bf.add_string("platform")
+    bf.parse()
+    return FromCommand(
+        base=args[0],
+        stage_name=stage,
+        platform=platform.value or None,
+        as_word=args[1] if len(args) == 3 else "",
+        args=args,
     )
 
 
-def _parse_copy(node: Node, args: list[str], bf: BFlags, common: dict, kw: str) -> Command:
+def _parse_env_label(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
+    bf.parse()
+    pairs = _kvps(args, kw.upper())
+    legacy = any(args[i + 2] == "" for i in range(0, len(args), 3))
+    if kw == "env":
+        return EnvCommand(pairs=pairs, legacy_format=legacy)
+    return LabelCommand(pairs=pairs, legacy_format=legacy)
+
+
+def _parse_maintainer(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
+    if len(args) != 1:
+        raise _exactly_one("MAINTAINER")
+    bf.parse()
+    return MaintainerCommand(maintainer=args[0])
+
+
+def _parse_onbuild(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
+    if not args:
+        raise _at_least_one("ONBUILD")
+    bf.parse()
+    trigger = go_upper(args[0].strip())
+    if trigger == "ONBUILD":
+        raise InstructionError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+    if trigger in ("MAINTAINER", "FROM"):
+        raise InstructionError(f"{trigger} isn't allowed as an ONBUILD trigger")
+    expr = _ONBUILD_PREFIX.sub("", node.original, count=1)
+    for doc in node.heredocs:
+        expr += "\n" + doc.content + doc.name
+    return OnbuildCommand(expression=expr)
+
+
+def _parse_one_word(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
+    """WORKDIR, USER and STOPSIGNAL: exactly one argument."""
+    if len(args) != 1:
+        raise _exactly_one(kw.upper())
+    if kw == "workdir":
+        bf.parse()
+        return WorkdirCommand(path=args[0])
+    if kw == "user":
+        bf.parse()
+        return UserCommand(user=args[0])
+    # upstream never parses STOPSIGNAL's flags
+    return StopsignalCommand(signal=args[0])
+
+
+def _parse_cmd_entrypoint(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
+    bf.parse()
+    argv = handle_json_args(args, node.json)
+    if kw == "cmd":
+        return CmdCommand(cmd=argv, shell_form=not node.json)
+    return EntrypointCommand(cmd=argv, shell_form=not node.json)
+
+
+def _parse_expose(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
+    if not args:
+        raise _at_least_one("EXPOSE")
+    bf.parse()
+    return ExposeCommand(ports=sorted(args))
+
+
+def _parse_volume(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
+    if not args:
+        raise _at_least_one("VOLUME")
+    bf.parse()
+    paths = []
+    for v in args:
+        v = v.strip()
+        if not v:
+            raise InstructionError("VOLUME specified can not be an empty string")
+        paths.append(v)
+    return VolumeCommand(paths=paths)
+
+
+def _parse_arg(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
+    if not args:
+        raise _at_least_one("ARG")
+    pairs: list[tuple[str, str | None]] = []
+    for a in args:
+        k, eq, v = a.partition("=")
+        if eq and not k:
+            raise InstructionError("ARG names can not be blank")
+        pairs.append((k, v if eq else None))
+    docs = [_doc_comment(node.comments, k) for k, _ in pairs]
+    return ArgCommand(args=pairs, doc_comments=docs)
+
+
+def _parse_shell(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
+    bf.parse()
+    shell = handle_json_args(args, node.json)
+    if not shell:
+        raise _at_least_one("SHELL")
+    if not node.json:
+        raise InstructionError("SHELL requires the arguments to be in JSON form")
+    return ShellCommand(shell=shell)
+
+
+def _parse_copy(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
     cmd = kw.upper()
     if len(args) < 2:
         raise InstructionError(
@@ -280,7 +295,6 @@ def _parse_copy(node: Node, args: list[str], bf: BFlags, common: dict, kw: str) 
     sources, dest, docs = _sources_and_dest(node, args, cmd)
     if kw == "copy":
         return CopyCommand(
-            **common,
             sources=sources,
             dest=dest,
             source_heredocs=docs,
@@ -292,7 +306,6 @@ def _parse_copy(node: Node, args: list[str], bf: BFlags, common: dict, kw: str) 
             parents=parents.is_true,
         )
     return AddCommand(
-        **common,
         sources=sources,
         dest=dest,
         source_heredocs=docs,
@@ -306,7 +319,7 @@ def _parse_copy(node: Node, args: list[str], bf: BFlags, common: dict, kw: str) 
     )
 
 
-def _parse_run(node: Node, args: list[str], bf: BFlags, common: dict) -> RunCommand:
+def _parse_run(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
     device = bf.add_strings("device")
     mount = bf.add_strings("mount")
     network = bf.add_string("network", "default")
@@ -319,7 +332,6 @@ def _parse_run(node: Node, args: list[str], bf: BFlags, common: dict) -> RunComm
     if security.value not in SECURITY_MODES:
         raise InstructionError(f"security {go_quote(security.value)} is not valid")
     return RunCommand(
-        **common,
         cmd=handle_json_args(args, node.json),
         shell_form=not node.json,
         heredocs=[dataclasses.replace(h) for h in node.heredocs],
@@ -331,7 +343,7 @@ def _parse_run(node: Node, args: list[str], bf: BFlags, common: dict) -> RunComm
     )
 
 
-def _parse_healthcheck(node: Node, args: list[str], bf: BFlags, common: dict) -> Command:
+def _parse_healthcheck(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
     if not args:
         raise _at_least_one("HEALTHCHECK")
     typ = go_upper(args[0])
@@ -339,7 +351,7 @@ def _parse_healthcheck(node: Node, args: list[str], bf: BFlags, common: dict) ->
     if typ == "NONE":
         if rest:
             raise InstructionError("HEALTHCHECK NONE takes no arguments")
-        return HealthcheckCommand(**common, test=["NONE"])
+        return HealthcheckCommand(test=["NONE"])
     fl = {n: bf.add_string(n) for n in ("interval", "timeout", "start-period", "start-interval")}
     retries_flag = bf.add_string("retries")
     bf.parse()
@@ -349,7 +361,7 @@ def _parse_healthcheck(node: Node, args: list[str], bf: BFlags, common: dict) ->
     if not cmd:
         raise InstructionError("Missing command after HEALTHCHECK CMD")
     test = ["CMD" if node.json else "CMD-SHELL", *cmd]
-    durations = {n.replace("-", "_"): parse_opt_interval(n, f.value) for n, f in fl.items()}
+    durations = {n: parse_opt_interval(n, f.value) for n, f in fl.items()}
     retries = 0
     if retries_flag.value:
         try:
@@ -358,7 +370,34 @@ def _parse_healthcheck(node: Node, args: list[str], bf: BFlags, common: dict) ->
             raise InstructionError(str(err)) from None
         if retries < 0:
             raise InstructionError(f"--retries cannot be negative ({retries})")
-    return HealthcheckCommand(**common, test=test, retries=retries, **durations)
+    return HealthcheckCommand(
+        test=test, retries=retries, interval=durations["interval"],
+        timeout=durations["timeout"], start_period=durations["start-period"],
+        start_interval=durations["start-interval"])
+
+
+# One parser per keyword (lower case); each checks its arguments and flags in
+# upstream's order, so the first error reported is the one BuildKit reports.
+_PARSERS: dict[str, Callable[[Node, str, list[str], BFlags], Command]] = {
+    "from": _parse_from,
+    "env": _parse_env_label,
+    "label": _parse_env_label,
+    "maintainer": _parse_maintainer,
+    "add": _parse_copy,
+    "copy": _parse_copy,
+    "onbuild": _parse_onbuild,
+    "workdir": _parse_one_word,
+    "user": _parse_one_word,
+    "stopsignal": _parse_one_word,
+    "run": _parse_run,
+    "cmd": _parse_cmd_entrypoint,
+    "entrypoint": _parse_cmd_entrypoint,
+    "healthcheck": _parse_healthcheck,
+    "expose": _parse_expose,
+    "volume": _parse_volume,
+    "arg": _parse_arg,
+    "shell": _parse_shell,
+}
 
 
 def parse_instruction(node: Node, path: str = "Dockerfile") -> Command:

@@ -338,7 +338,8 @@ def split_instruction(line: str, escape: str) -> tuple[str, list[str], list[str]
     text = go_trim_space(line)
     m = _WS.search(text)
     if m is None:
-        cmd, flags, rest = text, [], ""
+        flags: list[str] = []
+        cmd, rest = text, ""
     else:
         cmd, rest = text[: m.start()], text[m.end() :]
         if rest.startswith("--"):

@@ -355,8 +355,10 @@ def _dump_one(node: Node) -> str:
 
 def dump_node(node: Node) -> str:
     chain = [node]
-    while chain[-1].child is not None:
-        chain.append(chain[-1].child)  # type: ignore[arg-type]
+    child = node.child
+    while child is not None:
+        chain.append(child)
+        child = child.child
     pieces = [_dump_one(n) for n in chain[:-1]]
     pieces.append(go_trim_space(_dump_one(chain[-1])))
     return go_trim_space(" (".join(pieces) + ")" * (len(chain) - 1))

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from builder.dockerfile.commands import ArgCommand, Command, CopyCommand, FromCommand, RunCommand
 from builder.dockerfile.directives import (
@@ -28,6 +29,9 @@ from builder.dockerfile.instructions import parse_instruction
 from builder.dockerfile.parser import MAX_DOCKERFILE_BYTES, LintWarning, Node, decode_source, parse
 from builder.errors import DockerfileError
 from builder.platforms import Platform
+
+if TYPE_CHECKING:   # the lexer loads only when a Dockerfile is planned
+    from builder.dockerfile.expand import ExpandResult
 
 __all__ = [
     "BuildPlan",
@@ -251,7 +255,7 @@ class _Planner:
         self.declared: set[str] = set(env)
         self.by_name: dict[str, int] = {}
 
-    def expand(self, word: str, env: Mapping[str, str], line: int):  # type: ignore[no-untyped-def]
+    def expand(self, word: str, env: Mapping[str, str], line: int) -> ExpandResult:
         from builder.dockerfile.expand import ExpansionError
 
         try:

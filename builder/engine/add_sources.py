@@ -27,7 +27,7 @@ from builder.engine.git_source import (
 
 if TYPE_CHECKING:
     from builder.dockerfile.commands import AddCommand
-    from builder.engine.copy import CopyRequest
+    from builder.engine.copy_plan import CopyRequest
     from builder.store import Store
 
 Inputs = list[tuple[str, str]]

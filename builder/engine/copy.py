@@ -1,4 +1,6 @@
-"""COPY and ADD: select sources, then write them into a mounted snapshot.
+"""COPY and ADD, the copier: write the selected sources into a mounted snapshot.
+
+The request and its source selection are ``copy_plan.py``.
 
 Sources are resolved inside their root (the build context, or another stage's
 or image's filesystem) with chroot semantics: ``..`` stops at the root and an
@@ -25,150 +27,21 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from builder.context.checksum import EntryDigest, kind_of
-from builder.context.fnmatch_go import BadPattern
-from builder.context.fnmatch_go import match as go_match
-from builder.context.ignore import PatternMatcher
-from builder.engine.git_source import is_git_source
-from builder.errors import BuildError, SandboxError
+from builder.engine.copy_plan import (
+    CopyRequest,
+    clean_source,
+    has_magic,
+    is_url,
+    parse_chmod,
+    select_sources,
+)
+from builder.errors import BuildError, PybuildError, SandboxError
 from builder.run.sandbox import resolve_components, resolve_in_root, resolve_user
 
-if TYPE_CHECKING:
-    from builder.context.view import ContextFilter
-
 _CHUNK = 1 << 20
-_MAX_SYMLINKS = 40
-_URL_PREFIXES = ("http://", "https://")
-
-
-@dataclass
-class CopyRequest:
-    sources: list[str]
-    dest: str
-    workdir: str
-    chown: str = ""
-    chmod: str = ""
-    ignore: ContextFilter | None = None   # .dockerignore: what the context transfer sends
-    heredocs: list[tuple[str, str]] = field(default_factory=list)  # (name, content)
-    selected: list[str] | None = None   # sources after globbing, when chosen in advance
-    exclude: list[str] = field(default_factory=list)   # --exclude patterns
-    parents: bool = False     # --parents: keep each source's path below the context
-    link: bool = False        # --link: same files as a plain copy (see module doc)
-    add: bool = False         # ADD: extract local archives, fetch URLs
-    preserve_owner: bool = False   # COPY --from keeps owners; the context's are root's
-    checksum: str = ""        # ADD --checksum of an http(s) source (add_url.py)
-    git_trees: dict[str, str] = field(default_factory=dict)  # git source -> its checkout
-    # The content digest the step's cache key holds (context sources only): the copy
-    # recomputes it from the bytes it writes and fails on a difference.
-    expected_content: str | None = None
-
-    def __post_init__(self) -> None:
-        self.exclude_matcher = PatternMatcher(self.exclude) if self.exclude else None
-
-    def excluded(self, rel: str) -> bool:
-        """A source BuildKit's context transfer would not send (followed if a link)."""
-        return self.ignore is not None and self.ignore.hides_source(rel)
-
-    def skipped(self, rel: str, is_dir: bool) -> bool:
-        """An entry below a source that the transferred context lacks."""
-        return self.ignore is not None and self.ignore.hides(rel)
-
-    def leaves_out(self, source_rel: str, rel: str, is_dir: bool) -> bool:
-        """Whether an entry found below ``source_rel`` is left out of the copy: by
-        .dockerignore, or by --exclude (matched on its path below the source, as
-        BuildKit's ExcludePatterns); the cache key leaves out the same entries."""
-        if self.skipped(rel, is_dir):
-            return True
-        matcher = self.exclude_matcher
-        if matcher is None:
-            return False
-        below = posixpath.relpath(rel, source_rel)
-        return matcher.matches(below) and not (is_dir and matcher.may_reinclude_under(below))
-
-    def kept_sources(self, selected: list[str]) -> list[str]:
-        """The selected context sources that are copied: URLs are not in the context,
-        and --exclude drops what a wildcard matched (never a source named outright)."""
-        named = {clean_source(s) for s in self.sources if not _has_magic(s)}
-        matcher = self.exclude_matcher
-        return [rel for rel in selected if not (self.add and is_url(rel)) and not (
-            matcher is not None and rel not in named
-            and matcher.matches(posixpath.basename(rel)))]
-
-
-def clean_source(path: str) -> str:
-    """A source path relative to its root; ``..`` cannot climb above it."""
-    return posixpath.normpath("/" + path).lstrip("/") or "."
-
-
-def is_url(source: str) -> bool:
-    """A source ADD fetches: an http(s) URL or a git repository (git_source.py)."""
-    return source.startswith(_URL_PREFIXES) or is_git_source(source)
-
-
-def _has_magic(path: str) -> bool:
-    return any(c in path for c in "*?[")
-
-
-def _glob_part(pattern: str, name: str) -> bool:
-    try:
-        return go_match(pattern, name)
-    except BadPattern:
-        raise BuildError(f"invalid wildcard pattern {pattern!r}: syntax error") from None
-
-
-def expand_sources(root: str, pattern: str, excluded: Callable[[str], bool]) -> list[str]:
-    """Context-relative paths matching ``pattern`` (a plain path or a glob, matched
-    one component at a time with Go's filepath.Match as BuildKit does)."""
-    cleaned = clean_source(pattern)
-    if not _has_magic(cleaned):
-        return [cleaned]
-    matches = ["."]
-    for part in cleaned.split("/"):
-        found = []
-        for base in matches:
-            host = resolve_in_root(root, base)
-            if host is None or not os.path.isdir(host):
-                continue
-            names = sorted(os.listdir(host))
-            selected = [n for n in names if _glob_part(part, n)] if _has_magic(part) else (
-                [part] if part in names else [])
-            found += [posixpath.normpath(posixpath.join(base, n)) for n in selected]
-        matches = found
-    return [m for m in matches if not excluded(m)]
-
-
-def select_sources(root: str, request: CopyRequest) -> list[str]:
-    """The request's sources after globbing, each checked to exist inside ``root``.
-    With ADD, URLs are kept as they are."""
-    selected: list[str] = []
-    for source in request.sources:
-        if request.add and is_url(source):
-            selected.append(source)
-            continue
-        matches = expand_sources(root, source, request.excluded)
-        # A wildcard may match nothing: BuildKit's Dockerfile frontend copies with
-        # AllowEmptyWildcard (dockerfile2llb/convert.go, dispatchCopy; COPY and ADD).
-        if not _has_magic(source) and (not matches
-                                       or resolve_in_root(root, matches[0]) is None):
-            raise BuildError(f'"/{clean_source(source)}": not found')
-        selected += matches
-    return selected
-
-
-def parse_chmod(value: str) -> int | None:
-    if not value:
-        return None
-    try:
-        mode = int(value, 8)
-    except ValueError:
-        mode = -1
-    if not 0 <= mode <= 0o7777:
-        raise BuildError(f"invalid chmod parameter: '{value}'. it should be octal string "
-                         "and between 0 and 07777")
-    return mode
 
 
 def _parents_base(source: str) -> str:
@@ -230,43 +103,49 @@ def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
             continue
         if rel not in copied_sources:
             continue
-        host = resolve_in_root(source_root, rel)
-        if host is None:
-            raise BuildError(f'"/{rel}": not found')
-        if request.excluded(rel):
-            raise BuildError(f'"/{rel}": not found (excluded by .dockerignore)')
-        target_dest = dest
-        if request.parents:
-            source = next((s for s in request.sources if _has_magic(s) or
-                           clean_source(s) == rel), rel)
-            kept = posixpath.relpath(rel, _parents_base(source))
-            target_dest = posixpath.join(dest, kept)
-            if not os.path.isdir(host):
-                target_dest = posixpath.dirname(target_dest) + "/"
-        _check_name(rel)
-        st = os.stat(host)
-        if stat.S_ISDIR(st.st_mode):
-            copier.record(rel, st, "")
-            target = copier.make_dirs(target_dest)
-            copier.copy_tree(host, rel, target, origin=rel)
-            if request.parents:
-                copier.finish(target, st)
-        elif request.add and _try_extract(copier, host, rel, target_dest):
-            continue
-        else:
-            into_dir = dest_is_dir or request.parents or target_dest.endswith("/") or \
-                os.path.isdir(resolve_in_root(merged, target_dest) or "/nonexistent")
-            name = posixpath.join(target_dest, posixpath.basename(rel)) if into_dir \
-                else target_dest
-            parent = copier.make_dirs(posixpath.dirname(name.rstrip("/")) or "/")
-            copier.copy_file(host, os.path.join(parent, posixpath.basename(name.rstrip("/"))),
-                             rel)
+        _copy_source(copier, request, merged, source_root, rel, dest, dest_is_dir)
     _check_copied(copier, request)
     for name, content in request.heredocs:
         into_dir = dest_is_dir or os.path.isdir(resolve_in_root(merged, dest) or "/nonexistent")
         path = posixpath.join(dest, name) if into_dir or dest.endswith("/") else dest
         parent = copier.make_dirs(posixpath.dirname(path) or "/")
         copier.write_file(os.path.join(parent, posixpath.basename(path)), content.encode())
+
+
+def _copy_source(copier: _Copier, request: CopyRequest, merged: str, source_root: str,
+                 rel: str, dest: str, dest_is_dir: bool) -> None:
+    """Copy one selected source of the context (or --from root) to ``dest``."""
+    host = resolve_in_root(source_root, rel)
+    if host is None:
+        raise BuildError(f'"/{rel}": not found')
+    if request.excluded(rel):
+        raise BuildError(f'"/{rel}": not found (excluded by .dockerignore)')
+    target_dest = dest
+    if request.parents:
+        source = next((s for s in request.sources if has_magic(s) or
+                       clean_source(s) == rel), rel)
+        kept = posixpath.relpath(rel, _parents_base(source))
+        target_dest = posixpath.join(dest, kept)
+        if not os.path.isdir(host):
+            target_dest = posixpath.dirname(target_dest) + "/"
+    _check_name(rel)
+    st = os.stat(host)
+    if stat.S_ISDIR(st.st_mode):
+        copier.record(rel, st, "")
+        target = copier.make_dirs(target_dest)
+        copier.copy_tree(host, rel, target, origin=rel)
+        if request.parents:
+            copier.finish(target, st)
+    elif request.add and _try_extract(copier, host, rel, target_dest):
+        return
+    else:
+        into_dir = dest_is_dir or request.parents or target_dest.endswith("/") or \
+            os.path.isdir(resolve_in_root(merged, target_dest) or "/nonexistent")
+        name = posixpath.join(target_dest, posixpath.basename(rel)) if into_dir \
+            else target_dest
+        parent = copier.make_dirs(posixpath.dirname(name.rstrip("/")) or "/")
+        copier.copy_file(host, os.path.join(parent, posixpath.basename(name.rstrip("/"))),
+                         rel)
 
 
 def _check_copied(copier: _Copier, request: CopyRequest) -> None:
@@ -571,6 +450,9 @@ def _try_extract(copier: _Copier, host: str, rel: str, dest: str) -> bool:
             with open_decompressed(cast(BinaryIO, raw)) as src:
                 try:
                     apply_layer_tar(src, unpacked, mode="merged")
+                except PybuildError as err:  # a hostile or broken tar: its own class
+                    err.within(f"ADD {posixpath.basename(host)}: cannot extract")
+                    raise
                 except Exception as err:
                     raise BuildError(f"ADD {posixpath.basename(host)}: cannot extract: "
                                      f"{err}") from err

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from builder.context.checksum import StatCache, checksum_sources
 from builder.context.view import ContextFilter
-from builder.engine.copy import clean_source
+from builder.engine.copy_plan import clean_source
 from builder.errors import BuildError
 from builder.run.sandbox import MountSpec, resolve_in_root
 
+if TYPE_CHECKING:
+    from builder.dockerfile.mounts import Mount
 
-def context_bind(mount: Any, target: str, context: str,
+
+def context_bind(mount: Mount, target: str, context: str,
                  context_filter: ContextFilter | None,
                  cache: StatCache | None) -> tuple[MountSpec, str]:
     """The mount of ``mount.source`` (the whole context by default) at ``target``,

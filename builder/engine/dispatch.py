@@ -1,195 +1,106 @@
-"""Instruction handlers: metadata instructions, WORKDIR and RUN.
+"""Step dispatch: one table from instruction kind to its typed handler.
 
-Each handler changes the stage state and returns the history text BuildKit
-would write (``created_by``).  COPY and ADD live in ``copy.py``.
+A handler takes the step (``buildrun.Step``: the build, the stage state, the
+step's record) and its command, already expanded, and returns the history
+text BuildKit writes for it (``created_by``), or None for none.  Config-only
+handlers are ``config_steps``; RUN is ``run_step``; COPY and ADD are
+``copy_step``.  ``execute`` expands the command's words and calls its handler.
 """
 
 from __future__ import annotations
 
-import posixpath
-import re
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar, cast
 
-from builder.engine.state import PROXY_ARGS, StageState, go_list, go_quote
-from builder.errors import BuildError
+from builder.dockerfile.commands import (
+    AddCommand,
+    ArgCommand,
+    CmdCommand,
+    Command,
+    CopyCommand,
+    EntrypointCommand,
+    EnvCommand,
+    ExposeCommand,
+    HealthcheckCommand,
+    LabelCommand,
+    MaintainerCommand,
+    OnbuildCommand,
+    RunCommand,
+    ShellCommand,
+    StopsignalCommand,
+    UserCommand,
+    VolumeCommand,
+    WorkdirCommand,
+)
+from builder.engine import config_steps, copy_step, run_step
+from builder.engine.buildrun import BuildRun, Step
+from builder.engine.history import add_history
+from builder.engine.options import StepRecord
+from builder.engine.state import StageState
+from builder.errors import BuildError, DockerfileError
 
-# BuildPlan.resolve_args: an ARG's (name, value) pairs, each default expanded once.
-ResolveArgs = Callable[[Any, Callable[[str], str]], list[tuple[str, str | None]]]
-
-
-def with_shell(state: StageState, cmd: list[str]) -> list[str]:
-    return [*state.shell(), " ".join(cmd)]
-
-
-_HEREDOC_WORD = re.compile(r"<<-?([\"']?)([A-Za-z0-9_.-]+)\1")
-
-
-def _chomp(data: str) -> str:
-    """``<<-``: strip leading tabs from every line (BuildKit's ChompHeredocContent)."""
-    return "".join(line.lstrip("\t") for line in data.splitlines(keepends=True))
-
-
-def run_argv(state: StageState, command: Any) -> tuple[list[str], list[tuple[str, bytes]]]:
-    """The RUN's argv, and files to provide under /dev/pipes (BuildKit's dispatchRun).
-
-    A RUN that is a lone heredoc runs its body with the shell, or, if the body starts
-    with ``#!``, as a script; other heredocs are handed back to the shell verbatim.
-    """
-    args, pipes = list(command.cmd), []
-    heredocs = getattr(command, "heredocs", None) or []
-    if heredocs and command.shell_form and len(args) == 1:
-        if _HEREDOC_WORD.fullmatch(args[0].strip()):
-            data = heredocs[0].content
-            if heredocs[0].chomp:
-                data = _chomp(data)
-            if data.startswith("#!"):
-                pipes.append((heredocs[0].name, data.encode()))
-                args = [posixpath.join("/dev/pipes/", heredocs[0].name)]
-            else:
-                args = [data]
-        else:
-            args = [args[0] + "".join(f"\n{doc.content}{doc.name}" for doc in heredocs)]
-    if command.shell_form:
-        args = with_shell(state, args)
-    return args, pipes
+C = TypeVar("C", bound=Command)
+# A handler of one kind; the table's key guarantees the command is of that kind.
+Handler = Callable[[Step, C], "str | None"]
+AnyHandler = Callable[[Step, Command], "str | None"]
 
 
-def run_history(state: StageState, argv: list[str]) -> str:
-    """BuildKit's runCommandString: ``RUN |N K=V ... argv`` (build args first)."""
-    env = state.env()
-    pairs = [f"{key}={env.get(key, value or '')}" for key, value in state.args.items()]
-    prefix = [f"|{len(pairs)}", *pairs] if pairs else []
-    return "RUN " + " ".join([*prefix, *argv])
+def _entry(kind: type[C], handler: Handler[C]) -> tuple[type[Command], AnyHandler]:
+    """One row of the table; mypy checks that ``handler`` takes a ``kind``."""
+    return kind, cast(AnyHandler, handler)
 
 
-def normalize_workdir(current: str, path: str) -> str:
-    if not path:
-        raise BuildError("WORKDIR requires a path")
-    joined = path if path.startswith("/") else posixpath.join(current or "/", path)
-    return posixpath.normpath("/" + joined.lstrip("/")).replace("//", "/")
+# Instructions that make no layer say so in explain ("config only"); the layer
+# steps (RUN, COPY, ADD, WORKDIR but "/") set their own note from the cache.
+LAYER_KINDS: frozenset[type[Command]] = frozenset(
+    {RunCommand, CopyCommand, AddCommand, WorkdirCommand})
+
+HANDLERS: dict[type[Command], AnyHandler] = dict([
+    _entry(RunCommand, run_step.run),
+    _entry(CopyCommand, copy_step.copy),
+    _entry(AddCommand, copy_step.copy),
+    _entry(WorkdirCommand, config_steps.workdir),
+    _entry(EnvCommand, config_steps.env),
+    _entry(LabelCommand, config_steps.label),
+    _entry(ArgCommand, config_steps.arg),
+    _entry(CmdCommand, config_steps.cmd),
+    _entry(EntrypointCommand, config_steps.entrypoint),
+    _entry(UserCommand, config_steps.user),
+    _entry(VolumeCommand, config_steps.volume),
+    _entry(ExposeCommand, config_steps.expose),
+    _entry(StopsignalCommand, config_steps.stopsignal),
+    _entry(ShellCommand, config_steps.shell),
+    _entry(MaintainerCommand, config_steps.maintainer),
+    _entry(OnbuildCommand, config_steps.onbuild),
+    _entry(HealthcheckCommand, config_steps.healthcheck),
+])
 
 
-def apply_metadata(state: StageState, command: Any, resolve_args: ResolveArgs,
-                   expand_word: Any) -> str | None:
-    """Apply a metadata-only instruction; return its history text (None: no history)."""
-    config = state.config
-    keyword = command.keyword
-    if keyword == "env":
-        for key, value in command.pairs:
-            state.set_env(key, value)
-        return "ENV " + " ".join(f"{k}={v}" for k, v in command.pairs)
-    if keyword == "label":
-        labels = dict(config.get("Labels") or {})
-        for key, value in command.pairs:
-            labels[key] = value
-        config["Labels"] = labels
-        return "LABEL " + " ".join(f"{k}={v}" for k, v in command.pairs)
-    if keyword == "arg":
-        return _apply_arg(state, resolve_args(command, expand_word))
-    if keyword in ("cmd", "entrypoint"):
-        argv = with_shell(state, command.cmd) if command.shell_form else list(command.cmd)
-        if keyword == "cmd":
-            config["Cmd"] = argv
-            config["ArgsEscaped"] = True
-            state.cmd_set = True
-        else:
-            config["Entrypoint"] = argv
-            if not state.cmd_set:
-                config.pop("Cmd", None)
-        return f"{keyword.upper()} {go_list(argv, quoted=True)}"
-    if keyword == "user":
-        config["User"] = command.user
-        return f"USER {command.user}"
-    if keyword == "volume":
-        volumes = dict(config.get("Volumes") or {})
-        for path in command.paths:
-            if not path:
-                raise BuildError("VOLUME specified can not be an empty string")
-            volumes[path] = {}
-        config["Volumes"] = volumes
-        return f"VOLUME {go_list(list(command.paths))}"
-    if keyword == "expose":
-        ports = [_port(p) for p in command.ports]
-        exposed = dict(config.get("ExposedPorts") or {})
-        for port in ports:
-            exposed[port] = {}
-        config["ExposedPorts"] = exposed
-        return f"EXPOSE {go_list(ports)}"
-    if keyword == "stopsignal":
-        config["StopSignal"] = command.signal
-        return f"STOPSIGNAL {command.signal}"
-    if keyword == "shell":
-        config["Shell"] = list(command.shell)
-        return f"SHELL {go_list(list(command.shell))}"
-    if keyword == "maintainer":
-        state.image["author"] = command.maintainer
-        return f"MAINTAINER {command.maintainer}"
-    if keyword == "onbuild":
-        config["OnBuild"] = [*(config.get("OnBuild") or []), command.expression]
-        return None
-    if keyword == "healthcheck":
-        return _apply_healthcheck(state, command)
-    raise BuildError(f"unsupported instruction {keyword.upper()}")
+def execute(run: BuildRun, state: StageState, command: Command, record: StepRecord) -> None:
+    """Expand ``command`` in the stage's environment, run its handler, record its history."""
+    from builder.dockerfile.expand import ExpansionError, ShellLex
 
+    lexer = ShellLex(run.escape)
+    env = state.expansion_env()
 
-def _apply_arg(state: StageState, values: list[tuple[str, str | None]]) -> str:
-    parts = []
-    for key, value in values:
-        state.args[key] = value
-        parts.append(key if value is None else f"{key}={value}")
-    # Proxy args stay out of the history, as BuildKit's nonEnvArgs do.
-    shown = [p for p in parts if p.split("=", 1)[0] not in PROXY_ARGS]
-    return "ARG " + " ".join(shown)
+    def expand_word(word: str) -> str:
+        try:
+            return lexer.process_word(word, env)
+        except ExpansionError as err:
+            raise DockerfileError(str(err), run.dockerfile_path, command.line) from None
 
+    def expand_words(word: str) -> list[str]:
+        try:
+            return lexer.process_words(word, env)
+        except ExpansionError as err:
+            raise DockerfileError(str(err), run.dockerfile_path, command.line) from None
 
-def _port(spec: str) -> str:
-    """``[ip:][public:]private[/proto]`` -> ``private/proto`` (ranges kept)."""
-    port, _, proto = spec.partition("/")
-    port = port.rsplit(":", 1)[-1]
-    proto = (proto or "tcp").lower()
-    if not port or not all(part.isdigit() for part in port.split("-")):
-        raise BuildError(f"invalid containerPort: {spec}")
-    return f"{port}/{proto}"
-
-
-_DURATION_UNITS = (("h", 3600 * 10**9), ("m", 60 * 10**9), ("s", 10**9))
-
-
-def go_duration(nanos: int) -> str:
-    """Go's time.Duration.String() for whole-second-ish durations."""
-    if nanos == 0:
-        return "0s"
-    out = []
-    hours, rest = divmod(nanos, 3600 * 10**9)
-    minutes, rest = divmod(rest, 60 * 10**9)
-    if hours:
-        out.append(f"{hours}h")
-    if hours or minutes:
-        out.append(f"{minutes}m")
-    seconds = rest / 10**9
-    out.append(f"{seconds:g}s")
-    return "".join(out)
-
-
-def _apply_healthcheck(state: StageState, command: Any) -> str:
-    check: dict[str, Any] = {"Test": list(command.test or [])}
-    for field_name, attr in (("Interval", "interval"), ("Timeout", "timeout"),
-                             ("StartPeriod", "start_period"),
-                             ("StartInterval", "start_interval")):
-        value = getattr(command, attr, None)
-        if value:
-            check[field_name] = int(value)
-    if getattr(command, "retries", None):
-        check["Retries"] = int(command.retries)
-    state.config["Healthcheck"] = check
-    shown = (f"{{Test:{go_list(check['Test'])} "
-             f"Interval:{go_duration(check.get('Interval', 0))} "
-             f"Timeout:{go_duration(check.get('Timeout', 0))} "
-             f"StartPeriod:{go_duration(check.get('StartPeriod', 0))} "
-             f"StartInterval:{go_duration(check.get('StartInterval', 0))} "
-             f"Retries:{check.get('Retries', 0)}}}")
-    return f"HEALTHCHECK {shown}"
-
-
-__all__ = ["apply_metadata", "go_quote", "normalize_workdir", "run_argv", "run_history"]
+    command = command.expand(expand_word, expand_words)
+    handler = HANDLERS.get(type(command))
+    if handler is None:
+        raise BuildError(f"unsupported instruction {command.keyword.upper()}")
+    if type(command) not in LAYER_KINDS:
+        record.note = "config only"
+    history = handler(Step(run, state, record, expand_word), command)
+    if history is not None:
+        add_history(state, history, record)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from builder.errors import BuildError
 from builder.layers.safeout import OutputDir, open_beneath
 from builder.layers.whiteout import CAPABILITY_XATTR, read_xattrs
-from builder.snapshot import Snapshot
+from builder.snapshot import ActiveSnapshot
 
 _O_SRC = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -54,8 +54,8 @@ class LocalStats:
         return f"-o type=local: {', '.join(parts)} (preserve=true keeps them)"
 
 
-def local_out(view: Snapshot, dest: str, preserve: bool,
-              mounted: Callable[[Snapshot], str]) -> LocalStats:
+def local_out(view: ActiveSnapshot, dest: str, preserve: bool,
+              mounted: Callable[[ActiveSnapshot], str]) -> LocalStats:
     """Runs in a child with a private mount namespace; ``mounted`` mounts the view."""
     merged = mounted(view)
     with OutputDir(dest, "-o type=local") as out:

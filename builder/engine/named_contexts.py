@@ -36,7 +36,7 @@ from builder.platforms import Platform
 if TYPE_CHECKING:
     from builder.context.view import ContextFilter
     from builder.dockerfile.stages import PlannedStage
-    from builder.engine.engine import _Build
+    from builder.engine.buildrun import BuildRun
 
 # BuildKit's description of a local source's snapshot (source/local/source.go), and the
 # comment its exporter gives a layer that has no history entry of its own.
@@ -73,10 +73,10 @@ class NamedContexts:
         return {name for name in stage_names if self.find(name) is not None}
 
 
-def stage_base(run: _Build, planned: PlannedStage) -> StageState | None:
+def stage_base(run: BuildRun, planned: PlannedStage) -> StageState | None:
     """The state a context gives this stage: for the stage itself (it is replaced)
     or for its ``FROM`` (when that names no stage); None when no context applies."""
-    named = run.named
+    named = _contexts(run)
     stage = planned.stage
     found = named.find(stage.name) if stage.name else None
     if found is None and planned.base_stage is None:
@@ -102,31 +102,45 @@ def stage_base(run: _Build, planned: PlannedStage) -> StageState | None:
                       cache_key=loaded.cache_key, platform=platform)
 
 
-def chain_of(run: _Build, found: BuildContext, line: int) -> str | None:
+def chain_of(run: BuildRun, found: BuildContext, line: int) -> str | None:
     """The layer chain ``COPY --from`` / ``RUN --mount from=`` read for a context."""
     return _load(run, found, line).chain
 
 
-def _load(run: _Build, found: BuildContext, line: int) -> _Loaded:
+def _contexts(run: BuildRun) -> NamedContexts:
+    """The build's contexts: only builds given --build-context come here."""
+    if run.named is None:
+        raise AssertionError("a named context is looked up in a build without any")
+    return run.named
+
+
+def _load(run: BuildRun, found: BuildContext, line: int) -> _Loaded:
     """Resolve a context once per build (stage threads share it)."""
-    with run.named.guard:
-        lock = run.named.locks.setdefault(found.name, threading.Lock())
+    named = _contexts(run)
+    with named.guard:
+        lock = named.locks.setdefault(found.name, threading.Lock())
     with lock:
-        if found.name not in run.named.loaded:
+        if found.name not in named.loaded:
             try:
-                run.named.loaded[found.name] = _resolve(run, found, line)
-            except (ContextError, StoreError) as err:
-                raise type(err)(f"--build-context {found.name}={found.value}: {err}") from None
-        return run.named.loaded[found.name]
+                named.loaded[found.name] = _resolve(run, found, line)
+            except PybuildError as err:
+                # A directory fails as any COPY can; an image or layout names its own
+                # registry or Dockerfile errors, so only the store's and the context's
+                # get the flag's name.  The class stays (a context's exits 1).
+                if found.kind is ContextKind.LOCAL or isinstance(err, (ContextError, StoreError)):
+                    err.within(f"--build-context {found.name}={found.value}",
+                               exit_code=ContextError.exit_code)
+                raise
+        return named.loaded[found.name]
 
 
-def _resolve(run: _Build, found: BuildContext, line: int) -> _Loaded:
-    from builder.engine import engine
+def _resolve(run: BuildRun, found: BuildContext, line: int) -> _Loaded:
+    from builder.engine.sources import base_image
 
     if found.kind is ContextKind.SCRATCH:
         return _Loaded(None, "scratch")
     if found.kind is ContextKind.IMAGE:
-        image_id = engine._base_image(run, found.ref, line)
+        image_id = base_image(run, found.ref, line)
     elif found.kind is ContextKind.OCI_LAYOUT:
         from builder.image.loader import load_layout_image
 
@@ -137,10 +151,10 @@ def _resolve(run: _Build, found: BuildContext, line: int) -> _Loaded:
     return _Loaded(run.store.image_top_chain(image_id), f"image {image_id}", image_id)
 
 
-def _local(run: _Build, found: BuildContext) -> _Loaded:
+def _local(run: BuildRun, found: BuildContext) -> _Loaded:
     """The directory as one layer, made by the engine's COPY of a context."""
     from builder.dockerfile.commands import CopyCommand
-    from builder.engine import engine
+    from builder.engine.copy_step import copy_files
 
     target = run.plan.target_platform
     state = StageState(name=f"context {found.name}", chain=None, base_ref="scratch",
@@ -150,10 +164,7 @@ def _local(run: _Build, found: BuildContext) -> _Loaded:
     record = StepRecord(stage=state.name, index=1, line=0,
                         instruction=f"[context {found.name}] load from client")
     command = CopyCommand(sources=["."], dest="/", original="COPY . /")
-    try:
-        engine._copy(run, state, command, record, local=(found.path, _filter(found.path)))
-    except PybuildError as err:
-        raise ContextError(str(err)) from None
+    copy_files(run, state, command, record, local=(found.path, _filter(found.path)))
     return _Loaded(state.chain, state.cache_key, created=record.created)
 
 

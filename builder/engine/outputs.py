@@ -1,8 +1,10 @@
 """Build outputs (``-o``): image archives, or the final root filesystem as a dir or tar.
 
-The tree copy of ``-o type=local`` is ``builder.engine.localtree``; it and the
-archive writer are imported only when an output asks for them, so a build with no
-``-o`` (a cached rebuild in CI) loads none of that machinery.
+The root filesystem is a read-only mount of a snapshot of the image's chain, made
+by the build's own snapshot driver (``--storage-driver``): under vfs no overlay is
+ever mounted.  The tree copy of ``-o type=local`` is ``builder.engine.localtree``;
+it and the archive writer are imported only when an output asks for them, so a
+build with no ``-o`` (a cached rebuild in CI) loads none of that machinery.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 from builder.engine.options import Output
 from builder.errors import BuildError, UsageError
 from builder.run import in_mount_namespace
-from builder.snapshot import Snapshot, prepare
+from builder.snapshot import ActiveSnapshot, prepare
 from builder.store.store import Store
 
 if TYPE_CHECKING:
@@ -23,7 +25,9 @@ if TYPE_CHECKING:
 
 
 def write_outputs(store: Store, image_id: str, tags: list[str], outputs: list[Output],
-                  compression: str, annotations: ImageAnnotations | None = None) -> None:
+                  compression: str, annotations: ImageAnnotations | None = None, *,
+                  driver: str = "overlay") -> None:
+    """Write each ``-o`` output; ``driver`` is the snapshot driver the build used."""
     for output in outputs:
         if output.type in ("docker", "oci"):
             if not output.dest:
@@ -39,20 +43,21 @@ def write_outputs(store: Store, image_id: str, tags: list[str], outputs: list[Ou
             if not output.dest:
                 raise UsageError(f"-o type={output.type} needs dest=PATH")
             export_rootfs(store, store.image_top_chain(image_id), output.dest,
-                          as_tar=output.type == "tar", preserve=output.preserve)
+                          as_tar=output.type == "tar", preserve=output.preserve, driver=driver)
         else:
             raise UsageError(f"unknown output type {output.type!r}: use docker, oci, local "
                              "or tar")
 
 
 def export_rootfs(store: Store, chain: str | None, dest: str, *, as_tar: bool,
-                  preserve: bool = False) -> None:
+                  preserve: bool = False, driver: str = "overlay") -> None:
     """Write the merged filesystem of ``chain`` to a directory, or as a tar (``-`` = stdout).
 
-    The merged view comes from a read-only overlay mount, so whiteouts and opaque
-    directories are resolved by the kernel exactly as a container sees them.
+    The merged view is a read-only mount of a ``driver`` snapshot, so whiteouts and
+    opaque directories are resolved as a container sees them (by the kernel's
+    overlay, or already in vfs's tree).
     """
-    view = prepare(store, chain)
+    view = prepare(store, chain, driver)
     try:
         if as_tar:
             target = dest if dest == "-" else os.path.abspath(dest)
@@ -69,14 +74,14 @@ def export_rootfs(store: Store, chain: str | None, dest: str, *, as_tar: bool,
         sys.stderr.write(f"pybuild: {summary}\n")
 
 
-def _mounted(view: Snapshot) -> str:
+def _mounted(view: ActiveSnapshot) -> str:
     merged = str(view.work.path / "merged")
     os.makedirs(merged, exist_ok=True)
     view.mount(merged, readonly=True)
     return merged
 
 
-def _tar_out(view: Snapshot, dest: str) -> None:
+def _tar_out(view: ActiveSnapshot, dest: str) -> None:
     merged = _mounted(view)
     result = subprocess.run(["tar", "--sort=name", "--numeric-owner", "--xattrs",
                              "--xattrs-include=*", "-C", merged, "-cf", dest, "."],

@@ -52,6 +52,12 @@ class _Step:
         self.cached = False
 
 
+class _ThreadStep(threading.local):
+    """The step the calling thread is in (each stage thread runs its own)."""
+
+    step: _Step | None = None
+
+
 class Progress:
     """Plain progress, one line per event, like ``--progress plain``."""
 
@@ -60,13 +66,13 @@ class Progress:
         self.quiet = quiet
         self._number = 0
         self._lock = threading.RLock()
-        self._local = threading.local()
+        self._local = _ThreadStep()
         self._running: dict[int, _Step] = {}   # started, not done: in start order
 
     # -- the calling thread's step ---------------------------------------------
     @property
     def _current(self) -> _Step | None:
-        return getattr(self._local, "step", None)
+        return self._local.step
 
     @property
     def tail(self) -> deque[str]:

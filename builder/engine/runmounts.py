@@ -21,10 +21,10 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from builder.cache import Inputs
-from builder.engine.copy import clean_source
+from builder.engine.copy_plan import clean_source
 from builder.errors import BuildError
 from builder.run.sandbox import MountSpec
 from builder.snapshot import ActiveSnapshot, prepare
@@ -32,7 +32,10 @@ from builder.store.perms import private_dir
 from builder.store.store import Store, TmpDir
 
 if TYPE_CHECKING:   # the filtered view loads only for a bind mount of the context
+    from builder.cache import CacheStore
     from builder.context.view import ContextFilter
+    from builder.dockerfile.commands import RunCommand
+    from builder.dockerfile.mounts import Mount
 
 
 @dataclass
@@ -54,7 +57,7 @@ class PreparedMounts:
         self.views, self.locks, self.scratch = [], [], []
 
 
-def check_privileges(command: Any, invoker_network: str) -> str:
+def check_privileges(command: RunCommand, invoker_network: str) -> str:
     """The network a RUN gets; refuse what only the invoker may grant (R16).
 
     BuildKit needs CLI entitlements (``--allow security.insecure``,
@@ -64,12 +67,12 @@ def check_privileges(command: Any, invoker_network: str) -> str:
     ``--network=default`` is the build's own network (as in BuildKit), and
     ``--network=host`` is allowed only when the invoker chose ``--network host``.
     """
-    if getattr(command, "security", None) == "insecure":
+    if command.security == "insecure":
         raise BuildError("RUN --security=insecure is not allowed: pybuild grants no "
                          "security.insecure entitlement")
-    if getattr(command, "devices", None):
+    if command.devices:
         raise BuildError("RUN --device is not allowed: pybuild grants no device entitlement")
-    asked = getattr(command, "network", None) or "default"
+    asked = command.network or "default"
     if asked == "none" or asked == invoker_network:
         return asked
     if asked == "default":
@@ -81,9 +84,9 @@ def check_privileges(command: Any, invoker_network: str) -> str:
                      f"--network {asked} grants it (BuildKit's network.{asked} entitlement)")
 
 
-def prepare_mounts(store: Store, mounts: list[Any], *, workdir: str, context: str | None,
+def prepare_mounts(store: Store, mounts: list[Mount], *, workdir: str, context: str | None,
                    secrets: dict[str, str], resolve_from: Callable[[str], str | None],
-                   cache: Any, driver: str = "overlay",
+                   cache: CacheStore, driver: str = "overlay",
                    context_filter: ContextFilter | None = None) -> PreparedMounts:
     prepared = PreparedMounts()
     try:
@@ -99,8 +102,8 @@ def prepare_mounts(store: Store, mounts: list[Any], *, workdir: str, context: st
     return prepared
 
 
-def _bind_context(mount: Any, out: PreparedMounts, workdir: str, context: str | None,
-                  context_filter: ContextFilter | None, cache: Any) -> None:
+def _bind_context(mount: Mount, out: PreparedMounts, workdir: str, context: str | None,
+                  context_filter: ContextFilter | None, cache: CacheStore) -> None:
     """A bind of the build context: what BuildKit's transfer sends of it (ctxbind)."""
     if context is None:
         raise BuildError("--mount type=bind needs a build context")
@@ -111,7 +114,7 @@ def _bind_context(mount: Any, out: PreparedMounts, workdir: str, context: str | 
     out.inputs.append(("mount", key))
 
 
-def _target(mount: Any, workdir: str, default: str = "") -> str:
+def _target(mount: Mount, workdir: str, default: str = "") -> str:
     target = mount.target or default
     if not target:
         raise BuildError(f"--mount type={mount.type}: a target is required")
@@ -120,7 +123,7 @@ def _target(mount: Any, workdir: str, default: str = "") -> str:
     return posixpath.normpath(target)
 
 
-def _create_cache_dir(directory: Path, mount: Any) -> None:
+def _create_cache_dir(directory: Path, mount: Mount) -> None:
     # Two builds may meet a new cache id at once (R12): the first creates and
     # chowns it under a lock, so the second never sees a half-made directory.
     # The mount's own dir gets the uid and mode the step asked for; its parent is
@@ -139,75 +142,108 @@ def _create_cache_dir(directory: Path, mount: Any) -> None:
         os.close(lock)
 
 
-def _prepare(store: Store, mount: Any, out: PreparedMounts, workdir: str, context: str | None,
+class _MountRequest:
+    """What every kind of mount may need from the step (a plain slotted class: on
+    the cached path a dataclass costs ~1 ms at import)."""
+
+    __slots__ = ("driver", "resolve_from", "secrets", "workdir")
+
+    def __init__(self, workdir: str, secrets: dict[str, str],
+                 resolve_from: Callable[[str], str | None], driver: str) -> None:
+        self.workdir = workdir
+        self.secrets = secrets
+        self.resolve_from = resolve_from
+        self.driver = driver
+
+
+def _prepare(store: Store, mount: Mount, out: PreparedMounts, workdir: str, context: str | None,
              secrets: dict[str, str], resolve_from: Callable[[str], str | None],
-             cache: Any, driver: str) -> None:
-    kind = mount.type
-    if kind == "cache":
-        target = _target(mount, workdir)
-        cache_id = mount.id or target
-        directory = store.root / "cache-mounts" / hashlib.sha256(cache_id.encode()).hexdigest()[:32]
-        if not directory.exists():
-            _create_cache_dir(directory, mount)
-        if mount.sharing in ("locked", "private"):
-            # R12: "locked" waits for the other writer; "private" gets an empty
-            # instance of its own when the cache is in use (BuildKit's modes).
-            lock = os.open(f"{directory}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | (fcntl.LOCK_NB if mount.sharing == "private"
-                                                   else 0))
-                out.locks.append(lock)
-            except BlockingIOError:
-                os.close(lock)
-                private = store.tmp_dir("cache-private")
-                out.scratch.append(private)
-                directory = private.path  # TmpDir made it
-                os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
-                os.chown(directory, mount.uid or 0, mount.gid or 0)
-        # source= is a subdirectory of the cache, opened by fd in the sandbox (R06).
-        subpath = mount.source if not mount.from_ else ""
-        out.mounts.append(MountSpec("bind", target, str(directory), readonly=mount.readonly,
-                                    subpath=subpath))
-        out.inputs.append(("mount", f"cache {target} id={cache_id}"
-                                    + (f" source={subpath}" if subpath else "")))
-    elif kind == "tmpfs":
-        target = _target(mount, workdir)
-        options = f"size={mount.size}" if mount.size else ""
-        out.mounts.append(MountSpec("tmpfs", target, options=options))
-        out.inputs.append(("mount", f"tmpfs {target} {options}"))
-    elif kind == "bind":  # from a stage or image; the context's is _bind_context's
-        target = _target(mount, workdir)
-        source = clean_source(mount.source or "/")
-        chain = resolve_from(mount.from_)
-        view = prepare(store, chain, driver)
-        out.views.append(view)
-        out.mounts.append(MountSpec("view", target, source, view=view, readonly=mount.readonly))
-        # rw only when set, so the keys of read-only binds stay as they were.
-        out.inputs.append(("mount", f"bind {target} from={chain} source={source}"
-                                    + ("" if mount.readonly else " rw=True")))
-    elif kind == "secret":
-        secret_id = mount.id or (posixpath.basename(mount.target) if mount.target else "")
-        if not secret_id:
-            raise BuildError("--mount type=secret needs an id")
-        path = secrets.get(secret_id)
-        if path is None:
-            if mount.required:
-                raise BuildError(f"secret {secret_id} is required but was not given "
-                                 f"(--secret id={secret_id},src=FILE)")
-            return
-        if mount.env:
-            with open(path, encoding="utf-8", errors="replace") as secret_file:
-                out.secret_env.append(f"{mount.env}={secret_file.read()}")
-        # BuildKit's defaults: 0400, owned by root (client/llb/exec.go).
-        uid, gid = mount.uid or 0, mount.gid or 0
-        mode = 0o400 if mount.mode is None else mount.mode
-        if mount.target or not mount.env:
-            target = _target(mount, workdir, f"/run/secrets/{secret_id}")
-            out.mounts.append(MountSpec("secret", target, path, is_dir=False, uid=uid, gid=gid,
-                                        mode=mode))
-        # The options change what the step sees, so they are in the key; the
-        # defaults add nothing, so keys made before they were honoured still match.
-        owner = "" if (uid, gid, mode) == (0, 0, 0o400) else f" uid={uid} gid={gid} mode={mode:o}"
-        out.inputs.append(("mount", f"secret id={secret_id}{owner}"))
-    else:
-        raise BuildError(f"--mount type={kind} is not supported by pybuild")
+             cache: CacheStore, driver: str) -> None:
+    prepare_kind = _KINDS.get(mount.type)
+    if prepare_kind is None:
+        raise BuildError(f"--mount type={mount.type} is not supported by pybuild")
+    prepare_kind(store, mount, out, _MountRequest(workdir, secrets, resolve_from, driver))
+
+
+def _cache_mount(store: Store, mount: Mount, out: PreparedMounts, request: _MountRequest) -> None:
+    workdir = request.workdir
+    target = _target(mount, workdir)
+    cache_id = mount.id or target
+    directory = store.root / "cache-mounts" / hashlib.sha256(cache_id.encode()).hexdigest()[:32]
+    if not directory.exists():
+        _create_cache_dir(directory, mount)
+    if mount.sharing in ("locked", "private"):
+        # R12: "locked" waits for the other writer; "private" gets an empty
+        # instance of its own when the cache is in use (BuildKit's modes).
+        lock = os.open(f"{directory}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (fcntl.LOCK_NB if mount.sharing == "private"
+                                               else 0))
+            out.locks.append(lock)
+        except BlockingIOError:
+            os.close(lock)
+            private = store.tmp_dir("cache-private")
+            out.scratch.append(private)
+            directory = private.path  # TmpDir made it
+            os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
+            os.chown(directory, mount.uid or 0, mount.gid or 0)
+    # source= is a subdirectory of the cache, opened by fd in the sandbox (R06).
+    subpath = mount.source if not mount.from_ else ""
+    out.mounts.append(MountSpec("bind", target, str(directory), readonly=mount.readonly,
+                                subpath=subpath))
+    out.inputs.append(("mount", f"cache {target} id={cache_id}"
+                                + (f" source={subpath}" if subpath else "")))
+
+
+def _tmpfs_mount(store: Store, mount: Mount, out: PreparedMounts, request: _MountRequest) -> None:
+    workdir = request.workdir
+    target = _target(mount, workdir)
+    options = f"size={mount.size}" if mount.size else ""
+    out.mounts.append(MountSpec("tmpfs", target, options=options))
+    out.inputs.append(("mount", f"tmpfs {target} {options}"))
+
+
+def _bind_mount(store: Store, mount: Mount, out: PreparedMounts, request: _MountRequest) -> None:
+    """From a stage or image; the context's is _bind_context's."""
+    workdir, resolve_from, driver = request.workdir, request.resolve_from, request.driver
+    target = _target(mount, workdir)
+    source = clean_source(mount.source or "/")
+    chain = resolve_from(mount.from_)
+    view = prepare(store, chain, driver)
+    out.views.append(view)
+    out.mounts.append(MountSpec("view", target, source, view=view, readonly=mount.readonly))
+    # rw only when set, so the keys of read-only binds stay as they were.
+    out.inputs.append(("mount", f"bind {target} from={chain} source={source}"
+                                + ("" if mount.readonly else " rw=True")))
+
+
+def _secret_mount(store: Store, mount: Mount, out: PreparedMounts, request: _MountRequest) -> None:
+    workdir, secrets = request.workdir, request.secrets
+    secret_id = mount.id or (posixpath.basename(mount.target) if mount.target else "")
+    if not secret_id:
+        raise BuildError("--mount type=secret needs an id")
+    path = secrets.get(secret_id)
+    if path is None:
+        if mount.required:
+            raise BuildError(f"secret {secret_id} is required but was not given "
+                             f"(--secret id={secret_id},src=FILE)")
+        return
+    if mount.env:
+        with open(path, encoding="utf-8", errors="replace") as secret_file:
+            out.secret_env.append(f"{mount.env}={secret_file.read()}")
+    # BuildKit's defaults: 0400, owned by root (client/llb/exec.go).
+    uid, gid = mount.uid or 0, mount.gid or 0
+    mode = 0o400 if mount.mode is None else mount.mode
+    if mount.target or not mount.env:
+        target = _target(mount, workdir, f"/run/secrets/{secret_id}")
+        out.mounts.append(MountSpec("secret", target, path, is_dir=False, uid=uid, gid=gid,
+                                    mode=mode))
+    # The options change what the step sees, so they are in the key; the
+    # defaults add nothing, so keys made before they were honoured still match.
+    owner = "" if (uid, gid, mode) == (0, 0, 0o400) else f" uid={uid} gid={gid} mode={mode:o}"
+    out.inputs.append(("mount", f"secret id={secret_id}{owner}"))
+
+
+_KINDS: dict[str, Callable[[Store, Mount, PreparedMounts, _MountRequest], None]] = {
+    "cache": _cache_mount, "tmpfs": _tmpfs_mount, "bind": _bind_mount, "secret": _secret_mount,
+}

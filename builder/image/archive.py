@@ -11,121 +11,30 @@ import contextlib
 import hashlib
 import io
 import os
-import shutil
-import sys
 import tarfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, cast
 
 from builder.errors import DigestMismatch, StoreError, UsageError
 from builder.image.config import MEDIA_INDEX, MEDIA_MANIFEST, go_json
 from builder.image.manifest import ImageAnnotations, manifest_json
 from builder.layers.safeout import OutputDir, components
+from builder.store.export import MEDIA_LAYER, Descriptor, ExportLayer, ExportOptions
 from builder.store.faults import point
-from builder.store.store import LayerBlobRecord, LayerRecord, Store, normalize_tag
+from builder.store.store import Store, normalize_tag
 
-MEDIA_LAYER = {
-    "none": "application/vnd.oci.image.layer.v1.tar",
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-}
 _EPOCH = 0  # archive member mtimes: fixed, so the same images give the same archive
 
-
-@dataclass(frozen=True)
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-
-    def to_json(self) -> dict:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
-
-
-@dataclass(frozen=True)
-class LayerOut:
-    """How one layer goes into an archive: an existing blob, or a tar streamed from its dir."""
-
-    descriptor: Descriptor
-    chain_id: str
-    blob: Path | None
-
-
 def layer_for_export(store: Store, chain_id: str, compression: str, *,
-                     verify: bool = True, compressed: bool = False) -> LayerOut:
-    """Pick or make the blob for a layer, compressing lazily and remembering the result.
+                     verify: bool = True, compressed: bool = False) -> ExportLayer:
+    """One layer of a chain the caller walks itself.  An export of a whole image or of
+    several chains asks the store once instead (``Store.export_image``/``export_chains``).
 
     ``compressed``: never an uncompressed blob (registries get compressed layers).
     ``verify=False`` skips hashing a stored blob, for a push: the registry checks
     the digest of every blob it receives.
     """
-    record = store.layer(chain_id)
-    every = {b.compression: b for b in store.layer_blobs(record.diff_id)}
-    blobs = {kind: b for kind, b in every.items() if not (compressed and kind == "none")}
-    # The wanted compression first, then any other; a stored blob is used only once it
-    # hashes to its digest (catalogue REL-5): a corrupt one is dropped, said so, and
-    # the layer compressed again from its directory.
-    corrupt: list[str] = []
-    for candidate in sorted(blobs.values(), key=lambda b: b.compression != compression):
-        if not verify or store.verify_blob(candidate.digest):
-            return LayerOut(Descriptor(candidate.media_type, candidate.digest, candidate.size),
-                            chain_id, store.blob_path(candidate.digest))
-        sys.stderr.write(f"pybuild: warning: blob {candidate.digest} (layer {chain_id}) is "
-                         "corrupt in the store; dropped, making it again from the layer\n")
-        store.drop_blob(candidate.digest)
-        corrupt.append(candidate.digest)
-    try:
-        if compression == "none" and compressed:
-            compression = "gzip"
-        plain = every.get("none") if compressed and not corrupt else None
-        if plain is not None and store.verify_blob(plain.digest):
-            # An imported layer: its own tar is the layer; a tar written again from
-            # the directory would have another diff_id.
-            return _compressed(store, chain_id, record, compression,
-                               source=store.blob_path(plain.digest))
-        return _compressed(store, chain_id, record, compression)
-    except StoreError as err:
-        if not corrupt:
-            raise
-        raise DigestMismatch(f"blob {corrupt[0]} (layer {chain_id}) is corrupt in the store and "
-                             f"cannot be made again from the layer's directory ({err}): "
-                             "load, import or pull the image again") from None
-
-
-def _compressed(store: Store, chain_id: str, record: LayerRecord, compression: str,
-                source: Path | None = None) -> LayerOut:
-    """Compress the layer from its directory, or from ``source``, its stored tar."""
-    if source is None:
-        store.unpack(chain_id)
-    if compression == "none":
-        return LayerOut(Descriptor(MEDIA_LAYER["none"], record.diff_id, record.size), chain_id,
-                        None)
-    from builder.layers.compress import compress_layer, compress_tar
-
-    work = store.tmp_dir("compress")
-    try:
-        path = work.path / "blob"
-        with open(path, "wb") as out:
-            if source is not None:
-                with open(source, "rb") as src:
-                    blob = compress_tar(src, out, compression)  # type: ignore[arg-type]
-            else:
-                blob = compress_layer(store.layer_dir(chain_id), out,
-                                      compression,  # type: ignore[arg-type]
-                                      **store.layer_tar_options(chain_id))
-        if blob.diff_id != record.diff_id:
-            raise StoreError(f"layer {chain_id}: contents changed on disk "
-                             f"(diff_id {blob.diff_id}, recorded {record.diff_id})")
-        with open(path, "rb") as src:
-            store.put_blob_stream(src, expected=blob.digest)
-    finally:
-        work.release()
-    store.record_layer_blob(LayerBlobRecord(record.diff_id, compression, blob.digest,
-                                            blob.size, blob.media_type))
-    return LayerOut(Descriptor(blob.media_type, blob.digest, blob.size), chain_id,
-                    store.blob_path(blob.digest))
+    return store.export_layer(chain_id, ExportOptions(compression, verify, compressed))
 
 
 class _Sink:
@@ -246,11 +155,11 @@ def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: st
     try:
         sink.add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
         for image_id, tags in images:
-            config = store.read_blob(image_id)
-            layers = [layer_for_export(store, record.chain_id, compression)
-                      for record in store.chain(store.image_top_chain(image_id))]
+            export = store.export_image(image_id, ExportOptions(compression))
+            config, layers = export.config, export.layers
             for layer in layers:
-                _add_layer(store, sink, layer)
+                sink.add(_blob_name(layer.descriptor.digest), layer.descriptor.size,
+                         layer.write)
             sink.add_bytes(_blob_name(image_id), config)
             manifest = manifest_json(image_id, len(config),
                                      [layer.descriptor for layer in layers], annotations)
@@ -283,22 +192,6 @@ def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: st
         raise
     sink.close()
     return results
-
-
-def _add_layer(store: Store, sink: _Sink, layer: LayerOut) -> None:
-    name = _blob_name(layer.descriptor.digest)
-    if layer.blob is not None:
-        def copy_blob(out: BinaryIO) -> None:
-            with open(layer.blob, "rb") as src:  # type: ignore[arg-type]
-                shutil.copyfileobj(src, out, 1 << 20)
-        sink.add(name, layer.descriptor.size, copy_blob)
-        return
-    from builder.layers.tar_write import write_layer_tar
-
-    def stream_tar(out: BinaryIO) -> None:
-        write_layer_tar(store.layer_dir(layer.chain_id), out,
-                        **store.layer_tar_options(layer.chain_id))
-    sink.add(name, layer.descriptor.size, stream_tar)
 
 
 def _full_name(tag: str) -> str:

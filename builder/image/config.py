@@ -37,7 +37,8 @@ def rfc3339(timestamp: float | None = None) -> str:
     return text + "Z"
 
 
-def new_image(os_name: str = "linux", architecture: str = "amd64", variant: str = "") -> dict:
+def new_image(os_name: str = "linux", architecture: str = "amd64",
+              variant: str = "") -> dict[str, Any]:
     image: dict[str, Any] = {"architecture": architecture, "config": {}, "os": os_name,
                              "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
     if variant:
@@ -46,14 +47,14 @@ def new_image(os_name: str = "linux", architecture: str = "amd64", variant: str 
 
 
 def history_entry(created_by: str, *, empty_layer: bool, created: str | None,
-                  comment: str = HISTORY_COMMENT) -> dict:
+                  comment: str = HISTORY_COMMENT) -> dict[str, Any]:
     entry: dict[str, Any] = {"created": created, "created_by": created_by, "comment": comment}
     if empty_layer:
         entry["empty_layer"] = True
     return entry
 
 
-def _ordered(mapping: dict, order: tuple[str, ...]) -> dict:
+def _ordered(mapping: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
     out = {key: mapping[key] for key in order if mapping.get(key) not in (None, "", [], {})}
     for key, value in mapping.items():  # keep fields we do not know, after the known ones
         if key not in out and key not in order and value not in (None, "", [], {}):
@@ -61,7 +62,7 @@ def _ordered(mapping: dict, order: tuple[str, ...]) -> dict:
     return out
 
 
-def marshal(image: dict) -> bytes:
+def marshal(image: dict[str, Any]) -> bytes:
     """The config blob: top-level keys sorted (BuildKit re-marshals it through a map)."""
     doc = dict(image)
     doc["config"] = _ordered(doc.get("config") or {}, _CONFIG_ORDER)

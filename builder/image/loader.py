@@ -190,7 +190,7 @@ def load_layout_image(store: Store, path: str, *, tag: str = "", digest: str = "
         archive.close()
 
 
-def _by_tag(descriptors: list[dict], tag: str, where: str) -> dict | None:
+def _by_tag(descriptors: list[dict[str, Any]], tag: str, where: str) -> dict[str, Any] | None:
     for key in ("io.containerd.image.name", "org.opencontainers.image.ref.name"):
         for descriptor in descriptors:
             annotations = need(descriptor.get("annotations") or {}, dict, f"{where}: annotations")

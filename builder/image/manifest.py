@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from builder.image.config import MEDIA_CONFIG, MEDIA_MANIFEST, go_json
 
 if TYPE_CHECKING:
-    from builder.image.archive import Descriptor
+    from builder.store.export import Descriptor
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class ImageAnnotations:
 def manifest_json(image_id: str, config_size: int, layers: list[Descriptor],
                   annotations: ImageAnnotations | None = None) -> bytes:
     """The manifest in ocispec's field order: ``annotations`` after ``layers``."""
-    doc: dict = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+    doc: dict[str, object] = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
                  "config": {"mediaType": MEDIA_CONFIG, "digest": image_id, "size": config_size},
                  "layers": [layer.to_json() for layer in layers]}
     if annotations is not None and annotations.manifest:

@@ -34,6 +34,7 @@ LayerError names the layer and the entry; nothing half-applied survives.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import stat
@@ -268,7 +269,8 @@ class _Applier:
             return
         assert self.tar is not None
         body = self.tar.extractfile(member)
-        assert body is not None
+        # tarfile's ExFileObject, a BufferedReader: readinto fills our buffer, no copy.
+        assert isinstance(body, io.BufferedReader)
         while left:
             interrupt.check()  # a stage thread: a stopping build ends it mid-file
             n = body.readinto(self.buf[:min(left, _CHUNK)])
@@ -421,7 +423,7 @@ class _Applier:
                 os.close(fd)
 
 
-def apply_layer_tar(src: BinaryIO, dest: str | os.PathLike, *, layer: str = "",
+def apply_layer_tar(src: BinaryIO, dest: str | os.PathLike[str], *, layer: str = "",
                     mode: Literal["overlay", "merged"] = "overlay",
                     rootless: bool = False) -> ApplyStats:
     """Apply the uncompressed layer tar ``src`` to ``dest`` (see the module doc).
@@ -463,7 +465,7 @@ def apply_layer_tar(src: BinaryIO, dest: str | os.PathLike, *, layer: str = "",
     return stats
 
 
-def _discard(dest: str | os.PathLike) -> None:
+def _discard(dest: str | os.PathLike[str]) -> None:
     parent, name = os.path.split(os.path.abspath(dest))
     pfd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

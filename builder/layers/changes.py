@@ -21,7 +21,7 @@ from typing import cast
 from builder.errors import LayerError
 from builder.layers import whiteout as wh
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 
 _FLUSH_AT = 1 << 20
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -45,7 +45,9 @@ class _Frame:
 
 # Events handed from the walker to writers:
 #   (kind, rel, stat, xattrs, fd for FILE / path for OTHER / None, in_lower)
+# A plain tuple, not a class: one is made per entry on the commit's hot path.
 DIR, OPAQUE, WHITEOUT, FILE, OTHER = range(5)
+Event = tuple[int, bytes, os.stat_result | None, dict[str, bytes] | None, int | bytes | None, bool]
 
 
 class Walker:
@@ -67,7 +69,7 @@ class Walker:
     def error(self, message: str, rel: bytes) -> LayerError:
         return LayerError(message, layer=os.fsdecode(self.root), entry=os.fsdecode(rel or b"/"))
 
-    def events(self) -> Iterator[tuple]:
+    def events(self) -> Iterator[Event]:
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         stack: list[_Frame] = []
         try:
@@ -179,14 +181,14 @@ class Walker:
                 break
         return out
 
-    def _flush_parents(self, stack: list[_Frame]) -> Iterator[tuple]:
+    def _flush_parents(self, stack: list[_Frame]) -> Iterator[Event]:
         for frame in stack:
             if not frame.emitted:
                 frame.emitted = True
                 yield (DIR, frame.rel, frame.st, frame.xattrs, None, frame.in_lower)
 
     def _entry(self, stack: list[_Frame], top: _Frame, name: bytes,
-               entry: os.DirEntry[bytes] | None) -> Iterator[tuple]:
+               entry: os.DirEntry[bytes] | None) -> Iterator[Event]:
         rel = top.rel + b"/" + name if top.rel else name
         lower = self._lower_entry(top.lowers, name) if top.lowers else None
         if entry is None:  # only in the lowers of an expanded opaque dir
@@ -226,7 +228,7 @@ class Walker:
         yield (OTHER, rel, st, xattrs, path, lower is not None)
 
     def _file(self, stack: list[_Frame], top: _Frame, rel: bytes, name: bytes,
-              lower: tuple[bytes, os.stat_result] | None) -> Iterator[tuple]:
+              lower: tuple[bytes, os.stat_result] | None) -> Iterator[Event]:
         fd = os.open(name, OPEN_FILE, dir_fd=top.fd)
         try:
             st = os.fstat(fd)
@@ -246,7 +248,7 @@ class Walker:
             os.close(fd)
 
     def _dir(self, stack: list[_Frame], top: _Frame, rel: bytes, name: bytes,
-             lower: tuple[bytes, os.stat_result] | None) -> Iterator[tuple]:
+             lower: tuple[bytes, os.stat_result] | None) -> Iterator[Event]:
         fd = os.open(name, _OPEN_DIR, dir_fd=top.fd)
         try:
             st = os.fstat(fd)

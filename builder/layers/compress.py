@@ -27,7 +27,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
 from builder.errors import LayerError
 from builder.layers.changes import PathLike
@@ -173,7 +173,8 @@ def _compressor(compression: str, sink: _Digest, level: int | None) -> Any:
             3 if level is None else level, threads=min(os.cpu_count() or 1, 4),
             job_size=_ZSTD_JOB, write_checksum=True)
         zc = zstandard.ZstdCompressor(compression_params=params)
-        return zc.stream_writer(sink, closefd=False, write_return_read=True)
+        # zstandard only ever calls the sink's write().
+        return zc.stream_writer(cast(IO[bytes], sink), closefd=False, write_return_read=True)
     if compression == "none":
         return sink
     raise ValueError(f"unknown compression {compression!r}")

@@ -25,7 +25,6 @@ EMPTY_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10
 # Made with Go's archive/tar + compress/gzip (gzip.NewWriter, default level):
 # header (no name, mtime 0, OS unknown), deflate stream, CRC-32, length 1024.
 EMPTY_GZIP = bytes.fromhex("1f8b08000000000000ff621805a360148c5800080000ffff2eafb5ef00040000")
-EMPTY_GZIP_DIGEST = "sha256:4f4fb700ef54461cfa02571ae0db9a0dc1e0cdb5577484a6d75e68dc38e8acc1"
 # The part after the 10-byte header, which zlib's and Go's writers share.
 EMPTY_GZIP_BODY = EMPTY_GZIP[10:]
 

@@ -12,7 +12,8 @@ root (catalogue section 0, T04-T16).  Semantics are a chroot's:
 The fast path is ``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)``, where
 the kernel enforces all of this; when it cannot finish (a parent is missing
 and must be created, or the kernel lacks openat2), a component walk with
-``O_PATH | O_NOFOLLOW`` and ``readlinkat`` does the same in user space.
+``O_PATH | O_NOFOLLOW`` and ``readlinkat`` does the same in user space
+(``builder.rootpath.walk``, the walker every in-root lookup shares, over fds).
 Nothing resolved is cached between calls (T13): a later entry may have
 changed any component.
 """
@@ -24,15 +25,17 @@ import os
 import stat
 from collections.abc import Callable
 
-from builder import syscalls
+from builder import rootpath, syscalls
 
-MAX_SYMLINKS = 40
+MAX_SYMLINKS = rootpath.MAX_SYMLINKS
 
 _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _O_STEP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_READ_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _have_openat2 = True
+# Plain names for the enum members the fd walk returns per component (see rootpath).
+_MISSING, _DIR, _LINK = rootpath.Kind.MISSING, rootpath.Kind.DIR, rootpath.Kind.LINK
 
 
 def _openat2_in_root(dirfd: int, path: bytes, flags: int) -> int:
@@ -86,81 +89,96 @@ class Root:
 
     def _walk(self, comps: list[bytes], create: bool,
               on_replace: Callable[[int, bytes], None] | None) -> int | None:
-        # Only the current fd is held; ``..`` re-walks the resolved names from
-        # the root (they are real directories, so each step is O_NOFOLLOW).
-        # That keeps 4096-deep trees within the fd limit.
-        resolved: list[bytes] = []
-        fd = os.dup(self.fd)
-        # (component, came from a symlink's target): a non-directory named by
-        # the entry itself is replaced, one reached through a link is not.
-        todo = [(comp, False) for comp in reversed(comps)]
-        hops = 0
-        made = 0
+        tree = _FdTree(self.fd, create, on_replace, limit=len(comps) + MAX_SYMLINKS * 64,
+                       shown=b"/".join(comps))
         try:
-            while todo:
-                comp, via_link = todo.pop()
-                if comp in (b"", b"."):
-                    continue
-                if comp == b"..":
-                    if resolved:
-                        resolved.pop()
-                        os.close(fd)
-                        fd = -1
-                        fd = self._reopen(resolved)
-                    continue
-                try:
-                    nxt = os.open(comp, _O_STEP, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        return None
-                    made += 1
-                    if made > len(comps) + MAX_SYMLINKS * 64:
-                        raise OSError(errno.ELOOP, "directory keeps vanishing", comp) from None
-                    _mkdir_quiet(fd, comp)
-                    todo.append((comp, via_link))
-                    continue
-                st = os.fstat(nxt)
-                if stat.S_ISDIR(st.st_mode):
-                    os.close(fd)
-                    fd = nxt
-                    resolved.append(comp)
-                    continue
-                if stat.S_ISLNK(st.st_mode):
-                    try:
-                        target = os.readlink(b"", dir_fd=nxt)
-                    finally:
-                        os.close(nxt)
-                    hops += 1
-                    if hops > MAX_SYMLINKS:
-                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), b"/".join(comps))
-                    if target.startswith(b"/"):
-                        resolved.clear()
-                        os.close(fd)
-                        fd = -1
-                        fd = os.dup(self.fd)
-                    todo.extend((part, True) for part in reversed(target.split(b"/")))
-                    continue
-                os.close(nxt)
-                if not create:
-                    return None
-                if via_link:
-                    # Never delete a file because a symlink led to it
-                    # (containerd and moby stop with ENOTDIR here too).
-                    raise NotADirectoryError(errno.ENOTDIR, "a symlink in the path leads to a "
-                                             "non-directory", b"/".join(comps))
-                os.unlink(comp, dir_fd=fd)
-                _mkdir_quiet(fd, comp)
-                if on_replace is not None:
-                    on_replace(fd, comp)
-                todo.append((comp, False))
-            result, fd = fd, -1
-            return result
+            found = rootpath.walk(tree, tree.shown, want_dir=True)
+            if found.parts is None:
+                return None
+            return tree.take()
+        except rootpath.TooManyLinks:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), tree.shown) from None
         finally:
-            if fd >= 0:
-                os.close(fd)
+            tree.close()
 
-    def _reopen(self, names: list[bytes]) -> int:
-        fd = os.dup(self.fd)
+
+class _FdTree:
+    """``rootpath.walk`` over O_PATH fds from the root's: only the current
+    directory's fd is held (and the entry just looked up); ``..`` re-walks the
+    resolved names from the root (real directories, each step O_NOFOLLOW), which
+    keeps 4096-deep trees within the fd limit.
+
+    With ``create``, a missing directory is made (0755) and a non-directory in
+    the way is replaced by one (the OCI replace rule, T21; ``on_replace`` is
+    told), unless a symlink's target led to it: never delete a file because a
+    link pointed at it (containerd and moby stop with ENOTDIR there too).
+    """
+
+    def __init__(self, root_fd: int, create: bool,
+                 on_replace: Callable[[int, bytes], None] | None, limit: int,
+                 shown: bytes) -> None:
+        self.root_fd = root_fd
+        self.shown = shown       # the path walked, for errors
+        self.create = create
+        self.on_replace = on_replace
+        self.made_left = limit   # a directory that keeps vanishing must not loop forever
+        self.fd = os.dup(root_fd)
+        self.pending = -1        # the link last looked up (for readlink), O_PATH
+
+    def lookup(self, parents: list[bytes], comp: bytes, via_link: bool) -> rootpath.Kind:
+        if self.pending >= 0:
+            self._drop_pending()
+        while True:
+            try:
+                nxt = os.open(comp, _O_STEP, dir_fd=self.fd)
+            except FileNotFoundError:
+                if not self.create:
+                    return _MISSING
+                self.made_left -= 1
+                if self.made_left < 0:
+                    raise OSError(errno.ELOOP, "directory keeps vanishing", comp) from None
+                _mkdir_quiet(self.fd, comp)
+                continue
+            mode = os.fstat(nxt).st_mode
+            if stat.S_ISDIR(mode):   # the common case first: this runs per component
+                os.close(self.fd)
+                self.fd = nxt
+                return _DIR
+            kind = rootpath.kind_of(mode)
+            if kind is _LINK:
+                self.pending = nxt
+                return kind
+            os.close(nxt)
+            if not self.create:
+                return kind
+            if via_link:
+                raise NotADirectoryError(errno.ENOTDIR, "a symlink in the path leads to a "
+                                         "non-directory", self.shown)
+            os.unlink(comp, dir_fd=self.fd)
+            _mkdir_quiet(self.fd, comp)
+            if self.on_replace is not None:
+                self.on_replace(self.fd, comp)
+
+    def readlink(self, parents: list[bytes], name: bytes) -> bytes:
+        try:
+            return os.readlink(b"", dir_fd=self.pending)
+        finally:
+            self._drop_pending()
+
+    def enter(self, parents: list[bytes], name: bytes) -> None:
+        # Directories are entered in lookup; nothing else is (walk runs with want_dir).
+        raise AssertionError(f"not a directory: {name!r}")
+
+    def leave(self, parents: list[bytes]) -> None:
+        self._move(parents)
+
+    def restart(self) -> None:
+        self._move([])
+
+    def _move(self, names: list[bytes]) -> None:
+        os.close(self.fd)
+        self.fd = -1
+        fd = os.dup(self.root_fd)
         try:
             for name in names:
                 nxt = os.open(name, _O_STEP | os.O_DIRECTORY, dir_fd=fd)
@@ -169,7 +187,23 @@ class Root:
         except BaseException:
             os.close(fd)
             raise
+        self.fd = fd
+
+    def take(self) -> int:
+        """The fd of where the walk ended; the tree no longer owns it."""
+        fd, self.fd = self.fd, -1
         return fd
+
+    def _drop_pending(self) -> None:
+        if self.pending >= 0:
+            os.close(self.pending)
+            self.pending = -1
+
+    def close(self) -> None:
+        self._drop_pending()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _mkdir_quiet(dirfd: int, name: bytes) -> None:

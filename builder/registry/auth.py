@@ -17,8 +17,10 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builder.errors import RegistryError, UsageError
 
@@ -68,65 +70,88 @@ def parse_challenge(header: str) -> list[tuple[str, dict[str, str]]]:
     key ``""``. Anything unparsable ends the parse: what was understood is returned.
     """
     challenges: list[tuple[str, dict[str, str]]] = []
-    n = len(header)
-    i = 0
-
-    def skip(chars: str) -> None:
-        nonlocal i
-        while i < n and header[i] in chars:
-            i += 1
-
-    def token(allowed: frozenset[str] = _TCHAR) -> str:
-        nonlocal i
-        start = i
-        while i < n and header[i] in allowed:
-            i += 1
-        return header[start:i]
-
-    while i < n:
-        skip(" \t,")
-        scheme = token()
+    scan = _Scanner(header)
+    while scan.more():
+        scan.skip(" \t,")
+        scheme = scan.token()
         if not scheme:
             break
         params: dict[str, str] = {}
         challenges.append((scheme.lower(), params))
-        skip(" \t")
+        scan.skip(" \t")
         # token68: a single opaque value right after the scheme.
-        mark = i
-        value = token(_TOKEN68)
-        skip(" \t")
-        if value and (i >= n or header[i] == ",") and "=" not in value.rstrip("="):
+        mark = scan.i
+        value = scan.token(_TOKEN68)
+        scan.skip(" \t")
+        if value and scan.peek() in ("", ",") and "=" not in value.rstrip("="):
             params[""] = value
             continue
-        i = mark
-        while i < n:
-            skip(" \t,")
-            mark = i
-            name = token()
-            skip(" \t")
-            if not name or i >= n or header[i] != "=":
-                i = mark  # the next challenge's scheme
-                break
-            i += 1
-            skip(" \t")
-            if i < n and header[i] == '"':
-                i += 1
-                chars = []
-                while i < n and header[i] != '"':
-                    if header[i] == "\\" and i + 1 < n:
-                        i += 1
-                    chars.append(header[i])
-                    i += 1
-                if i >= n:  # unterminated quoted string
-                    return challenges
-                i += 1
-                params[name.lower()] = "".join(chars)
-            else:
-                params[name.lower()] = token()
-            skip(" \t")
-            if i < n and header[i] != ",":
-                return challenges  # garbage after a value
+        scan.i = mark
+        if not _auth_params(scan, params):
+            break
     return challenges
+
+
+def _auth_params(scan: _Scanner, params: dict[str, str]) -> bool:
+    """Read ``name=value`` pairs into ``params`` up to the next challenge's scheme;
+    False when something unparsable ends the whole header."""
+    while scan.more():
+        scan.skip(" \t,")
+        mark = scan.i
+        name = scan.token()
+        scan.skip(" \t")
+        if not name or scan.peek() != "=":
+            scan.i = mark  # the next challenge's scheme
+            return True
+        scan.i += 1
+        scan.skip(" \t")
+        value = scan.quoted() if scan.peek() == '"' else scan.token()
+        if value is None:  # unterminated quoted string
+            return False
+        params[name.lower()] = value
+        scan.skip(" \t")
+        if scan.more() and scan.peek() != ",":
+            return False  # garbage after a value
+    return True
+
+
+class _Scanner:
+    """A position in a header value."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.i = 0
+
+    def more(self) -> bool:
+        return self.i < len(self.text)
+
+    def peek(self) -> str:
+        """The next character, "" at the end."""
+        return self.text[self.i] if self.i < len(self.text) else ""
+
+    def skip(self, chars: Container[str]) -> None:
+        while self.i < len(self.text) and self.text[self.i] in chars:
+            self.i += 1
+
+    def token(self, allowed: frozenset[str] = _TCHAR) -> str:
+        start = self.i
+        self.skip(allowed)
+        return self.text[start:self.i]
+
+    def quoted(self) -> str | None:
+        """At a '"': the unescaped quoted string, None if it never ends."""
+        text, n = self.text, len(self.text)
+        i = self.i + 1
+        chars = []
+        while i < n and text[i] != '"':
+            if text[i] == "\\" and i + 1 < n:
+                i += 1
+            chars.append(text[i])
+            i += 1
+        if i >= n:
+            return None
+        self.i = i + 1
+        return "".join(chars)
 
 
 # -- where credentials live ---------------------------------------------------------
@@ -163,7 +188,7 @@ def _server_key(registry: str) -> str:
     return DOCKER_HUB_KEY if _host_of(registry) in _DOCKER_HUB_HOSTS else _host_of(registry)
 
 
-def _load(path: Path) -> dict | None:
+def _load(path: Path) -> dict[str, Any] | None:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -188,7 +213,7 @@ def _load(path: Path) -> dict | None:
     return doc
 
 
-def _matching(mapping: dict, registry: str) -> list[str]:
+def _matching(mapping: dict[str, Any], registry: str) -> list[str]:
     """Keys of ``mapping`` naming ``registry``, exact spellings first."""
     keys = [k for k in mapping if isinstance(k, str) and _same_registry(k, registry)]
     exact = {registry, _server_key(registry)}
@@ -261,7 +286,7 @@ def _run_helper(helper: str, server: str, path: Path) -> Credentials | None:
     return Credentials(username=username, password=secret)
 
 
-def _from_config(path: Path, doc: dict, registry: str) -> Credentials | None:
+def _from_config(path: Path, doc: dict[str, Any], registry: str) -> Credentials | None:
     helpers = doc.get("credHelpers", {})
     for key in _matching(helpers, registry):
         return _run_helper(str(helpers[key]), key, path)
@@ -291,7 +316,7 @@ def find_credentials(registry: str) -> Credentials | None:
 
 # -- pybuild login / logout ------------------------------------------------------
 
-def _write_atomically(path: Path, doc: dict) -> None:
+def _write_atomically(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".auth-", suffix=".tmp", dir=path.parent)
     try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from builder.errors import DigestMismatch, RegistryError
-from builder.registry.transport import MAX_DOCUMENT, Transport
+from builder.registry.transport import MAX_DOCUMENT, Response, Transport
 from builder.store.ingest import Ingest
 from builder.store.store import Store, check_digest
 
@@ -184,13 +184,14 @@ class Repository:
                     if attempt == 2:
                         raise RegistryError(f"{what}: download failed: {err}") from None
                     continue
-                except DigestMismatch as err:
-                    raise RegistryError(f"{what}: {err}") from None
+                except DigestMismatch as err:  # the store's class, named with the blob
+                    err.within(what)
+                    raise
                 try:
                     ingest.commit()
                 except DigestMismatch as err:
-                    raise RegistryError(f"{what}: corrupt blob from the registry: {err}") \
-                        from None
+                    err.within(f"{what}: corrupt blob from the registry")
+                    raise
                 return resumed
         return resumed
 
@@ -248,7 +249,7 @@ class Repository:
             body=open_blob, ok=(201, 204))
         response.raw.read()
 
-    def _location(self, response: Any, what: str) -> str:
+    def _location(self, response: Response, what: str) -> str:
         location = response.header("Location")
         if not location:
             raise RegistryError(f"{what}: the registry gave no upload location")

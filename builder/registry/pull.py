@@ -200,7 +200,7 @@ def _layer_descriptor(layer: Any, what: str) -> tuple[str, int, str]:
 def _transfer(store: Store, repo: Repository, descriptors: list[tuple[str, int, str]],
               missing: list[int], chain_ids: list[str], diff_ids: list[str], what: str,
               progress: TransferProgress, unpack: bool) -> None:
-    from builder.image.archive import MEDIA_LAYER
+    from builder.store.export import MEDIA_LAYER
 
     def fetch(i: int) -> _Fetched:
         digest, size, compression = descriptors[i]
@@ -210,8 +210,9 @@ def _transfer(store: Store, repo: Repository, descriptors: list[tuple[str, int, 
         try:
             work, actual, tar_size = store.extract(store.blob_path(digest), digest,
                                                    store.unpack_dir(chain_ids[i]), compression)
-        except LayerError as err:
-            raise RegistryError(f"{what}: {err}") from None
+        except LayerError as err:  # a broken or hostile layer: its own class, named
+            err.within(what)
+            raise
         return resumed, actual, tar_size, work
 
     stopping = False  # this pull asked the workers to stop (and so clears it)
@@ -272,5 +273,6 @@ def _blob_diff_id(store: Store, digest: str, size: int, compression: str,
     with open(store.blob_path(digest), "rb") as raw:
         try:
             return blob_diff_id(raw, digest, size, expect=compression)
-        except LayerError as err:
-            raise RegistryError(f"{what}: {err}") from None
+        except LayerError as err:  # a broken or hostile layer: its own class, named
+            err.within(what)
+            raise

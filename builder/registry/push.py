@@ -32,16 +32,15 @@ def push(store: Store, image_id: str, ref: Reference, *, compression: str = "gzi
          annotations: ImageAnnotations | None = None) -> str:
     """Push an image under ``ref``; returns the manifest digest.  ``annotations``
     (``--annotation``): the manifest's; a single manifest has no descriptor to annotate."""
-    from builder.image.archive import layer_for_export
     from builder.image.manifest import manifest_json
+    from builder.store.export import ExportOptions
 
     progress = progress or TransferProgress("quiet", verb="push")
     if compression == "none":
         compression = "gzip"  # registries expect compressed layers; Docker pushes gzip
-    layers = [layer_for_export(store, record.chain_id, compression, verify=False,
-                               compressed=True)
-              for record in store.chain(store.image_top_chain(image_id))]
-    config = store.read_blob(image_id)
+    export = store.export_image(image_id, ExportOptions(compression, verify=False,
+                                                        compressed=True))
+    config, layers = export.config, export.layers
     blobs = [(layer.descriptor.digest, layer.descriptor.size, layer.blob) for layer in layers]
     blobs.append((image_id, len(config), store.blob_path(image_id)))
     manifest = manifest_json(image_id, len(config), [layer.descriptor for layer in layers],

@@ -11,7 +11,6 @@ Imports builder.errors only.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -48,7 +47,6 @@ _REFERENCE_RE = re.compile(
     r"(" + _NAME + r")(?::(" + _TAG + r"))?(?:@(" + _DIGEST_PAT + r"))?", re.ASCII)
 _ANCHORED_NAME_RE = re.compile(
     r"(?:(" + _DOMAIN_AND_PORT + r")/)?(" + _REMOTE_NAME + r")", re.ASCII)
-_TAG_RE = re.compile(_TAG, re.ASCII)
 _IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}", re.ASCII)
 
 # OCI image-spec descriptor.md: the digest grammar, then the registered algorithms'
@@ -67,7 +65,6 @@ ERR_TOO_LONG = (f"invalid reference format: repository name must not be more tha
 ERR_DIGEST_FORMAT = "invalid checksum digest format"
 ERR_DIGEST_LENGTH = "invalid checksum digest length"
 ERR_DIGEST_UNSUPPORTED = "unsupported digest algorithm"
-ERR_TAG = "invalid tag format"
 
 
 @dataclass(frozen=True)
@@ -104,14 +101,6 @@ class Reference:
             if rest != name and "/" not in rest:
                 name = rest
         return name + self._suffix()
-
-    def with_tag(self, tag: str) -> Reference:
-        if not _TAG_RE.fullmatch(tag):
-            raise ReferenceError(tag, ERR_TAG)
-        return dataclasses.replace(self, tag=tag)
-
-    def with_digest(self, digest: str) -> Reference:
-        return dataclasses.replace(self, digest=validate_digest(digest))
 
     def _suffix(self) -> str:
         return (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")

@@ -31,10 +31,13 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder import interrupt
 from builder.errors import RegistryError, Unauthorized
+
+if TYPE_CHECKING:   # auth loads on the first challenge only
+    from builder.registry.auth import Credentials
 
 MAX_DOCUMENT = 4 << 20      # manifests and configs
 MAX_SMALL_BODY = 1 << 20    # tokens and error bodies
@@ -106,7 +109,7 @@ class Transport:
     """Requests to one registry host, with its credentials and tokens."""
 
     def __init__(self, registry: str, api_host: str, *, insecure: Iterable[str] = (),
-                 credentials: object = None):
+                 credentials: Credentials | None = None):
         self.registry = registry          # as named in references ("docker.io")
         self.host = api_host              # where the API lives ("registry-1.docker.io")
         self.insecure = tuple(insecure)
@@ -117,12 +120,13 @@ class Transport:
         self._tokens: dict[str, str] = {}
         self._challenge: tuple[str, dict[str, str]] | None = None
         # Looked up once, on the first challenge, unless given (pybuild login checks them).
-        self._credentials: object = credentials
+        self._credentials = credentials
         self._looked_up = credentials is not None
 
     # -- connections ---------------------------------------------------------
     def _connection(self, scheme: str, host: str) -> http.client.HTTPConnection:
-        pool: dict = self._local.__dict__.setdefault("pool", {})
+        pool: dict[tuple[str, str], http.client.HTTPConnection] = (
+            self._local.__dict__.setdefault("pool", {}))
         conn = pool.get((scheme, host))
         if conn is None:
             if scheme == "https":
@@ -138,7 +142,8 @@ class Transport:
         return conn
 
     def _drop_connection(self, scheme: str, host: str) -> None:
-        pool: dict = self._local.__dict__.setdefault("pool", {})
+        pool: dict[tuple[str, str], http.client.HTTPConnection] = (
+            self._local.__dict__.setdefault("pool", {}))
         conn = pool.pop((scheme, host), None)
         if conn is not None:
             conn.close()
@@ -318,7 +323,7 @@ class Transport:
         raise AssertionError("unreachable")
 
     # -- authentication ------------------------------------------------------
-    def _creds(self):  # type: ignore[no-untyped-def]
+    def _creds(self) -> Credentials | None:
         if not self._looked_up:
             from builder.registry.auth import find_credentials
 
@@ -358,7 +363,7 @@ class Transport:
         headers = {"User-Agent": _USER_AGENT}
         body = None
         method = "GET"
-        if creds is not None and getattr(creds, "identity_token", ""):
+        if creds is not None and creds.identity_token:
             method = "POST"
             form = [("grant_type", "refresh_token"), ("refresh_token", creds.identity_token),
                     ("client_id", "pybuild"), *query]
@@ -437,7 +442,7 @@ def _retry_after(value: str) -> float | None:
 
 
 def _backoff(attempt: int) -> float:
-    return min(0.25 * (2 ** attempt), 8.0) * (0.5 + random.random() / 2)
+    return min(0.25 * 2.0 ** attempt, 8.0) * (0.5 + random.random() / 2)
 
 
 def _describe(err: BaseException) -> str:

@@ -26,60 +26,26 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder import syscalls
+from builder import rootpath, syscalls
 from builder.errors import BuildError, SandboxError
 
 if TYPE_CHECKING:
-    from builder.run.sandbox import MountSpec
+    from builder.run.spec import MountSpec
 
-_MAX_SYMLINKS = 40
 _HOST_FLAGS = syscalls.MS_NODEV | syscalls.MS_NOSUID
 _COPY_CHUNK = 1 << 24
 
 
 # -- resolving paths with chroot semantics ------------------------------------
 def resolve_components(root: str, path: str, *, keep_missing: bool = False) -> list[str] | None:
-    """``path`` inside ``root`` as components, symlinks followed as if chrooted.
-
-    ``..`` stops at the root and an absolute link target restarts there, so the
-    result never leaves ``root``.  A missing component gives None, or with
-    ``keep_missing`` is kept as is (a path about to be created, through dangling
-    links too).
-    """
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            if not keep_missing:
-                return None
-            resolved.append(part)
-            continue
-        except NotADirectoryError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > _MAX_SYMLINKS:
-                raise SandboxError(f"too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        if parts and not stat.S_ISDIR(st.st_mode):
-            # ENOTDIR, as the kernel says: `file/../secret` must not step back out of
-            # a file and reach what a filter over the real tree would call hidden.
-            return None
-        resolved.append(part)
-    return resolved
+    """``path`` inside ``root`` as components, symlinks followed as if chrooted
+    (``builder.rootpath``): the result never leaves ``root``.  A missing component
+    gives None, or with ``keep_missing`` is kept as is (a path about to be created,
+    through dangling links too); a non-directory on the way gives None."""
+    try:
+        return rootpath.walk(rootpath.HostTree(root), path, keep_missing=keep_missing).parts
+    except rootpath.TooManyLinks:
+        raise SandboxError(f"too many levels of symbolic links in {path}") from None
 
 
 def resolve_in_root(root: str, path: str) -> str | None:

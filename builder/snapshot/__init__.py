@@ -6,7 +6,9 @@ namespace (``snapshot.mount``), so the kernel removes it when that process
 exits.  ``commit(snapshot)`` turns the change into a store layer and returns
 its chain ID; a step that changed nothing gets the empty layer, as in BuildKit.
 
-Drivers (the contract is ``base.ActiveSnapshot``/``base.Driver``):
+Drivers (the contract is ``base.ActiveSnapshot``/``base.Driver``; every caller,
+the RUN sandbox and ``-o type=local|tar`` included, goes through it with the
+build's ``--storage-driver``):
 
     overlay  lower layers + a fresh upper dir; commit renames the upper dir
     vfs      a full copy of the parent tree, bind-mounted; commit diffs the trees
@@ -23,12 +25,13 @@ import signal
 from builder import syscalls
 from builder.errors import PybuildError
 from builder.snapshot.base import DRIVERS, ActiveSnapshot, Commit, Driver
-from builder.snapshot.overlay import OverlayDriver, Snapshot
-from builder.snapshot.vfs import VfsDriver, VfsSnapshot
+from builder.snapshot.overlay import OverlayDriver
+from builder.snapshot.vfs import VfsDriver
 from builder.store.store import Store
 
-__all__ = ["DRIVERS", "ActiveSnapshot", "Commit", "Driver", "Snapshot", "VfsSnapshot",
-           "commit", "open_driver", "overlay_works", "prepare"]
+# Callers see the contract only (ActiveSnapshot); the drivers' classes stay inside.
+__all__ = ["DRIVERS", "ActiveSnapshot", "Commit", "Driver", "commit", "open_driver",
+           "overlay_works", "prepare"]
 
 _probed: dict[str, bool] = {}
 

@@ -1,24 +1,31 @@
-"""The snapshot driver contract: what the engine and the RUN sandbox rely on.
+"""The snapshot driver contract: what the engine, the RUN sandbox and the
+outputs rely on (BuildKit's ``snapshot/snapshotter.go`` lifecycle).
+
+    prepare(parent) -> active snapshot -> mount (rw, or read-only) -> commit -> layer
 
 A driver makes active snapshots over a chain of store layers.  An active
 snapshot is mounted by whoever uses it, inside a private mount namespace, so
 the kernel drops the mount when that process exits; it is then committed
-(turned into a store layer, or nothing when the step changed nothing) or
-released.  Whatever the driver, a commit hands the store a layer dir in
-overlay format, and the same change gives the same layer tar and diff_id.
-A step that changed nothing still makes a layer, the empty one (an empty
-dir, diff_id of the empty tar), as BuildKit does (``builder/layers/empty.py``).
+(turned into a store layer) or released.  A read-only mount is the view of a
+committed chain (``-o type=local|tar``, ``RUN --mount=from=``).  Once committed
+or released a snapshot is used up: a second commit or a mount is an error, and
+the committed layer is immutable (no later snapshot changes it).  Whatever the
+driver, a commit hands the store a layer dir in overlay format, and the same
+change gives the same layer tar and diff_id.  A step that changed nothing still
+makes a layer, the empty one (an empty dir, diff_id of the empty tar), as
+BuildKit does (``builder/layers/empty.py``).  Every driver passes one contract
+suite, tests/snapshot/test_contract.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from builder import limits
-from builder.errors import BuildError
+from builder.errors import BuildError, StoreError
 
 if TYPE_CHECKING:
     from builder.layers.changes import LayerChanges
@@ -64,6 +71,32 @@ class ActiveSnapshot(Protocol):
         ...
 
 
+@dataclass
+class SnapshotBase:
+    """The state both drivers' snapshots share, and the used-up guard."""
+
+    store: Store
+    parent: str | None
+    work: TmpDir
+    extra_lowers: list[Path] = field(default_factory=list)
+    used: bool = False     # committed or released: nothing is left to mount or commit
+
+    @property
+    def upper(self) -> Path:
+        """The layer dir (overlay format) a commit renames into the store."""
+        return self.work.path / "diff"
+
+    def check_active(self, action: str) -> None:
+        if self.used:
+            raise StoreError(f"cannot {action} a snapshot that was already committed or "
+                             "released")
+
+    def release(self) -> None:
+        """Drop the snapshot's work dir; safe to call after a commit, and twice."""
+        self.used = True
+        self.work.release()
+
+
 class Driver(Protocol):
     name: str
     store: Store
@@ -74,7 +107,7 @@ class Driver(Protocol):
         ...
 
 
-def commit_upper(snapshot: ActiveSnapshot, *, source_date_epoch: int | None,
+def commit_upper(snapshot: SnapshotBase, *, source_date_epoch: int | None,
                  before_store: Callable[[], None] | None = None) -> Commit:
     """The commit both drivers share: the snapshot's overlay-format ``upper`` dir
     becomes a store layer by rename; no change gives the empty layer, as BuildKit's
@@ -84,6 +117,8 @@ def commit_upper(snapshot: ActiveSnapshot, *, source_date_epoch: int | None,
     from builder.layers.changes import LayerChanges
     from builder.layers.tar_write import layer_diff_id
 
+    snapshot.check_active("commit")
+    snapshot.used = True
     lowers = snapshot.store.lower_dirs(snapshot.parent)
     # One walk gives both the diff_id and the explain summary (100k small files:
     # the walk is most of a commit's cost).

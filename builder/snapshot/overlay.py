@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from builder import syscalls
 from builder.errors import SandboxError
-from builder.snapshot.base import Commit, commit_upper
-from builder.store.store import Store, TmpDir
+from builder.snapshot.base import Commit, SnapshotBase, commit_upper
+from builder.store.store import Store
 
 # index/redirect_dir/metacopy off: with any of them on, the upper dir is no longer a
 # self-contained change set (moby overlay2 check.go, buildkit#2480, catalogue W10).
@@ -20,21 +20,8 @@ _PAGE = 4096
 
 
 @dataclass
-class Snapshot:
-    store: Store
-    parent: str | None
-    work: TmpDir
-    extra_lowers: list[Path] = field(default_factory=list)
-    driver: str = "overlay"
-
-    @property
-    def upper(self) -> Path:
-        return self.work.path / "diff"
-
-    @property
-    def lowers(self) -> list[Path]:
-        """Lower dirs, topmost first (extra lowers, e.g. the init layer, on top)."""
-        return [*self.extra_lowers, *self.store.lower_dirs(self.parent)]
+class Snapshot(SnapshotBase):
+    """An overlay snapshot: the chain's layer dirs as lowers, ``work/diff`` as upper."""
 
     def _lower_names(self, readonly: bool) -> list[str]:
         """Lower dirs as overlay gets them, relative to ``l/`` where a short link exists."""
@@ -73,6 +60,7 @@ class Snapshot:
 
     def mount(self, target: str, *, readonly: bool = False) -> None:
         """Mount the overlay at ``target``.  Call only in a private mount namespace."""
+        self.check_active("mount")
         try:
             cwd, options = self.mount_options(readonly=readonly)
         except SandboxError:
@@ -125,9 +113,6 @@ class Snapshot:
         """Turn the upper dir into a store layer by rename (no change: the empty layer)."""
         return commit_upper(self, source_date_epoch=source_date_epoch)
 
-    def release(self) -> None:
-        self.work.release()
-
 
 class OverlayDriver:
     name = "overlay"
@@ -143,13 +128,3 @@ class OverlayDriver:
         (work.path / "diff").chmod(0o755)
         (work.path / "ovl-work").mkdir()
         return Snapshot(self.store, parent, work)
-
-
-def prepare(store: Store, parent: str | None) -> Snapshot:
-    """A new active overlay snapshot on top of ``parent`` (a chain ID, or None for scratch)."""
-    return OverlayDriver(store).prepare(parent)
-
-
-def commit(snapshot: Snapshot, *, source_date_epoch: int | None = None) -> Commit:
-    """Commit an overlay snapshot (kept for callers that import it from here)."""
-    return snapshot.commit(source_date_epoch=source_date_epoch)

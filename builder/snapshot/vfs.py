@@ -22,24 +22,20 @@ import json
 import os
 import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from builder import syscalls
 from builder.errors import SandboxError
-from builder.snapshot.base import Commit, commit_upper
-from builder.store.store import Store, TmpDir, remove_tree
+from builder.snapshot.base import Commit, SnapshotBase, commit_upper
+from builder.store.store import Store, remove_tree
 
 _STUBS = "vfs-stubs.json"
 
 
 @dataclass
-class VfsSnapshot:
-    store: Store
-    parent: str | None
-    work: TmpDir
-    extra_lowers: list[Path] = field(default_factory=list)
-    driver: str = "vfs"
+class VfsSnapshot(SnapshotBase):
+    """A vfs snapshot: ``base/`` the parent's tree, ``tree/`` the copy a step writes."""
 
     @property
     def base(self) -> Path:
@@ -49,12 +45,9 @@ class VfsSnapshot:
     def tree(self) -> Path:
         return self.work.path / "tree"
 
-    @property
-    def upper(self) -> Path:
-        return self.work.path / "diff"
-
     def mount(self, target: str, *, readonly: bool = False) -> None:
         """Bind-mount the snapshot's tree at ``target``; only in a private mount namespace."""
+        self.check_active("mount")
         if self.extra_lowers:
             self._add_stubs()
         try:
@@ -133,6 +126,7 @@ class VfsSnapshot:
         """Diff the tree against the base into an overlay-format layer dir and store it."""
         from builder.layers.diff import diff_trees
 
+        self.check_active("commit")
         self._remove_stubs()
         self.upper.mkdir()
         diff_trees(self.base, self.tree, self.upper)
@@ -143,9 +137,6 @@ class VfsSnapshot:
                 if tree.exists():
                     remove_tree(tree)
         return commit_upper(self, source_date_epoch=source_date_epoch, before_store=drop_trees)
-
-    def release(self) -> None:
-        self.work.release()
 
 
 class VfsDriver:

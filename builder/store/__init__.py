@@ -17,8 +17,15 @@ The root is 0700 and everything the store makes is its owner's only (``perms``:
 dirs 0700, files 0600, blobs 0400, whatever the umask); a layer's ``diff/`` tree
 and a cache mount's own dir keep their modes inside 0700 parents.
 
-``doctor`` checks and repairs a store; ``faults`` holds the crash points that
-fault-injection tests arm with PYBUILD_FAULT_POINT (docs/reliability.md).
+Modules: ``store`` (the ``Store`` class, one base class per part: ``database`` the
+connection, transactions and the store lock; ``blobs``; ``layers``; ``images``;
+``export`` what an export needs, in one call), ``schema`` (every table, defined once,
+and the numbered migrations), ``records`` (the cache's and explain's rows), ``names``,
+``tmpdir`` (flock-owned work dirs), ``threads`` (a thread's guarded view), ``ingest``
+(resumable downloads), ``perms``.  ``gc`` (df/prune), ``doctor`` (checks and repairs)
+and ``remove`` (rmi) work through these APIs; no module outside this package runs SQL
+on the store's tables.  ``faults`` holds the crash points that fault-injection tests
+arm with PYBUILD_FAULT_POINT (docs/reliability.md).
 
 Imports only builder.errors, builder.syscalls, builder.layers and the standard library.
 """

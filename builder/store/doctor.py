@@ -41,8 +41,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.store import perms
-from builder.store.store import Store, mounts_under, remove_tree
+from builder.store import perms, records
+from builder.store.store import LayerRecord, Store, mounts_under, remove_tree
 
 
 @dataclass
@@ -79,21 +79,21 @@ def doctor(store: Store, *, repair: bool = False, deep: bool = False) -> Report:
     if top is None:
         return report
     try:
-        result = store.db.execute("PRAGMA integrity_check").fetchall()
+        result = store.integrity_check()
     except Exception as err:  # sqlite3.DatabaseError: not a database, malformed
         report.add("database", str(store.root / "pybuild.db"),
                    f"cannot be read ({err}); move it away and rebuild the store")
         return report
-    if result != [("ok",)]:
+    if result != ["ok"]:
         report.add("database", str(store.root / "pybuild.db"),
-                   "integrity check failed: " + "; ".join(r[0] for r in result[:3]))
+                   "integrity check failed: " + "; ".join(result[:3]))
         return report
     fixed = {str(f.path) for f in top} - {str(f.path) for f in
                                             perms.scan_top(store.root, fix=False)}
     for problem in report.problems:
         if problem.kind == "tmp" or (problem.kind == "perms" and problem.subject in fixed):
             problem.repaired = True  # the open swept it, or made it private
-    with store._store_lock():
+    with store.store_lock():
         _check_deep_perms(store, report, repair)
         _check_blobs(store, report, repair)
         broken = _check_layers(store, report, repair, deep)
@@ -229,8 +229,7 @@ def _check_blobs(store: Store, report: Report, repair: bool) -> None:
                 store.drop_blob(digest)
                 problem.repaired = True
     # Records that name a blob that is not there (it was dropped, or never written).
-    rows = store.db.execute("SELECT DISTINCT digest FROM layer_blobs").fetchall()
-    for (digest,) in rows:
+    for digest in dict.fromkeys(b.digest for b in store.all_layer_blobs()):
         if not store.blob_path(digest).exists():
             problem = report.add("blob", digest, "recorded as a layer blob but missing")
             if repair:
@@ -242,41 +241,22 @@ def _check_blobs(store: Store, report: Report, repair: bool) -> None:
 def _check_layers(store: Store, report: Report, repair: bool, deep: bool) -> set[str]:
     """Check every layer row; returns the chain IDs that are broken (and dropped if
     repairing), including every layer above a broken one."""
-    rows = store.db.execute("SELECT chain_id, diff_id, parent, short FROM layers").fetchall()
-    packed = store.db.execute("SELECT chain_id, diff_id, parent FROM packed_layers").fetchall()
-    report.checked["layers"] = len(rows) + len(packed)
-    parents = {chain: parent for chain, _diff, parent, _short in rows}
-    parents.update((chain, parent) for chain, _diff, parent in packed)
+    every = store.all_layers()
+    rows = [(r.chain_id, r.diff_id, r.parent, r.short) for r in every if not r.packed]
+    report.checked["layers"] = len(every)
+    parents = {r.chain_id: r.parent for r in every}
     bad: dict[str, str] = {}
-    for chain, _diff_id, parent, _short in rows:
+    for record in every:
+        chain, parent = record.chain_id, record.parent
         if parent is not None and parent not in parents:
             bad[chain] = f"parent layer {parent} is missing"
-        elif not store.layer_dir(chain).is_dir():
+        elif not record.packed and not store.layer_dir(chain).is_dir():
             bad[chain] = f"directory {store.layer_dir(chain)} is missing"
-    for chain, diff_id, parent in packed:  # pulled, not yet extracted: needs its blob
-        if parent is not None and parent not in parents:
-            bad[chain] = f"parent layer {parent} is missing"
-        elif not store.layer_blobs(diff_id):
+        elif record.packed and not store.layer_blobs(record.diff_id):
+            # pulled, not yet extracted: needs its blob
             bad[chain] = "packed (pulled, not extracted) and its blob is missing"
     if deep:
-        # A layer pybuild built gives its diff_id again from its dir.  A layer that came
-        # from an archive (import, load, pull) was hashed as that archive's tar, which a
-        # dir need not reproduce byte for byte: it is compared with its stored blob
-        # instead, file by file (type, size, content, link target).
-        blobs: dict[str, str] = {}
-        for diff_id, digest in store.db.execute("SELECT diff_id, digest FROM layer_blobs"):
-            if store.blob_path(digest).exists():
-                blobs.setdefault(diff_id, digest)
-        unpacked = {chain for chain, *_ in rows}
-        for chain, diff_id, _parent, _short in rows:
-            if chain in bad or any(c not in unpacked for c in _ancestors(parents, chain)):
-                continue  # its tar depends on lower dirs that are not extracted yet
-            if (found := _diff_id_of(store, chain)) == diff_id:
-                continue
-            if diff_id not in blobs:
-                bad[chain] = f"contents changed on disk (diff_id {found}, recorded {diff_id})"
-            elif (why := _differs_from_blob(store, chain, blobs[diff_id])) is not None:
-                bad[chain] = f"contents differ from blob {blobs[diff_id]}: {why}"
+        _check_contents(store, every, parents, bad)
     # Everything above a broken layer is broken too.
     broken = set(bad)
     changed = True
@@ -287,18 +267,51 @@ def _check_layers(store: Store, report: Report, repair: bool, deep: bool) -> set
                 broken.add(chain)
                 bad[chain] = f"built on broken layer {parent}"
                 changed = True
+    by_chain = {r.chain_id: r for r in reversed(every)}  # an extracted row wins
     for chain in sorted(broken):
         problem = report.add("layer", chain, bad[chain])
         if repair:
-            short = next((r[3] for r in rows if r[0] == chain), "")
-            with store.transaction() as db:
-                db.execute("DELETE FROM layers WHERE chain_id = ?", (chain,))
-                db.execute("DELETE FROM packed_layers WHERE chain_id = ?", (chain,))
-            if short:
-                (store.root / "l" / short).unlink(missing_ok=True)
-            if store.layer_dir(chain).parent.exists():
-                remove_tree(store.layer_dir(chain).parent)
+            store.remove_layers([by_chain.get(chain) or LayerRecord(chain, "", None, 0, "")])
             problem.repaired = True
+    _check_short_links(store, report, repair, rows, broken)
+    # Layer dirs with no row: the sweep removes them; report any that remain.
+    known = {chain.split(":", 1)[1] for chain, *_ in rows}
+    for entry in (store.root / "layers").iterdir():
+        if entry.name not in known:
+            problem = report.add("layer", str(entry), "directory not registered in the database")
+            if repair:
+                remove_tree(entry)
+                problem.repaired = True
+    return broken
+
+
+def _check_contents(store: Store, every: list[LayerRecord], parents: dict[str, str | None],
+                    bad: dict[str, str]) -> None:
+    """``deep``: each extracted layer still gives its diff_id (adds to ``bad``)."""
+    rows = [(r.chain_id, r.diff_id, r.parent, r.short) for r in every if not r.packed]
+    # A layer pybuild built gives its diff_id again from its dir.  A layer that came
+    # from an archive (import, load, pull) was hashed as that archive's tar, which a
+    # dir need not reproduce byte for byte: it is compared with its stored blob
+    # instead, file by file (type, size, content, link target).
+    blobs: dict[str, str] = {}
+    for blob in store.all_layer_blobs():
+        if store.blob_path(blob.digest).exists():
+            blobs.setdefault(blob.diff_id, blob.digest)
+    unpacked = {chain for chain, *_ in rows}
+    for chain, diff_id, _parent, _short in rows:
+        if chain in bad or any(c not in unpacked for c in _ancestors(parents, chain)):
+            continue  # its tar depends on lower dirs that are not extracted yet
+        if (found := _diff_id_of(store, chain)) == diff_id:
+            continue
+        if diff_id not in blobs:
+            bad[chain] = f"contents changed on disk (diff_id {found}, recorded {diff_id})"
+        elif (why := _differs_from_blob(store, chain, blobs[diff_id])) is not None:
+            bad[chain] = f"contents differ from blob {blobs[diff_id]}: {why}"
+
+
+def _check_short_links(store: Store, report: Report, repair: bool,
+                       rows: list[tuple[str, str, str | None, str]], broken: set[str]) -> None:
+    """Every extracted layer that is not broken has its own l/ link."""
     for chain, _diff, _parent, short in rows:
         if chain in broken:
             continue
@@ -311,15 +324,6 @@ def _check_layers(store: Store, report: Report, repair: bool, deep: bool) -> set
                 link.unlink(missing_ok=True)
                 os.symlink(want, link)
                 problem.repaired = True
-    # Layer dirs with no row: the sweep removes them; report any that remain.
-    known = {chain.split(":", 1)[1] for chain, *_ in rows}
-    for entry in (store.root / "layers").iterdir():
-        if entry.name not in known:
-            problem = report.add("layer", str(entry), "directory not registered in the database")
-            if repair:
-                remove_tree(entry)
-                problem.repaired = True
-    return broken
 
 
 def _ancestors(parents: dict[str, str | None], chain: str) -> Iterator[str]:
@@ -333,8 +337,9 @@ def _diff_id_of(store: Store, chain: str) -> str | None:
     from builder.layers.tar_write import layer_diff_id
 
     try:
-        diff_id, _size = layer_diff_id(store.layer_dir(chain),
-                                       **store.layer_tar_options(chain))
+        options = store.layer_tar_options(chain)
+        diff_id, _size = layer_diff_id(store.layer_dir(chain), lowers=options.lowers,
+                                       source_date_epoch=options.source_date_epoch)
     except Exception as err:  # an unreadable dir is a broken layer, whatever the error
         return f"unreadable: {err}"
     return diff_id
@@ -399,24 +404,19 @@ def _check_links(store: Store, report: Report, repair: bool) -> None:
 
 # -- cache and images ----------------------------------------------------------------
 def _layer_ids(store: Store) -> set[str]:
-    return {row[0] for row in store.db.execute(
-        "SELECT chain_id FROM layers UNION SELECT chain_id FROM packed_layers")}
+    return {record.chain_id for record in store.all_layers()}
 
 
 def _check_cache(store: Store, report: Report, repair: bool, broken: set[str]) -> None:
-    if store.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cache_entries'"
-                        ).fetchone() is None:
-        return
     layers = _layer_ids(store)
-    rows = store.db.execute("SELECT key, chain_id FROM cache_entries").fetchall()
+    rows = records.cache_chains(store)
     report.checked["cache entries"] = len(rows)
-    dead = [key for key, chain in rows
+    dead = [key for key, chain in rows.items()
             if chain is not None and (chain not in layers or chain in broken)]
     for key in dead:
         problem = report.add("cache", key, "cache entry names a missing or broken layer")
         if repair:
-            with store.transaction() as db:
-                db.execute("DELETE FROM cache_entries WHERE key = ?", (key,))
+            records.drop_cache_rows(store, [key])
             problem.repaired = True
 
 
@@ -435,9 +435,7 @@ def _check_images(store: Store, report: Report, repair: bool, broken: set[str]) 
             continue
         problem = report.add("image", shown, f"{why}: rebuild or re-pull it")
         if repair:
-            with store.transaction() as db:
-                db.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
-                db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+            store.remove_images([image_id])
             problem.repaired = True
 
 

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.store import records
 from builder.store.store import Store, remove_tree
 
 
@@ -40,11 +41,7 @@ def _tree_size(path: Path) -> int:
 
 
 def _cache_chains(store: Store) -> list[str]:
-    exists = store.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'cache_entries'")
-    if exists.fetchone() is None:
-        return []
-    return [row[0] for row in store.db.execute(
-        "SELECT DISTINCT chain_id FROM cache_entries WHERE chain_id IS NOT NULL")]
+    return list({chain for chain in records.cache_chains(store).values() if chain is not None})
 
 
 def _live(store: Store, *, keep_cache: bool) -> tuple[set[str], set[str]]:
@@ -64,7 +61,7 @@ def _live(store: Store, *, keep_cache: bool) -> tuple[set[str], set[str]]:
 
 def usage(store: Store) -> Usage:
     _, live = _live(store, keep_cache=True)
-    rows = list(store.db.execute("SELECT chain_id, size FROM layers"))
+    rows = [(r.chain_id, r.size) for r in store.all_layers() if not r.packed]
     dead = [(chain, size) for chain, size in rows if chain not in live]
     blobs = store.root / "blobs" / "sha256"
     return Usage(
@@ -82,47 +79,28 @@ def prune(store: Store, *, cache: bool = False) -> tuple[int, int, int]:
     ``cache=True`` also drops the build cache and RUN cache mounts.
     """
     store.db  # noqa: B018 - open (and sweep) first
-    with store._store_lock():
+    with store.store_lock():
         if cache:
-            if _cache_chains(store) or store.db.execute(
-                    "SELECT 1 FROM sqlite_master WHERE name = 'cache_entries'").fetchone():
-                with store.transaction() as db:
-                    db.execute("DELETE FROM cache_entries")
+            records.drop_cache_rows(store)
             if (store.root / "cache-mounts").exists():
                 remove_tree(store.root / "cache-mounts")
         tagged, live = _live(store, keep_cache=not cache)
-        dead_images = [(image_id, top) for image_id, top, _ in store.images()
-                       if image_id not in tagged]
-        dead_layers = [row for row in store.db.execute("SELECT chain_id, diff_id, short "
-                                                       "FROM layers")
-                       if row[0] not in live]
-        dead_packed = [row[0] for row in store.db.execute("SELECT chain_id FROM packed_layers")
-                       if row[0] not in live]
-        with store.transaction() as db:
-            db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i, _ in dead_images])
-            db.executemany("DELETE FROM layers WHERE chain_id = ?",
-                           [(row[0],) for row in dead_layers])
-            db.executemany("DELETE FROM packed_layers WHERE chain_id = ?",
-                           [(chain,) for chain in dead_packed])
-        for chain_id, _diff_id, short in dead_layers:
-            (store.root / "l" / short).unlink(missing_ok=True)
-            remove_tree(store.layer_dir(chain_id).parent)
-        live_diff_ids = {row[0] for row in store.db.execute(
-            "SELECT diff_id FROM layers UNION SELECT diff_id FROM packed_layers")}
-        with store.transaction() as db:
-            db.execute("DELETE FROM layer_blobs WHERE diff_id NOT IN (SELECT diff_id FROM "
-                       "layers UNION SELECT diff_id FROM packed_layers)")
+        dead_images = [image_id for image_id, _top, _ in store.images() if image_id not in tagged]
+        dead_layers = [r for r in store.all_layers() if r.chain_id not in live]
+        store.remove_images(dead_images)
+        store.remove_layers(dead_layers)
+        kept = store.all_layers()
+        store.forget_unused_layer_blobs()
         keep = {image_id.split(":", 1)[1] for image_id, _, _ in store.images()}
-        keep |= {row[0].split(":", 1)[1] for row in
-                 store.db.execute("SELECT digest FROM layer_blobs")}
-        keep |= {d.split(":", 1)[1] for d in live_diff_ids}
+        keep |= {b.digest.split(":", 1)[1] for b in store.all_layer_blobs()}
+        keep |= {r.diff_id.split(":", 1)[1] for r in kept}
         removed_blobs = 0
         for blob in (store.root / "blobs" / "sha256").iterdir():
             if blob.name not in keep:
                 blob.unlink()
                 removed_blobs += 1
         removed_blobs += _drop_partial_downloads(store)
-    return len(dead_images), len(dead_layers) + len(dead_packed), removed_blobs
+    return len(dead_images), len(dead_layers), removed_blobs
 
 
 def _drop_partial_downloads(store: Store) -> int:

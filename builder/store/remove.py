@@ -20,10 +20,10 @@ needs them; the rest is freed by ``pybuild prune``, which keeps what is live
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import dataclass
 
 from builder.errors import StoreError
+from builder.store.images import ImageRows
 from builder.store.store import Store, normalize_tag
 
 _HEX = re.compile(r"[0-9a-f]{1,64}")
@@ -47,11 +47,12 @@ class Record:
 def remove_image(store: Store, ref: str, *, force: bool = False) -> list[Record]:
     """Remove ``ref`` (a name or an image ID); returns what was untagged and deleted."""
     with store.transaction() as db:
-        image_id, by_id = _find(db, ref)
-        names = _names(db, image_id)
+        rows = ImageRows(db)
+        image_id, by_id = _find(rows, ref)
+        names = rows.names_of(image_id)
         if not by_id:
-            records = _untag(db, image_id, normalize_tag(ref), names)
-            if _names(db, image_id):
+            records = _untag(rows, normalize_tag(ref), names)
+            if rows.names_of(image_id):
                 return records  # other names keep the image
         else:
             if not force and len(names) > 1 and not _single_reference(names):
@@ -59,37 +60,30 @@ def remove_image(store: Store, ref: str, *, force: bool = False) -> list[Record]
                                  " - image is referenced in multiple repositories")
             records = []
             for name in names:
-                db.execute("DELETE FROM tags WHERE name = ?", (name,))
+                rows.drop_name(name)
                 records.append(Record("Untagged", name))
-        _delete(db, image_id)
+        rows.drop_image(image_id)
         records.append(Record("Deleted", image_id))
     return records
 
 
-def _find(db: sqlite3.Connection, ref: str) -> tuple[str, bool]:
+def _find(rows: ImageRows, ref: str) -> tuple[str, bool]:
     """(image ID, whether ``ref`` is that ID or a prefix of it): a name first, then
     an ID (moby ``GetImage`` then ``isImageIDPrefix``)."""
-    row = db.execute("SELECT image_id FROM tags WHERE name = ?",
-                     (normalize_tag(ref),)).fetchone()
+    named = rows.image_of(normalize_tag(ref))
     bare = ref.removeprefix("sha256:")
-    if row is not None:
-        return row[0], row[0].startswith(ref) or row[0][7:].startswith(ref)
+    if named is not None:
+        return named, named.startswith(ref) or named[7:].startswith(ref)
     if _HEX.fullmatch(bare):
-        rows = db.execute("SELECT id FROM images WHERE id LIKE ?",
-                          (f"sha256:{bare}%",)).fetchall()
-        if len(rows) > 1:
-            raise StoreError(f"{ref}: ambiguous image ID prefix: it matches {len(rows)} "
+        found = rows.ids_with_prefix(f"sha256:{bare}")
+        if len(found) > 1:
+            raise StoreError(f"{ref}: ambiguous image ID prefix: it matches {len(found)} "
                              "images; give more digits")
-        if rows:
-            return rows[0][0], True
+        if found:
+            return found[0], True
     shown = f"sha256:{bare}" if len(bare) == 64 and _HEX.fullmatch(bare) else \
         normalize_tag(ref)
     raise NoSuchImage(f"No such image: {shown}")
-
-
-def _names(db: sqlite3.Connection, image_id: str) -> list[str]:
-    return [row[0] for row in db.execute("SELECT name FROM tags WHERE image_id = ? "
-                                         "ORDER BY name", (image_id,))]
 
 
 def _repository(name: str) -> str:
@@ -97,11 +91,10 @@ def _repository(name: str) -> str:
     return name.split("@", 1)[0] if "@" in name else name.rsplit(":", 1)[0]
 
 
-def _untag(db: sqlite3.Connection, image_id: str, name: str,
-           names: list[str]) -> list[Record]:
+def _untag(rows: ImageRows, name: str, names: list[str]) -> list[Record]:
     """Remove tag ``name``; and, if it was its repository's last tag, the digest
     references of that repository (moby: they would only name a dangling image)."""
-    db.execute("DELETE FROM tags WHERE name = ?", (name,))
+    rows.drop_name(name)
     records = [Record("Untagged", name)]
     if "@" in name:
         return records
@@ -111,7 +104,7 @@ def _untag(db: sqlite3.Connection, image_id: str, name: str,
         return records
     for other in left:
         if "@" in other and _repository(other) == repository:
-            db.execute("DELETE FROM tags WHERE name = ?", (other,))
+            rows.drop_name(other)
             records.append(Record("Untagged", other))
     return records
 
@@ -125,12 +118,3 @@ def _single_reference(names: list[str]) -> bool:
         return False
     repository = _repository(tags[0] if tags else names[0])
     return digests == {repository} or (not digests and len(tags) == 1)
-
-
-def _delete(db: sqlite3.Connection, image_id: str) -> None:
-    db.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
-    db.execute("DELETE FROM images WHERE id = ?", (image_id,))
-    # The explain record (builder.explain.records) would describe an image that is
-    # gone; a rebuild giving the same ID writes it again.
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'builds'").fetchone():
-        db.execute("DELETE FROM builds WHERE image_id = ?", (image_id,))

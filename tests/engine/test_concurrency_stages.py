@@ -82,12 +82,12 @@ def test_independent_stages_overlap_and_match_a_sequential_build(
     assert wall < 30  # loose: the overlap above is the real check
 
     # One stage at a time, in process, in a fresh store.
-    from builder.engine import engine
+    from builder.engine import engine, scheduler
     from builder.engine.options import BuildOptions
     from builder.engine.progress import Progress
     from builder.store import Store
 
-    monkeypatch.setattr(engine, "_jobs", lambda: 1)
+    monkeypatch.setattr(scheduler, "jobs", lambda: 1)
     sequential_root = _store_with_busybox(tmp_path / "sequential", busybox_tar)
     store = Store(sequential_root)
     try:

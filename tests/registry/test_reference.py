@@ -157,16 +157,6 @@ def test_digest_only_gets_no_default_tag() -> None:
     assert parse_reference("busybox", default_tag="1.36").tag == "1.36"
 
 
-def test_with_tag_and_digest() -> None:
-    ref = parse_reference("127.0.0.1:5000/a/b")
-    assert str(ref.with_tag("v2")) == "127.0.0.1:5000/a/b:v2"
-    assert str(ref.with_digest(SHA)) == f"127.0.0.1:5000/a/b:latest@{SHA}"
-    with pytest.raises(ReferenceError, match="invalid tag format"):
-        ref.with_tag("-bad")
-    with pytest.raises(ReferenceError, match="invalid tag format"):
-        ref.with_tag("x" * 129)
-    with pytest.raises(ReferenceError):
-        ref.with_digest("sha256:../../etc/passwd")
 
 
 def test_error_names_the_text_in_one_line() -> None:

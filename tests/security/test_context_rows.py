@@ -429,7 +429,9 @@ def test_C03_swap_right_after_resolving(ctx, sandbox, tmp_path, monkeypatch, swa
     the context, a component is swapped for a link to a host dir holding the same
     names.  The copy must then fail (or copy context content), never host content."""
     import builder.engine.copy as copy_mod
-    from builder.engine.copy import CopyRequest, copy_into
+    import builder.engine.copy_plan as copy_plan_mod
+    from builder.engine.copy import copy_into
+    from builder.engine.copy_plan import CopyRequest
     from builder.errors import BuildError
 
     (ctx / "sub" / "inner").mkdir(parents=True)
@@ -463,6 +465,8 @@ def test_C03_swap_right_after_resolving(ctx, sandbox, tmp_path, monkeypatch, swa
         return resolved
 
     monkeypatch.setattr(copy_mod, "resolve_in_root", resolve_then_swap)
+    # Source selection (copy_plan) resolves with the same function: swapped there too.
+    monkeypatch.setattr(copy_plan_mod, "resolve_in_root", resolve_then_swap)
     try:
         copy_into(str(image), str(ctx), CopyRequest(sources=[source], dest="/out/",
                                                     workdir="/"))

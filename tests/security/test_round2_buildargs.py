@@ -136,6 +136,7 @@ def _plant_old_rows(store: Path) -> None:
         db.execute("UPDATE builds SET steps = ? WHERE image_id = ?", (json.dumps(steps), image_id))
     db.execute("DROP TABLE IF EXISTS value_digests")
     db.commit()
+    db.execute("PRAGMA user_version = 0")  # as a store made before migrations existed
     db.close()
     assert TOKEN.encode() in _db_bytes(store)
 

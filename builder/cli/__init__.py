@@ -1,0 +1,174 @@
+"""The ``pybuild`` command line: parse arguments, call the library, print one-line errors.
+
+Each verb is declared once, as a ``Verb`` (name, help, arguments, handler) in the
+module of its group: ``build``, ``images`` (the local store), ``registry``,
+``explain`` (explain, check, debug).  ``VERBS`` below lists them in ``--help``
+order.  Errors travel with their own class up to ``_main``, the one place that
+prints them (``pybuild: ...``) and turns them into an exit status.
+
+Every heavy import happens inside the handler that needs it, so that
+``pybuild --help`` starts fast.  ``pybuild -t app .`` means ``pybuild build -t app .``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from builder import __version__
+from builder.cli import build, explain, images, registry
+from builder.cli.verbs import Verb
+from builder.errors import PybuildError
+
+__all__ = ["VERBS", "Verb", "main"]
+
+VERBS: tuple[Verb, ...] = (
+    build.BUILD, explain.EXPLAIN, images.IMAGES, images.INSPECT, images.HISTORY, images.TAG,
+    images.RMI, images.SAVE, images.IMPORT, explain.CHECK, explain.DEBUG, images.LOAD,
+    images.DF, images.PRUNE, images.DOCTOR, registry.PULL, registry.PUSH, registry.LOGIN,
+    registry.LOGOUT,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pybuild", description="A daemonless Dockerfile image builder.",
+        epilog="'pybuild -t app .' is short for 'pybuild build -t app .'.")
+    parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
+    parser.add_argument("--root", help="store directory (default /var/lib/pybuild as root, "
+                        "~/.local/share/pybuild otherwise; env PYBUILD_ROOT)")
+    parser.add_argument("--storage-driver", choices=("overlay", "vfs", "auto"),
+                        default="overlay", help="snapshot driver: overlay, vfs (a full copy "
+                        "per step, for machines without overlay) or auto (overlay if it mounts)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    for verb in VERBS:
+        verb.arguments(subparsers.add_parser(verb.name, help=verb.help))
+    return parser
+
+
+def _with_default_verb(argv: list[str]) -> list[str]:
+    """Insert ``build`` when no verb is given (``pybuild -t app .``)."""
+    takes_value = {"--root", "--storage-driver"}
+    names = {verb.name for verb in VERBS}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help", "--version"):
+            return argv
+        if arg in takes_value:
+            i += 2
+            continue
+        if arg.startswith("--") and "=" in arg.split(" ")[0] and arg.split("=")[0] in takes_value:
+            i += 1
+            continue
+        if arg == "--debug":
+            i += 1
+            continue
+        if arg in names:
+            return argv
+        return [*argv[:i], "build", *argv[i:]]
+    return argv
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread wherever it is, as Ctrl-C raises
+    KeyboardInterrupt; a BaseException, so that no ``except Exception`` on the
+    way out swallows it and every ``finally`` cleans up."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command.  SIGINT and SIGTERM stop it wherever it is (parsing,
+    hashing, extracting, talking to a registry): the exception unwinds through
+    the usual cleanup and the exit status is 128 + the signal, as a shell's.
+    The build engine catches them itself while steps run (BuildInterrupted)."""
+    restore = _stop_on_sigterm()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("pybuild: interrupted (SIGINT)", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print("pybuild: interrupted (SIGTERM)", file=sys.stderr)
+        return 143
+    finally:
+        restore()
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM raise _Terminated; returns what restores the previous handler
+    (main() also runs inside test processes).  Python runs the handler between
+    bytecodes, so no step of a command may sit in one unbounded C call."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_term(signum: int, frame: object) -> None:
+        raise _Terminated()
+    previous = signal.signal(signal.SIGTERM, on_term)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+    return restore
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """The one place that prints an error: a ``PybuildError`` as one line with its
+    own ``exit_code``; a full disk as one line; anything else is a bug (traceback)."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(_with_default_verb(raw)) if raw else None
+    if args is None or args.verb is None:  # no verb and no context: `pybuild --root R`
+        parser.print_help()
+        return 2
+    handler = {verb.name: verb.run for verb in VERBS}[args.verb]
+    try:
+        return handler(args)
+    except PybuildError as err:
+        if args.debug:
+            raise
+        from builder.textsafe import printable  # messages quote names from images, files
+
+        print(f"pybuild: {printable(str(err), multiline=True)}", file=sys.stderr)
+        return err.exit_code
+    except BrokenPipeError:
+        return 141
+    except Exception as err:
+        message = _out_of_space(args.root, err)
+        if message is None:
+            raise
+        print(f"pybuild: {message}", file=sys.stderr)
+        return 1
+
+
+def _out_of_space(root: str | None, err: Exception) -> str | None:
+    """One line for a full disk (catalogue REL-4), wherever the write failed; else None.
+
+    Whatever was being written is already undone by then (temp dirs and files are
+    removed on the way out, a layer or blob is only registered once complete).
+    """
+    import errno
+    import sqlite3
+
+    full = (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+        (isinstance(err, sqlite3.OperationalError) and "disk is full" in str(err))
+    if not full:
+        return None
+    from builder.store import default_root
+
+    filename = err.filename if isinstance(err, OSError) else None
+    where = str(filename or root or default_root())
+    try:
+        st = os.statvfs(where if os.path.exists(where) else os.path.dirname(where) or ".")
+        free = f" ({st.f_bavail * st.f_frsize // (1 << 20)} MiB free of " \
+               f"{st.f_blocks * st.f_frsize // (1 << 20)} MiB)"
+    except OSError:
+        free = ""
+    quota = isinstance(err, OSError) and err.errno == errno.EDQUOT
+    what = "quota exceeded" if quota else "no space left on device"
+    return (f"{what} on the filesystem holding {where}{free}: nothing partial was kept; "
+            "free space (e.g. 'pybuild prune') and run it again")

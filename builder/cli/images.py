@@ -1,0 +1,255 @@
+"""The verbs on the local store: list, inspect, name, move images in and out, clean up.
+
+``images``, ``inspect``, ``history``, ``tag``, ``rmi``, ``save``, ``load``,
+``import``, ``df``, ``prune``, ``doctor``.  Each opens the store, calls one
+function of ``builder.store`` or ``builder.image`` and prints what docker would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from builder.cli.verbs import (
+    Verb,
+    image_argument,
+    no_arguments,
+    open_store,
+    quiet_flag,
+    resolve_image,
+)
+
+
+def _images(args: argparse.Namespace) -> int:
+    from builder.explain.render import human_size
+    from builder.textsafe import printable
+
+    store = open_store(args)
+    tags: dict[str, list[str]] = {}
+    for name, image_id in store.tags():
+        if "@" not in name:  # repo digests (NAME@sha256:...) are names too, but not listed
+            tags.setdefault(image_id, []).append(name)
+    if not args.quiet:
+        print(f"{'REPOSITORY':<30} {'TAG':<12} {'IMAGE ID':<14} {'SIZE':>9}")
+    for image_id, top, _created in store.images():
+        if args.quiet:
+            print(image_id[7:19])
+            continue
+        size = sum(r.size for r in store.chain(top))
+        for name in tags.get(image_id, ["<none>:<none>"]):
+            repo, _, tag = name.rpartition(":")
+            print(printable(f"{repo:<30} {tag:<12} {image_id[7:19]:<14} "
+                            f"{human_size(size):>9}"))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+
+    store = open_store(args)
+    image_id = resolve_image(store, args.image)
+    config = store.image_config(image_id)
+    tags = [name for name, iid in store.tags() if iid == image_id]
+    doc = {"Id": image_id, "RepoTags": tags, "Created": config.get("created"),
+           "Author": config.get("author", ""), "Architecture": config.get("architecture"),
+           **({"Variant": config["variant"]} if config.get("variant") else {}),  # omitempty
+           "Os": config.get("os"), "Config": config.get("config", {}),
+           "RootFS": {"Type": "layers", "Layers": config.get("rootfs", {}).get("diff_ids", [])},
+           "Size": sum(r.size for r in store.chain(store.image_top_chain(image_id)))}
+    print(json.dumps([doc], indent=4))
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from builder.explain.render import human_size
+    from builder.textsafe import printable
+
+    store = open_store(args)
+    image_id = resolve_image(store, args.image)
+    config = store.image_config(image_id)
+    from builder.layers.empty import is_empty
+
+    layers = store.chain(store.image_top_chain(image_id))
+    sizes = iter(0 if is_empty(r.diff_id) else r.size for r in layers)  # 0B, as docker's
+    rows = []
+    for entry in config.get("history", []):
+        size = 0 if entry.get("empty_layer") else next(sizes, 0)
+        rows.append((entry.get("created", ""), entry.get("created_by", ""), size,
+                     entry.get("comment", "")))
+    print(f"{'CREATED':<22} {'CREATED BY':<60} {'SIZE':>9}  COMMENT")
+    for created, created_by, size, comment in reversed(rows):
+        # The image's history is anyone's text: no control character reaches the terminal.
+        created_by = printable(str(created_by))
+        shown = created_by if len(created_by) <= 60 else created_by[:57] + "..."
+        print(printable(f"{str(created)[:19]:<22} {shown:<60} {human_size(size):>9}  "
+                        f"{comment}"))
+    return 0
+
+
+def _tag_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source")
+    p.add_argument("target")
+
+
+def _tag(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    store.tag(args.target, resolve_image(store, args.source))
+    return 0
+
+
+def _rmi_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--force", action="store_true",
+                   help="remove an image ID's names too; unknown images do not fail")
+    p.add_argument("images", nargs="+")
+
+
+def _rmi(args: argparse.Namespace) -> int:
+    """As docker rmi: every image is tried; with -f, unknown ones do not fail it."""
+    from builder.errors import StoreError
+    from builder.store.remove import NoSuchImage, remove_image
+    from builder.textsafe import printable
+
+    store = open_store(args)
+    failed = fatal = False
+    for name in args.images:
+        try:
+            records = remove_image(store, name, force=args.force)
+        except StoreError as err:  # reported here, per image: the others are still tried
+            print(printable(f"pybuild: {err}"), file=sys.stderr)
+            failed, fatal = True, fatal or not isinstance(err, NoSuchImage)
+            continue
+        print("\n".join(printable(str(record)) for record in records))
+    return 1 if failed and (fatal or not args.force) else 0
+
+
+def _save_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--format", choices=("docker", "oci"), default="docker")
+    p.add_argument("images", nargs="+")
+
+
+def _save(args: argparse.Namespace) -> int:
+    from builder.image.archive import write_layout
+
+    store = open_store(args)
+    images: dict[str, list[str]] = {}
+    for name in args.images:
+        image_id = resolve_image(store, name)
+        tags = images.setdefault(image_id, [])
+        if store.resolve_image(name) == image_id and not name.startswith("sha256:"):
+            from builder.store.store import normalize_tag
+
+            tags.append(normalize_tag(name))
+    write_layout(store, list(images.items()), args.output,
+                 compression="none" if args.format == "docker" else "gzip")
+    return 0
+
+
+def _import_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("tarball", help="rootfs tarball, or - for stdin")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="what the config records (default: this host)")
+    p.add_argument("-m", "--message", default="")
+
+
+def _import(args: argparse.Namespace) -> int:
+    from builder.image.importer import import_tarball
+    from builder.platforms import parse_platform_flag
+
+    platform = parse_platform_flag(args.platform)
+    from builder.rootcheck import need_root
+
+    need_root("importing a root filesystem")
+    store = open_store(args)
+    print(import_tarball(store, args.tarball, args.name, platform=platform,
+                         message=args.message))
+    return 0
+
+
+def _load_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--input",
+                   help="docker-archive or OCI layout (tar or directory); default or -: stdin")
+
+
+def _load(args: argparse.Namespace) -> int:
+    from builder.image.load_stdin import archive_input
+    from builder.image.loader import load_archive
+    from builder.rootcheck import need_root
+    from builder.textsafe import printable
+
+    need_root("loading images")
+    store = open_store(args)
+    with archive_input(store, args.input, sys.stdin.buffer) as (path, shown):
+        loaded = load_archive(store, path, shown_as=shown)
+    for image_id, tags in loaded:
+        for tag in tags:
+            store.tag(tag, image_id)
+            print(printable(f"Loaded image: {tag}"))  # a name from the archive
+        if not tags:
+            print(f"Loaded image ID: {image_id}")
+    return 0
+
+
+def _df(args: argparse.Namespace) -> int:
+    from builder.explain.render import human_size
+    from builder.store.gc import usage
+
+    used = usage(open_store(args))
+    print(f"{'TYPE':<14} {'TOTAL':>7} {'ACTIVE':>7} {'SIZE':>10} {'RECLAIMABLE':>12}")
+    print(f"{'Images':<14} {used.images:>7} {used.tagged:>7} {human_size(used.blobs_bytes):>10} "
+          f"{'':>12}")
+    print(f"{'Layers':<14} {used.layers:>7} {used.layers - used.reclaimable_layers:>7} "
+          f"{human_size(used.layers_bytes):>10} {human_size(used.reclaimable_bytes):>12}")
+    print(f"{'Build cache':<14} {used.cache_entries:>7} {used.cache_entries:>7} "
+          f"{human_size(used.cache_mounts_bytes):>10} {'':>12}")
+    return 0
+
+
+def _prune_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", action="store_true",
+                   help="also drop the build cache and RUN cache mounts")
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from builder.store.gc import prune
+
+    images, layers, blobs = prune(open_store(args), cache=args.cache)
+    print(f"Deleted {images} images, {layers} layers, {blobs} blobs")
+    return 0
+
+
+def _doctor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repair", action="store_true",
+                   help="fix what is found (drop corrupt blobs, broken layers and the cache "
+                   "entries and images on them)")
+    p.add_argument("--deep", action="store_true",
+                   help="also recompute every layer's diff_id from its directory (reads "
+                   "every file)")
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from builder.store.doctor import doctor, render
+    from builder.textsafe import printable
+
+    report = doctor(open_store(args), repair=args.repair, deep=args.deep)
+    print(printable(render(report, repair=args.repair), multiline=True))
+    return 1 if report.unrepaired else 0
+
+
+IMAGES = Verb("images", "list images in the local store", quiet_flag, _images)
+INSPECT = Verb("inspect", "show an image's config as JSON", image_argument, _inspect)
+HISTORY = Verb("history", "show an image's history, like docker history",
+               image_argument, _history)
+TAG = Verb("tag", "give an image another name", _tag_arguments, _tag)
+RMI = Verb("rmi", "remove image names (and the images nothing else names)",
+           _rmi_arguments, _rmi)
+SAVE = Verb("save", "write images to a docker load-able / OCI archive", _save_arguments, _save)
+IMPORT = Verb("import", "import a root filesystem tarball as a one-layer image",
+              _import_arguments, _import)
+LOAD = Verb("load", "load images from a docker-archive or OCI archive", _load_arguments, _load)
+DF = Verb("df", "show space used by images, layers and cache", no_arguments, _df)
+PRUNE = Verb("prune", "remove unused layers, blobs and cache", _prune_arguments, _prune)
+DOCTOR = Verb("doctor",
+              "check the store (database, blobs, layers, cache, mounts); --repair fixes",
+              _doctor_arguments, _doctor)

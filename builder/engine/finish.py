@@ -1,0 +1,52 @@
+"""The end of a build: the image config written and tagged, its explain record, the cache export."""
+
+from __future__ import annotations
+
+from builder.engine import stageplatform
+from builder.engine.buildrun import BuildRun
+from builder.engine.history import fill_created
+from builder.engine.options import BuildResult, StepRecord
+from builder.engine.state import StageState
+from builder.image import config as image_config
+
+
+def commit_image(run: BuildRun, state: StageState) -> BuildResult:
+    """Write the target stage's image into the store, tag it, record the build's steps."""
+    image = state.image
+    stageplatform.record_target(image, run.plan)
+    if run.options.labels:
+        labels = dict(image["config"].get("Labels") or {})
+        labels.update(run.options.labels)
+        image["config"]["Labels"] = labels
+    image["rootfs"] = {"type": "layers",
+                       "diff_ids": [r.diff_id for r in run.store.chain(state.chain)]}
+    created = fill_created(image.get("history", []), run.options.source_date_epoch)
+    image["created"] = created or run.created()
+    image_id = run.store.put_image(image_config.marshal(image), state.chain)
+    for tag in run.options.tags:
+        run.store.tag(tag, image_id)
+    from builder.explain.records import save_build
+
+    save_build(run.store, image_id, run.steps)
+    _export_cache(run, state)
+    return BuildResult(image_id=image_id, steps=run.steps, tags=list(run.options.tags))
+
+
+def _export_cache(run: BuildRun, state: StageState) -> None:
+    """--cache-to: the target stage's steps (mode=min) or every step (mode=max)."""
+    options = run.options
+    if not options.cache_to and not options.cache_to_ref:
+        return
+    steps: list[StepRecord] = run.steps if options.cache_mode == "max" else state.steps
+    keys = [s.key for s in steps if s.key]
+    if options.cache_to:
+        from builder.cache.transfer import export_cache
+
+        count = export_cache(run.store, run.cache, keys, options.cache_to)
+        run.progress.message(f"exported {count} cache entries to {options.cache_to}")
+    if options.cache_to_ref:
+        from builder.registry.cache import push_cache
+
+        count = push_cache(run.store, run.cache, keys, options.cache_to_ref,
+                           insecure=options.insecure_registries)
+        run.progress.message(f"exported {count} cache entries to {options.cache_to_ref}")

@@ -1,0 +1,106 @@
+"""Images (a config blob and its top layer) and the names (tags) that point at them."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterable
+
+from builder.errors import StoreError
+from builder.store.blobs import BlobStore
+from builder.store.names import normalize_tag
+
+
+class ImageRows:
+    """Image and tag rows over one connection, so that a caller may read and change
+    several in one transaction (``remove``: ``with store.transaction() as db``)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def image_of(self, name: str) -> str | None:
+        """The image ID a (normalized) name points at."""
+        row = self.db.execute("SELECT image_id FROM tags WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def ids_with_prefix(self, prefix: str) -> list[str]:
+        """The image IDs starting with ``prefix`` (``sha256:`` and hex digits)."""
+        if not re.fullmatch(r"sha256:[0-9a-f]{0,64}", prefix):
+            return []
+        return [row[0] for row in self.db.execute("SELECT id FROM images WHERE id LIKE ?",
+                                                  (prefix + "%",))]
+
+    def names_of(self, image_id: str) -> list[str]:
+        return [row[0] for row in self.db.execute(
+            "SELECT name FROM tags WHERE image_id = ? ORDER BY name", (image_id,))]
+
+    def drop_name(self, name: str) -> bool:
+        return self.db.execute("DELETE FROM tags WHERE name = ?", (name,)).rowcount > 0
+
+    def drop_image(self, image_id: str) -> None:
+        """The image, its names and its explain record (which would describe an image
+        that is gone; a rebuild giving the same ID writes it again)."""
+        self.db.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
+        self.db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+        self.db.execute("DELETE FROM builds WHERE image_id = ?", (image_id,))
+
+
+class ImageStore(BlobStore):
+    """Image and tag rows; an image's config is a blob."""
+
+    def put_image(self, config: bytes, top_chain: str | None) -> str:
+        image_id = self.put_blob(config)
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO images VALUES (?, ?, ?)",
+                       (image_id, top_chain, time.time()))
+        return image_id
+
+    def image_config(self, image_id: str) -> dict:  # type: ignore[type-arg]
+        """The config JSON, as the image has it (its shape is the image spec's)."""
+        return json.loads(self.read_blob(image_id))  # type: ignore[no-any-return]
+
+    def image_top_chain(self, image_id: str) -> str | None:
+        row = self.db.execute("SELECT top_chain FROM images WHERE id = ?",
+                              (image_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"image {image_id} is not in the store")
+        return None if row[0] is None else str(row[0])
+
+    def tag(self, name: str, image_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (normalize_tag(name), image_id))
+
+    def untag(self, name: str) -> bool:
+        with self.transaction() as db:
+            return ImageRows(db).drop_name(normalize_tag(name))
+
+    def resolve_tag(self, name: str) -> str | None:
+        """The image ID a name (``repo[:tag]`` or ``repo@digest``) points at; None if
+        the name is not in the store.  Never an ID: ``FROM abcd`` names an image."""
+        return ImageRows(self.db).image_of(normalize_tag(name))
+
+    def resolve_image(self, name: str) -> str | None:
+        """An image ID for a tag, a full ID, or a unique ID prefix; None if unknown."""
+        image_id = self.resolve_tag(name)
+        if image_id is not None:
+            return image_id
+        ref = name if name.startswith("sha256:") else f"sha256:{name}"
+        if re.fullmatch(r"sha256:[0-9a-f]{4,64}", ref):
+            found = ImageRows(self.db).ids_with_prefix(ref)
+            if len(found) == 1:
+                return found[0]
+        return None
+
+    def tags(self) -> list[tuple[str, str]]:
+        return list(self.db.execute("SELECT name, image_id FROM tags ORDER BY name"))
+
+    def images(self) -> list[tuple[str, str | None, float]]:
+        return list(self.db.execute("SELECT id, top_chain, created FROM images ORDER BY created"))
+
+    def remove_images(self, image_ids: Iterable[str]) -> None:
+        """Drop images with their names and their explain records, in one transaction."""
+        with self.transaction() as db:
+            for image_id in image_ids:
+                ImageRows(db).drop_image(image_id)

@@ -1,0 +1,110 @@
+"""The rows the layers above keep in the store: build cache entries, the context stat
+cache and explain's build records.
+
+The store owns the tables (``schema``) and every query on them; the cache and explain
+own what the JSON columns hold (``inputs``, ``changes``, ``steps``), which the store
+keeps as text and never reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from builder.store.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRow:
+    key: str
+    parent: str
+    slot: str                # where the step sits: "<dockerfile>:<stage>:<index>"
+    inputs: str              # JSON, as the cache writes it
+    chain_id: str | None     # the layer chain after the step
+    created: str             # the history "created" of the original run
+    changes: str             # JSON, as the cache writes it
+
+
+@dataclass(frozen=True, slots=True)
+class StatRow:
+    path: str
+    size: int
+    ctime_ns: int   # in the column named mtime_ns (see cache.records: K04)
+    ino: int
+    digest: str
+
+
+_CACHE_COLUMNS = "key, parent, slot, inputs, chain_id, created, changes"
+
+
+# -- cache entries --------------------------------------------------------------------
+def cache_row(store: Database, key: str) -> CacheRow | None:
+    row = store.db.execute(f"SELECT {_CACHE_COLUMNS} FROM cache_entries WHERE key = ?",
+                           (key,)).fetchone()
+    return None if row is None else CacheRow(*row)
+
+
+def put_cache_row(store: Database, row: CacheRow) -> None:
+    with store.transaction() as db:
+        db.execute("INSERT OR REPLACE INTO cache_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (row.key, row.parent, row.slot, row.inputs, row.chain_id, row.created,
+                    row.changes, time.time()))
+
+
+def latest_cache_row(store: Database, parent: str, slot: str | None = None) -> CacheRow | None:
+    """The row last recorded on ``parent`` (in ``slot``, if given)."""
+    if slot is None:
+        row = store.db.execute(f"SELECT {_CACHE_COLUMNS} FROM cache_entries WHERE parent = ? "
+                               "ORDER BY recorded DESC LIMIT 1", (parent,)).fetchone()
+    else:
+        row = store.db.execute(f"SELECT {_CACHE_COLUMNS} FROM cache_entries WHERE parent = ? "
+                               "AND slot = ? ORDER BY recorded DESC LIMIT 1",
+                               (parent, slot)).fetchone()
+    return None if row is None else CacheRow(*row)
+
+
+def slot_was_built(store: Database, slot: str) -> bool:
+    return store.db.execute("SELECT 1 FROM cache_entries WHERE slot = ? LIMIT 1",
+                            (slot,)).fetchone() is not None
+
+
+def cache_chains(store: Database) -> dict[str, str | None]:
+    """Every entry's key and the layer chain it names (``prune``, ``doctor``)."""
+    return dict(store.db.execute("SELECT key, chain_id FROM cache_entries"))
+
+
+def drop_cache_rows(store: Database, keys: Iterable[str] | None = None) -> None:
+    """Drop the entries for ``keys``; every entry if None (``prune --cache``)."""
+    with store.transaction() as db:
+        if keys is None:
+            db.execute("DELETE FROM cache_entries")
+        else:
+            db.executemany("DELETE FROM cache_entries WHERE key = ?", [(k,) for k in keys])
+
+
+# -- the stat cache ---------------------------------------------------------------------
+def stat_row(store: Database, path: str) -> StatRow | None:
+    row = store.db.execute("SELECT path, size, mtime_ns, ino, digest FROM stat_cache "
+                           "WHERE path = ?", (path,)).fetchone()
+    return None if row is None else StatRow(*row)
+
+
+def put_stat_rows(store: Database, rows: Iterable[StatRow]) -> None:
+    with store.transaction() as db:
+        db.executemany("INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?)",
+                       [(r.path, r.size, r.ctime_ns, r.ino, r.digest) for r in rows])
+
+
+# -- explain's build records ------------------------------------------------------------
+def put_build_steps(store: Database, image_id: str, steps: str) -> None:
+    """``steps``: JSON, as explain writes it."""
+    with store.transaction() as db:
+        db.execute("INSERT OR REPLACE INTO builds VALUES (?, ?, ?)",
+                   (image_id, time.time(), steps))
+
+
+def build_steps(store: Database, image_id: str) -> str | None:
+    row = store.db.execute("SELECT steps FROM builds WHERE image_id = ?",
+                           (image_id,)).fetchone()
+    return None if row is None else str(row[0])
