@@ -26,8 +26,9 @@ from builder.dockerfile.commands import (
     VolumeCommand,
     WorkdirCommand,
 )
+from builder.dockerfile.stages import PROXY_ARGS
 from builder.engine.buildrun import Step
-from builder.engine.state import PROXY_ARGS, go_list
+from builder.engine.state import go_list
 from builder.errors import BuildError
 
 if TYPE_CHECKING:

@@ -39,14 +39,14 @@ def _exported(outputs: list[Output], push: bool, compression: str) -> tuple[str,
 
 def metadata(store: Store, image_id: str, tags: list[str], *, outputs: list[Output],
              push: bool, compression: str, annotations: ImageAnnotations) -> dict:
-    from builder.image.archive import layer_for_export
     from builder.registry.reference import parse_reference
+    from builder.store.export import ExportOptions
 
     kind, compressed = _exported(outputs, push, compression)
-    layers = [layer_for_export(store, record.chain_id, kind, verify=False,
-                               compressed=compressed).descriptor
-              for record in store.chain(store.image_top_chain(image_id))]
-    config = store.read_blob(image_id)
+    export = store.export_image(image_id, ExportOptions(kind, verify=False,
+                                                        compressed=compressed))
+    layers = [layer.descriptor for layer in export.layers]
+    config = export.config
     manifest = manifest_json(image_id, len(config), layers, annotations)
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     image = json.loads(config)

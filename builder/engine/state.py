@@ -9,9 +9,6 @@ from builder.engine.options import StepRecord
 from builder.platforms import Platform
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Proxy args reach RUN but stay out of the image and its history (BuildKit's nonEnvArgs).
-PROXY_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
-                        "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"})
 
 
 def go_quote(text: str) -> str:

@@ -19,23 +19,11 @@ from builder.errors import DigestMismatch, StoreError, UsageError
 from builder.image.config import MEDIA_INDEX, MEDIA_MANIFEST, go_json
 from builder.image.manifest import ImageAnnotations, manifest_json
 from builder.layers.safeout import OutputDir, components
-from builder.store.export import MEDIA_LAYER, Descriptor, ExportLayer, ExportOptions
+from builder.store.export import MEDIA_LAYER, Descriptor, ExportOptions
 from builder.store.faults import point
 from builder.store.store import Store, normalize_tag
 
 _EPOCH = 0  # archive member mtimes: fixed, so the same images give the same archive
-
-def layer_for_export(store: Store, chain_id: str, compression: str, *,
-                     verify: bool = True, compressed: bool = False) -> ExportLayer:
-    """One layer of a chain the caller walks itself.  An export of a whole image or of
-    several chains asks the store once instead (``Store.export_image``/``export_chains``).
-
-    ``compressed``: never an uncompressed blob (registries get compressed layers).
-    ``verify=False`` skips hashing a stored blob, for a push: the registry checks
-    the digest of every blob it receives.
-    """
-    return store.export_layer(chain_id, ExportOptions(compression, verify, compressed))
-
 
 class _Sink:
     """Where archive members go: a tar stream or a directory."""

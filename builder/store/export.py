@@ -103,22 +103,6 @@ class ExportStore(ImageStore, LayerStore):
                         chain[:depth + 1], blobs[record.diff_id], options)
         return {top: [done[r.chain_id] for r in chain] for top, chain in chains.items()}
 
-    def export_layer(self, chain_id: str, options: ExportOptions) -> ExportLayer:
-        """One layer, for a caller that walks the chain itself: its row and blob rows,
-        and the rest of its chain only when a blob must be made or its tar streamed."""
-        record = self.layer(chain_id)
-        for candidate in sorted(self.layer_blobs(record.diff_id),
-                                key=lambda b: b.compression != options.compression):
-            if options.compressed and candidate.compression == "none":
-                continue
-            if not options.verify or self.verify_blob(candidate.digest):
-                return ExportLayer(Descriptor(candidate.media_type, candidate.digest,
-                                              candidate.size), record.chain_id, record.diff_id,
-                                   self.blob_path(candidate.digest),
-                                   self.layer_dir(record.chain_id), (), record.epoch)
-            break  # a corrupt blob: the full path below drops it and says so
-        return self.export_chains([chain_id], options)[chain_id][-1]
-
     def _walk(self, top: str | None, known: dict[str, LayerRecord]) -> list[LayerRecord]:
         """``chain(top)``, reading only the rows not in ``known`` (which it extends)."""
         chain: list[LayerRecord] = []
