@@ -132,4 +132,4 @@ class Unauthorized(RegistryError):
 
 
 class BuildError(PybuildError):
-    pass
+    process_exit: int | None = None  # a failed RUN's exit status (progress reports it)

@@ -31,6 +31,8 @@ import stat
 from dataclasses import dataclass
 from typing import AnyStr, Generic, Protocol
 
+from builder.errors import SandboxError
+
 __all__ = ["MAX_SYMLINKS", "HostTree", "Kind", "Resolved", "TooManyLinks", "Tree",
            "kind_of", "split", "walk"]
 
@@ -189,3 +191,21 @@ class HostTree:
 
     def restart(self) -> None:
         return None
+
+
+# -- on the host: a directory as the root --------------------------------------------
+def resolve_components(root: str, path: str, *, keep_missing: bool = False) -> list[str] | None:
+    """``path`` inside ``root`` as components, symlinks followed as if chrooted
+    (``walk``): the result never leaves ``root``.  A missing component
+    gives None, or with ``keep_missing`` is kept as is (a path about to be created,
+    through dangling links too); a non-directory on the way gives None."""
+    try:
+        return walk(HostTree(root), path, keep_missing=keep_missing).parts
+    except TooManyLinks:
+        raise SandboxError(f"too many levels of symbolic links in {path}") from None
+
+
+def resolve_in_root(root: str, path: str) -> str | None:
+    """The host path of ``path`` inside ``root`` (see resolve_components); None if missing."""
+    parts = resolve_components(root, path)
+    return None if parts is None else os.path.join(root, *parts)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
@@ -27,10 +26,8 @@ MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
-MS_MOVE = 0x2000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
 
 MNT_DETACH = 0x2
 
@@ -277,7 +274,6 @@ _SYS_FSMOUNT = 432
 
 FSOPEN_CLOEXEC = 0x1
 FSMOUNT_CLOEXEC = 0x1
-FSCONFIG_SET_FLAG = 0
 FSCONFIG_SET_STRING = 1
 FSCONFIG_CMD_CREATE = 6
 MOUNT_ATTR_RDONLY = 0x1
@@ -343,7 +339,6 @@ def move_mount_to(mount_fd: int, target: str) -> None:
 
 # -- openat2 (Linux 5.6+): path resolution the kernel confines --------------
 _SYS_OPENAT2 = 437  # the same number on every architecture (generic table)
-RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08

@@ -7,6 +7,7 @@ nothing may skip for lack of a capability: the skip becomes a failure.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import os
@@ -43,6 +44,17 @@ def _missing(marker: str) -> str | None:
     if marker == "overlay":
         return _overlay_works()
     return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that take the `docker` fixture form one xdist group (--dist loadgroup): a
+    # worker that finds no daemon starts its own (seconds each).  Not needed to pass:
+    # each private dockerd has its own socket, data and exec roots (and its own
+    # containerd when the host runs none), and each test names its own image.
+    for item in items:
+        if isinstance(item, pytest.Function) and "docker" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("docker"))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -97,7 +109,12 @@ def debian_tar() -> Path:
     if shutil.which("debootstrap") is None or os.geteuid() != 0:
         _fail_or_skip("debootstrap (as root) is needed to make a Debian base image")
     CACHE.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(script), str(target)], check=True)
+    # pytest-xdist workers may all need it at once: one makes it, the others wait
+    # (the script writes TARGET.tmp, which two runs at once would share).
+    with open(CACHE / ".debian-rootfs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            subprocess.run([str(script), str(target)], check=True)
     return target
 
 

@@ -43,7 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("store",),
     ("snapshot",),
     ("run", "image"),
-    ("cache", "explain", "registry"),
+    ("cache", "explain", "registry", "lint"),
     ("engine",),
     ("cli", "__main__"),
 )
@@ -58,11 +58,7 @@ MAX_FUNCTION_LINES = 60
 # Only shrinks: an entry that fits fails the test until it is taken off.
 MODULES_OVER_BUDGET: frozenset[str] = frozenset()
 # Functions over MAX_FUNCTION_LINES, as "path:Class.function".  Only shrinks, too.
-FUNCTIONS_OVER_BUDGET: frozenset[str] = frozenset({
-    "builder/dockerfile/line_parsers.py:_extract_flags_slow",
-    "builder/dockerfile/parser.py:parse",
-    "builder/dockerfile/stages.py:plan_build",
-})
+FUNCTIONS_OVER_BUDGET: frozenset[str] = frozenset()
 
 
 def _modules() -> list[Path]:

@@ -18,7 +18,7 @@ from builder.context.ignore import PatternMatcher
 from builder.context.view import ContextFilter
 from builder.errors import ContextError, SandboxError
 from builder.layers import safepath
-from builder.run.mountpoints import resolve_components
+from builder.rootpath import resolve_components
 
 LOOP = "ELOOP"
 

@@ -3,7 +3,8 @@
 A step's key is the sha256 of an unambiguous serialisation of a recorded list
 of inputs (parent key, normalized instruction, the env and args it sees, the
 platform, source checksums, ``--from`` chain IDs).  The list itself is kept
-beside the key, so a miss is explained by diffing two lists (``explain_miss``).
+beside the key, so a miss is explained by diffing two lists (``difference``) into
+reason codes (``reasons``), against the previous build of the same step.
 Nothing machine-specific enters a key.
 
 Imports builder.errors, builder.context (checksums) and builder.store.

@@ -37,6 +37,7 @@ from typing import Any, BinaryIO, Protocol
 from builder import limits
 from builder.cache.records import CacheEntry, CacheStore
 from builder.errors import LayerError, RegistryError, StoreError
+from builder.layers.summary import LARGEST_KEPT, ChangedFile, ChangeKind, ChangeSummary
 from builder.store.store import LayerBlobRecord, Store, chain_id_of, check_digest
 from builder.untrusted import (
     MAX_DOCUMENT,
@@ -81,7 +82,7 @@ class ImportedEntry:
     inputs: list[tuple[str, str]]
     created: str
     layer: bool
-    counts: dict[str, int]
+    changes: ChangeSummary
     layers: list[ImportedLayer]
 
     @staticmethod
@@ -100,15 +101,30 @@ class ImportedEntry:
         inputs = [_pair(pair, f"{what}: inputs") for pair in
                   need(raw.get("inputs"), list, f"{what}: inputs")]
         changes = need(raw.get("changes"), dict, f"{what}: changes")
-        counts = {name: _count(changes.get(name, 0), f"{what}: changes.{name}")
-                  for name in _COUNTS}
+        counts = [_count(changes.get(name, 0), f"{what}: changes.{name}") for name in _COUNTS]
+        largest = tuple(_changed_file(item, f"{what}: changes.largest") for item in
+                        need(changes.get("largest", []), list, f"{what}: changes.largest"))
+        if len(largest) > LARGEST_KEPT:
+            raise StoreError(f"{what}: changes.largest lists more than {LARGEST_KEPT} files")
         layers = [_layer(item, f"{what}: layers") for item in
                   need(raw.get("layers"), list, f"{what}: layers")]
         if len(layers) > limits.get().max_layers:
             raise StoreError(f"{what}: {len(layers)} layers, more than the limit")
+        summary = ChangeSummary(counts[0], counts[1], counts[2], counts[3], largest)
         return ImportedEntry(key, parent, slot, inputs, created,
                              need(changes.get("layer", False), bool, f"{what}: changes.layer"),
-                             counts, layers)
+                             summary, layers)
+
+
+def _changed_file(value: Any, what: str) -> ChangedFile:
+    item = need(value, dict, what)
+    path, size = need(item.get("path"), str, what), _count(item.get("size"), what)
+    kind = need(item.get("kind"), str, what)
+    if kind not in {k.value for k in ChangeKind} or not path.startswith("/") \
+            or len(path) > 4096:
+        raise StoreError(f"{what}: a file entry is malformed ('{shown(path, 30)}', "
+                         f"'{shown(kind, 12)}')")
+    return ChangedFile(path, size, ChangeKind(kind))
 
 
 def _pair(value: Any, what: str) -> tuple[str, str]:
@@ -282,7 +298,7 @@ def materialize(store: Store, cache: CacheStore, imported: ImportedCache,
         return None
     local = CacheEntry(key=entry.key, parent=entry.parent, slot=entry.slot,
                        inputs=list(entry.inputs), chain_id=chain_id, created=entry.created,
-                       changes={"layer": entry.layer, **entry.counts})
+                       changes=entry.changes)
     cache.record(local)
     return local
 

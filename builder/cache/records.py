@@ -12,17 +12,21 @@ import json
 import os
 from dataclasses import dataclass
 
-from builder.cache.keys import DIGESTED_MARK, Inputs, is_digest, legacy_inputs, same_value
+from builder.cache.difference import capped, differences
+from builder.cache.keys import Inputs, legacy_inputs
+from builder.cache.reasons import Reason, ReasonCode
+from builder.layers.summary import ChangeSummary
 from builder.store import records, schema
 from builder.store.records import CacheRow, StatRow
 from builder.store.store import Store
 
-_SHOWN = 3  # how many differing inputs a miss explanation names
-_SAME = "inputs equal an earlier run's, but its layer is gone (pruned)"
-# An entry an older pybuild recorded for a step that changed nothing: it made no layer,
-# where BuildKit (and pybuild now) makes the empty one; never used, the step runs again.
-_LEGACY = ("an older pybuild recorded this step without a layer (a step that changes "
-           "nothing now makes the empty layer, as BuildKit's)")
+_FILE_CODES = frozenset({ReasonCode.FILE_ADDED, ReasonCode.FILE_CHANGED, ReasonCode.FILE_REMOVED,
+                         ReasonCode.MODE_CHANGED, ReasonCode.CONTENT_CHANGED,
+                         ReasonCode.MORE})
+_BASELINE_ROWS = 200  # rows of a stage searched for a miss's baseline
+# The inputs that say which instruction a row is (its text, not its context): a step
+# that moved to another line finds its earlier run by them.
+_IDENTITY = ("instruction", "argv", "sources", "dest", "path", "heredocs", "url", "git")
 
 
 @dataclass
@@ -33,7 +37,20 @@ class CacheEntry:
     inputs: Inputs
     chain_id: str | None      # the layer chain after the step (ends in its own layer)
     created: str              # the history "created" of the original run
-    changes: dict             # added/modified/deleted/bytes, for explain
+    changes: ChangeSummary    # what its layer changed, for explain
+
+
+class MissContext:
+    """What the engine knows about a missed step beyond its inputs.  (A plain slotted
+    class: the cached path imports this module, and a dataclass costs ~1 ms there.)"""
+
+    __slots__ = ("base", "parent", "ran_above", "slot")
+
+    def __init__(self, parent: str, slot: str, ran_above: str = "", base: str = "") -> None:
+        self.parent = parent        # the key the step builds on (a step's, or "image <id>")
+        self.slot = slot            # "<dockerfile>:<stage>:<index>"
+        self.ran_above = ran_above  # the first step above it that ran in this build
+        self.base = base            # the stage's FROM text, for a changed base image
 
 
 class CacheStore:
@@ -48,9 +65,9 @@ class CacheStore:
         row = records.cache_row(self.store, key)
         if row is None:
             return None
+        if _legacy(row):
+            return None  # an older pybuild's: no layer for an unchanged step
         entry = _entry(row)
-        if not entry.changes.get("layer"):
-            return None  # an older pybuild's: no layer for an unchanged step (see _LEGACY)
         if entry.chain_id is not None and not self.store.has_layer(entry.chain_id):
             return None  # the layer was pruned: the entry is useless
         return entry
@@ -61,21 +78,77 @@ class CacheStore:
         inputs = legacy_inputs(entry.inputs)
         records.put_cache_row(self.store, CacheRow(
             entry.key, entry.parent, entry.slot, json.dumps(inputs), entry.chain_id,
-            entry.created, json.dumps(entry.changes)))
+            entry.created, json.dumps({"layer": True, **entry.changes.to_record()})))
 
-    def explain_miss(self, parent: str, slot: str, inputs: Inputs) -> str:
-        """Why no entry matched: diff the inputs (as recorded: ``recorded_inputs``) against
-        the closest earlier run of this step.  Build-arg values are never named."""
-        row = (records.latest_cache_row(self.store, parent, slot)
-               or records.latest_cache_row(self.store, parent))
+    def miss_reasons(self, miss: MissContext, inputs: Inputs, clear: Inputs) -> list[Reason]:
+        """Why no entry matched, against the previous build of the same step (the
+        baseline): its inputs as recorded (``recorded_inputs``), so build-arg values are
+        never named; ``clear``, the inputs before that, only to compare digests."""
+        row = self.baseline(miss.slot, inputs)
         if row is None:
-            if records.slot_was_built(self.store, slot):
-                return "the step before it changed (a miss above, or a different base image)"
-            return "not built before"
-        reason = describe_difference(_inputs(row.inputs), inputs)
-        if reason == _SAME and not json.loads(row.changes).get("layer"):
-            return _LEGACY
-        return reason
+            return [Reason(ReasonCode.NOT_BUILT_BEFORE)]
+        reasons: list[Reason] = []
+        if miss.ran_above:
+            reasons.append(Reason(ReasonCode.PARENT_MISSED, step=miss.ran_above))
+        elif row.parent != miss.parent:
+            reasons.append(_parent_reason(row.parent, miss))
+        own = self._named_files(_inputs(row.inputs), inputs,
+                                differences(_inputs(row.inputs), inputs, clear))
+        if reasons or own:
+            return reasons + own
+        return [Reason(ReasonCode.LEGACY_ENTRY if _legacy(row) else ReasonCode.LAYER_PRUNED)]
+
+    def reasons_between(self, old_key: str, new_key: str, ran_above: str) -> list[Reason]:
+        """``explain --against``: how the step with ``new_key`` differs from the
+        baseline's step ``old_key`` (no clear values: they are not kept)."""
+        if old_key == new_key:
+            return [Reason(ReasonCode.SAME)]
+        old, new = records.cache_row(self.store, old_key), records.cache_row(self.store, new_key)
+        if old is None or new is None:
+            return [Reason(ReasonCode.NOTE, text="the cache no longer records "
+                           f"{'the baseline' if old is None else 'this'} step's inputs")]
+        reasons = [Reason(ReasonCode.PARENT_MISSED, step=ran_above)] if ran_above else \
+            [_parent_reason(old.parent, MissContext(new.parent, new.slot))] \
+            if old.parent != new.parent else []
+        return reasons + differences(_inputs(old.inputs), _inputs(new.inputs))
+
+    def put_manifest(self, content_digest: str, entries: list[tuple[str, str]]) -> None:
+        """Every entry of a large COPY source, for ``_named_files`` (``manifests``)."""
+        from builder.cache import manifests
+
+        manifests.save(self.store, content_digest, entries)
+
+    def _named_files(self, old: Inputs, new: Inputs, reasons: list[Reason]) -> list[Reason]:
+        """A large source's changed files from the two builds' manifests, in place of
+        the few its inputs could name (they record at most 5,000 files)."""
+        before = next((value for name, value in old if name == "content"), None)
+        after = next((value for name, value in new if name == "content"), None)
+        if before is None or after is None or before == after:
+            return reasons
+        from builder.cache import manifests
+
+        old_files, new_files = manifests.load(self.store, before), \
+            manifests.load(self.store, after)
+        if old_files is None or new_files is None:
+            return reasons
+        kept = [r for r in reasons if r.code not in _FILE_CODES]
+        return capped(kept + manifests.file_reasons(old_files, new_files))
+
+    def baseline(self, slot: str, inputs: Inputs) -> CacheRow | None:
+        """The previous build of this step: the newest row of the same stage with the
+        same instruction text, in the same slot, else anywhere in the stage (lines
+        moved), else in the same stage of another Dockerfile name (``-f``, stdin); else
+        the newest in the same slot (the instruction was edited)."""
+        dockerfile, stage, _ = slot.rsplit(":", 2)
+        rows = [row for row in records.recent_cache_rows(self.store, f":{stage}:",
+                                                         _BASELINE_ROWS)
+                if row.slot.rsplit(":", 2)[1] == stage]
+        identity = _identity(inputs)
+        same_text = [row for row in rows if _identity(_inputs(row.inputs)) == identity]
+        here = [row for row in same_text if row.slot.startswith(dockerfile + ":")]
+        return next((row for row in here if row.slot == slot), None) \
+            or next(iter(here), None) or next(iter(same_text), None) \
+            or next((row for row in rows if row.slot == slot), None)
 
     # -- the stat cache: context path + stat -> content digest ------------------
     # The "mtime_ns" column holds the ctime (K04): a same-size rewrite with its
@@ -99,58 +172,35 @@ class CacheStore:
 
 
 def _inputs(raw: str) -> Inputs:
-    return legacy_inputs([tuple(i) for i in json.loads(raw)])  # type: ignore[misc]
+    return legacy_inputs([(str(name), str(value)) for name, value in json.loads(raw)])
 
 
 def _entry(row: CacheRow) -> CacheEntry:
     return CacheEntry(row.key, row.parent, row.slot, _inputs(row.inputs), row.chain_id,
-                      row.created, json.loads(row.changes))
+                      row.created, ChangeSummary.from_record(json.loads(row.changes)))
 
 
-def _short(value: str, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + "...'"
+def _identity(inputs: Inputs) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in inputs if name in _IDENTITY]
 
 
-def _grouped(inputs: Inputs) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in inputs:
-        if (name, value) == DIGESTED_MARK:
-            continue
-        if name in ("env", "arg", "file"):
-            sub, _, rest = value.partition("=")
-            out[f"{name} {sub}"] = rest
-        else:
-            out[name] = value
-    return out
+def _legacy(row: CacheRow) -> bool:
+    """An older pybuild's entry for a step that changed nothing: it made no layer, where
+    BuildKit (and pybuild now) makes the empty one; never used, the step runs again."""
+    try:
+        return not json.loads(row.changes).get("layer")
+    except (ValueError, AttributeError):
+        return True
 
 
-def describe_difference(old: Inputs, new: Inputs) -> str:
-    """Name the inputs that differ, e.g. ``env HOME: '/a' -> '/b'``, ``arg TOKEN changed``
-    or ``file app.py changed``.  A build arg, or any value recorded as a digest, is only
-    said to have changed: its values are not kept."""
-    salt = next((value for name, value in new if name == "parent"), "")
-    before, after = _grouped(old), _grouped(new)
-    reasons = []
-    for name in [*after, *(n for n in before if n not in after)]:
-        if name in before and name in after and same_value(before[name], after[name], salt):
-            continue
-        opaque = name.startswith(("file ", "arg ")) or any(
-            is_digest(values.get(name, "")) for values in (before, after))
-        if opaque:
-            what = ("added" if name not in before else "removed" if name not in after
-                    else "changed")
-            reasons.append(f"{name} {what}")
-        elif name not in before:
-            reasons.append(f"{name} added: {_short(after[name])}")
-        elif name not in after:
-            reasons.append(f"{name} removed (was {_short(before[name])})")
-        else:
-            reasons.append(f"{name}: {_short(before[name])} -> {_short(after[name])}")
-    if not reasons:
-        return _SAME
-    more = f" (and {len(reasons) - _SHOWN} more)" if len(reasons) > _SHOWN else ""
-    return "; ".join(reasons[:_SHOWN]) + more
+def _parent_reason(old_parent: str, miss: MissContext) -> Reason:
+    """The step above hit, yet on other content than last time: the base image moved
+    (a new digest behind the tag), or an earlier step hit another run's entry."""
+    if old_parent.startswith("image ") and miss.parent.startswith("image "):
+        named = {"base": miss.base} if miss.base else {}
+        return Reason(ReasonCode.BASE_CHANGED, old=old_parent[len("image "):],
+                      new=miss.parent[len("image "):], **named)
+    return Reason(ReasonCode.PARENT_CHANGED)
 
 
 # -- stores written before values were digested ---------------------------------

@@ -63,7 +63,8 @@ def cache_document(store: Store, cache: CacheStore, keys: list[str],
     # One call for every chain: a layer shared by several entries is read once.
     chains = store.export_chains([entry.chain_id for entry in found], ExportOptions(
         compression, verify=not for_registry, compressed=for_registry))
-    entries, layers = [], {}
+    entries: list[dict[str, object]] = []
+    layers = {}
     for entry in found:
         chain = []
         for out in chains[entry.chain_id]:
@@ -71,11 +72,12 @@ def cache_document(store: Store, cache: CacheStore, keys: list[str],
             layers[out.descriptor.digest] = out
         entries.append({"key": entry.key, "parent": entry.parent, "slot": entry.slot,
                         "inputs": entry.inputs, "created": entry.created,
-                        "changes": entry.changes, "layers": chain})
+                        "changes": {**entry.changes.to_record(), "layer": True},
+                        "layers": chain})
     return CacheDocument(go_json({"entries": entries}), layers)
 
 
-def entries_of(config: bytes, where: str) -> dict[str, dict]:
+def entries_of(config: bytes, where: str) -> dict[str, dict[str, object]]:
     """The entries of a cache config blob, by key."""
     try:
         doc = json.loads(config)

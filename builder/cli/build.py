@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 from builder.cli.registry import push_image
 from builder.cli.verbs import Verb, key_values, open_store, registry_arguments
-from builder.errors import UsageError
+from builder.errors import PybuildError, UsageError
 
 if TYPE_CHECKING:
-    from builder.engine.options import BuildOptions, Output
+    from builder.engine.options import BuildOptions, BuildResult, Output
     from builder.image.manifest import ImageAnnotations
     from builder.platforms import Platform
     from builder.store import Store
@@ -31,6 +31,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    "Dockerfile, else dockerfile, else Containerfile)")
     p.add_argument("--build-arg", action="append", default=[], metavar="K=V")
     p.add_argument("--target", help="build this stage (default: the last)")
+    p.add_argument("--check", action="store_true", help="only lint the Dockerfile (BuildKit's "
+                   "rules and pybuild's, docs/lint.md): build nothing, exit 1 on findings")
     _cache_arguments(p)
     p.add_argument("--pull", action="store_true", help="pull FROM images even if stored")
     p.add_argument("--push", action="store_true", help="push the tagged image(s) when done")
@@ -75,7 +77,9 @@ def _output_arguments(p: argparse.ArgumentParser) -> None:
                    help="accepted: every build goes to the local store (-o type=docker)")
     p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT]",
                    help="the platform to build for (default: this host's)")
-    p.add_argument("--progress", choices=("auto", "plain", "tty", "json"), default="auto")
+    p.add_argument("--progress", choices=("auto", "tty", "plain", "quiet", "json", "rawjson"),
+                   default="auto", help="json: pybuild's events; rawjson: BuildKit's "
+                   "SolveStatus, as buildx prints it (docs/progress.md)")
     p.add_argument("-o", "--output", action="append", default=[],
                    metavar="DIR|-|type=docker|oci|local|tar,dest=PATH[,preserve=true]")
     p.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
@@ -85,6 +89,8 @@ def _output_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    if args.check:  # docker build --check: no root, no store, nothing built
+        return _check_only(args)
     from builder.platforms import Platform, parse_platform_flag
 
     platform = parse_platform_flag(args.platform, several="one build for several is not "
@@ -105,7 +111,18 @@ def _build(args: argparse.Namespace) -> int:
     progress = make_progress(args.progress, quiet=args.quiet)
     store = open_store(args)
     _check_tags(store, options.tags)
-    result = build(store, options, progress)
+    from builder.lint.gate import lint_before_build  # a store lookup when unchanged
+
+    lint = lint_before_build(store, *_dockerfile_text(options.dockerfile_text,
+                                                      options.dockerfile),
+                             options.build_args, progress.message)
+    try:
+        result = build(store, options, progress)
+    except PybuildError:  # buildx prints the warnings of a failed build too
+        lint.finish_failed(progress.message)
+        raise
+    finally:
+        progress.close()  # the tty timer stops, also on Ctrl-C
     write_outputs(store, result.image_id, result.tags, outputs, args.compression, annotations,
                   driver=options.storage_driver)  # resolved by build(): "auto" probed once
     if args.push:
@@ -113,14 +130,45 @@ def _build(args: argparse.Namespace) -> int:
             raise UsageError("--push needs a name: add -t REGISTRY/NAME:TAG")
         for tag in result.tags:
             push_image(store, result.image_id, tag, args.compression, args.insecure_registry,
-                       args.progress, quiet=args.quiet, annotations=annotations)
-    _write_files(args, store, result.image_id, result.tags, outputs, annotations)
+                       _transfer_mode(args.progress), quiet=args.quiet,
+                       annotations=annotations)
+    _write_files(args, store, result, outputs, annotations)
     if args.quiet:
         print(result.image_id)
     else:
         progress.message(f"writing image {result.image_id}"
                          + "".join(f"\nnaming to {t}" for t in result.tags))
+    lint.finish(store, result.image_id, result.steps, progress.message)
     return 0
+
+
+def _transfer_mode(mode: str) -> str:
+    """A push's layer progress: never plain lines inside a JSON stream."""
+    return "quiet" if mode in ("json", "rawjson") else mode
+
+
+def _dockerfile_text(text: bytes | None, path: Path | None) -> tuple[bytes | None, str]:
+    """The Dockerfile's bytes and the name findings quote (None: unreadable; the
+    build then says why)."""
+    if text is not None:
+        return text, "Dockerfile"
+    try:
+        return (path or Path("Dockerfile")).read_bytes(), str(path)
+    except OSError:
+        return None, str(path)
+
+
+def _check_only(args: argparse.Namespace) -> int:
+    from builder.engine.dockerfile_locate import locate
+    from builder.lint.gate import check_build
+
+    source = locate(args.context, args.file, sys.stdin.buffer)
+    text, path = _dockerfile_text(source.text, source.dockerfile)
+    if text is None:
+        raise UsageError(f"{path}: cannot read the Dockerfile")
+    output, found = check_build(text, path, key_values(args.build_arg, "--build-arg"))
+    sys.stdout.write(output)
+    return 1 if found else 0
 
 
 def _options(args: argparse.Namespace, platform: Platform | None,
@@ -155,19 +203,19 @@ def _options(args: argparse.Namespace, platform: Platform | None,
         run_options=parse_run_options(args.add_host, args.ulimit, args.shm_size, args.network))
 
 
-def _write_files(args: argparse.Namespace, store: Store, image_id: str, tags: list[str],
+def _write_files(args: argparse.Namespace, store: Store, result: BuildResult,
                  outputs: list[Output], annotations: ImageAnnotations) -> None:
     """``--iidfile`` (buildx: the config digest) and ``--metadata-file``."""
     from builder.engine import buildx_flags as bx
 
     if args.iidfile:
-        bx.write_file_atomically(args.iidfile, image_id.encode(), "--iidfile")
+        bx.write_file_atomically(args.iidfile, result.image_id.encode(), "--iidfile")
     if args.metadata_file:
         from builder.engine.metadata import metadata, write_metadata
 
         write_metadata(args.metadata_file, metadata(
-            store, image_id, tags, outputs=outputs, push=args.push,
-            compression=args.compression, annotations=annotations))
+            store, result.image_id, result.tags, outputs=outputs, push=args.push,
+            compression=args.compression, annotations=annotations, steps=result.steps))
 
 
 def _check_tags(store: Store, tags: list[str]) -> None:

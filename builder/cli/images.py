@@ -20,11 +20,32 @@ from builder.cli.verbs import (
 )
 
 
+def _format_flags(parser: argparse.ArgumentParser) -> None:
+    """``--format`` and ``--no-trunc`` of ``images`` and ``history`` (builder.cli.formats)."""
+    parser.add_argument("--format", metavar="FORMAT",
+                        help="'json', 'table [TEMPLATE]' or a Go template, as docker's "
+                        "(e.g. '{{.ID}}\\t{{.Size}}')")
+    parser.add_argument("--no-trunc", action="store_true",
+                        help="do not truncate IDs and commands")
+
+
+def _images_arguments(parser: argparse.ArgumentParser) -> None:
+    quiet_flag(parser)
+    _format_flags(parser)
+
+
 def _images(args: argparse.Namespace) -> int:
     from builder.explain.render import human_size
     from builder.textsafe import printable
 
     store = open_store(args)
+    if args.format is not None:
+        from builder.cli.formats import print_images
+
+        # As docker's: -q only changes the "table" format (to the IDs).
+        quiet_table = args.quiet and args.format.strip() == "table"
+        print_images(store, "{{.ID}}" if quiet_table else args.format, args.no_trunc)
+        return 0
     tags: dict[str, list[str]] = {}
     for name, image_id in store.tags():
         if "@" not in name:  # repo digests (NAME@sha256:...) are names too, but not listed
@@ -33,12 +54,13 @@ def _images(args: argparse.Namespace) -> int:
         print(f"{'REPOSITORY':<30} {'TAG':<12} {'IMAGE ID':<14} {'SIZE':>9}")
     for image_id, top, _created in store.images():
         if args.quiet:
-            print(image_id[7:19])
+            print(image_id if args.no_trunc else image_id[7:19])
             continue
         size = sum(r.size for r in store.chain(top))
         for name in tags.get(image_id, ["<none>:<none>"]):
             repo, _, tag = name.rpartition(":")
-            print(printable(f"{repo:<30} {tag:<12} {image_id[7:19]:<14} "
+            shown = image_id if args.no_trunc else image_id[7:19]
+            print(printable(f"{repo:<30} {tag:<12} {shown:<14} "
                             f"{human_size(size):>9}"))
     return 0
 
@@ -56,8 +78,21 @@ def _inspect(args: argparse.Namespace) -> int:
            "Os": config.get("os"), "Config": config.get("config", {}),
            "RootFS": {"Type": "layers", "Layers": config.get("rootfs", {}).get("diff_ids", [])},
            "Size": sum(r.size for r in store.chain(store.image_top_chain(image_id)))}
+    if args.format is not None:
+        from builder.cli.formats import image_size, render_inspect
+
+        size = image_size(store, store.image_top_chain(image_id))  # docker's measure
+        sys.stdout.write(render_inspect(args.format, doc, config, size))
+        return 0
     print(json.dumps([doc], indent=4))
     return 0
+
+
+def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    image_argument(parser)
+    parser.add_argument("-f", "--format", metavar="FORMAT",
+                        help="'json' or a Go template over the JSON, as docker's "
+                        "(e.g. '{{.Config.Env}}', '{{index .RepoTags 0}}')")
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -67,6 +102,11 @@ def _history(args: argparse.Namespace) -> int:
     store = open_store(args)
     image_id = resolve_image(store, args.image)
     config = store.image_config(image_id)
+    if args.format is not None:
+        from builder.cli.formats import print_history
+
+        print_history(store, image_id, config.get("history", []), args.format, args.no_trunc)
+        return 0
     from builder.layers.empty import is_empty
 
     layers = store.chain(store.image_top_chain(image_id))
@@ -80,7 +120,8 @@ def _history(args: argparse.Namespace) -> int:
     for created, created_by, size, comment in reversed(rows):
         # The image's history is anyone's text: no control character reaches the terminal.
         created_by = printable(str(created_by))
-        shown = created_by if len(created_by) <= 60 else created_by[:57] + "..."
+        shown = created_by if len(created_by) <= 60 or args.no_trunc \
+            else created_by[:57] + "..."
         print(printable(f"{str(created)[:19]:<22} {shown:<60} {human_size(size):>9}  "
                         f"{comment}"))
     return 0
@@ -237,10 +278,15 @@ def _doctor(args: argparse.Namespace) -> int:
     return 1 if report.unrepaired else 0
 
 
-IMAGES = Verb("images", "list images in the local store", quiet_flag, _images)
-INSPECT = Verb("inspect", "show an image's config as JSON", image_argument, _inspect)
+def _history_arguments(parser: argparse.ArgumentParser) -> None:
+    image_argument(parser)
+    _format_flags(parser)
+
+
+IMAGES = Verb("images", "list images in the local store", _images_arguments, _images)
+INSPECT = Verb("inspect", "show an image's config as JSON", _inspect_arguments, _inspect)
 HISTORY = Verb("history", "show an image's history, like docker history",
-               image_argument, _history)
+               _history_arguments, _history)
 TAG = Verb("tag", "give an image another name", _tag_arguments, _tag)
 RMI = Verb("rmi", "remove image names (and the images nothing else names)",
            _rmi_arguments, _rmi)

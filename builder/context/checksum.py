@@ -34,7 +34,10 @@ class StatCache(Protocol):
 @dataclass
 class SourceChecksum:
     digest: str                                  # sha256 over every entry below
-    files: dict[str, str] = field(default_factory=dict)   # rel path -> entry digest
+    files: dict[str, str] = field(default_factory=dict)   # rel path -> entry (first few)
+    # Every entry when there are more than ``files`` keeps: explain's manifest of a
+    # large source (``cache.manifests``), so a changed file is named whatever its dir.
+    overflow: list[tuple[str, str]] | None = None
     read_bytes: int = 0                          # content actually read (stat-cache misses)
 
 
@@ -157,7 +160,11 @@ def _checksum_sources(sources: list[tuple[str, str]], cache: StatCache | None,
             else:
                 content = ""
             entry = total.add(rel, kind, stat.S_IMODE(st.st_mode), content)
-            if len(result.files) < keep_files:
+            if result.overflow is not None:
+                result.overflow.append((rel, entry))
+            elif len(result.files) < keep_files:
                 result.files[rel] = entry
+            else:
+                result.overflow = [*result.files.items(), (rel, entry)]
     result.digest = total.digest()
     return result

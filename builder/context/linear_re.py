@@ -18,8 +18,8 @@ than guessed), so both engines agree on what the source means.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from re import _constants as C  # type: ignore[attr-defined]
-from re import _parser  # type: ignore[attr-defined]
+from re import _constants as C  # type: ignore[attr-defined, unused-ignore]
+from re import _parser  # type: ignore[attr-defined, unused-ignore]
 
 __all__ = ["LinearRegex", "UnsupportedRegex", "risky"]
 

@@ -266,67 +266,50 @@ def _extract_flags(line: str, escape: str) -> tuple[str, list[str]]:
 def _extract_flags_slow(
     line: str, escape: str, pos: int, words: list[str]
 ) -> tuple[str, list[str]]:
-    buf: list[str] = []
-    phase = 0  # 0 between words, 1 in a word, 2 in a quote
-    quote = ""
-    blank_ok = False
+    """BuildKit's ``extractBuilderFlags`` from ``pos`` on, for words with quotes or escapes."""
     n = len(line)
-    while pos <= n:
-        ch = line[pos] if pos < n else ""
-        if phase == 0:
-            if pos == n:
-                break
-            if ch in _ASCII_SPACE:
-                pos += 1
-                continue
-            if ch != "-" or pos + 1 == n or line[pos + 1] != "-":
-                return line[pos:], words
-            phase = 1
-        if pos == n:
-            word = "".join(buf)
-            if word != "--" and (blank_ok or word):
+    while True:
+        while pos < n and line[pos] in _ASCII_SPACE:
+            pos += 1
+        if not line.startswith("--", pos):
+            return line[pos:], words
+        word, pos = _flag_word(line, escape, pos)
+        if pos == n:  # the line ends in (or right after) this word: nothing is left
+            if word != "--":
                 words.append(word)
-            break
-        if phase == 1:
+            return "", words
+        if word == "--":
+            return line[pos:], words
+        words.append(word)
+
+
+def _flag_word(line: str, escape: str, pos: int) -> tuple[str, int]:
+    """One word from ``pos``: quotes removed, escapes applied; and where it ends
+    (the blank after it, or the end of the line: an unclosed quote runs to it)."""
+    buf: list[str] = []
+    quote = ""  # the open quote character, "" outside quotes
+    n = len(line)
+    while pos < n:
+        ch = line[pos]
+        if quote and ch == quote:
+            quote = ""
+            pos += 1
+            continue
+        if not quote:
             if ch in _ASCII_SPACE:
-                word = "".join(buf)
-                phase = 0
-                if word == "--":
-                    return line[pos:], words
-                if blank_ok or word:
-                    words.append(word)
-                buf.clear()
-                blank_ok = False
-                pos += 1
-                continue
+                break
             if ch in "'\"":
-                quote, blank_ok, phase = ch, True, 2
+                quote = ch
                 pos += 1
                 continue
-            if ch == escape:
-                if pos + 1 == n:
-                    pos += 1
-                    continue
-                pos += 1
-                ch = line[pos]
-            buf.append(ch)
-            pos += 1
-            continue
-        # in a quote
-        if ch == quote:
-            phase = 1
-            pos += 1
-            continue
         if ch == escape:
-            if pos + 1 == n:
-                phase = 1
-                pos += 1
-                continue
             pos += 1
+            if pos == n:  # a trailing escape is dropped (and closes an open quote)
+                break
             ch = line[pos]
         buf.append(ch)
         pos += 1
-    return "", words
+    return "".join(buf), pos
 
 
 def split_instruction(line: str, escape: str) -> tuple[str, list[str], list[str], bool, str]:

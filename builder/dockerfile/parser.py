@@ -220,10 +220,13 @@ def _continuation(line: str, escape: str) -> tuple[str, bool]:
 
 def parse(source: str | bytes, path: str = "Dockerfile") -> ParseResult:
     """Parse Dockerfile text into nodes. Raises DockerfileError(message, path, line)."""
-    text = decode_source(source, path)
-    lines = text.split("\n")
-    last_has_newline = lines[-1] == ""
-    if last_has_newline:
+    return _Scanner(_source_lines(source, path), path).run()
+
+
+def _source_lines(source: str | bytes, path: str) -> list[str]:
+    """The file's lines without their newline, after the size checks and without a BOM."""
+    lines = decode_source(source, path).split("\n")
+    if lines[-1] == "":  # the file ends with a newline
         lines.pop()
     if lines and max(map(len, lines)) > MAX_LINE_BYTES // 4:
         for i, ln in enumerate(lines):
@@ -237,109 +240,141 @@ def parse(source: str | bytes, path: str = "Dockerfile") -> ParseResult:
                 )
     if lines and lines[0].startswith("\ufeff"):
         lines[0] = lines[0][1:]
+    return lines
 
-    escape = "\\"
-    dparser = DirectiveParser()
-    directives: list[Directive] = []
-    warnings: list[LintWarning] = []
-    nodes: list[Node] = []
-    comments: list[str] = []
-    n = len(lines)
-    i = 0
-    while i < n:
-        raw = lines[i]
-        i += 1
-        token = raw.rstrip("\r\n").lstrip(GO_SPACE)
-        is_comment = token.startswith("#")
-        if is_comment:
-            # raw[1:], not the trimmed text: an indented "  # x" keeps "# x".
-            comment = go_trim_space(raw[1:])
-            if comment:
-                comments.append(comment)
-            else:
-                comments = []
-        if not dparser.done:
-            try:
-                directive = dparser.parse_line(token)
-                if directive is not None:
-                    if directive.name == "escape":
-                        if directive.value not in ("\\", "`"):
-                            raise DirectiveError(
-                                f"invalid escape token '{directive.value}' does not match ` or \\"
-                            )
-                        escape = directive.value
-                    directives.append(directive)
-                    if comments:
-                        comments.pop()
-            except DirectiveError as err:
-                raise DockerfileError(str(err), path, i) from None
-        if is_comment:
-            continue
-        start = i
-        body, end = _continuation(token, escape)
+
+class _Scanner:
+    """One pass over the lines: ``pos`` is the number of lines consumed, so it is
+    also the 1-based number of the line just read (what errors report)."""
+
+    __slots__ = ("comments", "directives", "dparser", "escape", "lines", "nodes", "path",
+                 "pos", "warnings")
+
+    def __init__(self, lines: list[str], path: str) -> None:
+        self.lines = lines
+        self.path = path
+        self.pos = 0
+        self.escape = "\\"
+        self.dparser = DirectiveParser()
+        self.directives: list[Directive] = []
+        self.warnings: list[LintWarning] = []
+        self.nodes: list[Node] = []
+        self.comments: list[str] = []  # the comment block right above the next instruction
+
+    def run(self) -> ParseResult:
+        lines, n = self.lines, len(self.lines)
+        while self.pos < n:
+            raw = lines[self.pos]
+            self.pos += 1
+            token = raw.rstrip("\r\n").lstrip(GO_SPACE)
+            is_comment = token.startswith("#")
+            if is_comment:
+                # raw[1:], not the trimmed text: an indented "  # x" keeps "# x".
+                comment = go_trim_space(raw[1:])
+                if comment:
+                    self.comments.append(comment)
+                else:
+                    self.comments = []
+            if not self.dparser.done:
+                self._directive(token)
+            if is_comment:
+                continue
+            start = self.pos
+            line = self._join_continuations(token)
+            if line is not None:
+                self._instruction(line, start)
+        if not self.nodes:
+            raise DockerfileError("file with no instructions", self.path, n or None)
+        return ParseResult(self.nodes, self.escape, self.directives, self.warnings)
+
+    def _directive(self, token: str) -> None:
+        """A ``# name=value`` line at the top of the file (``escape`` changes how the
+        rest of the file is read)."""
+        try:
+            directive = self.dparser.parse_line(token)
+        except DirectiveError as err:
+            raise DockerfileError(str(err), self.path, self.pos) from None
+        if directive is None:
+            return
+        if directive.name == "escape":
+            if directive.value not in ("\\", "`"):
+                raise DockerfileError(
+                    f"invalid escape token '{directive.value}' does not match ` or \\",
+                    self.path, self.pos,
+                )
+            self.escape = directive.value
+        self.directives.append(directive)
+        if self.comments:  # a directive is not part of the next instruction's comment
+            self.comments.pop()
+
+    def _join_continuations(self, token: str) -> str | None:
+        """The instruction that starts with ``token``, its continuation lines joined
+        (comment lines inside it skipped); None for a lone escape."""
+        body, end = _continuation(token, self.escape)
         if end and not body:
-            continue
+            return None
+        lines, n = self.lines, len(self.lines)
         parts = [body]
         empty_continuation = False
-        while not end and i < n:
-            raw = lines[i]
-            i += 1
-            stripped = raw.lstrip(GO_SPACE)
-            if stripped.startswith("#"):
+        while not end and self.pos < n:
+            raw = lines[self.pos]
+            self.pos += 1
+            if raw.lstrip(GO_SPACE).startswith("#"):
                 continue
             tok = raw.rstrip("\r\n")
             if not tok.lstrip(GO_SPACE):
                 empty_continuation = True
                 continue
-            body, end = _continuation(tok, escape)
+            body, end = _continuation(tok, self.escape)
             parts.append(body)
         line = "".join(parts)
         if empty_continuation:
-            warnings.append(
-                LintWarning(
-                    "NoEmptyContinuation",
-                    i,
-                    "Empty continuation line found in: " + line,
-                    EMPTY_CONTINUATION_URL,
-                    EMPTY_CONTINUATION_DETAIL,
-                )
-            )
+            self.warnings.append(LintWarning(
+                "NoEmptyContinuation", self.pos, "Empty continuation line found in: " + line,
+                EMPTY_CONTINUATION_URL, EMPTY_CONTINUATION_DETAIL,
+            ))
+        return line
+
+    def _instruction(self, line: str, start: int) -> None:
+        """Split ``line`` into a node, read its heredoc bodies, and keep it."""
         try:
-            node = _new_node(line, escape, comments)
+            node = _new_node(line, self.escape, self.comments)
             heredocs = (
                 heredocs_from_line(line)
                 if "<<" in line and node.can_contain_heredoc()
                 else []
             )
         except (ParseError, HeredocError) as err:
-            raise DockerfileError(str(err), path, start) from None
+            raise DockerfileError(str(err), self.path, start) from None
         for doc in heredocs:
-            body_lines: list[str] = []
-            while i < n:
-                raw = lines[i]
-                i += 1
-                cand = raw.rstrip("\r\n")
-                if doc.chomp:
-                    cand = cand.lstrip("\t")
-                if cand == doc.name:
-                    break
-                body_lines.append(raw)
-            else:
-                raise DockerfileError("unterminated heredoc", path, start)
-            if body_lines:
-                doc.content = "\n".join(body_lines) + "\n"
+            self._heredoc_body(doc, start)
             node.heredocs.append(doc)
-        node.start_line, node.end_line = start, i
-        nodes.append(node)
-        if len(nodes) > MAX_INSTRUCTIONS:
+        node.start_line, node.end_line = start, self.pos
+        self.nodes.append(node)
+        if len(self.nodes) > MAX_INSTRUCTIONS:
             raise DockerfileError(
                 f"Dockerfile has more than {MAX_INSTRUCTIONS} instructions"
-                f" (raise it with {env_name('max_instructions')})", path, start
+                f" (raise it with {env_name('max_instructions')})", self.path, start
             )
-        comments = []
-    if not nodes:
-        raise DockerfileError("file with no instructions", path, n or None)
-    return ParseResult(nodes, escape, directives, warnings)
+        self.comments = []
+
+    def _heredoc_body(self, doc: Heredoc, start: int) -> None:
+        """Read the lines up to ``doc``'s terminator into ``doc.content``."""
+        lines, n = self.lines, len(self.lines)
+        body_lines: list[str] = []
+        while self.pos < n:
+            raw = lines[self.pos]
+            self.pos += 1
+            cand = raw.rstrip("\r\n")
+            if doc.chomp:
+                cand = cand.lstrip("\t")
+            if cand == doc.name:
+                break
+            body_lines.append(raw)
+        else:
+            raise DockerfileError("unterminated heredoc", self.path, start)
+        if body_lines:
+            doc.content = "\n".join(body_lines) + "\n"
 
 
 # --- the dump (BuildKit's Node.Dump) -------------------------------------------

@@ -183,7 +183,6 @@ class BuildPlan:
     stages: list[PlannedStage]  # what the target needs, dependencies first
     global_args: dict[str, str]
     build_args: dict[str, str]
-    proxy_env: dict[str, str]  # proxy build-args: set for RUN, kept out of history
     images: list[str]  # image references used by COPY --from / RUN --mount=from
     warnings: list[LintWarning] = field(default_factory=list)
     # TARGETPLATFORM and BUILDPLATFORM; implicit: no --platform was given (the target
@@ -325,6 +324,37 @@ class _Planner:
             )
         return idx
 
+    def stage(self, st: Stage, replaced: Collection[str]) -> PlannedStage:
+        """``st`` with its FROM resolved: base name, base stage, platform."""
+        base = self.from_word(st, st.base, "FROM")
+        if not base:
+            raise DockerfileError(f"base name ({st.base}) should not be blank", self.df.path,
+                                  st.line)
+        plat = None
+        if st.platform:
+            text = self.from_word(st, st.platform, "FROM --platform")
+            if not text:
+                raise DockerfileError(
+                    f"empty platform value from expression {st.platform}", self.df.path, st.line
+                )
+            try:
+                plat = Platform.parse(text)
+            except ValueError as err:
+                msg = f"failed to parse platform {st.platform}: {err}"
+                raise DockerfileError(msg, self.df.path, st.line) from None
+        base_stage = self.by_name.get(base)
+        if base_stage is None and base != "scratch" and not valid_reference(base):
+            raise DockerfileError(
+                f"failed to parse stage name {base!r}: invalid reference format", self.df.path,
+                st.line,
+            )
+        if st.name:
+            self.by_name[st.name] = st.index
+        if st.name in replaced:  # a --build-context stands in for it: no base needed
+            base_stage = None
+        deps = [] if base_stage is None else [base_stage]
+        return PlannedStage(st, base, base_stage, deps, plat, self.env)
+
     def command_sources(self, ps: PlannedStage, cmds: list[Command]) -> set[int]:
         found: list[int | None] = []
         for cmd in cmds:
@@ -381,65 +411,62 @@ def plan_build(
     build_platform = build_platform or Platform.host()
     implicit = platform is None
     platform = platform or build_platform
-    if target:
-        chosen = df.stage(target)
-        if chosen is None:
-            names = [s.name for s in df.stages if s.name]
-            msg = f"target stage {target!r} could not be found"
-            raise DockerfileError(with_suggestion(msg, target, names), df.path)
-    else:
-        chosen = df.stages[-1]
+    chosen = _target_stage(df, target)
     env = _platform_args(build_platform, platform, target or df.stages[-1].name or "")
     env.update((k, v) for k, v in build_args.items() if k in env)
     planner = _Planner(df, build_args, env)
     planner.meta_args()
-
-    planned: list[PlannedStage] = []
-    for st in df.stages:
-        base = planner.from_word(st, st.base, "FROM")
-        if not base:
-            raise DockerfileError(f"base name ({st.base}) should not be blank", df.path, st.line)
-        plat = None
-        if st.platform:
-            text = planner.from_word(st, st.platform, "FROM --platform")
-            if not text:
-                raise DockerfileError(
-                    f"empty platform value from expression {st.platform}", df.path, st.line
-                )
-            try:
-                plat = Platform.parse(text)
-            except ValueError as err:
-                msg = f"failed to parse platform {st.platform}: {err}"
-                raise DockerfileError(msg, df.path, st.line) from None
-        base_stage = planner.by_name.get(base)
-        if base_stage is None and base != "scratch" and not valid_reference(base):
-            raise DockerfileError(
-                f"failed to parse stage name {base!r}: invalid reference format", df.path, st.line
-            )
-        if st.name:
-            planner.by_name[st.name] = st.index
-        if st.name in replaced:
-            base_stage = None
-        deps = [] if base_stage is None else [base_stage]
-        planned.append(PlannedStage(st, base, base_stage, deps, plat, planner.env))
-
+    # Bases first, all stages in order (a FROM may name any earlier stage), then the
+    # sources, which may name any stage before their own.
+    planned = [planner.stage(st, replaced) for st in df.stages]
     for ps in planned:
-        if ps.stage.name in replaced:
-            continue
-        cmds = list(ps.stage.commands)
-        if ps.base_stage is not None:
-            cmds += _onbuild_triggers(df, df.stages[ps.base_stage])
-        ps.dependencies = sorted(set(ps.dependencies) | planner.command_sources(ps, cmds))
+        if ps.stage.name not in replaced:
+            cmds = list(ps.stage.commands)
+            if ps.base_stage is not None:
+                cmds += _onbuild_triggers(df, df.stages[ps.base_stage])
+            ps.dependencies = sorted(set(ps.dependencies) | planner.command_sources(ps, cmds))
+    needed = _needed(planned, chosen.index)
+    return BuildPlan(
+        target=chosen.index,
+        stages=[planned[i] for i in sorted(needed)],
+        global_args=dict(planner.env),
+        build_args=build_args,
+        images=[ref for i in sorted(needed) for ref in planned[i].images],
+        warnings=_plan_warnings(df, planner.declared, build_args),
+        target_platform=platform,
+        build_platform=build_platform,
+        implicit_platform=implicit,
+    )
 
+
+def _target_stage(df: Dockerfile, target: str | None) -> Stage:
+    """The stage ``--target`` names, or the last one."""
+    if not target:
+        return df.stages[-1]
+    chosen = df.stage(target)
+    if chosen is None:
+        names = [s.name for s in df.stages if s.name]
+        msg = f"target stage {target!r} could not be found"
+        raise DockerfileError(with_suggestion(msg, target, names), df.path)
+    return chosen
+
+
+def _needed(planned: list[PlannedStage], target: int) -> set[int]:
+    """The indexes of ``target`` and every stage it depends on, directly or not."""
     needed: set[int] = set()
-    todo = [chosen.index]
+    todo = [target]
     while todo:
         i = todo.pop()
         if i not in needed:
             needed.add(i)
             todo.extend(planned[i].dependencies)
+    return needed
 
-    declared = set(planner.declared) | {
+
+def _plan_warnings(df: Dockerfile, meta_declared: set[str],
+                   build_args: Mapping[str, str]) -> list[LintWarning]:
+    """Build args no ARG declares, and a syntax reference that is not followed."""
+    declared = meta_declared | {
         k for st in df.stages for c in st.commands if isinstance(c, ArgCommand) for k, _ in c.args
     }
     warnings = [
@@ -462,16 +489,4 @@ def plan_build(
             "FrontendIgnored", 0,
             f"syntax {frontend[0]!r} is ignored: pybuild parses Dockerfiles itself and "
             "never fetches or runs a frontend image"))
-    return BuildPlan(
-        target=chosen.index,
-        stages=[planned[i] for i in sorted(needed)],
-        global_args=dict(planner.env),
-        build_args=build_args,
-        proxy_env={k: v for k, v in build_args.items() if k in PROXY_ARGS},
-        images=[ref for i in sorted(needed) for ref in planned[i].images],
-        warnings=warnings,
-        target_platform=platform,
-        build_platform=build_platform,
-        implicit_platform=implicit,
-    )
-
+    return warnings

@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from builder.cache import CacheStore
-from builder.engine.options import BuildOptions, StepRecord
+from builder.engine.options import BuildOptions
 from builder.engine.progress import Progress
 from builder.engine.state import StageState
+from builder.explain.steps import StepRecord
 from builder.image import config as image_config
 from builder.store.store import Store
 
 if TYPE_CHECKING:
-    from builder.cache.transfer import ImportedCache
+    from builder.cache.importer import ImportedCache
     from builder.context.view import ContextFilter
     from builder.dockerfile.stages import BuildPlan
     from builder.engine.named_contexts import NamedContexts
@@ -47,7 +48,6 @@ class BuildRun:
     imported: list[ImportedCache] = field(default_factory=list)
     stages: dict[int, StageState] = field(default_factory=dict)   # built, by stage index
     steps: list[StepRecord] = field(default_factory=list)
-    total_steps: int = 0
     local: ThreadView = field(default_factory=ThreadView)
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: dict[int, threading.Event] = field(default_factory=dict)  # stage index -> built

@@ -271,7 +271,9 @@ def _same_platform(spec: str, wanted: str, platform: str) -> bool:
 def image_annotations(annotations: list[Annotation]) -> ImageAnnotations:
     out = ImageAnnotations()
     for item in annotations:
-        target = (out.manifest if item.type is AnnotationType.MANIFEST else out.descriptor)
+        # Only the two manifest types get here: index types are refused when parsed.
+        target = (out.descriptor if item.type is AnnotationType.MANIFEST_DESCRIPTOR
+                  else out.manifest)
         target[item.key] = item.value
     return out
 
@@ -300,9 +302,6 @@ class BuildContext:
 
 
 _REMOTE = ("http://", "https://", "git://", "git@", "ssh://", "github.com/")
-# distribution/reference's DigestRegexp and TagRegexp (buildx util/ocilayout/parse.go).
-_DIGEST_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
 
 
 def context_name(name: str) -> str:
@@ -368,14 +367,16 @@ def _context_value(name: str, source: str, flag: str) -> BuildContext:
 def _oci_layout(name: str, source: str, flag: str) -> BuildContext:
     """buildx ``util/ocilayout/parse.go``: ``@DIGEST`` last, then ``:TAG``; neither:
     tag ``latest``."""
+    from builder.registry.reference import DIGEST_RE, TAG_RE
+
     path, tag, digest = source.removeprefix("oci-layout://"), "", ""
     at = path.rfind("@")
-    if at >= 0 and _DIGEST_RE.fullmatch(path[at + 1:]):
+    if at >= 0 and DIGEST_RE.fullmatch(path[at + 1:]):
         path, digest = path[:at], path[at + 1:]
         if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
             raise UsageError(f"--build-context {flag}: unsupported digest {digest}")
     colon = path.rfind(":")
-    if colon >= 0 and _TAG_RE.fullmatch(path[colon + 1:]):
+    if colon >= 0 and TAG_RE.fullmatch(path[colon + 1:]):
         path, tag = path[:colon], path[colon + 1:]
     if not tag and not digest:
         tag = "latest"

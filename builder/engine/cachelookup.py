@@ -6,24 +6,26 @@ from pathlib import Path
 
 from builder.cache import CacheEntry, Inputs, cache_key
 from builder.cache.keys import recorded_inputs
+from builder.cache.reasons import Reason, ReasonCode
+from builder.cache.records import MissContext
 from builder.engine.buildrun import BuildRun
 from builder.engine.state import StageState
 
 
 class CacheDecision:
-    """What the cache says about one step: reuse ``hit``, or run it because of ``miss``.
+    """What the cache says about one step: reuse ``hit``, or run it for ``reasons``.
 
     A plain slotted class: on the cached path a dataclass costs ~1 ms at import."""
 
-    __slots__ = ("hit", "inputs", "key", "miss", "slot")
+    __slots__ = ("hit", "inputs", "key", "reasons", "slot")
 
     def __init__(self, key: str, inputs: Inputs, slot: str, hit: CacheEntry | None,
-                 miss: str = "") -> None:
+                 reasons: list[Reason]) -> None:
         self.key = key            # the step's cache key
         self.inputs = inputs      # its inputs as recorded (no build-arg value in clear)
         self.slot = slot          # where the step sits: "<dockerfile>:<stage>:<index>"
         self.hit = hit            # the entry to reuse; None: the step runs
-        self.miss = miss          # why it runs, for explain
+        self.reasons = reasons    # why, as reason codes (explain renders them)
 
 
 def decide(run: BuildRun, state: StageState, index: int, inputs: Inputs) -> CacheDecision:
@@ -31,23 +33,27 @@ def decide(run: BuildRun, state: StageState, index: int, inputs: Inputs) -> Cach
     platform = state.platform or run.plan.target_platform  # the stage's, as BuildKit's ops
     inputs = [("parent", state.cache_key), *inputs, ("platform", str(platform))]
     key = cache_key(inputs)
-    inputs = recorded_inputs(inputs, state.args)  # what is stored: no build-arg value in clear
+    clear, inputs = inputs, recorded_inputs(inputs, state.args)  # stored: no value in clear
     slot = f"{Path(run.dockerfile_path).name}:{state.name}:{index}"
     skip_cache = run.options.no_cache or state.name in run.options.no_cache_filter
     entry = None if skip_cache else _lookup(run, key, state.cache_key)
     if entry is not None:
-        return CacheDecision(key, inputs, slot, entry)
-    miss = ("cache miss: --no-cache" if run.options.no_cache
-            else f"cache miss: --no-cache-filter {state.name}" if skip_cache
-            else "cache miss: " + run.cache.explain_miss(state.cache_key, slot, inputs))
-    return CacheDecision(key, inputs, slot, None, miss)
+        return CacheDecision(key, inputs, slot, entry, [Reason(ReasonCode.CACHE_HIT)])
+    if run.options.no_cache:
+        reasons = [Reason(ReasonCode.NO_CACHE)]
+    elif skip_cache:
+        reasons = [Reason(ReasonCode.NO_CACHE_FILTER, stage=state.name)]
+    else:
+        miss = MissContext(state.cache_key, slot, ran_above=state.ran, base=state.base_name)
+        reasons = run.cache.miss_reasons(miss, inputs, clear)
+    return CacheDecision(key, inputs, slot, None, reasons)
 
 
 def _lookup(run: BuildRun, key: str, parent: str) -> CacheEntry | None:
     """A local cache entry, else one from a --cache-from layout (fetching its layers)."""
     entry = run.cache.lookup(key)
     if entry is None and run.imported:
-        from builder.cache.transfer import materialize
+        from builder.cache.importer import materialize
 
         with run.lock:  # one stage at a time reads the imported layouts
             for imported in run.imported:

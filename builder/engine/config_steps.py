@@ -10,6 +10,7 @@ import os
 import posixpath
 from typing import TYPE_CHECKING
 
+from builder.cache.reasons import Reason, ReasonCode
 from builder.dockerfile.commands import (
     ArgCommand,
     CmdCommand,
@@ -189,7 +190,7 @@ def workdir(step: Step, command: WorkdirCommand) -> str:
     path = normalize_workdir(state.workdir(), command.path)
     state.config["WorkingDir"] = path
     if path == "/":  # BuildKit's dispatchWorkdir makes no layer (no mkdir) for "/"
-        record.note = "config only"
+        record.reasons = [Reason(ReasonCode.CONFIG_ONLY)]
         return f"WORKDIR {path}"
     owner = state.config.get("User", "")
     inputs = [("instruction", "WORKDIR"), ("path", path), ("user", owner)]

@@ -39,7 +39,7 @@ from builder.engine.copy_plan import (
     select_sources,
 )
 from builder.errors import BuildError, PybuildError, SandboxError
-from builder.run.sandbox import resolve_components, resolve_in_root, resolve_user
+from builder.rootpath import resolve_components, resolve_in_root
 
 _CHUNK = 1 << 20
 
@@ -73,6 +73,8 @@ def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
     uid = gid = 0
     owner_fixed = bool(request.chown)
     if request.chown:
+        from builder.run.users import resolve_user  # the child, on a miss only
+
         ident = resolve_user(merged, request.chown)
         uid, gid = ident.uid, ident.gid
     mode = parse_chmod(request.chmod)
@@ -348,7 +350,7 @@ class _Copier:
             os.close(dir_fd)
 
     def _copy_entries(self, source: str, rel: str, target: str, origin: str,
-                      entries: list[os.DirEntry]) -> None:
+                      entries: list[os.DirEntry[str]]) -> None:
         for entry in entries:
             entry_path = os.path.join(source, entry.name)
             entry_rel = posixpath.normpath(posixpath.join(rel, entry.name))

@@ -19,7 +19,7 @@ from builder.context.fnmatch_go import match as go_match
 from builder.context.ignore import PatternMatcher
 from builder.engine.git_source import is_git_source
 from builder.errors import BuildError
-from builder.run.sandbox import resolve_in_root
+from builder.rootpath import resolve_in_root
 
 if TYPE_CHECKING:
     from builder.context.view import ContextFilter

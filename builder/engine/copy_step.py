@@ -15,17 +15,14 @@ from builder.context.checksum import checksum_sources
 from builder.dockerfile.commands import AddCommand, CopyCommand
 from builder.engine.add_sources import checkouts
 from builder.engine.buildrun import BuildRun, Step
-from builder.engine.copy import copy_into
 from builder.engine.copy_plan import CopyRequest, select_sources
 from builder.engine.git_source import redact
 from builder.engine.layerstep import layer_step
-from builder.engine.options import StepRecord
 from builder.engine.sources import resolve_from
 from builder.engine.state import StageState
 from builder.errors import BuildError
-from builder.run import in_mount_namespace
-from builder.run.sandbox import resolve_in_root
-from builder.snapshot import prepare
+from builder.explain.steps import StepRecord
+from builder.rootpath import resolve_in_root
 
 if TYPE_CHECKING:
     from builder.context.view import ContextFilter
@@ -80,6 +77,9 @@ def copy_files(run: BuildRun, state: StageState, command: CopyLike, record: Step
     plan = _plan(run, state, command, local)
 
     def action(snapshot: ActiveSnapshot) -> None:
+        from builder.run import in_mount_namespace  # a miss only: a hit never copies
+        from builder.snapshot import prepare
+
         # The --from view is made and released here, not in the child, so that its work
         # dir never outlives the step; and only on a miss (a vfs view copies a tree).
         view = (prepare(run.store, plan.source_chain, run.options.storage_driver)
@@ -153,6 +153,8 @@ def _add_context_inputs(run: BuildRun, command: CopyLike, plan: _CopyPlan) -> No
     run.cache.flush_stats()
     plan.inputs += [("file", f"{rel}={entry}") for rel, entry in checksum.files.items()]
     plan.inputs.append(("content", checksum.digest))
+    if checksum.overflow is not None:  # too many files for the inputs: explain's manifest
+        run.cache.put_manifest(checksum.digest, checksum.overflow)
     request.expected_content = checksum.digest   # the copy must write just this
 
 
@@ -167,4 +169,6 @@ def _copy_in_child(snapshot: ActiveSnapshot, view: ActiveSnapshot | None, from_c
         os.makedirs(source_root, exist_ok=True)
         if view is not None:
             view.mount(source_root, readonly=True)
+    from builder.engine.copy import copy_into
+
     copy_into(merged, source_root, request)

@@ -20,7 +20,8 @@ from builder.context.checksum import StatCache, checksum_sources
 from builder.context.view import ContextFilter
 from builder.engine.copy_plan import clean_source
 from builder.errors import BuildError
-from builder.run.sandbox import MountSpec, resolve_in_root
+from builder.rootpath import resolve_in_root
+from builder.run.spec import MountSpec
 
 if TYPE_CHECKING:
     from builder.dockerfile.mounts import Mount

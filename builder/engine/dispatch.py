@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar, cast
 
+from builder.cache.reasons import Reason, ReasonCode
 from builder.dockerfile.commands import (
     AddCommand,
     ArgCommand,
@@ -35,9 +36,9 @@ from builder.dockerfile.commands import (
 from builder.engine import config_steps, copy_step, run_step
 from builder.engine.buildrun import BuildRun, Step
 from builder.engine.history import add_history
-from builder.engine.options import StepRecord
 from builder.engine.state import StageState
 from builder.errors import BuildError, DockerfileError
+from builder.explain.steps import StepRecord
 
 C = TypeVar("C", bound=Command)
 # A handler of one kind; the table's key guarantees the command is of that kind.
@@ -51,7 +52,7 @@ def _entry(kind: type[C], handler: Handler[C]) -> tuple[type[Command], AnyHandle
 
 
 # Instructions that make no layer say so in explain ("config only"); the layer
-# steps (RUN, COPY, ADD, WORKDIR but "/") set their own note from the cache.
+# steps (RUN, COPY, ADD, WORKDIR but "/") set their own reasons from the cache.
 LAYER_KINDS: frozenset[type[Command]] = frozenset(
     {RunCommand, CopyCommand, AddCommand, WorkdirCommand})
 
@@ -100,7 +101,7 @@ def execute(run: BuildRun, state: StageState, command: Command, record: StepReco
     if handler is None:
         raise BuildError(f"unsupported instruction {command.keyword.upper()}")
     if type(command) not in LAYER_KINDS:
-        record.note = "config only"
+        record.reasons = [Reason(ReasonCode.CONFIG_ONLY)]
     history = handler(Step(run, state, record, expand_word), command)
     if history is not None:
         add_history(state, history, record)

@@ -70,7 +70,7 @@ def default_dockerfile(context: Path) -> Path:
             continue
         if not candidate.is_symlink():
             return candidate
-        from builder.run.sandbox import resolve_in_root
+        from builder.rootpath import resolve_in_root
 
         inside = resolve_in_root(str(context), name)
         if inside is None:

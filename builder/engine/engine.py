@@ -23,7 +23,6 @@ from builder.engine.progress import Progress
 from builder.engine.scheduler import BuildInterrupted
 from builder.engine.stagebuild import build_stage
 from builder.errors import ContextError
-from builder.snapshot import open_driver
 from builder.store.store import Store
 
 if TYPE_CHECKING:
@@ -67,8 +66,11 @@ def _ignore_matcher(options: BuildOptions) -> ContextFilter | None:
 def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResult:
     from builder.dockerfile import parse_text, plan_build
 
-    # Resolve "auto" once (it probes a mount), so every step uses the same driver.
-    options.storage_driver = open_driver(store, options.storage_driver).name
+    if options.storage_driver not in ("overlay", "vfs"):
+        from builder.snapshot import open_driver  # a cached rebuild of a named driver skips it
+
+        # Resolve "auto" once (it probes a mount), so every step uses the same driver.
+        options.storage_driver = open_driver(store, options.storage_driver).name
     text, path = _read_dockerfile(options)
     dockerfile = parse_text(text, path)
     named = None
@@ -80,15 +82,15 @@ def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResul
                       platform=options.platform,
                       replaced=named.replaced([s.name for s in dockerfile.stages if s.name])
                       if named else frozenset())
-    from builder.dockerfile.secretnames import build_warnings
-
-    for warning in [*dockerfile.warnings, *plan.warnings, *build_warnings(dockerfile)]:
+    # Lint findings (the parser's and the rules') are in the summary the CLI prints
+    # at the end (builder.lint.gate); these are about the build's inputs.
+    for warning in plan.warnings:
         progress.message(f"WARNING: {warning}")
     stageplatform.check_runnable(plan, path)  # before anything runs or is pulled
     run = BuildRun(store, options, progress, path, _ignore_matcher(options), CacheStore(store),
                    plan, escape=dockerfile.escape, named=named)
     if options.cache_from:  # imported lazily: most builds share no cache
-        from builder.cache.transfer import open_cache
+        from builder.cache.importer import open_cache
 
         run.imported = [open_cache(src) for src in options.cache_from]
     if options.cache_from_refs:
@@ -96,8 +98,9 @@ def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResul
 
         run.imported += [open_registry_cache(ref, insecure=options.insecure_registries)
                          for ref in options.cache_from_refs]
-    run.total_steps = sum(len(p.stage.commands) + 1 for p in plan.stages)
     scheduler.run_stages(run, build_stage)
     # The record lists steps in plan order, however the stages interleaved.
     run.steps = [step for p in plan.stages for step in run.stages[p.stage.index].steps]
+    if options.plan:  # explain --plan: the steps' predicted cache use is the result
+        return BuildResult(image_id="", steps=run.steps, tags=[])
     return commit_image(run, run.stages[plan.stages[-1].stage.index])

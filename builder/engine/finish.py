@@ -5,8 +5,9 @@ from __future__ import annotations
 from builder.engine import stageplatform
 from builder.engine.buildrun import BuildRun
 from builder.engine.history import fill_created
-from builder.engine.options import BuildResult, StepRecord
+from builder.engine.options import BuildResult
 from builder.engine.state import StageState
+from builder.explain.steps import StepRecord
 from builder.image import config as image_config
 
 

@@ -26,6 +26,7 @@ import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from builder.dockerfile.stages import PROXY_ARGS
 from builder.errors import BuildError
 
 _SCHEMES = ("http", "https", "ssh", "git")
@@ -40,8 +41,6 @@ _MAX_ERR = 2000       # characters of git's stderr quoted in an error
 # No user key and no agent: BuildKit uses only what --ssh forwards, pybuild has none.
 _SSH = ("ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityFile=none "
         "-o IdentityAgent=none -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null")
-_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
-            "http_proxy", "https_proxy", "no_proxy", "all_proxy")
 
 
 @dataclass(frozen=True)
@@ -251,7 +250,7 @@ class Git:
                "GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": found.scheme,
                "GIT_SSH_COMMAND": _SSH, "LC_ALL": "C"}
         # Proxies pass through as BuildKit's git does (gitutil/git_cli.go).
-        env.update({k: v for k, v in os.environ.items() if k in _PROXIES})
+        env.update({k: v for k, v in os.environ.items() if k in PROXY_ARGS})
         self.env = env
         self.config = [
             "-c", "protocol.allow=never", "-c", f"protocol.{found.scheme}.allow=always",

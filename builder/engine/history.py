@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from builder.engine.options import StepRecord
 from builder.engine.state import StageState
+from builder.explain.steps import StepRecord
 from builder.image import config as image_config
 
 

@@ -9,12 +9,19 @@ docker/buildx ``commands/build.go`` ``decodeExporterResponse``): the manifest
 digest, the config digest, the manifest descriptor (with its platform) and the
 full image names.  ``buildx.build.ref`` names a buildx builder node's build
 record, which pybuild does not have, so it is not written.
+
+``pybuild.cache`` is pybuild's own key (docs/progress.md): each step's stage,
+position, instruction and Dockerfile line, whether the cache had it (``hit``,
+``miss``, or ``none`` for a step that only changes the config), and why, as the
+reason codes and parameters ``explain --format json`` writes (never a build-arg
+value).  It is a JSON object, as buildx embeds exporter values that are objects.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from builder.engine.buildx_flags import write_file_atomically
@@ -23,7 +30,11 @@ from builder.image.config import MEDIA_MANIFEST
 from builder.image.manifest import ImageAnnotations, manifest_json
 
 if TYPE_CHECKING:
+    from builder.explain.steps import StepRecord
     from builder.store.store import Store
+
+CACHE_KEY = "pybuild.cache"
+CACHE_VERSION = 1
 
 
 def _exported(outputs: list[Output], push: bool, compression: str) -> tuple[str, bool]:
@@ -38,7 +49,8 @@ def _exported(outputs: list[Output], push: bool, compression: str) -> tuple[str,
 
 
 def metadata(store: Store, image_id: str, tags: list[str], *, outputs: list[Output],
-             push: bool, compression: str, annotations: ImageAnnotations) -> dict:
+             push: bool, compression: str, annotations: ImageAnnotations,
+             steps: Sequence[StepRecord] = ()) -> dict[str, object]:
     from builder.registry.reference import parse_reference
     from builder.store.export import ExportOptions
 
@@ -50,22 +62,40 @@ def metadata(store: Store, image_id: str, tags: list[str], *, outputs: list[Outp
     manifest = manifest_json(image_id, len(config), layers, annotations)
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     image = json.loads(config)
-    descriptor: dict = {"mediaType": MEDIA_MANIFEST, "digest": digest, "size": len(manifest)}
+    descriptor: dict[str, object] = {"mediaType": MEDIA_MANIFEST, "digest": digest,
+                                     "size": len(manifest)}
     if annotations.descriptor:
         descriptor["annotations"] = dict(sorted(annotations.descriptor.items()))
     platform = {"architecture": image.get("architecture", ""), "os": image.get("os", "")}
     if image.get("variant"):
         platform["variant"] = image["variant"]
     descriptor["platform"] = platform
-    out: dict = {"containerimage.config.digest": image_id,
+    out: dict[str, object] = {"containerimage.config.digest": image_id,
                  "containerimage.descriptor": descriptor,
                  "containerimage.digest": digest}
     if tags:
         out["image.name"] = ",".join(str(parse_reference(tag)) for tag in tags)
+    out[CACHE_KEY] = cache_summary(steps)
     return out
 
 
-def write_metadata(path: str, data: dict) -> None:
+def cache_summary(steps: Sequence[StepRecord]) -> dict[str, object]:
+    """``pybuild.cache``: each step's cache decision and its reason codes."""
+    rows = [{"stage": step.stage, "index": step.index, "instruction": step.instruction,
+             "line": step.line, "cache": _cache_word(step), "layer": step.layer,
+             "reasons": [reason.to_record() for reason in step.reasons]} for step in steps]
+    return {"version": CACHE_VERSION,
+            "hits": sum(row["cache"] == "hit" for row in rows),
+            "misses": sum(row["cache"] == "miss" for row in rows), "steps": rows}
+
+
+def _cache_word(step: StepRecord) -> str:
+    if step.cached:
+        return "hit"
+    return "none" if step.config_only or not step.reasons else "miss"
+
+
+def write_metadata(path: str, data: dict[str, object]) -> None:
     """As buildx: ``json.MarshalIndent(dt, "", "  ")`` (top keys sorted, ``<>&`` escaped),
     written atomically with mode 0644."""
     # Go sorts a map's keys; the descriptor is a RawMessage and keeps its field order.

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.engine.buildx_flags import BuildContext, ContextKind, context_name
-from builder.engine.options import StepRecord
 from builder.engine.state import StageState
 from builder.errors import ContextError, PybuildError, ReferenceError, StoreError
+from builder.explain.steps import StepRecord
 from builder.image import config as image_config
 from builder.platforms import Platform
 

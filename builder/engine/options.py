@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder.explain.steps import StepRecord
 from builder.platforms import Platform
 
 if TYPE_CHECKING:
@@ -59,26 +60,7 @@ class BuildOptions:
     insecure_registries: tuple[str, ...] = ()              # plain HTTP allowed for these
     build_contexts: dict[str, BuildContext] = field(default_factory=dict)  # --build-context
     run_options: RunOptions | None = None   # --add-host, --ulimit, --shm-size for RUN steps
-
-
-@dataclass
-class StepRecord:
-    """What one step did; ``explain`` shows these."""
-
-    stage: str
-    index: int
-    instruction: str
-    line: int
-    layer: str | None = None          # chain ID of the layer it made, if any
-    key: str = ""                     # its cache key (layer steps only)
-    cached: bool = False
-    added: int = 0
-    modified: int = 0
-    deleted: int = 0
-    size: int = 0
-    seconds: float = 0.0
-    created: str = ""                 # history "created" (from the cache entry on a hit)
-    note: str = ""                    # why it was or was not cached
+    plan: bool = False       # explain --plan: decide every step's cache use, run nothing
 
 
 @dataclass

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING
 
 from builder.engine.options import Output
 from builder.errors import BuildError, UsageError
-from builder.run import in_mount_namespace
-from builder.snapshot import ActiveSnapshot, prepare
 from builder.store.store import Store
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # -o local|tar only: a build without -o never loads the snapshot code
     from builder.image.manifest import ImageAnnotations
+    from builder.snapshot import ActiveSnapshot
 
 
 def write_outputs(store: Store, image_id: str, tags: list[str], outputs: list[Output],
@@ -57,6 +56,9 @@ def export_rootfs(store: Store, chain: str | None, dest: str, *, as_tar: bool,
     opaque directories are resolved as a container sees them (by the kernel's
     overlay, or already in vfs's tree).
     """
+    from builder.run import in_mount_namespace
+    from builder.snapshot import prepare
+
     view = prepare(store, chain, driver)
     try:
         if as_tar:

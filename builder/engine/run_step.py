@@ -17,8 +17,8 @@ from builder.engine.runmounts import check_privileges, prepare_mounts
 from builder.engine.sources import resolve_from
 from builder.engine.state import StageState
 from builder.errors import BuildError
-from builder.run import RunSpec, run_step
 from builder.run.runopts import run_inputs
+from builder.run.spec import RunSpec
 
 if TYPE_CHECKING:
     from builder.snapshot import ActiveSnapshot
@@ -39,7 +39,7 @@ def run(step: Step, command: RunCommand) -> str:
         context_filter=build.ignore,
         secrets=build.options.secrets, cache=build.cache,
         resolve_from=lambda name: resolve_from(build, name, command.line),
-        driver=build.options.storage_driver)
+        driver=build.options.storage_driver, plan_only=build.options.plan)
     try:
         env = state.run_env()
         spec = RunSpec(argv=argv, env=env + mounts.secret_env, cwd=state.workdir(),
@@ -96,12 +96,15 @@ def run_history(state: StageState, argv: list[str]) -> str:
 
 
 def _run(build: BuildRun, snapshot: ActiveSnapshot, spec: RunSpec) -> None:
-    # run_step works on either driver's snapshot; its annotation names overlay's class.
-    code = run_step(snapshot, spec, build.progress.output)  # type: ignore[arg-type]
+    from builder.run import run_step  # the sandbox loads on a miss only
+
+    code = run_step(snapshot, spec, build.progress.output)
     if code != 0:
         tail = "\n".join(build.progress.tail)
         shown = " ".join(spec.argv)
         message = f"process \"{shown}\" did not complete successfully: exit code: {code}"
         if tail:
             message += f"\n--- last lines of output ---\n{tail}"
-        raise BuildError(message)
+        error = BuildError(message)
+        error.process_exit = code
+        raise error

@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING
 from builder.cache import Inputs
 from builder.engine.copy_plan import clean_source
 from builder.errors import BuildError
-from builder.run.sandbox import MountSpec
-from builder.snapshot import ActiveSnapshot, prepare
+from builder.run.spec import MountSpec
 from builder.store.perms import private_dir
 from builder.store.store import Store, TmpDir
 
@@ -36,6 +35,7 @@ if TYPE_CHECKING:   # the filtered view loads only for a bind mount of the conte
     from builder.context.view import ContextFilter
     from builder.dockerfile.commands import RunCommand
     from builder.dockerfile.mounts import Mount
+    from builder.snapshot import ActiveSnapshot
 
 
 @dataclass
@@ -87,15 +87,21 @@ def check_privileges(command: RunCommand, invoker_network: str) -> str:
 def prepare_mounts(store: Store, mounts: list[Mount], *, workdir: str, context: str | None,
                    secrets: dict[str, str], resolve_from: Callable[[str], str | None],
                    cache: CacheStore, driver: str = "overlay",
-                   context_filter: ContextFilter | None = None) -> PreparedMounts:
+                   context_filter: ContextFilter | None = None,
+                   plan_only: bool = False) -> PreparedMounts:
+    """The step's mounts and their key inputs; ``plan_only`` (explain --plan): the
+    inputs alone, with no cache dir made, no lock taken, no snapshot prepared."""
     prepared = PreparedMounts()
+    request = _MountRequest(workdir, secrets, resolve_from, driver, plan_only)
     try:
         for mount in mounts:
             if mount.type == "bind" and not mount.from_:
                 _bind_context(mount, prepared, workdir, context, context_filter, cache)
                 continue
-            _prepare(store, mount, prepared, workdir, context, secrets, resolve_from, cache,
-                     driver)
+            prepare_kind = _KINDS.get(mount.type)
+            if prepare_kind is None:
+                raise BuildError(f"--mount type={mount.type} is not supported by pybuild")
+            prepare_kind(store, mount, prepared, request)
     except BaseException:
         prepared.release()
         raise
@@ -146,29 +152,33 @@ class _MountRequest:
     """What every kind of mount may need from the step (a plain slotted class: on
     the cached path a dataclass costs ~1 ms at import)."""
 
-    __slots__ = ("driver", "resolve_from", "secrets", "workdir")
+    __slots__ = ("driver", "plan_only", "resolve_from", "secrets", "workdir")
 
     def __init__(self, workdir: str, secrets: dict[str, str],
-                 resolve_from: Callable[[str], str | None], driver: str) -> None:
+                 resolve_from: Callable[[str], str | None], driver: str,
+                 plan_only: bool) -> None:
         self.workdir = workdir
         self.secrets = secrets
         self.resolve_from = resolve_from
         self.driver = driver
-
-
-def _prepare(store: Store, mount: Mount, out: PreparedMounts, workdir: str, context: str | None,
-             secrets: dict[str, str], resolve_from: Callable[[str], str | None],
-             cache: CacheStore, driver: str) -> None:
-    prepare_kind = _KINDS.get(mount.type)
-    if prepare_kind is None:
-        raise BuildError(f"--mount type={mount.type} is not supported by pybuild")
-    prepare_kind(store, mount, out, _MountRequest(workdir, secrets, resolve_from, driver))
+        self.plan_only = plan_only  # explain --plan: the key's inputs, nothing made
 
 
 def _cache_mount(store: Store, mount: Mount, out: PreparedMounts, request: _MountRequest) -> None:
-    workdir = request.workdir
-    target = _target(mount, workdir)
+    target = _target(mount, request.workdir)
     cache_id = mount.id or target
+    # source= is a subdirectory of the cache, opened by fd in the sandbox (R06).
+    subpath = mount.source if not mount.from_ else ""
+    if not request.plan_only:
+        directory = _cache_dir(store, mount, out, cache_id)
+        out.mounts.append(MountSpec("bind", target, str(directory), readonly=mount.readonly,
+                                    subpath=subpath))
+    out.inputs.append(("mount", f"cache {target} id={cache_id}"
+                                + (f" source={subpath}" if subpath else "")))
+
+
+def _cache_dir(store: Store, mount: Mount, out: PreparedMounts, cache_id: str) -> Path:
+    """The cache's directory, created on first use and locked as ``sharing`` asks."""
     directory = store.root / "cache-mounts" / hashlib.sha256(cache_id.encode()).hexdigest()[:32]
     if not directory.exists():
         _create_cache_dir(directory, mount)
@@ -187,12 +197,7 @@ def _cache_mount(store: Store, mount: Mount, out: PreparedMounts, request: _Moun
             directory = private.path  # TmpDir made it
             os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
             os.chown(directory, mount.uid or 0, mount.gid or 0)
-    # source= is a subdirectory of the cache, opened by fd in the sandbox (R06).
-    subpath = mount.source if not mount.from_ else ""
-    out.mounts.append(MountSpec("bind", target, str(directory), readonly=mount.readonly,
-                                subpath=subpath))
-    out.inputs.append(("mount", f"cache {target} id={cache_id}"
-                                + (f" source={subpath}" if subpath else "")))
+    return directory
 
 
 def _tmpfs_mount(store: Store, mount: Mount, out: PreparedMounts, request: _MountRequest) -> None:
@@ -209,9 +214,13 @@ def _bind_mount(store: Store, mount: Mount, out: PreparedMounts, request: _Mount
     target = _target(mount, workdir)
     source = clean_source(mount.source or "/")
     chain = resolve_from(mount.from_)
-    view = prepare(store, chain, driver)
-    out.views.append(view)
-    out.mounts.append(MountSpec("view", target, source, view=view, readonly=mount.readonly))
+    if not request.plan_only:
+        from builder.snapshot import prepare
+
+        view = prepare(store, chain, driver)
+        out.views.append(view)
+        out.mounts.append(MountSpec("view", target, source, view=view,
+                                    readonly=mount.readonly))
     # rw only when set, so the keys of read-only binds stay as they were.
     out.inputs.append(("mount", f"bind {target} from={chain} source={source}"
                                 + ("" if mount.readonly else " rw=True")))
@@ -228,7 +237,7 @@ def _secret_mount(store: Store, mount: Mount, out: PreparedMounts, request: _Mou
             raise BuildError(f"secret {secret_id} is required but was not given "
                              f"(--secret id={secret_id},src=FILE)")
         return
-    if mount.env:
+    if mount.env and not request.plan_only:
         with open(path, encoding="utf-8", errors="replace") as secret_file:
             out.secret_env.append(f"{mount.env}={secret_file.read()}")
     # BuildKit's defaults: 0400, owned by root (client/llb/exec.go).

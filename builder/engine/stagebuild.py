@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 from builder.engine import dispatch, stageplatform
 from builder.engine.buildrun import BuildRun
-from builder.engine.options import StepRecord
 from builder.engine.scheduler import check_cancelled, stage_label, wait_for
 from builder.engine.sources import base_image
 from builder.engine.state import DEFAULT_PATH, StageState
 from builder.errors import BuildError, DockerfileError, PybuildError
+from builder.explain.steps import StepRecord
 from builder.image import config as image_config
 
 if TYPE_CHECKING:
@@ -26,7 +26,11 @@ def build_stage(run: BuildRun, planned: PlannedStage) -> StageState:
     stage = planned.stage
     label = stage_label(stage.name, stage.index)
     run.progress.step(f"[{label}] FROM {stage.base}", stage=label)
-    state = _base_state(run, planned)
+    try:
+        state = _base_state(run, planned)
+    except PybuildError as err:
+        _report_failure(run, err)
+        raise
     run.progress.done()
     # A stage that a --build-context replaces runs nothing (BuildKit's dispatchState).
     replaced = run.named is not None and run.named.find(stage.name or "-") is not None
@@ -40,17 +44,22 @@ def build_stage(run: BuildRun, planned: PlannedStage) -> StageState:
         started = time.monotonic()
         try:
             dispatch.execute(run, state, command, record)
-        except DockerfileError:
-            raise
         except PybuildError as err:
-            # The step names itself; the error keeps its class (a failed step exits 1).
-            err.within(f"{run.dockerfile_path}:{command.line}: {instruction}",
-                       exit_code=BuildError.exit_code)
+            if not isinstance(err, DockerfileError):
+                # The step names itself; the error keeps its class (a failed step exits 1).
+                err.within(f"{run.dockerfile_path}:{command.line}: {instruction}",
+                           exit_code=BuildError.exit_code)
+            _report_failure(run, err)
             raise
         record.seconds = time.monotonic() - started
         state.steps.append(record)
         run.progress.done()
     return state
+
+
+def _report_failure(run: BuildRun, err: PybuildError) -> None:
+    if not run.cancel.is_set():  # a step the stopping build killed did not fail
+        run.progress.failed(err)
 
 
 def one_line(text: str) -> str:
@@ -89,7 +98,8 @@ def _from_base(run: BuildRun, planned: PlannedStage) -> StageState:
     platform = stageplatform.image_platform(run.plan, planned, image, base,
                                             lambda text: run.progress.message(f"WARNING: {text}"))
     return StageState(name=name, image=image, chain=run.store.image_top_chain(image_id),
-                      base_ref=image_id, cache_key=f"image {image_id}", platform=platform)
+                      base_ref=image_id, cache_key=f"image {image_id}", base_name=base,
+                      platform=platform)
 
 
 def _onbuild_triggers(run: BuildRun, planned: PlannedStage, state: StageState) -> list[Command]:

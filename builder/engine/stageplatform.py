@@ -28,7 +28,7 @@ plan would RUN on another platform before any step runs, so nothing is committed
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from builder.errors import DockerfileError, PybuildError
 from builder.platforms import Platform, host_executes
@@ -97,7 +97,7 @@ def ensure_runnable(platform: Platform | None, path: str, line: int, stage: str)
         f"be built for {platform}", path, line)
 
 
-def image_platform(plan: BuildPlan, planned: PlannedStage, config: dict, name: str,
+def image_platform(plan: BuildPlan, planned: PlannedStage, config: dict[str, Any], name: str,
                    warn: Callable[[str], None]) -> Platform:
     """The platform of a stage built FROM image ``name`` whose config is ``config``:
     autodetected with an implicit target; an InvalidBaseImagePlatform warning when
@@ -163,7 +163,7 @@ def find_base(store: Store, base: str, platform: Platform, *, pull_always: bool,
     return pulled.image_id
 
 
-def record_target(image: dict, plan: BuildPlan) -> None:
+def record_target(image: dict[str, Any], plan: BuildPlan) -> None:
     """Write the result's platform into its config (convert.go, end of toDispatchState)."""
     target = plan.target_platform
     if not plan.implicit_platform:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
-from builder.engine.options import StepRecord
+from builder.explain.steps import StepRecord
 from builder.platforms import Platform
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# explain --plan: the chain of a step that would run is unknown; this names it (never a
+# store chain: nothing in a plan mounts or reads one) so that COPY --from and
+# --mount from= of that stage see a source other than the last build's.
+PLANNED = "planned:"
 
 
 def go_quote(text: str) -> str:
@@ -39,18 +44,21 @@ def go_list(items: list[str], quoted: bool = False) -> str:
 @dataclass
 class StageState:
     name: str
-    image: dict
+    image: dict[str, Any]   # the image config document (image spec JSON)
     chain: str | None
     base_ref: str = ""
     cache_key: str = ""       # the key of the last layer step, or the base image's
+    base_name: str = ""       # the FROM text (a tag), for explain's base-changed
+    ran: str = ""             # the first step of its chain that ran in this build (explain)
     args: dict[str, str | None] = field(default_factory=dict)
     steps: list[StepRecord] = field(default_factory=list)
     cmd_set: bool = False
     platform: Platform | None = None  # what its RUN steps run as and its keys hold
 
     @property
-    def config(self) -> dict:
-        return self.image.setdefault("config", {})
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = self.image.setdefault("config", {})
+        return config
 
     def env(self) -> dict[str, str]:
         pairs = (entry.split("=", 1) for entry in self.config.get("Env") or [])
@@ -92,4 +100,4 @@ class StageState:
         """A new stage built FROM this one."""
         return StageState(name=name, image=copy.deepcopy(self.image), chain=self.chain,
                           base_ref=self.base_ref, cache_key=self.cache_key,
-                          platform=self.platform)
+                          base_name=self.base_name, ran=self.ran, platform=self.platform)

@@ -1,8 +1,8 @@
 """Build records in the store: one per built image (the store's ``records`` keep the
 row; this module owns the JSON in it).
 
-A step's note (why it was or was not cached) never quotes a build-arg value:
-``cache.records.describe_difference`` says ``arg TOKEN changed``.  Notes written by an
+A step's reasons (why it was or was not cached) never quote a build-arg value:
+``cache.difference`` makes an ``arg-changed`` with the name only.  Notes written by an
 older pybuild could; ``scrub_steps`` drops those once per store (the store's
 migration 2).
 """
@@ -10,20 +10,22 @@ migration 2).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
-from typing import Any
 
+from builder.explain.steps import StepRecord
 from builder.store import records
 from builder.store.store import Store
 
 
-def save_build(store: Store, image_id: str, steps: list[Any]) -> None:
-    records.put_build_steps(store, image_id, json.dumps([asdict(step) for step in steps]))
+def save_build(store: Store, image_id: str, steps: list[StepRecord]) -> None:
+    records.put_build_steps(store, image_id, json.dumps([step.to_record() for step in steps]))
 
 
-def load_build(store: Store, image_id: str) -> list[dict] | None:
+def load_build(store: Store, image_id: str) -> list[StepRecord] | None:
     raw = records.build_steps(store, image_id)
-    return None if raw is None else json.loads(raw)
+    if raw is None:
+        return None
+    loaded = json.loads(raw)
+    return [StepRecord.from_record(step) for step in loaded if isinstance(step, dict)]
 
 
 _DROPPED = ("cache miss: inputs changed (this older note quoted input values, which "

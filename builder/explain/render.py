@@ -1,14 +1,17 @@
-"""Render ``pybuild explain``: a table of steps, the layers they made and what changed.
+"""Render ``pybuild explain`` as text: a table of steps, the layers they made and why.
 
-Instructions, stage names and notes come from the Dockerfile: every line goes
-through ``textsafe.printable``, so none can reach the terminal as a control sequence.
+Reasons are rendered by code (``cache.reasons``); instructions, stage names and paths
+come from the Dockerfile and the context, so every line goes through
+``textsafe.printable``: none can reach the terminal as a control sequence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+from builder.cache.reasons import ReasonCode, summary_text
+from builder.explain.report import Report
+from builder.explain.steps import StepRecord
 from builder.textsafe import printable
 
 
@@ -20,53 +23,56 @@ def human_size(size: float) -> str:
     return f"{size:.1f}GB"
 
 
-def _cache_state(step: dict[str, Any]) -> str:
-    if step.get("cached"):
+def cache_state(step: StepRecord) -> str:
+    """``hit``, ``miss``, or ``-`` for a step with nothing to cache."""
+    if step.cached:
         return "hit"
-    return "-" if step.get("note") == "config only" else "miss"
+    return "-" if step.config_only else "miss"
 
 
-def _empty_layer(step: dict[str, Any]) -> bool:
-    """A step that made a layer but changed no file: the empty layer."""
-    return bool(step.get("layer")) and not any(
-        step.get(name, 0) for name in ("added", "modified", "deleted"))
-
-
-def render(image_id: str, steps: list[dict[str, Any]],
-           values: Mapping[str, str] | None = None) -> str:
-    """The table; with ``values`` (``--show-values``: the image's own build-arg and env
-    values), notes that name a changed argument show its value in the image."""
-    lines = [f"image {image_id}", ""]
-    header = f"{'STEP':<14} {'LAYER':<14} {'CACHE':<6} {'ADDED':>6} {'CHANGED':>8} " \
-             f"{'DELETED':>8} {'SIZE':>9} {'TIME':>7}  INSTRUCTION"
-    lines.append(header)
-    layers = empty = 0
-    for step in steps:
-        layer = step["layer"][7:19] if step.get("layer") else "-"
-        layers += bool(step.get("layer"))
-        where = f"{step['stage']}:{step['index']}"
-        lines.append(
-            f"{where:<14} {layer:<14} {_cache_state(step):<6} "
-            f"{step.get('added', 0):>6} {step.get('modified', 0):>8} {step.get('deleted', 0):>8} "
-            f"{human_size(step.get('size', 0)):>9} {step.get('seconds', 0):>6.2f}s  "
-            f"{step['instruction']}")
-        notes = [step["note"]] if step.get("note") and step["note"] != "config only" else []
-        if _empty_layer(step):
-            empty += 1
-            notes.append("empty layer: the step changed no files (BuildKit keeps such a "
-                         "layer too)")
-        if values is not None:
-            from builder.explain.values import with_values
-
-            notes = [with_values(note, values) for note in notes]
-        if step.get("wasted"):
-            notes.append(f"wasted: {human_size(step['wasted'])} of it is deleted or "
-                         "overwritten by later steps")
-        lines += [f"{'':<14} {note}" for note in notes]
-    lines += ["", f"{layers} of {len(steps)} steps made a layer; the others changed no "
-              "files." + (f" {empty} of the layers are empty." if empty else "")]
-    wasted = sum(step.get("wasted", 0) for step in steps)
+def _notes(step: StepRecord, wasted: int, values: Mapping[str, str] | None) -> list[str]:
+    notes = []
+    if step.reasons and step.reasons[0].code is not ReasonCode.CONFIG_ONLY:
+        notes.append(summary_text(step.reasons, values))
+    if step.layer and step.changes.empty:
+        notes.append("empty layer: the step changed no files (BuildKit keeps such a layer too)")
     if wasted:
-        lines.append(f"{human_size(wasted)} shipped in layers but hidden by later steps: "
-                     "delete files in the step that creates them.")
+        notes.append(f"wasted: {human_size(wasted)} of it is deleted or overwritten by "
+                     "later steps")
+    return notes
+
+
+def render(report: Report, values: Mapping[str, str] | None = None) -> str:
+    """The table; with ``values`` (``--show-values``: the image's own build-arg and env
+    values), a reason that names a changed argument shows its value in the image."""
+    title = f"image {report.image_id}" if report.image_id else "plan (nothing was built)"
+    if report.against:
+        title += f", against {report.against}"
+    lines = [title, "",
+             f"{'STEP':<14} {'LAYER':<14} {'CACHE':<6} {'ADDED':>6} {'CHANGED':>8} "
+             f"{'DELETED':>8} {'SIZE':>9} {'TIME':>7}  INSTRUCTION"]
+    layers = empty = 0
+    for step in report.steps:
+        facts = report.facts(step)
+        layers += bool(step.layer)
+        empty += bool(step.layer and step.changes.empty)
+        where = f"{step.stage}:{step.index}"
+        changes = step.changes
+        lines.append(
+            f"{where:<14} {step.layer[7:19] if step.layer else '-':<14} "
+            f"{cache_state(step):<6} {changes.added:>6} {changes.modified:>8} "
+            f"{changes.deleted:>8} {human_size(changes.size):>9} {step.seconds:>6.2f}s  "
+            f"{step.instruction}")
+        wasted = facts.wasted if facts is not None else 0
+        lines += [f"{'':<14} {note}" for note in _notes(step, wasted, values)]
+    if report.image_id is None:
+        runs = sum(1 for step in report.steps if cache_state(step) == "miss")
+        hits = sum(1 for step in report.steps if step.cached)
+        lines += ["", f"plan: {runs} step(s) would run, {hits} would come from the cache."]
+        return "\n".join(printable(line) for line in lines)
+    lines += ["", f"{layers} of {len(report.steps)} steps made a layer; the others changed "
+              "no files." + (f" {empty} of the layers are empty." if empty else "")]
+    if report.wasted:
+        lines.append(f"{human_size(report.wasted)} shipped in layers but hidden by later "
+                     "steps: delete files in the step that creates them.")
     return "\n".join(printable(line) for line in lines)

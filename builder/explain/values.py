@@ -1,10 +1,10 @@
 """The build-arg values ``pybuild explain --show-values`` may show: the image's own.
 
-A cache entry and a build record keep only digests of build-arg values, so a note
-says ``arg TOKEN changed`` and nothing more.  The values the image itself carries
-(as Docker's do) are in its history, ``RUN |N K=V ... cmd`` and ``ARG K=V``, and ENV
-values in its config; ``--show-values`` adds those to the notes, never a value read
-back from the cache or the database.
+A cache entry and a build record keep only digests of build-arg values, so a reason
+says ``arg-changed`` with the name and nothing more.  The values the image itself
+carries (as Docker's do) are in its history, ``RUN |N K=V ... cmd`` and ``ARG K=V``,
+and ENV values in its config; ``--show-values`` adds those to the reasons
+(``Reason.text``), never a value read back from the cache or the database.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping
 
 _PAIR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-_CHANGED = re.compile(r"\b(arg|env) ([^\s;:()]+) (changed|added)")
 
 
 def _pairs(tokens: list[str], count: int | None) -> dict[str, str]:
@@ -53,12 +52,3 @@ def image_values(config: Mapping[str, object]) -> dict[str, str]:
         name, _, value = str(item).partition("=")
         values[f"env {name}"] = value
     return values
-
-
-def with_values(note: str, values: Mapping[str, str]) -> str:
-    """``arg TOKEN changed`` -> ``arg TOKEN changed (now 'v')``, from ``values`` only."""
-    def add(match: re.Match[str]) -> str:
-        value = values.get(f"{match[1]} {match[2]}")
-        shown = "(not in the image)" if value is None else f"(now {value!r})"
-        return f"{match[0]} {shown}"
-    return _CHANGED.sub(add, note)

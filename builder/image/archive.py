@@ -13,7 +13,7 @@ import io
 import os
 import tarfile
 from collections.abc import Callable, Iterable
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from builder.errors import DigestMismatch, StoreError, UsageError
 from builder.image.config import MEDIA_INDEX, MEDIA_MANIFEST, go_json
@@ -22,6 +22,9 @@ from builder.layers.safeout import OutputDir, components
 from builder.store.export import MEDIA_LAYER, Descriptor, ExportOptions
 from builder.store.faults import point
 from builder.store.store import Store, normalize_tag
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 _EPOCH = 0  # archive member mtimes: fixed, so the same images give the same archive
 
@@ -62,6 +65,7 @@ class _Sink:
         info.size, info.mtime, info.mode = size, _EPOCH, 0o644
         self.tar.addfile(info)  # header only; the body is streamed below
         point("export:layer")
+        # tarfile's own stream (its buffer), typed by typeshed as a bare write protocol.
         written = _CountingWriter(self.tar.fileobj)  # type: ignore[arg-type]
         write(cast(BinaryIO, written))
         if written.count != size:
@@ -70,7 +74,7 @@ class _Sink:
         _check_member(name, written)
         blocks, remainder = divmod(size, tarfile.BLOCKSIZE)
         if remainder:
-            self.tar.fileobj.write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))  # type: ignore[union-attr]
+            self.tar.fileobj.write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))
             blocks += 1
         self.tar.offset += blocks * tarfile.BLOCKSIZE
 
@@ -104,11 +108,12 @@ class _CountingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[no-untyped-def, override]
+    def write(self, data: ReadableBuffer) -> int:
+        size = memoryview(data).nbytes
         self.target.write(data)
         self.hasher.update(data)
-        self.count += len(data)
-        return len(data)
+        self.count += size
+        return size
 
 
 def _check_member(name: str, written: _CountingWriter) -> None:
@@ -137,8 +142,8 @@ def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: st
     if compression not in MEDIA_LAYER:
         raise UsageError(f"unknown compression {compression!r}: use gzip, zstd or none")
     sink = _Sink(dest, as_dir, label)
-    index: list[dict] = []
-    docker_manifest: list[dict] = []
+    index: list[dict[str, object]] = []
+    docker_manifest: list[dict[str, object]] = []
     results: list[Descriptor] = []
     try:
         sink.add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')

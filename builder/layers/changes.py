@@ -7,11 +7,13 @@ compares against them as BuildKit's overlay differ does; see ``tar_write``
 for the rules.  ``same_entry`` is also the vfs differ's (``diff.py``)
 definition of "unchanged", so both snapshot drivers agree.
 
-Also ``layer_changes``: the added/modified/deleted summary for ``explain``.
+Also ``layer_changes``: the added/modified/deleted lists, whose ``summary()`` is the
+``layers.summary.ChangeSummary`` a step's layer travels with.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -20,6 +22,7 @@ from typing import cast
 
 from builder.errors import LayerError
 from builder.layers import whiteout as wh
+from builder.layers.summary import LARGEST_KEPT, ChangedFile, ChangeKind, ChangeSummary
 
 PathLike = str | os.PathLike[str]
 
@@ -108,8 +111,7 @@ class Walker:
                             if keys:
                                 self._check_overlay(keys, prefix + name)
                             if summary is not None:
-                                summary.added.append("/" + os.fsdecode(prefix + name))
-                                summary.added_bytes += st.st_size
+                                summary.add_file("/" + os.fsdecode(prefix + name), st.st_size)
                             yield (FILE, prefix + name, st,
                                    wh.read_xattrs(ffd, keys) if keys else {}, ffd, False)
                         finally:
@@ -286,11 +288,15 @@ class Walker:
         elif in_lower:
             summary.modified.append(path)
             if stat.S_ISREG(cast(os.stat_result, st).st_mode):
-                summary.modified_bytes += cast(os.stat_result, st).st_size
+                size = cast(os.stat_result, st).st_size
+                summary.modified_bytes += size
+                summary.consider(path, size, ChangeKind.MODIFIED)
         else:
             summary.added.append(path)
             if stat.S_ISREG(cast(os.stat_result, st).st_mode):
-                summary.added_bytes += cast(os.stat_result, st).st_size
+                size = cast(os.stat_result, st).st_size
+                summary.added_bytes += size
+                summary.consider(path, size, ChangeKind.ADDED)
 
     def _check_overlay(self, keys: list[str], rel: bytes) -> None:
         bad = wh.check_overlay_xattrs(keys)
@@ -367,6 +373,11 @@ class LayerChanges:
     opaque: list[str] = field(default_factory=list)
     added_bytes: int = 0
     modified_bytes: int = 0
+    # The largest files so far, a min-heap of (size, path, kind) of at most LARGEST_KEPT;
+    # ``floor`` is the smallest size a file needs to get in (the walk's fast path
+    # skips the heap below it).
+    _largest: list[tuple[int, str, ChangeKind]] = field(default_factory=list)
+    floor: int = -1
 
     @property
     def bytes(self) -> int:
@@ -375,6 +386,29 @@ class LayerChanges:
     def counts(self) -> dict[str, int]:
         return {"added": len(self.added), "modified": len(self.modified),
                 "deleted": len(self.deleted), "bytes": self.bytes}
+
+    def add_file(self, path: str, size: int) -> None:
+        """A regular file the layer adds (the walk's fast path)."""
+        self.added.append(path)
+        self.added_bytes += size
+        if size > self.floor:
+            self.consider(path, size, ChangeKind.ADDED)
+
+    def consider(self, path: str, size: int, kind: ChangeKind) -> None:
+        """Keep ``path`` if it is among the largest files seen so far."""
+        if len(self._largest) < LARGEST_KEPT:
+            heapq.heappush(self._largest, (size, path, kind))
+        elif size > self._largest[0][0]:
+            heapq.heapreplace(self._largest, (size, path, kind))
+        if len(self._largest) == LARGEST_KEPT:
+            self.floor = self._largest[0][0]
+
+    def summary(self) -> ChangeSummary:
+        """The shape the cache, the build record and explain keep (``layers.summary``)."""
+        largest = sorted(self._largest, key=lambda item: (-item[0], item[1]))
+        return ChangeSummary(len(self.added), len(self.modified), len(self.deleted),
+                             self.bytes, tuple(ChangedFile(path, size, kind)
+                                               for size, path, kind in largest))
 
 
 def layer_changes(layer_dir: PathLike, *, lowers: Sequence[PathLike] = (),

@@ -54,7 +54,7 @@ def _openat2_in_root(dirfd: int, path: bytes, flags: int) -> int:
 class Root:
     """An open directory that lookups are confined to."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         # The root itself must be a real directory, not a symlink to one.
         self.fd = os.open(path, _O_PATH_DIR | os.O_NOFOLLOW)
 

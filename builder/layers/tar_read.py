@@ -25,7 +25,7 @@ from __future__ import annotations
 import tarfile
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, Self, cast
 
 from builder.layers import whiteout as wh
 
@@ -43,6 +43,37 @@ class Refused(Exception):
     """A layer entry that must not be applied; the caller adds layer and entry."""
 
 
+# The private parts of CPython 3.11's tarfile this module builds on.  typeshed
+# declares no private names, so they are typed here, once.
+_EOFHeaderError: type[tarfile.HeaderError] = tarfile.EOFHeaderError  # type: ignore[attr-defined]
+_SubsequentHeaderError: type[tarfile.HeaderError] = (
+    tarfile.SubsequentHeaderError)  # type: ignore[attr-defined]
+
+
+class _HeaderParser(Protocol):
+    """``TarInfo``'s private parsing steps."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile, /) -> tarfile.TarInfo: ...
+    def _block(self, count: int, /) -> int: ...
+    def _decode_pax_field(self, value: bytes, encoding: str, fallback_encoding: str,
+                          fallback_errors: str, /) -> str: ...
+    def _apply_pax_info(self, pax_headers: dict[str, str], encoding: str, errors: str,
+                        /) -> None: ...
+
+
+class _ArchiveState(Protocol):
+    """``TarFile``'s reading state as the parser sees it (typeshed's ``pax_headers``
+    is a read-only Mapping; tarfile itself updates the dict for global headers)."""
+
+    fileobj: BinaryIO
+    offset: int
+    encoding: str
+    errors: str
+    pax_headers: dict[str, str]
+    members: list[tarfile.TarInfo]
+    _pybuild_end: tarfile.HeaderError  # why reading stopped (set by fromtarfile)
+
+
 class _LayerTarInfo(tarfile.TarInfo):
     """tarfile's header parser with the limits layer input needs."""
 
@@ -53,7 +84,7 @@ class _LayerTarInfo(tarfile.TarInfo):
             raise Refused("sparse entries are not allowed in layers (X04)")
         if self.type in _HEADER_TYPES and self.size > MAX_HEADER_PAYLOAD:
             raise Refused(f"extended header of {self.size} bytes (X03)")
-        return super()._proc_member(tarfile_)
+        return cast(_HeaderParser, super())._proc_member(tarfile_)
 
     def _proc_pax(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
         """CPython's ``_proc_pax`` (3.11) with its regexes replaced by ``_pax_records``.
@@ -63,47 +94,46 @@ class _LayerTarInfo(tarfile.TarInfo):
         header takes hours (X05, CVE-2024-6232).  Records are parsed here in one
         linear pass; GNU sparse keys are refused before any sparse parser runs.
         """
-        buf = tarfile_.fileobj.read(self._block(self.size))
+        parser, archive = cast(_HeaderParser, self), cast(_ArchiveState, tarfile_)
+        buf = archive.fileobj.read(parser._block(self.size))
         records = _pax_records(buf[:self.size])
-        pax_headers = (tarfile_.pax_headers if self.type == tarfile.XGLTYPE
-                       else tarfile_.pax_headers.copy())
+        pax_headers = (archive.pax_headers if self.type == tarfile.XGLTYPE
+                       else archive.pax_headers.copy())
         for keyword, value in records:
             if keyword == b"hdrcharset":
                 pax_headers["hdrcharset"] = value.decode("utf-8", "surrogateescape")
-        encoding = (tarfile_.encoding if pax_headers.get("hdrcharset") == "BINARY"
+        encoding = (archive.encoding if pax_headers.get("hdrcharset") == "BINARY"
                     else "utf-8")
         for raw_keyword, raw_value in records:
-            keyword = self._decode_pax_field(raw_keyword, "utf-8", "utf-8",  # type: ignore[attr-defined]
-                                             tarfile_.errors)
-            if keyword in tarfile.PAX_NAME_FIELDS:
-                value = self._decode_pax_field(raw_value, encoding,  # type: ignore[attr-defined]
-                                               tarfile_.encoding, tarfile_.errors)
+            name = parser._decode_pax_field(raw_keyword, "utf-8", "utf-8", archive.errors)
+            if name in tarfile.PAX_NAME_FIELDS:
+                text = parser._decode_pax_field(raw_value, encoding, archive.encoding,
+                                                archive.errors)
             else:
-                value = self._decode_pax_field(raw_value, "utf-8", "utf-8",  # type: ignore[attr-defined]
-                                               tarfile_.errors)
-            pax_headers[keyword] = value
+                text = parser._decode_pax_field(raw_value, "utf-8", "utf-8", archive.errors)
+            pax_headers[name] = text
         try:
             next_ = self.fromtarfile(tarfile_)
         except tarfile.HeaderError as err:
-            raise tarfile.SubsequentHeaderError(str(err)) from None
+            raise _SubsequentHeaderError(str(err)) from None
         if self.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
-            next_._apply_pax_info(pax_headers, tarfile_.encoding,  # type: ignore[attr-defined]
-                                  tarfile_.errors)
+            next_parser = cast(_HeaderParser, next_)
+            next_parser._apply_pax_info(pax_headers, archive.encoding, archive.errors)
             next_.offset = self.offset
             if "size" in pax_headers:
                 offset = next_.offset_data
                 if next_.isreg() or next_.type not in tarfile.SUPPORTED_TYPES:
-                    offset += next_._block(next_.size)  # type: ignore[attr-defined]
-                tarfile_.offset = offset
+                    offset += next_parser._block(next_.size)
+                archive.offset = offset
         return next_
 
     @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
         # Remember why reading stopped: only a zero block is a real end.
         try:
             return super().fromtarfile(tarfile_)
         except tarfile.HeaderError as err:
-            tarfile_._pybuild_end = err  # type: ignore[attr-defined]
+            cast(_ArchiveState, tarfile_)._pybuild_end = err
             raise
 
 
@@ -144,8 +174,8 @@ def members(src: BinaryIO) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
             yield archive, member
             # TarFile keeps every member it has read; a layer can have
             # millions, and nothing here looks back.
-            archive.members.clear()
-        if not isinstance(getattr(archive, "_pybuild_end", None), tarfile.EOFHeaderError):
+            cast(_ArchiveState, archive).members.clear()
+        if not isinstance(getattr(archive, "_pybuild_end", None), _EOFHeaderError):
             raise Refused("truncated or corrupt archive: no end-of-archive block (T23)")
 
 

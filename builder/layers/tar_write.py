@@ -39,7 +39,7 @@ import queue
 import stat
 import threading
 from collections.abc import Sequence
-from typing import BinaryIO, cast
+from typing import BinaryIO, TypeVar, cast
 
 from builder import interrupt
 from builder.layers import whiteout as wh
@@ -48,6 +48,7 @@ from builder.layers.changes import (
     FILE,
     OPAQUE,
     WHITEOUT,
+    Event,
     LayerChanges,
     PathLike,
     Walker,
@@ -153,13 +154,16 @@ _IDS = b"%07o\x00%07o\x00%07o\x00"
 _NUM = b"%011o\x00"
 
 
-def _field(cache: dict, key: object, fmt: bytes) -> tuple[bytes, int]:
+_Key = TypeVar("_Key")
+
+
+def _field(cache: dict[_Key, tuple[bytes, int]], key: _Key, fmt: bytes) -> tuple[bytes, int]:
     """A formatted header field and its byte sum, memoised (bounded)."""
     if len(cache) >= 4096:
         cache.clear()
     value = fmt % key
-    cache[key] = (value, sum(value))
-    return cache[key]
+    cache[key] = entry = (value, sum(value))
+    return entry
 
 # ---------------------------------------------------------------- writing
 
@@ -211,9 +215,10 @@ class _TarWriter:
         seconds = st.st_mtime_ns // 1_000_000_000
         return seconds if self.epoch is None else min(seconds, self.epoch)
 
-    def event(self, walker: Walker, ev: tuple) -> None:
+    def event(self, walker: Walker, ev: Event) -> None:
         kind, rel, st, xattrs, src, _ = ev
         if kind == FILE:
+            assert st is not None and isinstance(src, int)  # a FILE event: its stat and fd
             if st.st_nlink > 1 and self._hardlink(rel, st, xattrs):
                 return
             size = st.st_size
@@ -256,12 +261,15 @@ class _TarWriter:
             self.out.add(tar_header(rel + b"/" + wh.WHITEOUT_OPAQUE if rel else wh.WHITEOUT_OPAQUE,
                                     b"0"))
         elif kind == DIR:
+            assert st is not None
             self.out.add(tar_header(rel + b"/", b"5", mode=st.st_mode, uid=st.st_uid,
                                     gid=st.st_gid, mtime=self.mtime(st), xattrs=xattrs))
-        elif not (st.st_nlink > 1 and self._hardlink(rel, st, xattrs)):
-            self._other(rel, st, xattrs, src)
+        else:
+            assert st is not None and isinstance(src, bytes)  # OTHER: its stat and path
+            if not (st.st_nlink > 1 and self._hardlink(rel, st, xattrs)):
+                self._other(rel, st, xattrs, src)
 
-    def _hardlink(self, rel: bytes, st: os.stat_result, xattrs: dict[str, bytes]) -> bool:
+    def _hardlink(self, rel: bytes, st: os.stat_result, xattrs: dict[str, bytes] | None) -> bool:
         if st.st_nlink < 2:
             return False
         key = (st.st_dev, st.st_ino)
@@ -273,19 +281,23 @@ class _TarWriter:
                                 mtime=self.mtime(st), linkname=first, xattrs=xattrs))
         return True
 
-    def _other(self, rel: bytes, st: os.stat_result, xattrs: dict[str, bytes],
+    def _other(self, rel: bytes, st: os.stat_result, xattrs: dict[str, bytes] | None,
                path: bytes) -> None:
+        """A symlink, device or fifo (a socket has no tar form: it is left out)."""
         mode = st.st_mode
-        common = {"mode": mode, "uid": st.st_uid, "gid": st.st_gid, "mtime": self.mtime(st),
-                  "xattrs": xattrs}
+        linkname, major, minor = b"", 0, 0
         if stat.S_ISLNK(mode):
-            self.out.add(tar_header(rel, b"2", linkname=os.readlink(path), **common))
+            flag, linkname = b"2", os.readlink(path)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             flag = b"3" if stat.S_ISCHR(mode) else b"4"
-            self.out.add(tar_header(rel, flag, devmajor=os.major(st.st_rdev),
-                                    devminor=os.minor(st.st_rdev), **common))
+            major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
         elif stat.S_ISFIFO(mode):
-            self.out.add(tar_header(rel, b"6", **common))
+            flag = b"6"
+        else:
+            return
+        self.out.add(tar_header(rel, flag, mode=mode, uid=st.st_uid, gid=st.st_gid,
+                                mtime=self.mtime(st), linkname=linkname, devmajor=major,
+                                devminor=minor, xattrs=xattrs))
 
     def _small_body(self, walker: Walker, rel: bytes, fd: int, size: int) -> bytes:
         data = os.read(fd, size) if size else b""

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 from builder.errors import ReferenceError
 
-__all__ = ["DEFAULT_REGISTRY", "Reference", "parse_reference", "validate_digest"]
+__all__ = [
+    "DEFAULT_REGISTRY", "DIGEST_RE", "TAG_RE", "Reference", "parse_reference", "validate_digest",
+]
 
 DEFAULT_REGISTRY = "docker.io"
 # Docker Hub's legacy name, still what its auth keys and some old references use.
@@ -48,6 +50,10 @@ _REFERENCE_RE = re.compile(
 _ANCHORED_NAME_RE = re.compile(
     r"(?:(" + _DOMAIN_AND_PORT + r")/)?(" + _REMOTE_NAME + r")", re.ASCII)
 _IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}", re.ASCII)
+# TagRegexp and DigestRegexp alone, for names that carry a tag or digest outside a
+# reference (buildx's ``oci-layout://DIR:TAG@DIGEST``).
+TAG_RE = re.compile(_TAG, re.ASCII)
+DIGEST_RE = re.compile(_DIGEST_PAT, re.ASCII)
 
 # OCI image-spec descriptor.md: the digest grammar, then the registered algorithms'
 # encodings. Anything else is refused before it reaches a path or a URL (M03).

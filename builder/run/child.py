@@ -9,11 +9,12 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar, TypeVarTuple, cast
 
 from builder import errors, syscalls
 
 T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 
 class _SpawnLock:
@@ -46,7 +47,7 @@ SPAWN_LOCK = _SpawnLock()
 os.register_at_fork(after_in_child=SPAWN_LOCK._reset)
 
 
-def in_mount_namespace(fn: Callable[..., T], *args: Any, flags: int = 0) -> T:
+def in_mount_namespace(fn: Callable[[*Args], T], *args: *Args, flags: int = 0) -> T:
     """Call ``fn(*args)`` in a child process with a private mount namespace.
 
     The return value must be picklable.  A ``PybuildError`` raised in the child
@@ -89,7 +90,7 @@ def in_mount_namespace(fn: Callable[..., T], *args: Any, flags: int = 0) -> T:
         raise errors.PybuildError(f"helper process died (status {code})")
     kind, value = pickle.loads(data)
     if kind == "ok":
-        return value
+        return cast(T, value)  # what fn returned, unpickled: its type is fn's
     if kind == "err":
         raise value
     raise errors.PybuildError(f"internal error in helper process: {value}")

@@ -26,32 +26,15 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder import rootpath, syscalls
-from builder.errors import BuildError, SandboxError
+from builder import syscalls
+from builder.errors import BuildError
+from builder.rootpath import resolve_components
 
 if TYPE_CHECKING:
     from builder.run.spec import MountSpec
 
 _HOST_FLAGS = syscalls.MS_NODEV | syscalls.MS_NOSUID
 _COPY_CHUNK = 1 << 24
-
-
-# -- resolving paths with chroot semantics ------------------------------------
-def resolve_components(root: str, path: str, *, keep_missing: bool = False) -> list[str] | None:
-    """``path`` inside ``root`` as components, symlinks followed as if chrooted
-    (``builder.rootpath``): the result never leaves ``root``.  A missing component
-    gives None, or with ``keep_missing`` is kept as is (a path about to be created,
-    through dangling links too); a non-directory on the way gives None."""
-    try:
-        return rootpath.walk(rootpath.HostTree(root), path, keep_missing=keep_missing).parts
-    except rootpath.TooManyLinks:
-        raise SandboxError(f"too many levels of symbolic links in {path}") from None
-
-
-def resolve_in_root(root: str, path: str) -> str | None:
-    """The host path of ``path`` inside ``root`` (see resolve_components); None if missing."""
-    parts = resolve_components(root, path)
-    return None if parts is None else os.path.join(root, *parts)
 
 
 def open_in_root(root: str, path: str) -> int:

@@ -43,9 +43,7 @@ from builder.errors import BuildError, SandboxError
 PROGRAM = "slirp4netns"
 PACKAGE = "slirp4netns"
 TAP = "tap0"
-GATEWAY = "10.0.2.2"        # slirp4netns's virtual host; never the host's loopback here
 DNS = "10.0.2.3"            # slirp4netns's DNS forwarder (to the host's resolvers)
-ADDRESS = "10.0.2.100"      # the step's address on the tap (slirp4netns --configure)
 MISSING = (f"RUN with the default network needs {PROGRAM}, which is not installed "
            f"(apt-get install {PACKAGE}); or build with --network host (not isolated) "
            "or --network none")

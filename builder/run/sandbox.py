@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from builder import limits
 from builder.errors import BuildError, SandboxError
+from builder.rootpath import resolve_components, resolve_in_root
 from builder.run.child import SPAWN_LOCK
-from builder.run.mountpoints import resolve_components, resolve_in_root
 from builder.run.nschild import setup_child
 from builder.run.spec import HOSTS, NETWORKS, MountSpec, RunSpec
 from builder.run.users import resolve_user

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from builder import limits
 from builder.errors import BuildError
-from builder.run.mountpoints import resolve_in_root
+from builder.rootpath import resolve_in_root
 
 
 @dataclass

@@ -29,6 +29,7 @@ from builder.errors import BuildError, StoreError
 
 if TYPE_CHECKING:
     from builder.layers.changes import LayerChanges
+    from builder.layers.summary import ChangeSummary
     from builder.store.store import Store, TmpDir
 
 DRIVERS = ("overlay", "vfs")
@@ -39,8 +40,12 @@ class Commit:
     """The result of committing a snapshot: the new top of the chain and what changed."""
 
     chain_id: str               # the new layer's chain ID (the empty layer's if no change)
-    layer: bool                 # whether a layer was made: always, since empty ones count
-    changes: LayerChanges
+    changes: LayerChanges       # every path (tests and the differ); steps keep ``summary``
+
+    @property
+    def summary(self) -> ChangeSummary:
+        """What the step's record, its cache entry and explain keep."""
+        return self.changes.summary()
 
 
 class ActiveSnapshot(Protocol):
@@ -135,4 +140,4 @@ def commit_upper(snapshot: SnapshotBase, *, source_date_epoch: int | None,
         before_store()
     chain_id = snapshot.store.commit_layer(snapshot.parent, snapshot.work, diff_id, size,
                                            source_date_epoch)
-    return Commit(chain_id, True, changes)
+    return Commit(chain_id, changes)

@@ -24,6 +24,7 @@ import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from builder import syscalls
 from builder.errors import SandboxError
@@ -31,6 +32,15 @@ from builder.snapshot.base import Commit, SnapshotBase, commit_upper
 from builder.store.store import Store, remove_tree
 
 _STUBS = "vfs-stubs.json"
+
+
+class _Stub(TypedDict):
+    """One mount-point stub made in the tree, as recorded in ``_STUBS``."""
+
+    rel: str              # its path in the tree
+    parent_mtime: int     # its parent dir's times before it was made (restored at commit)
+    parent_atime: int
+    after: int            # the parent's mtime right after (changed since: keep it)
 
 
 @dataclass
@@ -67,7 +77,7 @@ class VfsSnapshot(SnapshotBase):
         commit in the parent) with its parent dir's mtime, and removed at commit.
         """
         path = self.work.path / _STUBS
-        made: list[dict] = json.loads(path.read_text()) if path.exists() else []
+        made: list[_Stub] = json.loads(path.read_text()) if path.exists() else []
         for lower in self.extra_lowers:
             for dirpath, dirnames, filenames in os.walk(lower):
                 rel_dir = os.path.relpath(dirpath, lower)
@@ -101,8 +111,9 @@ class VfsSnapshot(SnapshotBase):
         path = self.work.path / _STUBS
         if not path.exists():
             return
+        stubs: list[_Stub] = json.loads(path.read_text())
         # Last made first, so a stub dir is emptied of its stub children before it goes.
-        for stub in reversed(json.loads(path.read_text())):
+        for stub in reversed(stubs):
             dest = self.tree / stub["rel"]
             try:
                 st = os.lstat(dest)

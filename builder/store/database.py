@@ -8,6 +8,7 @@ import fcntl
 import os
 import secrets
 import sqlite3
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _wal_mode(conn: sqlite3.Connection) -> None:
+    """WAL, waiting for another process's exclusive hold: SQLite answers "locked" at
+    once, without its busy timeout, while another process migrates an old
+    rollback-journal store (its VACUUM holds the file)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Database:
     """The root directory and its SQLite database.  Cheap to construct; the database
     opens on first use of ``db``.
@@ -70,7 +86,7 @@ class Database:
             # SQLite gives -wal and -shm the database's mode: make it 0600 first.
             perms.private_file(self.root / "pybuild.db")
             conn = sqlite3.connect(self.root / "pybuild.db", timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _wal_mode(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             schema.migrate(conn)
             self._db = conn

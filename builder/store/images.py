@@ -72,10 +72,6 @@ class ImageStore(BlobStore):
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (normalize_tag(name), image_id))
 
-    def untag(self, name: str) -> bool:
-        with self.transaction() as db:
-            return ImageRows(db).drop_name(normalize_tag(name))
-
     def resolve_tag(self, name: str) -> str | None:
         """The image ID a name (``repo[:tag]`` or ``repo@digest``) points at; None if
         the name is not in the store.  Never an ID: ``FROM abcd`` names an image."""

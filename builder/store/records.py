@@ -1,5 +1,5 @@
 """The rows the layers above keep in the store: build cache entries, the context stat
-cache and explain's build records.
+cache, explain's build records and cached lint results.
 
 The store owns the tables (``schema``) and every query on them; the cache and explain
 own what the JSON columns hold (``inputs``, ``changes``, ``steps``), which the store
@@ -52,21 +52,13 @@ def put_cache_row(store: Database, row: CacheRow) -> None:
                     row.changes, time.time()))
 
 
-def latest_cache_row(store: Database, parent: str, slot: str | None = None) -> CacheRow | None:
-    """The row last recorded on ``parent`` (in ``slot``, if given)."""
-    if slot is None:
-        row = store.db.execute(f"SELECT {_CACHE_COLUMNS} FROM cache_entries WHERE parent = ? "
-                               "ORDER BY recorded DESC LIMIT 1", (parent,)).fetchone()
-    else:
-        row = store.db.execute(f"SELECT {_CACHE_COLUMNS} FROM cache_entries WHERE parent = ? "
-                               "AND slot = ? ORDER BY recorded DESC LIMIT 1",
-                               (parent, slot)).fetchone()
-    return None if row is None else CacheRow(*row)
-
-
-def slot_was_built(store: Database, slot: str) -> bool:
-    return store.db.execute("SELECT 1 FROM cache_entries WHERE slot = ? LIMIT 1",
-                            (slot,)).fetchone() is not None
+def recent_cache_rows(store: Database, slot_part: str, limit: int) -> list[CacheRow]:
+    """The rows last recorded in slots holding ``slot_part`` (``:stage:``, the stage
+    of any Dockerfile: explain's baseline for a miss), newest first."""
+    rows = store.db.execute(f"SELECT {_CACHE_COLUMNS} FROM cache_entries "
+                            "WHERE instr(slot, ?) > 0 ORDER BY recorded DESC LIMIT ?",
+                            (slot_part, limit))
+    return [CacheRow(*row) for row in rows]
 
 
 def cache_chains(store: Database) -> dict[str, str | None]:
@@ -108,3 +100,33 @@ def build_steps(store: Database, image_id: str) -> str | None:
     row = store.db.execute("SELECT steps FROM builds WHERE image_id = ?",
                            (image_id,)).fetchone()
     return None if row is None else str(row[0])
+
+
+# -- lint results (builder.lint owns what ``result`` holds) ---------------------------
+def lint_result(store: Database, key: str) -> str | None:
+    row = store.db.execute("SELECT result FROM lint_results WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def put_lint_result(store: Database, key: str, result: str) -> None:
+    with store.transaction() as db:
+        db.execute("INSERT OR REPLACE INTO lint_results VALUES (?, ?, ?)",
+                   (key, result, time.time()))
+
+
+# -- manifests of large COPY sources (builder.cache.manifests owns ``entries``) --------
+MANIFESTS_KEPT = 16  # the newest few: a manifest of 100,000 files is about 2 MB
+
+
+def put_manifest(store: Database, digest: str, entries: bytes) -> None:
+    with store.transaction() as db:
+        db.execute("INSERT OR REPLACE INTO content_manifests VALUES (?, ?, ?)",
+                   (digest, entries, time.time()))
+        db.execute("DELETE FROM content_manifests WHERE digest NOT IN (SELECT digest FROM "
+                   "content_manifests ORDER BY recorded DESC LIMIT ?)", (MANIFESTS_KEPT,))
+
+
+def manifest(store: Database, digest: str) -> bytes | None:
+    row = store.db.execute("SELECT entries FROM content_manifests WHERE digest = ?",
+                           (digest,)).fetchone()
+    return None if row is None else bytes(row[0])

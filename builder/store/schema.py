@@ -17,6 +17,10 @@ Every table the store has, and its columns (the code that reads them is in this 
     cache_entries  build cache: step key, parent key, slot, recorded inputs, chain, ...
     stat_cache     context path + stat -> content digest
     builds         explain: what each step of a built image did
+    content_manifests  every entry of a large COPY source by its content digest, for
+                   explain to name a changed file (builder.cache.manifests); the newest few
+    lint_results   lint findings by Dockerfile digest + rule set (builder.lint.gate), and
+                   the wasted-bytes finding by image; a cached rebuild reads, never lints
 
 Migration 2 rewrites rows an older pybuild wrote with build-arg values in clear.  What
 such a value looks like is the cache's and explain's business, not the store's, so they
@@ -32,6 +36,14 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+_LINT_RESULTS = """CREATE TABLE IF NOT EXISTS lint_results (
+        key TEXT PRIMARY KEY,
+        result TEXT NOT NULL,
+        recorded REAL NOT NULL)"""
+_CONTENT_MANIFESTS = """CREATE TABLE IF NOT EXISTS content_manifests (
+        digest TEXT PRIMARY KEY,
+        entries BLOB NOT NULL,
+        recorded REAL NOT NULL)"""
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS layers (
         chain_id TEXT PRIMARY KEY,
@@ -82,6 +94,8 @@ _TABLES = (
         image_id TEXT PRIMARY KEY,
         recorded REAL NOT NULL,
         steps TEXT NOT NULL)""",
+    _LINT_RESULTS,
+    _CONTENT_MANIFESTS,
 )
 
 
@@ -156,10 +170,22 @@ def _vacuum(db: sqlite3.Connection) -> bool:
     return True
 
 
+def _add_lint_results(db: sqlite3.Connection) -> bool:
+    db.execute(_LINT_RESULTS)
+    return True
+
+
+def _add_content_manifests(db: sqlite3.Connection) -> bool:
+    db.execute(_CONTENT_MANIFESTS)
+    return True
+
+
 MIGRATIONS = (
     Migration(1, "every table and index", _create_tables),
     Migration(2, "build-arg values in clear digested", _scrub_plain_values),
     Migration(3, "the file rewritten without the freed pages", _vacuum, in_transaction=False),
+    Migration(4, "lint results cached by Dockerfile digest", _add_lint_results),
+    Migration(5, "manifests of large COPY sources", _add_content_manifests),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -10,7 +10,9 @@ import pytest
 from helpers import run_cli
 
 from builder.cache import CacheStore
+from builder.cache.reasons import ReasonCode
 from builder.context.checksum import checksum_sources
+from builder.explain.steps import StepRecord
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
@@ -57,7 +59,7 @@ def _build(root: Path, context: Path, *extra: str, env: dict | None = None) -> s
     return result.stdout.decode().strip()
 
 
-def _steps(root: Path) -> list[dict]:
+def _steps(root: Path) -> list[StepRecord]:
     """The build record of the image "app"."""
     from builder.explain.records import load_build
     from builder.store import Store
@@ -70,7 +72,11 @@ def _steps(root: Path) -> list[dict]:
 
 
 def _notes(root: Path) -> dict[str, str]:
-    return {s["instruction"].split()[0]: s["note"] for s in _steps(root)}
+    return {s.instruction.split()[0]: s.note for s in _steps(root)}
+
+
+def _codes(root: Path) -> dict[str, list[ReasonCode]]:
+    return {s.instruction.split()[0]: [r.code for r in s.reasons] for s in _steps(root)}
 
 
 def test_unchanged_rebuild_hits_every_step_and_gives_the_same_image(project) -> None:
@@ -90,10 +96,11 @@ def test_a_changed_file_is_named_as_the_reason(project) -> None:
     (context / "app" / "main.sh").write_text("echo changed\n")
     _build(root, context)
     notes = _notes(root)
-    assert notes["COPY"] == "cache miss: file app/main.sh changed; content: " \
-        + notes["COPY"].split("content: ")[1]
-    assert notes["RUN"] == "cache miss: the step before it changed (a miss above, or a " \
-        "different base image)"
+    assert notes["COPY"] == "cache miss: file app/main.sh changed"
+    assert notes["RUN"] == "cache miss: the step before it ran (stage-0:3)"
+    codes = _codes(root)
+    assert codes["COPY"] == [ReasonCode.FILE_CHANGED]
+    assert codes["RUN"] == [ReasonCode.PARENT_MISSED]
 
 
 def test_a_changed_build_arg_is_named_as_the_reason(project) -> None:
@@ -102,6 +109,7 @@ def test_a_changed_build_arg_is_named_as_the_reason(project) -> None:
     _build(root, context, "--build-arg", "FLAVOR=spicy")
     # Build-arg values are recorded as digests only (round 2, point 8): no values.
     assert _notes(root)["RUN"] == "cache miss: arg FLAVOR changed"
+    assert _codes(root)["RUN"] == [ReasonCode.ARG_CHANGED]
     assert _notes(root)["COPY"] == "cache hit"
 
 
@@ -183,7 +191,7 @@ def test_no_cache_filter_skips_the_cache_of_one_stage(tmp_path: Path, busybox_ta
         "FROM busybox\nCOPY --from=deps /deps /deps\nRUN echo final > /final\n")
     _build(root, context)
     _build(root, context, "--no-cache-filter", "deps")
-    notes = {(s["stage"], s["index"]): s["note"] for s in _steps(root)}
+    notes = {(s.stage, s.index): s.note for s in _steps(root)}
     assert notes[("deps", 1)] == "cache miss: --no-cache-filter deps"
     # The rebuilt stage made new content, so COPY --from misses and says why.
     assert notes[("stage-1", 1)].startswith("cache miss: from: 'sha256:")

@@ -66,7 +66,7 @@ def test_plan_target_and_build_args() -> None:
     p = plan(MULTI, target="Test", build_args={"GO": "1.21", "HTTP_PROXY": "http://p:3128"})
     assert [s.stage.index for s in p.stages] == [0, 1]
     assert p.stages[0].base == "golang:1.21"
-    assert p.proxy_env == {"HTTP_PROXY": "http://p:3128"}
+    assert p.build_args["HTTP_PROXY"] == "http://p:3128"   # reaches RUN as a build arg
     assert p.warnings == []
     assert p.global_args["TARGETSTAGE"] == "Test"
 

@@ -45,7 +45,7 @@ def _record(root: Path, image_id: str) -> list[tuple[str, int, str]]:
         steps = load_build(store, image_id) or []
     finally:
         store.close()
-    return [(s["stage"], s["index"], s["instruction"]) for s in steps]
+    return [(s.stage, s.index, s.instruction) for s in steps]
 
 
 def test_independent_stages_overlap_and_match_a_sequential_build(

@@ -45,7 +45,7 @@ def test_run_is_pid_1_with_its_own_hostname_and_proc(store, busybox) -> None:
     assert lines[2].startswith("/bin/sh -c")
     assert int(lines[3]) <= 3  # only our own processes are visible
     # Nothing written: the empty layer, as BuildKit makes (tests/engine/test_empty_layers.py).
-    assert result.layer and store.layer(result.chain_id).diff_id == EMPTY_DIFF_ID
+    assert store.layer(result.chain_id).diff_id == EMPTY_DIFF_ID
 
 
 def test_mount_points_and_their_stubs_never_reach_the_layer(store, busybox) -> None:

@@ -159,6 +159,7 @@ def test_an_entry_from_an_older_export_is_stored_digested(tmp_path):
     # A --cache-from written by an older pybuild carries values in clear: they are
     # digested as the entry is recorded locally.
     from builder.cache import CacheEntry, CacheStore
+    from builder.layers.summary import ChangeSummary
     from builder.store import Store
 
     store = Store(tmp_path / "store")
@@ -166,7 +167,7 @@ def test_an_entry_from_an_older_export_is_stored_digested(tmp_path):
         key="sha256:" + "1" * 64, parent="image sha256:" + "2" * 64, slot="Dockerfile:x:1",
         inputs=[("parent", "image sha256:" + "2" * 64), ("instruction", "RUN"),
                 ("env", f"TOKEN={TOKEN}"), ("workdir", f"/srv/{TOKEN}")],
-        chain_id=None, created="", changes={}))
+        chain_id=None, created="", changes=ChangeSummary()))
     store.close()
     assert TOKEN.encode() not in _db_bytes(tmp_path / "store")
 

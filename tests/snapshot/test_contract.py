@@ -77,9 +77,9 @@ def _add_new(root: str) -> None:
 
 def test_prepare_mount_commit(store: Store, driver: str) -> None:
     base = step(store, driver, None, _base)
-    assert base.layer and store.layer(base.chain_id).parent is None
+    assert store.layer(base.chain_id).parent is None
     top = step(store, driver, base.chain_id, _add_new)
-    assert top.layer and store.layer(top.chain_id).parent == base.chain_id
+    assert store.layer(top.chain_id).parent == base.chain_id
     assert top.changes.added == ["/etc/new"]
     seen = look(store, driver, top.chain_id, _listing)
     assert isinstance(seen, dict) and seen["etc/new"] == "new" and seen["etc/keep"] == "etc/keep"
@@ -89,7 +89,7 @@ def test_prepare_mount_commit(store: Store, driver: str) -> None:
 def test_no_change_is_the_empty_layer(store: Store, driver: str) -> None:
     base = step(store, driver, None, _base)
     same = step(store, driver, base.chain_id, lambda root: None)
-    assert same.layer and same.chain_id != base.chain_id
+    assert same.chain_id != base.chain_id
     assert store.layer(same.chain_id).diff_id == EMPTY_DIFF_ID
     assert _tar_names(store, same.chain_id) == []
 

@@ -123,6 +123,6 @@ def test_kill_during_commit(tmp_path: Path, moment: str) -> None:
         assert all(link.exists() for link in (root / "l").iterdir())
         assert len(list((root / "l").iterdir())) == 1
         after = step(store, "overlay", base, lambda r: Path(r, "after").write_text("x"))
-        assert after.layer and store.chain(after.chain_id)[0].chain_id == base
+        assert store.chain(after.chain_id)[0].chain_id == base
     finally:
         store.close()

@@ -69,7 +69,7 @@ def test_deep_stack_mounts_and_writes(store, depth: int) -> None:
     except BaseException:
         snapshot.release()
         raise
-    assert result.layer
+    assert result.chain_id
     assert result.changes.added == ["/written-by-run"]
     assert result.changes.deleted == ["/layers/0000"]
     assert len(store.chain(result.chain_id)) == depth + 1

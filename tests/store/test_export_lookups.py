@@ -83,6 +83,7 @@ def test_a_cache_export_reads_a_shared_layer_once(store: Store, tmp_path: Path,
                                                   counted: Counter[str]) -> None:
     from builder.cache import CacheEntry, CacheStore
     from builder.cache.transfer import export_cache
+    from builder.layers.summary import ChangeSummary
 
     _, chains = _image(store)
     cache = CacheStore(store)
@@ -91,7 +92,7 @@ def test_a_cache_export_reads_a_shared_layer_once(store: Store, tmp_path: Path,
         key = "sha256:" + f"{depth:x}" * 64
         cache.record(CacheEntry(key=key, parent="p", slot=f"Dockerfile:0:{depth}",
                                 inputs=[("parent", "p")], chain_id=chain, created="",
-                                changes={"layer": True}))
+                                changes=ChangeSummary()))
         keys.append(key)
     counted.clear()
     assert export_cache(store, cache, keys, str(tmp_path / "cache")) == _LAYERS

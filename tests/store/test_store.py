@@ -74,7 +74,10 @@ def test_tags_and_prefix_resolution(store: Store) -> None:
     assert store.resolve_image("app:latest") == image_id
     assert store.resolve_image(image_id[7:19]) == image_id
     assert store.resolve_image("nope") is None
-    assert store.untag("app") and store.resolve_image("app") is None
+    from builder.store.remove import Record, remove_image
+
+    assert remove_image(store, "app")[0] == Record("Untagged", "app:latest")
+    assert store.resolve_image("app") is None
 
 
 def test_half_done_work_of_a_dead_process_is_swept(tmp_path) -> None:
