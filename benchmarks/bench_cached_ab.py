@@ -1,9 +1,13 @@
-"""Two (or more) pybuild installs on the fully cached rebuild, alternating, same run.
+"""Two (or more) pybuild installs on one workload, alternating, same run.
 
     python benchmarks/bench_cached_ab.py --pybuild before=/venv-a/bin/pybuild \\
-        --pybuild after=/venv-b/bin/pybuild [--rounds 15] [--out results.json]
+        --pybuild after=/venv-b/bin/pybuild [--case cached] [--rounds 15] [--out results.json]
 
-Answers "did this change slow the CI path down?": each install gets its own store with
+Cases: ``cached`` (the fully cached rebuild, the default), ``cold`` (the same Dockerfile
+with ``--no-cache``), ``context-noop`` (a no-op rebuild of a 20,000-file, 20 MB context
+copied by one COPY) and ``context-cold`` (that COPY with ``--no-cache``).
+
+Answers "did this change slow a path down?": each install gets its own store with
 the same base image (bench_builds.py's Debian minbase) and builds bench_builds.py's
 20-instruction Dockerfile once; then the rebuilds alternate between the installs, round
 by round, so that machine noise hits them alike.  Bytecode is cached as for a user
@@ -44,10 +48,29 @@ def _run(cmd: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
+def _large_context(work: Path) -> Path:
+    context = work / "ctx" / "large"
+    for i in range(20_000):
+        folder = context / "src" / f"d{i % 200:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i:05d}.txt").write_bytes(bytes([i % 251]) * 1000)
+    (context / "Dockerfile").write_text(f"FROM {BASE}\nCOPY src/ /src/\n")
+    return context
+
+
+CASES = {
+    "cached": lambda work: (make_contexts(work)["cached"], []),
+    "cold": lambda work: (make_contexts(work)["cached"], ["--no-cache"]),
+    "context-noop": lambda work: (_large_context(work), []),
+    "context-cold": lambda work: (_large_context(work), ["--no-cache"]),
+}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pybuild", action="append", required=True, metavar="NAME=PATH")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--case", choices=tuple(CASES), default="cached")
     ap.add_argument("--base-tar", type=Path, default=DEFAULT_BASE)
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -58,7 +81,7 @@ def main() -> int:
                        check=True)
     work = Path(tempfile.mkdtemp(prefix="pybuild-ab-", dir="/var/tmp"))
     try:
-        context = make_contexts(work)["cached"]
+        context, flags = CASES[args.case](work)
         commands = {}
         for name, exe in installs.items():
             own = work / name
@@ -66,7 +89,7 @@ def main() -> int:
             env = _env(own)
             store = ["--root", str(own / "store")]
             _run([exe, *store, "import", str(args.base_tar), BASE], env)
-            build = [exe, *store, "build", "--progress", "plain", "-t", "bench",
+            build = [exe, *store, "build", "--progress", "plain", "-t", "bench", *flags,
                      str(context)]
             _run(build, env)       # the first build; it also warms the bytecode cache
             commands[name] = (build, env)

@@ -14,6 +14,7 @@ Each test fails the suite when the tree drifts from a rule the project set itsel
 * no module under ``builder/`` passes 500 lines and no function 60, except the
   offenders named in the allow-lists below, which may only shrink: a listed entry
   that is now within the limit fails the test until it is taken off the list;
+* SQL text and sqlite3 connections appear only in ``builder/store``;
 * a package imports only packages of its own layer or a lower one.  The order is
   written once, here (``LAYERS``), and must match the "Module rules" table of
   docs/architecture.md.  Every ``import``/``from`` is checked, also those inside
@@ -220,6 +221,28 @@ def test_no_package_imports_a_higher_layer() -> None:
                 wrong.append(f"{_rel(path)}:{line}: {own} (layer {LAYER_OF[own]}) imports "
                              f"{name} (layer {LAYER_OF[target]})")
     assert not wrong, "\n".join(wrong)
+
+
+_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE\s+FROM|CREATE\s+(TABLE|INDEX)|PRAGMA)\b")
+
+
+def test_sql_only_in_the_store() -> None:
+    """The store owns its schema and every query (docs/architecture.md): no SQL text
+    and no sqlite3 connection anywhere else (the CLI may name sqlite3's error class to
+    print a full disk as one line)."""
+    found = []
+    for path in _modules():
+        if _owner(path) == "store":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and _SQL.search(node.value) and "FROM" in node.value.upper():
+                found.append(f"{_rel(path)}:{node.lineno}: SQL text")
+            if isinstance(node, ast.Attribute) and node.attr == "connect" \
+                    and isinstance(node.value, ast.Name) and node.value.id == "sqlite3":
+                found.append(f"{_rel(path)}:{node.lineno}: sqlite3.connect")
+    assert not found, "\n".join(found)
 
 
 def _documented_layers() -> dict[str, int]:

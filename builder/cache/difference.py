@@ -7,7 +7,14 @@ digests (build args, and any input that quoted one) are only said to have change
 
 from __future__ import annotations
 
-from builder.cache.keys import DIGESTED_MARK, Inputs, is_digest, same_value, value_digest
+from builder.cache.keys import (
+    DIGESTED_MARK,
+    PLANNED,
+    Inputs,
+    is_digest,
+    same_value,
+    value_digest,
+)
 from builder.cache.reasons import Reason, ReasonCode
 
 KEPT = 20   # reasons kept in a record; the rest are counted in one ``more``
@@ -20,9 +27,11 @@ _INSTRUCTION = frozenset({"instruction", "argv", "sources", "dest", "path", "her
 _SKIPPED = frozenset({"parent", "content", DIGESTED_MARK[0]})
 
 
-def _short(value: str, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + "...'"
+_KEPT_CHARS = 1000  # of an old or new value in a record; the text view shows less
+
+
+def _kept(value: str) -> str:
+    return value if len(value) <= _KEPT_CHARS else value[:_KEPT_CHARS] + "…"
 
 
 def _grouped(inputs: Inputs) -> dict[str, str]:
@@ -60,15 +69,14 @@ def file_reason(path: str, old: str | None, new: str | None) -> Reason:
 
 def _valued(code: ReasonCode, key: str, name: str, before: dict[str, str],
             after: dict[str, str]) -> Reason:
-    """A reason that shows old and new values, unless either is a digest."""
-    params = {key: name, "change": _change(name if key == "input" else f"env {name}",
-                                           before, after)}
+    """A reason with the old and new values as recorded, unless either is a digest."""
     full = name if key == "input" else f"env {name}"
+    params = {key: name, "change": _change(full, before, after)}
     if not any(is_digest(values.get(full, "")) for values in (before, after)):
         if full in before:
-            params["old"] = _short(before[full])
+            params["old"] = _kept(before[full])
         if full in after:
-            params["new"] = _short(after[full])
+            params["new"] = _kept(after[full])
     return Reason(code, **params)
 
 
@@ -80,8 +88,11 @@ def _reason(name: str, before: dict[str, str], after: dict[str, str]) -> Reason:
         return Reason(ReasonCode.ARG_CHANGED, name=sub, change=_change(name, before, after))
     if kind == "env":
         return _valued(ReasonCode.ENV_CHANGED, "name", sub, before, after)
-    if name == "from":
-        return _valued(ReasonCode.FROM_CHANGED, "input", name, before, after)
+    if name == "from":  # chain IDs; a plan's stage that will run has no chain yet
+        params = {"old": before.get(name, "")}
+        if not after.get(name, "").startswith(PLANNED):
+            params["new"] = after.get(name, "")
+        return Reason(ReasonCode.FROM_CHANGED, **params)
     code = ReasonCode.INSTRUCTION_CHANGED if name in _INSTRUCTION else ReasonCode.INPUT_CHANGED
     return _valued(code, "input", name, before, after)
 

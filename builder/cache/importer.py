@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
 from builder import limits
+from builder.cache.keys import PLANNED, Inputs
 from builder.cache.records import CacheEntry, CacheStore
 from builder.errors import LayerError, RegistryError, StoreError
 from builder.layers.summary import LARGEST_KEPT, ChangedFile, ChangeKind, ChangeSummary
@@ -136,8 +137,8 @@ def _pair(value: Any, what: str) -> tuple[str, str]:
 
 def _count(value: Any, what: str) -> int:
     number: int = need(value, int, what)
-    if number < 0:
-        raise StoreError(f"{what}: negative")
+    if not 0 <= number < 1 << 63:  # SQLite's integers; renderers divide and format it
+        raise StoreError(f"{what}: out of range")
     return number
 
 
@@ -277,13 +278,27 @@ class LayoutSource:
             store.put_blob_stream(blob, expected=digest)  # type: ignore[arg-type]
 
 
+def peek(imported: ImportedCache, key: str, parent: str) -> CacheEntry | None:
+    """``explain --plan``: the entry the build would try for ``key``, its layer neither
+    fetched nor checked (the build may still refuse it: then it runs the step)."""
+    entry = imported.entries.get(key)
+    if entry is None or imported.source is None or entry.parent != parent:
+        return None
+    return CacheEntry(key=entry.key, parent=entry.parent, slot=entry.slot,
+                      inputs=list(entry.inputs), chain_id=PLANNED + key,
+                      created=entry.created, changes=entry.changes)
+
+
 def materialize(store: Store, cache: CacheStore, imported: ImportedCache,
-                key: str, parent: str) -> CacheEntry | None:
+                key: str, parent: str, slot: str, inputs: Inputs) -> CacheEntry | None:
     """Bring an imported entry's layer into the store and record the entry locally;
     None (with a warning for a refused entry) when there is nothing usable.
 
     ``parent`` is this build's key for the step before (its base image's for the
-    first step): the entry must name it as its parent.
+    first step): the entry must name it as its parent.  The local record takes this
+    build's ``slot`` and recorded ``inputs`` (the key matched, so they are the inputs
+    the entry was made from), never the entry's own: they would become the baseline
+    that later misses are explained against, and the source is untrusted.
     """
     entry = imported.entries.pop(key, None)  # one try per key: a refusal is said once
     if entry is None or imported.source is None:
@@ -296,9 +311,8 @@ def materialize(store: Store, cache: CacheStore, imported: ImportedCache,
         imported.warn(f"cache {imported.what}: entry {key}: {shown(str(err), 400)}; "
                       "skipped, the step runs")
         return None
-    local = CacheEntry(key=entry.key, parent=entry.parent, slot=entry.slot,
-                       inputs=list(entry.inputs), chain_id=chain_id, created=entry.created,
-                       changes=entry.changes)
+    local = CacheEntry(key=entry.key, parent=entry.parent, slot=slot, inputs=list(inputs),
+                       chain_id=chain_id, created=entry.created, changes=entry.changes)
     cache.record(local)
     return local
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 
 # A key's inputs, in order: (name, value).  Names repeat for multi-valued inputs
 # (one "env" per variable, one "file" per source entry).
 Inputs = list[tuple[str, str]]
+
+# explain --plan: the chain of a step that would run (or come from --cache-from) is not
+# known; this names it.  Never a store chain: nothing in a plan mounts or reads one.
+PLANNED = "planned:"
 
 # Bump when the meaning of the inputs changes, so old entries stop matching.
 KEY_VERSION = "pybuild-cache-v1"
@@ -61,6 +66,24 @@ def _salt(inputs: Inputs) -> str:
     return next((value for name, value in inputs if name == "parent"), "")
 
 
+_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
+def _quotes(text: str, values: list[str]) -> bool:
+    """Whether ``text`` may hold one of the build args' ``values``: it is one, holds a
+    long one anywhere, or holds a short one as a word of its own (``/w/k7q``, ``750``;
+    a short value is not searched for inside words: "1" would hide most inputs)."""
+    words: set[str] | None = None
+    for value in values:
+        if text == value or (len(value) >= _MIN_QUOTED and value in text):
+            return True
+        if len(value) < _MIN_QUOTED:
+            words = set(_WORD.findall(text)) if words is None else words
+            if value in words:
+                return True
+    return False
+
+
 def recorded_inputs(inputs: Inputs, args: Mapping[str, str | None]) -> Inputs:
     """``inputs`` as stored and exported: no build-arg value in clear.
 
@@ -69,7 +92,7 @@ def recorded_inputs(inputs: Inputs, args: Mapping[str, str | None]) -> Inputs:
     arg's value gets its value digested.
     """
     salt = _salt(inputs)
-    quoted = [v for v in args.values() if v is not None and len(v) >= _MIN_QUOTED]
+    values = [v for v in args.values() if v]
     out: Inputs = []
     for name, value in inputs:
         if name == "env":
@@ -77,9 +100,9 @@ def recorded_inputs(inputs: Inputs, args: Mapping[str, str | None]) -> Inputs:
             if key in args and args[key] == rest:
                 out.append(("arg", f"{key}={value_digest(rest, salt)}"))
                 continue
-            if any(q in rest for q in quoted):
+            if _quotes(rest, values):
                 value = f"{key}={value_digest(rest, salt)}"
-        elif name not in _PLAIN_NAMES and any(q in value for q in quoted):
+        elif name not in _PLAIN_NAMES and _quotes(value, values):
             value = value_digest(value, salt)
         out.append((name, value))
     out.append(DIGESTED_MARK)

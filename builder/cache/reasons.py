@@ -24,8 +24,9 @@ class ReasonCode(StrEnum):
     NOT_BUILT_BEFORE = "not-built-before"
     NO_CACHE = "no-cache"
     NO_CACHE_FILTER = "no-cache-filter"  # stage
-    PARENT_MISSED = "parent-missed"      # step: the step above that ran ("stage:index")
+    PARENT_MISSED = "parent-missed"      # step: the first step above that ran (stage:index)
     PARENT_CHANGED = "parent-changed"    # the step above hit another run's entry
+    PARENT_DIFFERS = "parent-differs"    # --against: step, the first step above that differs
     BASE_CHANGED = "base-changed"        # base (FROM text), old, new (image IDs)
     INSTRUCTION_CHANGED = "instruction-changed"  # input, old, new (Dockerfile text)
     FILE_ADDED = "file-added"            # path
@@ -97,7 +98,28 @@ class _Defaulted(dict[str, str]):
 # Codes whose words depend on which of old/new the reason carries (a digested value
 # carries neither: it is only said to have changed).
 _VALUED = {ReasonCode.INSTRUCTION_CHANGED: "{input}", ReasonCode.INPUT_CHANGED: "{input}",
-           ReasonCode.ENV_CHANGED: "env {name}", ReasonCode.FROM_CHANGED: "from"}
+           ReasonCode.ENV_CHANGED: "env {name}"}
+_WINDOW = 48  # characters of a long value shown around its first difference
+
+
+def _excerpts(old: str, new: str) -> tuple[str, str]:
+    """Both values quoted, long ones cut to a window around where they first differ
+    (the start of an edited RUN is usually the same on both sides)."""
+    if len(old) <= _WINDOW and len(new) <= _WINDOW:
+        return repr(old), repr(new)
+    first = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b),
+                 min(len(old), len(new)))
+    start = max(0, first - _WINDOW // 3)
+
+    def cut(value: str) -> str:
+        piece = value[start:start + _WINDOW]
+        return ("…" if start else "") + repr(piece) + ("…" if start + _WINDOW < len(value)
+                                                       else "")
+    return cut(old), cut(new)
+
+
+def _one(value: str) -> str:
+    return repr(value) if len(value) <= _WINDOW else repr(value[:_WINDOW]) + "…"
 
 _WORDS = {
     ReasonCode.CACHE_HIT: "cache hit",
@@ -106,8 +128,10 @@ _WORDS = {
     ReasonCode.NOT_BUILT_BEFORE: "not built before",
     ReasonCode.NO_CACHE: "--no-cache",
     ReasonCode.NO_CACHE_FILTER: "--no-cache-filter {stage}",
-    ReasonCode.PARENT_MISSED: "the step before it ran ({step})",
-    ReasonCode.PARENT_CHANGED: "the step before it hit another build's result",
+    ReasonCode.PARENT_MISSED: "an earlier step ran ({step}), so this one builds on a new "
+                              "result",
+    ReasonCode.PARENT_CHANGED: "the step before it is not the one it followed last time "
+                               "(lines moved, or it reused another build's result)",
     ReasonCode.BASE_CHANGED: "base image {base} changed: {old} -> {new}",
     ReasonCode.FILE_ADDED: "file {path} added",
     ReasonCode.FILE_CHANGED: "file {path} changed",
@@ -119,6 +143,8 @@ _WORDS = {
     ReasonCode.LAYER_PRUNED: "inputs equal an earlier run's, but its layer is gone (pruned)",
     ReasonCode.LEGACY_ENTRY: "an older pybuild recorded this step without a layer (a step "
                              "that changes nothing now makes the empty layer, as BuildKit's)",
+    ReasonCode.PARENT_DIFFERS: "an earlier step differs ({step})",
+    ReasonCode.FROM_CHANGED: "the --from source is another result: {old} -> {new}",
     ReasonCode.MORE: "and {count} more",
     ReasonCode.NOTE: "{text}",
 }
@@ -128,22 +154,27 @@ def _words(code: ReasonCode, params: Mapping[str, str]) -> str:
     fields = _Defaulted(params)
     if code is ReasonCode.BASE_CHANGED and "base" not in params:
         return "the base image changed: {old} -> {new}".format_map(fields)
+    if code is ReasonCode.FROM_CHANGED and "new" not in params:
+        return "the --from source is a stage that runs in this build"
     subject = _VALUED.get(code)
     if subject is None:
         return _WORDS[code].format_map(fields)
     name = subject.format_map(fields)
     old, new = params.get("old"), params.get("new")
     if old is not None and new is not None:
-        return f"{name}: {old} -> {new}"
+        before, after = _excerpts(old, new)
+        return f"{name}: {before} -> {after}"
     if new is not None:
-        return f"{name} added: {new}"
+        return f"{name} added: {_one(new)}"
     if old is not None:
-        return f"{name} removed (was {old})"
+        return f"{name} removed (was {_one(old)})"
     return f"{name} {params.get('change', 'changed')}"
 
 
-def summary_text(reasons: Sequence[Reason], values: Mapping[str, str] | None = None) -> str:
-    """One line: ``cache hit``, or ``cache miss: A; B; C (and N more)``."""
+def summary_text(reasons: Sequence[Reason], values: Mapping[str, str] | None = None,
+                 prefix: str = "cache miss: ") -> str:
+    """One line: ``cache hit``, or ``cache miss: A; B; C (and N more)`` (``prefix``:
+    ``explain --against`` compares with a baseline, not with the cache)."""
     if not reasons:
         return ""
     first = reasons[0].code
@@ -153,7 +184,7 @@ def summary_text(reasons: Sequence[Reason], values: Mapping[str, str] | None = N
     more = sum(int(r.params.get("count", "0")) for r in reasons if r.code is ReasonCode.MORE)
     more += max(0, len(listed) - SHOWN)
     text = "; ".join(r.text(values) for r in listed[:SHOWN])
-    return "cache miss: " + text + (f" (and {more} more)" if more else "")
+    return prefix + text + (f" (and {more} more)" if more else "")
 
 
 def to_records(reasons: Sequence[Reason]) -> list[dict[str, object]]:

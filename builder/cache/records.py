@@ -33,7 +33,7 @@ _IDENTITY = ("instruction", "argv", "sources", "dest", "path", "heredocs", "url"
 class CacheEntry:
     key: str
     parent: str
-    slot: str                 # where the step sits: "<dockerfile>:<stage>:<index>"
+    slot: str                 # where the step sits: "<project>/<dockerfile>:<stage>:<index>"
     inputs: Inputs
     chain_id: str | None      # the layer chain after the step (ends in its own layer)
     created: str              # the history "created" of the original run
@@ -48,7 +48,7 @@ class MissContext:
 
     def __init__(self, parent: str, slot: str, ran_above: str = "", base: str = "") -> None:
         self.parent = parent        # the key the step builds on (a step's, or "image <id>")
-        self.slot = slot            # "<dockerfile>:<stage>:<index>"
+        self.slot = slot            # "<project>/<dockerfile>:<stage>:<index>"
         self.ran_above = ran_above  # the first step above it that ran in this build
         self.base = base            # the stage's FROM text, for a changed base image
 
@@ -107,7 +107,7 @@ class CacheStore:
         if old is None or new is None:
             return [Reason(ReasonCode.NOTE, text="the cache no longer records "
                            f"{'the baseline' if old is None else 'this'} step's inputs")]
-        reasons = [Reason(ReasonCode.PARENT_MISSED, step=ran_above)] if ran_above else \
+        reasons = [Reason(ReasonCode.PARENT_DIFFERS, step=ran_above)] if ran_above else \
             [_parent_reason(old.parent, MissContext(new.parent, new.slot))] \
             if old.parent != new.parent else []
         return reasons + differences(_inputs(old.inputs), _inputs(new.inputs))
@@ -135,14 +135,15 @@ class CacheStore:
         return capped(kept + manifests.file_reasons(old_files, new_files))
 
     def baseline(self, slot: str, inputs: Inputs) -> CacheRow | None:
-        """The previous build of this step: the newest row of the same stage with the
-        same instruction text, in the same slot, else anywhere in the stage (lines
-        moved), else in the same stage of another Dockerfile name (``-f``, stdin); else
-        the newest in the same slot (the instruction was edited)."""
+        """The previous build of this step, among the steps of the same project (the
+        slot's ``<project>/``: one context directory) and stage: the newest with the
+        same instruction text in the same slot, else anywhere in the stage (lines
+        moved), else in the same stage of another Dockerfile of the project (``-f``);
+        else the newest in the same slot (the instruction was edited)."""
         dockerfile, stage, _ = slot.rsplit(":", 2)
-        rows = [row for row in records.recent_cache_rows(self.store, f":{stage}:",
-                                                         _BASELINE_ROWS)
-                if row.slot.rsplit(":", 2)[1] == stage]
+        project = dockerfile.split("/", 1)[0] + "/"
+        rows = [row for row in records.recent_cache_rows(self.store, project, _BASELINE_ROWS)
+                if row.slot.rsplit(":", 2)[1:2] == [stage]]
         identity = _identity(inputs)
         same_text = [row for row in rows if _identity(_inputs(row.inputs)) == identity]
         here = [row for row in same_text if row.slot.startswith(dockerfile + ":")]

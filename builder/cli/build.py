@@ -115,11 +115,11 @@ def _build(args: argparse.Namespace) -> int:
 
     lint = lint_before_build(store, *_dockerfile_text(options.dockerfile_text,
                                                       options.dockerfile),
-                             options.build_args, progress.message)
+                             options.build_args, progress.lint_line)
     try:
         result = build(store, options, progress)
     except PybuildError:  # buildx prints the warnings of a failed build too
-        lint.finish_failed(progress.message)
+        lint.finish_failed(progress.lint_line)
         raise
     finally:
         progress.close()  # the tty timer stops, also on Ctrl-C
@@ -138,7 +138,7 @@ def _build(args: argparse.Namespace) -> int:
     else:
         progress.message(f"writing image {result.image_id}"
                          + "".join(f"\nnaming to {t}" for t in result.tags))
-    lint.finish(store, result.image_id, result.steps, progress.message)
+    lint.finish(store, result.image_id, result.steps, progress.lint_line)
     return 0
 
 
@@ -181,8 +181,8 @@ def _options(args: argparse.Namespace, platform: Platform | None,
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if args.reproducible and not epoch and args.context != "-":
         epoch = str(_newest_mtime(Path(args.context)))
-    cache_from = [_cache_spec(spec, "src", "--cache-from") for spec in args.cache_from]
-    cache_to = _cache_spec(args.cache_to, "dest", "--cache-to") if args.cache_to else {}
+    cache_from = [cache_spec(spec, "src", "--cache-from") for spec in args.cache_from]
+    cache_to = cache_spec(args.cache_to, "dest", "--cache-to") if args.cache_to else {}
     # -f -, context -, Dockerfile/dockerfile/Containerfile: builder.engine.dockerfile_locate
     source = locate(args.context, args.file, sys.stdin.buffer)
     return BuildOptions(
@@ -239,7 +239,7 @@ def _check_tags(store: Store, tags: list[str]) -> None:
                              "hold a digest")
 
 
-def _cache_spec(spec: str, path_key: str, flag: str) -> dict[str, str]:
+def cache_spec(spec: str, path_key: str, flag: str) -> dict[str, str]:
     """``type=local,dest=DIR,mode=max`` or ``type=registry,ref=REF`` -> dict
     (docker's flag syntax)."""
     attrs = dict(item.partition("=")[::2] for item in spec.split(","))

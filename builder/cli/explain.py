@@ -41,6 +41,9 @@ def _explain(args: argparse.Namespace) -> int:
 
         report = plan_report(args)
     else:
+        from builder.cli.plan import check_not_plan
+
+        check_not_plan(args)
         report = _image_report(args)
         if args.show_values:  # the image's own values only: the store keeps digests
             from builder.explain.values import image_values

@@ -223,10 +223,15 @@ def _title(args: list[object]) -> str:
     return re.sub(r"(?<!\w)\w", lambda m: m.group().upper(), _string(args[0], "title"))
 
 
+MAX_WIDTH = 1_000_000  # Go's fmt refuses wider widths and precisions (%!(BADWIDTH))
+
+
 def _pad(args: list[object]) -> str:
     text, before, after = args
     if not isinstance(before, int) or not isinstance(after, int):
         raise TemplateError("wrong type for value in pad: expected int")
+    if not (0 <= before <= MAX_WIDTH and 0 <= after <= MAX_WIDTH):
+        raise TemplateError(f"pad: a width of at most {MAX_WIDTH}")
     return " " * before + _string(text, "pad") + " " * after
 
 
@@ -258,6 +263,10 @@ def _printf(args: list[object]) -> str:
         flags, width, precision, verb = match.groups()
         if verb == "%":
             return "%"
+        if int(width or 0) > MAX_WIDTH:
+            return f"%!{verb}(BADWIDTH)"
+        if int(precision or 0) > MAX_WIDTH:
+            return f"%!{verb}(BADPREC)"
         if not values:
             return f"%!{verb}(MISSING)"
         value = values.pop(0)

@@ -289,14 +289,35 @@ def _block(pieces: list[tuple[str, str]], at: int, kind: BlockKind, rest: str
 
 # -- execution ------------------------------------------------------------------------
 
+# What one template may print and do: a user's own template, but a typo in a nested
+# range must end in a one-line error, not in gigabytes of output.
+MAX_OUTPUT = 64 << 20
+MAX_STEPS = 10_000_000
+
+
+class _Budget:
+    __slots__ = ("chars", "steps")
+
+    def __init__(self) -> None:
+        self.chars = self.steps = 0
+
+    def spend(self, chars: int) -> None:
+        self.chars += chars
+        self.steps += 1
+        if self.chars > MAX_OUTPUT or self.steps > MAX_STEPS:
+            raise TemplateError(f"the template prints more than {MAX_OUTPUT >> 20} MiB or "
+                                f"runs more than {MAX_STEPS} actions")
+
+
 @dataclass(slots=True)
 class _Run:
     root: Value    # what ``$`` is
     header: bool   # a table's header row: docker's text functions pass the header on
     variables: dict[str, Value]  # in scope: a block's own end with its {{end}}
+    budget: _Budget                # shared by the blocks of one execute()
 
     def inner(self) -> _Run:
-        return _Run(self.root, self.header, dict(self.variables))
+        return _Run(self.root, self.header, dict(self.variables), self.budget)
 
 
 # Docker's HeaderFunctions: in a table's header row these hand back their first argument.
@@ -311,7 +332,7 @@ def execute(nodes: tuple[Node, ...], data: object, *, header: bool = False) -> s
     out: list[str] = []
     try:
         try:
-            _run(nodes, root, _Run(root, header, {"$": root}), out)
+            _run(nodes, root, _Run(root, header, {"$": root}, _Budget()), out)
         except RecursionError:
             raise TemplateError("template nested too deeply") from None
     except TemplateError:
@@ -322,17 +343,24 @@ def execute(nodes: tuple[Node, ...], data: object, *, header: bool = False) -> s
     return "".join(out)
 
 
+def _emit(run: _Run, out: list[str], text: str) -> None:
+    run.budget.spend(len(text))
+    out.append(text)
+
+
 def _run(nodes: tuple[Node, ...], dot: Value, run: _Run, out: list[str]) -> None:
     for node in nodes:
         if isinstance(node, Text):
-            out.append(node.text)
+            _emit(run, out, node.text)
         elif isinstance(node, Action):
             value = _pipeline(node.pipeline, dot, run)
             if node.declares:
+                run.budget.spend(0)
                 run.variables[node.declares[0]] = value
             else:
-                out.append(_text(value))
+                _emit(run, out, _text(value))
         else:
+            run.budget.spend(0)
             _run_block(node, dot, run, out)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 from builder.cache import CacheEntry, Inputs, cache_key
@@ -23,7 +25,7 @@ class CacheDecision:
                  reasons: list[Reason]) -> None:
         self.key = key            # the step's cache key
         self.inputs = inputs      # its inputs as recorded (no build-arg value in clear)
-        self.slot = slot          # where the step sits: "<dockerfile>:<stage>:<index>"
+        self.slot = slot          # "<project>/<dockerfile>:<stage>:<index>"
         self.hit = hit            # the entry to reuse; None: the step runs
         self.reasons = reasons    # why, as reason codes (explain renders them)
 
@@ -34,9 +36,9 @@ def decide(run: BuildRun, state: StageState, index: int, inputs: Inputs) -> Cach
     inputs = [("parent", state.cache_key), *inputs, ("platform", str(platform))]
     key = cache_key(inputs)
     clear, inputs = inputs, recorded_inputs(inputs, state.args)  # stored: no value in clear
-    slot = f"{Path(run.dockerfile_path).name}:{state.name}:{index}"
+    slot = f"{_project(run)}/{Path(run.dockerfile_path).name}:{state.name}:{index}"
     skip_cache = run.options.no_cache or state.name in run.options.no_cache_filter
-    entry = None if skip_cache else _lookup(run, key, state.cache_key)
+    entry = None if skip_cache else _lookup(run, key, state.cache_key, slot, inputs)
     if entry is not None:
         return CacheDecision(key, inputs, slot, entry, [Reason(ReasonCode.CACHE_HIT)])
     if run.options.no_cache:
@@ -49,15 +51,32 @@ def decide(run: BuildRun, state: StageState, index: int, inputs: Inputs) -> Cach
     return CacheDecision(key, inputs, slot, None, reasons)
 
 
-def _lookup(run: BuildRun, key: str, parent: str) -> CacheEntry | None:
-    """A local cache entry, else one from a --cache-from layout (fetching its layers)."""
+def _project(run: BuildRun) -> str:
+    """Which project a step belongs to, for explain's baseline: a digest of the context
+    directory's absolute path (of the Dockerfile's without one).  Only steps of the same
+    project are compared; a digest, so no host path goes into a cache export."""
+    where = run.options.context if run.options.context is not None else run.dockerfile_path
+    return hashlib.sha256(os.path.abspath(str(where)).encode(errors="surrogateescape")
+                          ).hexdigest()[:12]
+
+
+def _lookup(run: BuildRun, key: str, parent: str, slot: str,
+            inputs: Inputs) -> CacheEntry | None:
+    """A local cache entry, else one from a --cache-from layout (fetching its layers;
+    recorded with this step's ``slot`` and ``inputs``)."""
     entry = run.cache.lookup(key)
+    if entry is None and run.imported and run.options.plan:
+        from builder.cache.importer import peek
+
+        return next((found for imported in run.imported
+                     if (found := peek(imported, key, parent)) is not None), None)
     if entry is None and run.imported:
         from builder.cache.importer import materialize
 
         with run.lock:  # one stage at a time reads the imported layouts
             for imported in run.imported:
-                entry = materialize(run.store, run.cache, imported, key, parent)
+                entry = materialize(run.store, run.cache, imported, key, parent, slot,
+                                    inputs)
                 if entry is not None:
                     break
     return entry

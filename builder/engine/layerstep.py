@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from builder.cache import CacheEntry, Inputs
+from builder.cache.keys import PLANNED
 from builder.engine.buildrun import BuildRun
 from builder.engine.cachelookup import decide
-from builder.engine.state import PLANNED, StageState
+from builder.engine.state import StageState
 from builder.explain.steps import StepRecord
 from builder.layers.summary import ChangeSummary
 
@@ -34,7 +35,8 @@ def layer_step(run: BuildRun, state: StageState, record: StepRecord, inputs: Inp
         run.progress.cached()
         return
     state.ran = state.ran or f"{state.name}:{record.index}"
-    if run.options.plan:  # explain --plan: the prediction is made; nothing runs
+    if run.options.plan:  # explain --plan: the prediction is made; nothing runs (PLANNED:
+        # COPY --from and --mount from= of this stage then see a source other than last time)
         state.chain, state.cache_key = PLANNED + decision.key, decision.key
         return
     record.created = run.created()

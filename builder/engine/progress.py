@@ -160,6 +160,16 @@ class Progress:
         with self._lock:
             self._message(text)
 
+    def lint_line(self, line: str) -> None:
+        """A line of the lint summary (`` N warnings found:``, `` - Rule: ... (F:L)``):
+        printed as it is; the machine formats take each finding as a warning."""
+        if not self.structured:
+            self.message(line)
+        elif line.startswith(" - "):
+            self.message("WARNING: " + line[3:])
+
+    structured = False   # json and rawjson: lint findings are warnings, not text
+
     def close(self) -> None:
         """The build is over (or was interrupted): stop anything still drawing."""
 

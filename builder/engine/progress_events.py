@@ -73,8 +73,13 @@ class JsonProgress(Progress):
                     tail=list(step.tail))
         self._finished(step, "ERROR")
 
+    structured = True
+
     def _message(self, text: str) -> None:
-        self._event(event="message", text=text)
+        if text.startswith(_WARNING):
+            self._event(event="warning", text=text[len(_WARNING):])
+        else:
+            self._event(event="message", text=text)
 
 
 def rfc3339(nanoseconds: int) -> str:
@@ -99,6 +104,8 @@ _WARNING = "WARNING: "
 
 class RawJsonProgress(Progress):
     """BuildKit's ``SolveStatus``, one per line, as ``buildx --progress=rawjson`` prints."""
+
+    structured = True
 
     def _status(self, **fields: list[dict[str, object]]) -> None:
         if not self.quiet:

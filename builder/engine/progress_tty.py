@@ -14,6 +14,7 @@ this module's own escapes (bold, dim, cursor up and clear) reach the terminal.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TextIO
@@ -22,7 +23,16 @@ from builder.engine.progress import Failure, Progress, RunningStep
 from builder.textsafe import printable
 
 _BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"  # tests/security know these
-_WIDTH = 160  # a shown line is cut here: the live area must not wrap
+_WIDTH = 160  # without a terminal to ask; a shown line is cut so the live area never wraps
+
+
+def _terminal_width(stream: TextIO) -> int:
+    """Columns of the terminal ``stream`` writes to, less one (the cursor's)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return _WIDTH
+    return max(40, columns - 1) if columns > 0 else _WIDTH  # 0: a pty nobody sized
 
 
 class _Ticker:
@@ -46,6 +56,7 @@ class TtyProgress(Progress):
         super().__init__(stream, quiet)
         self._drawn = 0  # lines of the live area currently on screen
         self._ticker: _Ticker | None = None
+        self._width = _terminal_width(self.stream)
 
     def close(self) -> None:
         with self._lock:
@@ -92,10 +103,11 @@ class TtyProgress(Progress):
         shown = self._SHOWN if len(self._running) == 1 else self._SHOWN_EACH
         for step in self._running.values():
             elapsed = time.monotonic() - step.started
-            out.append(f"{_BOLD}=>{_RESET} #{step.number} {printable(step.title)}  "
-                       f"{elapsed:.1f}s\n")
+            out.append(f"{_BOLD}=>{_RESET} #{step.number} "
+                       f"{printable(step.title)[:self._width - 20]}  {elapsed:.1f}s\n")
             out += self._why(step)
-            out += [f"{_DIM}   {line[:_WIDTH]}{_RESET}\n" for line in list(step.tail)[-shown:]]
+            out += [f"{_DIM}   {line[:self._width - 3]}{_RESET}\n"
+                    for line in list(step.tail)[-shown:]]
         self._drawn = len(out)
         return out
 
@@ -105,7 +117,7 @@ class TtyProgress(Progress):
             return []
         from builder.cache.reasons import summary_text
 
-        return [f"{_DIM}   {printable(summary_text(step.reasons))[:_WIDTH]}{_RESET}\n"]
+        return [f"{_DIM}   {printable(summary_text(step.reasons))[:self._width - 3]}{_RESET}\n"]
 
     def _flush(self, out: list[str]) -> None:
         if not self.quiet:
@@ -134,7 +146,7 @@ class TtyProgress(Progress):
         elapsed = time.monotonic() - step.started
         lines = [f"{_BOLD}=>{_RESET} #{step.number} {printable(step.title)}  "
                  f"{_BOLD}ERROR {elapsed:.1f}s{_RESET}\n", *self._why(step)]
-        lines += [f"{_DIM}   {line[:_WIDTH]}{_RESET}\n" for line in step.tail]
+        lines += [f"{_DIM}   {line[:self._width - 3]}{_RESET}\n" for line in step.tail]
         lines.append(f"{_BOLD}   {printable(failure.message)}{_RESET}\n")
         self._collapse(lines)
 

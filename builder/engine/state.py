@@ -10,10 +10,6 @@ from builder.explain.steps import StepRecord
 from builder.platforms import Platform
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# explain --plan: the chain of a step that would run is unknown; this names it (never a
-# store chain: nothing in a plan mounts or reads one) so that COPY --from and
-# --mount from= of that stage see a source other than the last build's.
-PLANNED = "planned:"
 
 
 def go_quote(text: str) -> str:

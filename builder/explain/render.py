@@ -30,16 +30,27 @@ def cache_state(step: StepRecord) -> str:
     return "-" if step.config_only else "miss"
 
 
-def _notes(step: StepRecord, wasted: int, values: Mapping[str, str] | None) -> list[str]:
+def _notes(step: StepRecord, wasted: int, values: Mapping[str, str] | None,
+           against: bool) -> list[str]:
     notes = []
     if step.reasons and step.reasons[0].code is not ReasonCode.CONFIG_ONLY:
-        notes.append(summary_text(step.reasons, values))
+        notes.append(summary_text(step.reasons, values,
+                                  "against the baseline: " if against else "cache miss: "))
     if step.layer and step.changes.empty:
         notes.append("empty layer: the step changed no files (BuildKit keeps such a layer too)")
     if wasted:
         notes.append(f"wasted: {human_size(wasted)} of it is deleted or overwritten by "
                      "later steps")
     return notes
+
+
+def _measures(report: Report, step: StepRecord) -> str:
+    """ADDED .. TIME; a plan knows none of them."""
+    if report.image_id is None:
+        return f"{'-':>6} {'-':>8} {'-':>8} {'-':>9} {'-':>7}"
+    changes = step.changes
+    return (f"{changes.added:>6} {changes.modified:>8} {changes.deleted:>8} "
+            f"{human_size(changes.size):>9} {step.seconds:>6.2f}s")
 
 
 def render(report: Report, values: Mapping[str, str] | None = None) -> str:
@@ -57,21 +68,21 @@ def render(report: Report, values: Mapping[str, str] | None = None) -> str:
         layers += bool(step.layer)
         empty += bool(step.layer and step.changes.empty)
         where = f"{step.stage}:{step.index}"
-        changes = step.changes
-        lines.append(
-            f"{where:<14} {step.layer[7:19] if step.layer else '-':<14} "
-            f"{cache_state(step):<6} {changes.added:>6} {changes.modified:>8} "
-            f"{changes.deleted:>8} {human_size(changes.size):>9} {step.seconds:>6.2f}s  "
-            f"{step.instruction}")
+        lines.append(f"{where:<14} {step.layer[7:19] if step.layer else '-':<14} "
+                     f"{cache_state(step):<6} {_measures(report, step)}  {step.instruction}")
         wasted = facts.wasted if facts is not None else 0
-        lines += [f"{'':<14} {note}" for note in _notes(step, wasted, values)]
+        lines += [f"{'':<14} {note}"
+                  for note in _notes(step, wasted, values, report.against is not None)]
     if report.image_id is None:
         runs = sum(1 for step in report.steps if cache_state(step) == "miss")
         hits = sum(1 for step in report.steps if step.cached)
         lines += ["", f"plan: {runs} step(s) would run, {hits} would come from the cache."]
         return "\n".join(printable(line) for line in lines)
-    lines += ["", f"{layers} of {len(report.steps)} steps made a layer; the others changed "
-              "no files." + (f" {empty} of the layers are empty." if empty else "")]
+    others = ("" if layers == len(report.steps) else
+              " (the others change only the image's config)")
+    empty_note = (f" {empty} of the layers {'is' if empty == 1 else 'are'} empty."
+                  if empty else "")
+    lines += ["", f"{layers} of {len(report.steps)} steps made a layer{others}.{empty_note}"]
     if report.wasted:
         lines.append(f"{human_size(report.wasted)} shipped in layers but hidden by later "
                      "steps: delete files in the step that creates them.")

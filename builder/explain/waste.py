@@ -12,7 +12,8 @@ import os
 import stat
 from pathlib import Path
 
-from builder.layers.whiteout import has_opaque, is_overlay_whiteout
+from builder.layers.changes import same_entry
+from builder.layers.whiteout import has_opaque, is_overlay_whiteout, read_xattrs
 
 
 class _Node:
@@ -24,6 +25,20 @@ class _Node:
         self.layer = -1
         self.size = 0
         self.children: dict[str, _Node] = {}
+
+
+def _copied_up(path: str, st: os.stat_result, old_path: str) -> bool:
+    """A later layer's entry equal to the one it covers: overlay copied it up (a chmod
+    to its own mode, a touch undone) and the layer's tar leaves it out (``same_entry``),
+    so it hides nothing."""
+    if is_overlay_whiteout(st) or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        return False
+    try:
+        old_st = os.lstat(old_path)
+        raw = os.fsencode(path)
+        return same_entry(st, read_xattrs(raw), raw, old_st, os.fsencode(old_path))
+    except OSError:
+        return False
 
 
 def wasted_bytes(layer_dirs: list[Path]) -> list[int]:
@@ -66,10 +81,15 @@ def wasted_bytes(layer_dirs: list[Path]) -> list[int]:
                     node.children.clear()
             links = [d for d in dirs if os.path.islink(os.path.join(directory, d))]
             for name in files + links:
-                st = os.lstat(os.path.join(directory, name))
+                path = os.path.join(directory, name)
+                st = os.lstat(path)
                 parent = node_at(parts, create=True)
                 assert parent is not None
-                old = parent.children.pop(name, None)
+                old = parent.children.get(name)
+                if old is not None and old.layer >= 0 and _copied_up(
+                        path, st, os.path.join(layer_dirs[old.layer], *parts, name)):
+                    continue  # the same file again (a copy-up): not in the layer's tar
+                parent.children.pop(name, None)
                 if old is not None:  # overwritten, or deleted by a whiteout
                     charge(old)
                 if not is_overlay_whiteout(st):

@@ -187,6 +187,8 @@ class Walker:
         for frame in stack:
             if not frame.emitted:
                 frame.emitted = True
+                if self.summary is not None and frame.rel:  # as the tar has it
+                    self._note(DIR, frame.rel, frame.st, frame.in_lower)
                 yield (DIR, frame.rel, frame.st, frame.xattrs, None, frame.in_lower)
 
     def _entry(self, stack: list[_Frame], top: _Frame, name: bytes,
@@ -222,10 +224,10 @@ class Walker:
         keys = wh.list_xattrs(path)
         self._check_overlay(keys, rel)
         xattrs = wh.read_xattrs(path, keys)
+        if self._unchanged(st, xattrs, path, lower):
+            return  # copied up, not changed: not in the tar, not in the summary
         if self.summary is not None:
             self._note(OTHER, rel, st, lower is not None)
-        if self._unchanged(st, xattrs, path, lower):
-            return
         yield from self._flush_parents(stack)
         yield (OTHER, rel, st, xattrs, path, lower is not None)
 
@@ -240,10 +242,10 @@ class Walker:
             if keys:
                 self._check_overlay(keys, rel)
             xattrs = wh.read_xattrs(fd, keys) if keys else {}
+            if lower is not None and self._unchanged(st, xattrs, fd, lower):
+                return  # copied up (a chmod to its own mode), not changed
             if self.summary is not None:
                 self._note(FILE, rel, st, lower is not None)
-            if lower is not None and self._unchanged(st, xattrs, fd, lower):
-                return
             yield from self._flush_parents(stack)
             yield (FILE, rel, st, xattrs, fd, lower is not None)
         finally:
@@ -268,9 +270,7 @@ class Walker:
             os.close(fd)
             raise
         stack.append(frame)
-        if self.summary is not None:  # an unpruned walk emits every dir when entered
-            self._note(DIR, rel, st, lower is not None)
-        if changed:  # always, without lowers
+        if changed:  # always, without lowers (the summary notes it as it is emitted)
             yield from self._flush_parents(stack)
         if opaque and not self.lowers:
             if self.summary is not None:

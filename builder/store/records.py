@@ -52,12 +52,12 @@ def put_cache_row(store: Database, row: CacheRow) -> None:
                     row.changes, time.time()))
 
 
-def recent_cache_rows(store: Database, slot_part: str, limit: int) -> list[CacheRow]:
-    """The rows last recorded in slots holding ``slot_part`` (``:stage:``, the stage
-    of any Dockerfile: explain's baseline for a miss), newest first."""
+def recent_cache_rows(store: Database, slot_prefix: str, limit: int) -> list[CacheRow]:
+    """The rows last recorded in slots starting with ``slot_prefix`` (one project:
+    explain's baseline for a miss), newest first."""
     rows = store.db.execute(f"SELECT {_CACHE_COLUMNS} FROM cache_entries "
-                            "WHERE instr(slot, ?) > 0 ORDER BY recorded DESC LIMIT ?",
-                            (slot_part, limit))
+                            "WHERE substr(slot, 1, ?) = ? ORDER BY recorded DESC LIMIT ?",
+                            (len(slot_prefix), slot_prefix, limit))
     return [CacheRow(*row) for row in rows]
 
 

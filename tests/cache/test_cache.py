@@ -97,7 +97,8 @@ def test_a_changed_file_is_named_as_the_reason(project) -> None:
     _build(root, context)
     notes = _notes(root)
     assert notes["COPY"] == "cache miss: file app/main.sh changed"
-    assert notes["RUN"] == "cache miss: the step before it ran (stage-0:3)"
+    assert notes["RUN"] == ("cache miss: an earlier step ran (stage-0:3), so this one "
+                            "builds on a new result")
     codes = _codes(root)
     assert codes["COPY"] == [ReasonCode.FILE_CHANGED]
     assert codes["RUN"] == [ReasonCode.PARENT_MISSED]
@@ -194,7 +195,8 @@ def test_no_cache_filter_skips_the_cache_of_one_stage(tmp_path: Path, busybox_ta
     notes = {(s.stage, s.index): s.note for s in _steps(root)}
     assert notes[("deps", 1)] == "cache miss: --no-cache-filter deps"
     # The rebuilt stage made new content, so COPY --from misses and says why.
-    assert notes[("stage-1", 1)].startswith("cache miss: from: 'sha256:")
+    assert notes[("stage-1", 1)].startswith("cache miss: the --from source is another "
+                                            "result: sha256:")
 
 
 def test_an_excluded_file_is_not_part_of_the_copy_key(project) -> None:

@@ -144,8 +144,8 @@ def test_cached_rebuild_gives_the_same_image(tmp_path: Path, busybox_tar: Path) 
     explain = run_cli("explain", "a-empty", root=root).stdout.decode()
     assert explain.count("cache hit") == EMPTY_STEPS + 1
     assert explain.count("empty layer: the step changed no files") == EMPTY_STEPS
-    assert f"6 of 8 steps made a layer; the others changed no files. {EMPTY_STEPS} of the " \
-        "layers are empty." in explain
+    assert f"6 of 8 steps made a layer (the others change only the image's config). " \
+        f"{EMPTY_STEPS} of the layers are empty." in explain
 
 
 def test_history_shows_empty_layers_as_0B(tmp_path: Path, busybox_tar: Path) -> None:

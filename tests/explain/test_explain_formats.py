@@ -116,7 +116,9 @@ def test_against_compares_with_another_image(built) -> None:
     against = _explain(root, "app", "--against", "two")
     assert against["against"].startswith("sha256:")
     codes = [[r["code"] for r in step["reasons"]] for step in against["steps"]]
-    assert codes[2] == ["file-changed"] and codes[3][0] == "parent-missed"
+    assert codes[2] == ["file-changed"] and codes[3][0] == "parent-differs"
+    text = run_cli("explain", "app", "--against", "two", root=root).stdout.decode()
+    assert "against the baseline: file app/main.sh changed" in text
     assert against["steps"][2]["reasons"][0]["params"] == {"path": "app/main.sh"}
     same = _explain(root, "app", "--against", "app")
     assert [step["reasons"][0]["code"] for step in same["steps"][2:]] == ["same"] * 3
