@@ -14,6 +14,7 @@ commit, shaToCacheKey; origin set to the redacted URL, urlutil/redact.go).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -255,7 +256,14 @@ def test_userinfo_stays_out_of_errors_and_explain(tmp_path: Path, repo) -> None:
     assert explain.returncode == 0
     shown = explain.stdout.replace(f"ADD {url}#main /src".encode(), b"")
     assert b"secret" not in shown + explain.stderr
-    assert b"cache miss: git: 'http://xxxxx:xxxxx@" in shown   # the reason names the commit
+    assert b"cache miss: git: " in shown   # the reason names the commit (around the change)
+    as_json = subprocess.run([sys.executable, "-m", "builder", "--root",
+                              str(tmp_path / "store"), "explain", "--format", "json",
+                              "b-cred"], capture_output=True, timeout=120).stdout
+    params = json.loads(as_json)["steps"][0]["reasons"][0]["params"]
+    assert params["input"] == "git" and params["old"] != params["new"]
+    assert all(p.startswith("http://xxxxx:xxxxx@") for p in (params["old"], params["new"]))
+    assert b"secret" not in as_json.replace(json.dumps(f"ADD {url}#main /src").encode(), b"")
 
 
 def test_submodules_are_refused_unless_skipped(tmp_path: Path, repo) -> None:
