@@ -59,8 +59,12 @@ def test_nginx_from_debian_serves_the_copied_page(tmp_path: Path, debian_tar: Pa
         loaded = subprocess.run(["docker", "load", "-i", str(archive)], env=docker,
                                 capture_output=True, text=True, check=True)
         assert tag in loaded.stdout
-        subprocess.run(["docker", "run", "-d", "--name", name, "--network", "host", tag],
-                       env=docker, capture_output=True, text=True, check=True)
+        started = subprocess.run(["docker", "run", "-d", "--name", name, "--network", "host",
+                                  tag], env=docker, capture_output=True, text=True)
+        assert started.returncode == 0, (
+            f"docker run: {started.returncode}: {started.stderr}\n" + subprocess.run(
+                ["docker", "image", "inspect", tag], env=docker, capture_output=True,
+                text=True).stdout[-3000:] + run_cli("history", tag, root=root).stdout.decode())
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 30
         while True:
