@@ -30,6 +30,10 @@ def _short(entry: str) -> str:
 
 
 def save(store: Database, digest: str, entries: list[tuple[str, str]]) -> None:
+    """Keep the manifest of ``digest`` (once: a no-op rebuild of a large context finds it
+    stored and encodes nothing)."""
+    if records.has_manifest(store, digest):
+        return
     data = json.dumps([[path, _short(entry)] for path, entry in entries],
                       separators=(",", ":")).encode(errors="surrogateescape")
     records.put_manifest(store, digest, zlib.compress(data, 6))

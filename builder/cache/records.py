@@ -12,7 +12,6 @@ import json
 import os
 from dataclasses import dataclass
 
-from builder.cache.difference import capped, differences
 from builder.cache.keys import Inputs, legacy_inputs
 from builder.cache.reasons import Reason, ReasonCode
 from builder.layers.summary import ChangeSummary
@@ -87,6 +86,8 @@ class CacheStore:
         row = self.baseline(miss.slot, inputs)
         if row is None:
             return [Reason(ReasonCode.NOT_BUILT_BEFORE)]
+        from builder.cache.difference import differences  # a miss only
+
         reasons: list[Reason] = []
         if miss.ran_above:
             reasons.append(Reason(ReasonCode.PARENT_MISSED, step=miss.ran_above))
@@ -104,6 +105,8 @@ class CacheStore:
         if old_key == new_key:
             return [Reason(ReasonCode.SAME)]
         old, new = records.cache_row(self.store, old_key), records.cache_row(self.store, new_key)
+        from builder.cache.difference import differences
+
         if old is None or new is None:
             return [Reason(ReasonCode.NOTE, text="the cache no longer records "
                            f"{'the baseline' if old is None else 'this'} step's inputs")]
@@ -131,6 +134,8 @@ class CacheStore:
             manifests.load(self.store, after)
         if old_files is None or new_files is None:
             return reasons
+        from builder.cache.difference import capped
+
         kept = [r for r in reasons if r.code not in _FILE_CODES]
         return capped(kept + manifests.file_reasons(old_files, new_files))
 

@@ -24,7 +24,7 @@ from builder.cache.importer import (  # noqa: F401 - the import side, re-exporte
 from builder.cache.records import CacheStore
 from builder.errors import StoreError
 from builder.image.config import MEDIA_INDEX, MEDIA_MANIFEST, go_json
-from builder.store.export import ExportLayer, ExportOptions
+from builder.store.exportview import ExportLayer, ExportOptions
 from builder.store.store import Store
 
 if TYPE_CHECKING:

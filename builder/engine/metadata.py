@@ -52,7 +52,7 @@ def metadata(store: Store, image_id: str, tags: list[str], *, outputs: list[Outp
              push: bool, compression: str, annotations: ImageAnnotations,
              steps: Sequence[StepRecord] = ()) -> dict[str, object]:
     from builder.registry.reference import parse_reference
-    from builder.store.export import ExportOptions
+    from builder.store.exportview import ExportOptions
 
     kind, compressed = _exported(outputs, push, compression)
     export = store.export_image(image_id, ExportOptions(kind, verify=False,

@@ -19,7 +19,7 @@ from builder.errors import DigestMismatch, StoreError, UsageError
 from builder.image.config import MEDIA_INDEX, MEDIA_MANIFEST, go_json
 from builder.image.manifest import ImageAnnotations, manifest_json
 from builder.layers.safeout import OutputDir, components
-from builder.store.export import MEDIA_LAYER, Descriptor, ExportOptions
+from builder.store.exportview import MEDIA_LAYER, Descriptor, ExportOptions
 from builder.store.faults import point
 from builder.store.store import Store, normalize_tag
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from builder.errors import StoreError
 from builder.image import config as image_config
 from builder.platforms import Platform
-from builder.store.export import MEDIA_LAYER
+from builder.store.exportview import MEDIA_LAYER
 from builder.store.store import LayerBlobRecord, Store
 
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from builder.image.config import MEDIA_CONFIG, MEDIA_MANIFEST, go_json
 
 if TYPE_CHECKING:
-    from builder.store.export import Descriptor
+    from builder.store.exportview import Descriptor
 
 
 @dataclass(frozen=True)

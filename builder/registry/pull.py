@@ -200,7 +200,7 @@ def _layer_descriptor(layer: Any, what: str) -> tuple[str, int, str]:
 def _transfer(store: Store, repo: Repository, descriptors: list[tuple[str, int, str]],
               missing: list[int], chain_ids: list[str], diff_ids: list[str], what: str,
               progress: TransferProgress, unpack: bool) -> None:
-    from builder.store.export import MEDIA_LAYER
+    from builder.store.exportview import MEDIA_LAYER
 
     def fetch(i: int) -> _Fetched:
         digest, size, compression = descriptors[i]

@@ -33,7 +33,7 @@ def push(store: Store, image_id: str, ref: Reference, *, compression: str = "gzi
     """Push an image under ``ref``; returns the manifest digest.  ``annotations``
     (``--annotation``): the manifest's; a single manifest has no descriptor to annotate."""
     from builder.image.manifest import manifest_json
-    from builder.store.export import ExportOptions
+    from builder.store.exportview import ExportOptions
 
     progress = progress or TransferProgress("quiet", verb="push")
     if compression == "none":

@@ -9,79 +9,26 @@ are made lazily, once per layer and compression, and remembered (``layer_blobs``
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
 from builder.errors import DigestMismatch, StoreError
 from builder.store.blobs import LayerBlobRecord
 from builder.store.images import ImageStore
 from builder.store.layers import LayerRecord, LayerStore
 
-MEDIA_LAYER = {
-    "none": "application/vnd.oci.image.layer.v1.tar",
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-}
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-
-    def to_json(self) -> dict[str, object]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
-
-
-@dataclass(frozen=True, slots=True)
-class ExportLayer:
-    """One layer as it goes out: a stored blob, or (uncompressed, no blob) its tar
-    streamed from its directory over its lower dirs."""
-
-    descriptor: Descriptor
-    chain_id: str
-    diff_id: str
-    blob: Path | None
-    directory: Path
-    lowers: tuple[Path, ...]   # topmost first, as write_layer_tar wants them
-    epoch: int | None          # the SOURCE_DATE_EPOCH its diff_id was computed with
-
-    def write(self, out: BinaryIO) -> None:
-        if self.blob is not None:
-            with open(self.blob, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-            return
-        from builder.layers.tar_write import write_layer_tar
-
-        write_layer_tar(self.directory, out, lowers=list(self.lowers),
-                        source_date_epoch=self.epoch)
-
-
-@dataclass(frozen=True, slots=True)
-class ImageExport:
-    image_id: str
-    config: bytes
-    layers: list[ExportLayer]
-
-
-@dataclass(frozen=True, slots=True)
-class ExportOptions:
-    compression: str = "none"
-    verify: bool = True        # hash a stored blob before use (a push skips it: the
-                               # registry checks every blob it receives)
-    compressed: bool = False   # never an uncompressed blob (registries)
-
+if TYPE_CHECKING:  # made only when something is exported: ``exportview``
+    from builder.store.exportview import Descriptor, ExportLayer, ExportOptions, ImageExport
 
 class ExportStore(ImageStore, LayerStore):
     """The export views of images and layer chains."""
 
     def export_image(self, image_id: str, options: ExportOptions) -> ImageExport:
         """Everything an image export needs: its config and its layers, base first."""
+        from builder.store.exportview import ImageExport
+
         config = self.read_blob(image_id)
         top = self.image_top_chain(image_id)
         return ImageExport(image_id, config, self.export_chains([top], options)[top])
@@ -119,6 +66,8 @@ class ExportStore(ImageStore, LayerStore):
                       options: ExportOptions) -> ExportLayer:
         """The last layer of ``chain``: a stored blob (the wanted compression first),
         else one made now."""
+        from builder.store.exportview import Descriptor
+
         record = chain[-1]
         every = {b.compression: b for b in stored}
         blobs = {kind: b for kind, b in every.items()
@@ -154,6 +103,8 @@ class ExportStore(ImageStore, LayerStore):
 
     def _view(self, chain: list[LayerRecord], descriptor: Descriptor,
               blob: Path | None) -> ExportLayer:
+        from builder.store.exportview import ExportLayer
+
         record = chain[-1]
         return ExportLayer(descriptor, record.chain_id, record.diff_id, blob,
                            self.layer_dir(record.chain_id),
@@ -163,6 +114,8 @@ class ExportStore(ImageStore, LayerStore):
     def _made(self, chain: list[LayerRecord], compression: str,
               source: Path | None = None) -> ExportLayer:
         """Compress the layer from its directory, or from ``source``, its stored tar."""
+        from builder.store.exportview import MEDIA_LAYER, Descriptor
+
         record = chain[-1]
         if source is None:
             self.unpack_records(chain)

@@ -126,6 +126,11 @@ def put_manifest(store: Database, digest: str, entries: bytes) -> None:
                    "content_manifests ORDER BY recorded DESC LIMIT ?)", (MANIFESTS_KEPT,))
 
 
+def has_manifest(store: Database, digest: str) -> bool:
+    return store.db.execute("SELECT 1 FROM content_manifests WHERE digest = ?",
+                            (digest,)).fetchone() is not None
+
+
 def manifest(store: Database, digest: str) -> bytes | None:
     row = store.db.execute("SELECT entries FROM content_manifests WHERE digest = ?",
                            (digest,)).fetchone()

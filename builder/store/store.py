@@ -8,6 +8,7 @@
     layers    layer rows and directories: commit by rename, extract, unpack
     images    images and tags
     export    an image's (or the cache's) layers as an export needs them, in one call
+              (``exportview``: what it hands out, made only when something is exported)
 
 Cache and explain rows are in ``records`` (functions over a store); ``gc``, ``doctor``
 and ``remove`` work through these APIs.  The names other packages import from here
@@ -17,12 +18,12 @@ are re-exported below.
 from __future__ import annotations
 
 from builder.store.blobs import LayerBlobRecord
-from builder.store.export import ExportLayer, ExportStore
+from builder.store.export import ExportStore
 from builder.store.layers import LayerRecord
 from builder.store.names import chain_id_of, check_digest, default_root, normalize_tag
 from builder.store.tmpdir import TmpDir, mounts_under, remove_tree
 
-__all__ = ["ExportLayer", "LayerBlobRecord", "LayerRecord", "Store", "TmpDir", "chain_id_of",
+__all__ = ["LayerBlobRecord", "LayerRecord", "Store", "TmpDir", "chain_id_of",
            "check_digest", "default_root", "mounts_under", "normalize_tag", "remove_tree"]
 
 
