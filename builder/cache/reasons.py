@@ -77,15 +77,21 @@ class Reason:
     def __repr__(self) -> str:
         return f"Reason({self.code.value}, {self.params})"
 
+    def names_value(self) -> str | None:
+        """The key of ``--show-values``'s table (``arg NAME`` / ``env NAME``) this reason
+        names; None for a reason about no argument or variable."""
+        name = self.params.get("name")
+        if not name or self.code not in (ReasonCode.ARG_CHANGED, ReasonCode.ENV_CHANGED):
+            return None
+        return f"{'arg' if self.code is ReasonCode.ARG_CHANGED else 'env'} {name}"
+
     def text(self, values: Mapping[str, str] | None = None) -> str:
         """Words for people; ``values`` (``--show-values``: the image's own build-arg and
         env values, keyed ``arg NAME`` / ``env NAME``) adds what a changed one is now."""
         words = _words(self.code, self.params)
-        name = self.params.get("name")
-        if values is not None and name and self.code in (ReasonCode.ARG_CHANGED,
-                                                         ReasonCode.ENV_CHANGED):
-            kind = "arg" if self.code is ReasonCode.ARG_CHANGED else "env"
-            value = values.get(f"{kind} {name}")
+        key = self.names_value()
+        if values is not None and key is not None:
+            value = values.get(key)
             words += " (not in the image)" if value is None else f" (now {value!r})"
         return words
 

@@ -93,8 +93,8 @@ class CacheStore:
             reasons.append(Reason(ReasonCode.PARENT_MISSED, step=miss.ran_above))
         elif row.parent != miss.parent:
             reasons.append(_parent_reason(row.parent, miss))
-        own = self._named_files(_inputs(row.inputs), inputs,
-                                differences(_inputs(row.inputs), inputs, clear))
+        before = _inputs(row.inputs)
+        own = self._named_files(before, inputs, differences(before, inputs, clear))
         if reasons or own:
             return reasons + own
         return [Reason(ReasonCode.LEGACY_ENTRY if _legacy(row) else ReasonCode.LAYER_PRUNED)]

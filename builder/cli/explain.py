@@ -15,6 +15,7 @@ from builder.errors import UsageError
 
 if TYPE_CHECKING:
     from builder.explain.report import Report
+    from builder.store import Store
 
 
 def _explain_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,11 +45,12 @@ def _explain(args: argparse.Namespace) -> int:
         from builder.cli.plan import check_not_plan
 
         check_not_plan(args)
-        report = _image_report(args)
+        store = open_store(args)
+        report = _image_report(args, store)
         if args.show_values:  # the image's own values only: the store keeps digests
             from builder.explain.values import image_values
 
-            values = image_values(open_store(args).image_config(report.image_id or ""))
+            values = image_values(store.image_config(report.image_id or ""))
     if args.format == "text":
         from builder.explain.render import render
 
@@ -60,10 +62,9 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_report(args: argparse.Namespace) -> Report:
+def _image_report(args: argparse.Namespace, store: Store) -> Report:
     from builder.explain.report import build_report
 
-    store = open_store(args)
     image_id = resolve_image(store, args.image)
     report = build_report(store, image_id)
     if report is None:

@@ -44,16 +44,12 @@ def plan_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _secret_ids(specs: list[str]) -> dict[str, str]:
-    """The ids of ``--secret`` flags: a plan needs to know which secrets the build will
-    have (a required one missing is an error), never their contents."""
-    ids = {}
-    for spec in specs:
-        fields = dict(item.partition("=")[::2] for item in spec.split(","))
-        name = fields.get("id") or (spec if "=" not in spec else "")
-        if not name:
-            raise UsageError(f"--secret {spec!r}: expected id=ID[,src=PATH|env=VAR]")
-        ids[name] = ""
-    return ids
+    """The ids of ``--secret`` flags, read by the build's own parser: a plan needs to
+    know which secrets the build will have (a required one missing is an error), never
+    their contents."""
+    from builder.engine.buildx_flags import parse_secret
+
+    return {parse_secret(spec).id: "" for spec in specs if spec}
 
 
 def check_not_plan(args: argparse.Namespace) -> None:

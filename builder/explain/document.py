@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from builder.cache.reasons import Reason, ReasonCode
+from builder.cache.reasons import Reason
 from builder.explain.render import cache_state
 from builder.explain.report import LayerFacts, Report
 from builder.explain.steps import StepRecord
@@ -22,15 +22,10 @@ _CACHE_STATES = {"hit": "hit", "miss": "miss", "-": "none"}
 
 def _reason(reason: Reason, values: Mapping[str, str] | None) -> dict[str, object]:
     record = reason.to_record()
-    name = reason.params.get("name")
-    if values is not None and name and reason.code in (ReasonCode.ARG_CHANGED,
-                                                       ReasonCode.ENV_CHANGED):
-        kind = "arg" if reason.code is ReasonCode.ARG_CHANGED else "env"
-        now = values.get(f"{kind} {name}")
-        if now is not None:  # --show-values: the image's own value
-            params = record["params"]
-            assert isinstance(params, dict)
-            params["now"] = now
+    key = reason.names_value()
+    now = values.get(key) if values is not None and key is not None else None
+    if now is not None:  # --show-values: the image's own value
+        record["params"] = {**reason.params, "now": now}
     return record
 
 

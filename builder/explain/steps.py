@@ -45,8 +45,7 @@ class StepRecord:
         return {"stage": self.stage, "index": self.index, "instruction": self.instruction,
                 "line": self.line, "layer": self.layer, "key": self.key,
                 "cached": self.cached, "seconds": self.seconds, "created": self.created,
-                "changes": self.changes.to_record(), "reasons": to_records(self.reasons),
-                "note": self.note}
+                "changes": self.changes.to_record(), "reasons": to_records(self.reasons)}
 
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> StepRecord:
