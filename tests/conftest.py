@@ -49,12 +49,31 @@ def _missing(marker: str) -> str | None:
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Tests that take the `docker` fixture form one xdist group (--dist loadgroup): a
-    # worker that finds no daemon starts its own (seconds each).  Not needed to pass:
-    # each private dockerd has its own socket, data and exec roots (and its own
-    # containerd when the host runs none), and each test names its own image.
+    # worker that finds no daemon starts its own (seconds each).  pytest 9.2 drops the
+    # group (pytest-xdist#1386), so `docker_one_at_a_time` below also serialises them.
     for item in items:
         if isinstance(item, pytest.Function) and "docker" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("docker"))
+
+
+@pytest.fixture(autouse=True)
+def docker_one_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that runs containers holds a lock shared by the xdist workers.  With two
+    workers, each with a private dockerd, two of four CI runs had a container come up
+    without its image's files (``exec: "nginx": executable file not found``, exit
+    126/127 from ``docker run``) while the image itself was right (``docker image
+    inspect``, ``pybuild history``), and the test passes alone.  The cause was not
+    found; this keeps the two daemons from working at the same time."""
+    if "docker" not in request.fixturenames:
+        yield
+        return
+    lock = os.open("/tmp/pybuild-tests-docker.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC,
+                   0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
