@@ -13,16 +13,15 @@ a typo in the environment must not turn into a traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
-from dataclasses import dataclass
+
+import msgspec
 
 PREFIX = "PYBUILD_"
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(msgspec.Struct, frozen=True):
     # Layers in one image or one build's chain.  Overlayfs stacks at most 500
     # lower dirs (OVL_MAX_STACK) and a RUN adds one (the init layer): 499 is
     # the deepest image the overlay driver can still run a step on.
@@ -66,7 +65,7 @@ def get() -> Limits:
     process sees a changed environment.
     """
     values: dict[str, int] = {}
-    for field in dataclasses.fields(Limits):
+    for field in msgspec.structs.fields(Limits):
         raw = os.environ.get(env_name(field.name))
         if raw is None:
             continue

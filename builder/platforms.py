@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cache
+
+import msgspec
 
 from builder.errors import UsageError
 
@@ -60,8 +61,7 @@ class PlatformError(ValueError):
     """A platform string that does not parse; ``str()`` says why, quoting it."""
 
 
-@dataclass(frozen=True)
-class Platform:
+class Platform(msgspec.Struct, frozen=True):
     """A normalised platform: ``os``, ``architecture`` and ``variant`` ("" if none)."""
 
     os: str = "linux"

@@ -28,8 +28,9 @@ import enum
 import errno
 import os
 import stat
-from dataclasses import dataclass
 from typing import AnyStr, Generic, Protocol
+
+import msgspec
 
 from builder.errors import SandboxError
 
@@ -94,8 +95,7 @@ class Tree(Protocol[AnyStr]):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved(Generic[AnyStr]):
+class Resolved(msgspec.Struct, Generic[AnyStr], frozen=True):
     """The walk's answer: the components below the root, or None (missing, or a
     non-directory on the way); ``hidden`` when it stopped at an entry the tree
     hides."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-from dataclasses import dataclass
+
+import msgspec
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -179,8 +180,7 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-@dataclass(frozen=True, slots=True)
-class _Op:
+class _Op(msgspec.Struct, frozen=True):
     """One BPF instruction before assembly: a ``str`` jump target names a label."""
 
     code: int

@@ -22,9 +22,10 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from builder.errors import StoreError
 
@@ -147,8 +148,7 @@ class UntrustedDir:
             return f.read()
 
 
-@dataclass
-class Budget:
+class Budget(msgspec.Struct):
     """What one untrusted source (an archive, a layout, a cache) may make us parse.
 
     Callers parse each distinct document once (by digest or name); this caps

@@ -31,8 +31,9 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
+
+import msgspec
 
 from builder import limits
 from builder.cache.keys import PLANNED, Inputs
@@ -66,15 +67,13 @@ _COUNTS = ("added", "modified", "deleted", "bytes")
 _SHOWN_SKIPS = 5
 
 
-@dataclass(frozen=True)
-class ImportedLayer:
+class ImportedLayer(msgspec.Struct, frozen=True):
     diff_id: str
     digest: str
     media_type: str
 
 
-@dataclass(frozen=True)
-class ImportedEntry:
+class ImportedEntry(msgspec.Struct, frozen=True):
     """One entry of an imported entry list, every field checked for type and form."""
 
     key: str
@@ -164,14 +163,13 @@ def _warn(message: str) -> None:
     sys.stderr.write(f"pybuild: warning: {message}\n")
 
 
-@dataclass
-class ImportedCache:
+class ImportedCache(msgspec.Struct):
     """Entries read from one ``--cache-from`` source; blobs are read when a key matches."""
 
     what: str
     source: BlobSource | None = None
-    entries: dict[str, ImportedEntry] = field(default_factory=dict)
-    blobs: dict[str, tuple[int, str]] = field(default_factory=dict)  # digest: size, type
+    entries: dict[str, ImportedEntry] = msgspec.field(default_factory=dict)
+    blobs: dict[str, tuple[int, str]] = msgspec.field(default_factory=dict)  # digest: size, type
     warn: Callable[[str], None] = _warn
 
     def add_manifest(self, manifest: Any, what: str) -> str | None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.cache.keys import Inputs, legacy_inputs
 from builder.cache.reasons import Reason, ReasonCode
@@ -28,8 +29,7 @@ _BASELINE_ROWS = 200  # rows of a stage searched for a miss's baseline
 _IDENTITY = ("instruction", "argv", "sources", "dest", "path", "heredocs", "url", "git")
 
 
-@dataclass
-class CacheEntry:
+class CacheEntry(msgspec.Struct):
     key: str
     parent: str
     slot: str                 # where the step sits: "<project>/<dockerfile>:<stage>:<index>"

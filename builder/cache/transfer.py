@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.cache.importer import (  # noqa: F401 - the import side, re-exported
     MEDIA_CACHE_CONFIG,
@@ -31,8 +32,7 @@ if TYPE_CHECKING:
     from builder.layers.safeout import OutputDir
 
 
-@dataclass
-class CacheDocument:
+class CacheDocument(msgspec.Struct):
     """The cache as one artifact: its config (the entry list) and the layers it needs."""
 
     config: bytes

@@ -2,12 +2,15 @@
 
 Each verb is declared once, as a ``Verb`` (name, help, arguments, handler) in the
 module of its group: ``build``, ``images`` (the local store), ``registry``,
-``explain`` (explain, check, debug).  ``VERBS`` below lists them in ``--help``
-order.  Errors travel with their own class up to ``_main``, the one place that
-prints them (``pybuild: ...``) and turns them into an exit status.
+``explain`` (explain, check, debug).  ``_GROUP_OF`` below says which module holds
+each verb, in ``--help`` order: a command imports only its own verb's module and
+builds only its sub-parser (``--help`` imports them all).  Errors travel with their
+own class up to ``_main``, the one place that prints them (``pybuild: ...``) and
+turns them into an exit status.
 
-Every heavy import happens inside the handler that needs it, so that
-``pybuild --help`` starts fast.  ``pybuild -t app .`` means ``pybuild build -t app .``.
+Every heavy import happens inside the handler that needs it, so that a cached
+rebuild and ``pybuild --help`` start fast.  ``pybuild -t app .`` means
+``pybuild build -t app .``.
 """
 
 from __future__ import annotations
@@ -18,21 +21,36 @@ import sys
 from collections.abc import Callable, Sequence
 
 from builder import __version__
-from builder.cli import build, explain, images, registry
 from builder.cli.verbs import Verb
 from builder.errors import PybuildError
 
-__all__ = ["VERBS", "Verb", "main"]
+__all__ = ["Verb", "all_verbs", "main"]
 
-VERBS: tuple[Verb, ...] = (
-    build.BUILD, explain.EXPLAIN, images.IMAGES, images.INSPECT, images.HISTORY, images.TAG,
-    images.RMI, images.SAVE, images.IMPORT, explain.CHECK, explain.DEBUG, images.LOAD,
-    images.DF, images.PRUNE, images.DOCTOR, registry.PULL, registry.PUSH, registry.LOGIN,
-    registry.LOGOUT,
-)
+# verb -> the module of builder.cli that declares it (its ``VERBS``), in --help order
+_GROUP_OF: dict[str, str] = {
+    "build": "build", "explain": "explain", "images": "images", "inspect": "images",
+    "history": "images", "tag": "images", "rmi": "images", "save": "images",
+    "import": "images", "check": "explain", "debug": "explain", "load": "images",
+    "df": "images", "prune": "images", "doctor": "images", "pull": "registry",
+    "push": "registry", "login": "registry", "logout": "registry",
+}
 
 
-def _parser() -> argparse.ArgumentParser:
+def _verb(name: str) -> Verb:
+    # __import__ rather than importlib.import_module: only the former goes through
+    # the import statement's path, which `python -X importtime` reports.
+    module = __import__(f"builder.cli.{_GROUP_OF[name]}", fromlist=["VERBS"])
+    verbs: tuple[Verb, ...] = module.VERBS
+    return next(verb for verb in verbs if verb.name == name)
+
+
+def all_verbs() -> list[Verb]:
+    """Every verb, in ``--help`` order (imports every verb module)."""
+    return [_verb(name) for name in _GROUP_OF]
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser for verb ``only``, or for every verb (``--help``, no verb)."""
     parser = argparse.ArgumentParser(
         prog="pybuild", description="A daemonless Dockerfile image builder.",
         epilog="'pybuild -t app .' is short for 'pybuild build -t app .'.")
@@ -44,20 +62,20 @@ def _parser() -> argparse.ArgumentParser:
                         "per step, for machines without overlay) or auto (overlay if it mounts)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND")
-    for verb in VERBS:
+    for verb in [_verb(only)] if only else all_verbs():
         verb.arguments(subparsers.add_parser(verb.name, help=verb.help))
     return parser
 
 
-def _with_default_verb(argv: list[str]) -> list[str]:
-    """Insert ``build`` when no verb is given (``pybuild -t app .``)."""
+def _with_default_verb(argv: list[str]) -> tuple[list[str], str | None]:
+    """``argv`` with ``build`` inserted when no verb is given (``pybuild -t app .``),
+    and the verb it runs (None for ``--help``/``--version`` before any verb)."""
     takes_value = {"--root", "--storage-driver"}
-    names = {verb.name for verb in VERBS}
     i = 0
     while i < len(argv):
         arg = argv[i]
         if arg in ("-h", "--help", "--version"):
-            return argv
+            return argv, None
         if arg in takes_value:
             i += 2
             continue
@@ -67,10 +85,10 @@ def _with_default_verb(argv: list[str]) -> list[str]:
         if arg == "--debug":
             i += 1
             continue
-        if arg in names:
-            return argv
-        return [*argv[:i], "build", *argv[i:]]
-    return argv
+        if arg in _GROUP_OF:
+            return argv, arg
+        return [*argv[:i], "build", *argv[i:]], "build"
+    return argv, None
 
 
 class _Terminated(BaseException):
@@ -119,15 +137,14 @@ def _stop_on_sigterm() -> Callable[[], None]:
 def _main(argv: Sequence[str] | None) -> int:
     """The one place that prints an error: a ``PybuildError`` as one line with its
     own ``exit_code``; a full disk as one line; anything else is a bug (traceback)."""
-    raw = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
-    args = parser.parse_args(_with_default_verb(raw)) if raw else None
+    raw, verb = _with_default_verb(list(sys.argv[1:] if argv is None else argv))
+    parser = _parser(verb)
+    args = parser.parse_args(raw) if raw else None
     if args is None or args.verb is None:  # no verb and no context: `pybuild --root R`
-        parser.print_help()
+        _parser().print_help()
         return 2
-    handler = {verb.name: verb.run for verb in VERBS}[args.verb]
     try:
-        return handler(args)
+        return _verb(args.verb).run(args)
     except PybuildError as err:
         if args.debug:
             raise

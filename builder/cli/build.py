@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.cli.registry import push_image
 from builder.cli.verbs import Verb, key_values, open_store, registry_arguments
 from builder.errors import PybuildError, UsageError
 
@@ -128,6 +127,8 @@ def _build(args: argparse.Namespace) -> int:
     if args.push:
         if not result.tags:
             raise UsageError("--push needs a name: add -t REGISTRY/NAME:TAG")
+        from builder.cli.registry import push_image
+
         for tag in result.tags:
             push_image(store, result.image_id, tag, args.compression, args.insecure_registry,
                        _transfer_mode(args.progress), quiet=args.quiet,
@@ -267,3 +268,4 @@ def _newest_mtime(context: Path) -> int:
 
 
 BUILD = Verb("build", "build an image from a Dockerfile (the default verb)", _arguments, _build)
+VERBS = (BUILD,)

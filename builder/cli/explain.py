@@ -128,3 +128,4 @@ CHECK = Verb("check", "lint a Dockerfile (or a directory's) with BuildKit's rule
              "pybuild's layer-hygiene rules (docs/lint.md)", _check_arguments, _check)
 DEBUG = Verb("debug", "debugging aids: 'debug parse FILE' prints BuildKit's parse dump",
              _debug_arguments, _debug)
+VERBS = (EXPLAIN, CHECK, DEBUG)

@@ -16,10 +16,11 @@ import stat
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.cli.gofuncs import GoMap, Row, Zero, go_json
 from builder.cli.gotemplate import Node, execute, parse
@@ -31,8 +32,7 @@ if TYPE_CHECKING:
     from builder.store.layers import LayerRecord
 
 
-@dataclass(frozen=True, slots=True)
-class Listing:
+class Listing(msgspec.Struct, frozen=True):
     """What a listing verb prints: docker's default table and its column headers."""
 
     default_table: str

@@ -14,7 +14,8 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.errors import UsageError
 from builder.textsafe import printable
@@ -24,16 +25,14 @@ class TemplateError(UsageError):
     """A template that does not parse, or that fails on the data."""
 
 
-@dataclass(frozen=True, slots=True)
-class Value:
+class Value(msgspec.Struct, frozen=True):
     """A value during execution; ``trusted`` is False for anything read from the data."""
 
     obj: object
     trusted: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(msgspec.Struct, frozen=True):
     """One row of ``images`` or ``history``: docker's formatter context, whose fields
     are all strings, whose unknown fields are errors and whose ``json`` is its
     ``MarshalJSON`` (keys sorted, ``<>&`` escaped as Go's ``json.Marshal`` does)."""
@@ -41,8 +40,7 @@ class Row:
     fields: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Zero:
+class Zero(msgspec.Struct, frozen=True):
     """A field docker's typed struct always has and the image leaves out: it prints as
     Go's zero value (``""``, ``[]``, ``map[]``, ``<nil>``), is false, and a JSON object
     leaves it out (the field's ``omitempty``)."""

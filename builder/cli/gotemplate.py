@@ -22,7 +22,8 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.cli.gofuncs import (
     FUNCTIONS,
@@ -39,24 +40,20 @@ from builder.cli.gofuncs import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
+class Field(msgspec.Struct, frozen=True):
     base: str             # "" for ``.A``, "$" for ``$.A``, "$x" for ``$x.A``
     names: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Literal:
+class Literal(msgspec.Struct, frozen=True):
     value: object
 
 
-@dataclass(frozen=True, slots=True)
-class Function:
+class Function(msgspec.Struct, frozen=True):
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class Sub:
+class Sub(msgspec.Struct, frozen=True):
     pipeline: Pipeline
 
 
@@ -70,19 +67,16 @@ class BlockKind(enum.Enum):
     WITH = "with"
 
 
-@dataclass(frozen=True, slots=True)
-class Text:
+class Text(msgspec.Struct, frozen=True):
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(msgspec.Struct, frozen=True):
     pipeline: Pipeline
     declares: tuple[str, ...] = ()  # ``{{$x := ...}}``: prints nothing, names the value
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
+class Block(msgspec.Struct, frozen=True):
     kind: BlockKind
     pipeline: Pipeline
     declares: tuple[str, ...]  # ``range $i, $v := ...``, ``with $x := ...``
@@ -309,8 +303,7 @@ class _Budget:
                                 f"runs more than {MAX_STEPS} actions")
 
 
-@dataclass(slots=True)
-class _Run:
+class _Run(msgspec.Struct):
     root: Value    # what ``$`` is
     header: bool   # a table's header row: docker's text functions pass the header on
     variables: dict[str, Value]  # in scope: a block's own end with its {{end}}

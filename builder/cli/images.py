@@ -299,3 +299,4 @@ PRUNE = Verb("prune", "remove unused layers, blobs and cache", _prune_arguments,
 DOCTOR = Verb("doctor",
               "check the store (database, blobs, layers, cache, mounts); --repair fixes",
               _doctor_arguments, _doctor)
+VERBS = (IMAGES, INSPECT, HISTORY, TAG, RMI, SAVE, IMPORT, LOAD, DF, PRUNE, DOCTOR)

@@ -115,3 +115,4 @@ PUSH = Verb("push", "push an image to a registry", _push_arguments, _push)
 LOGIN = Verb("login", "store credentials for a registry", _login_arguments, _login)
 LOGOUT = Verb("logout", "forget the credentials pybuild stored for a registry",
               _logout_arguments, _logout)
+VERBS = (PULL, PUSH, LOGIN, LOGOUT)

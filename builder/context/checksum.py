@@ -14,8 +14,9 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Protocol
+
+import msgspec
 
 from builder import interrupt, limits
 from builder.errors import ContextError
@@ -31,10 +32,9 @@ class StatCache(Protocol):
     def put(self, path: str, st: os.stat_result, digest: str) -> None: ...
 
 
-@dataclass
-class SourceChecksum:
+class SourceChecksum(msgspec.Struct):
     digest: str                                  # sha256 over every entry below
-    files: dict[str, str] = field(default_factory=dict)   # rel path -> entry (first few)
+    files: dict[str, str] = msgspec.field(default_factory=dict)   # rel path -> entry (first few)
     # Every entry when there are more than ``files`` keeps: explain's manifest of a
     # large source (``cache.manifests``), so a changed file is named whatever its dir.
     overflow: list[tuple[str, str]] | None = None

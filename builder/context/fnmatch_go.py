@@ -15,8 +15,9 @@ ports the pieces (Unix flavour: ``/`` separates, ``\\`` escapes):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
+
+import msgspec
 
 __all__ = ["FLAGS", "BadPattern", "GoRegexError", "Translation", "clean", "go_dir", "match",
            "translate_regex"]
@@ -183,8 +184,7 @@ def _get_esc(chunk: str, i: int) -> tuple[str, int]:
 
 # ------------------------------------------------------ Go regexp -> Python re
 
-@dataclass(frozen=True)
-class Translation:
+class Translation(msgspec.Struct, frozen=True):
     """``full``: a ``re`` source (compile with :data:`FLAGS`) with Go's meaning
     for ``regexp.MatchString`` (use ``search``). ``body``: the same without the
     final ``$``, to be followed by a lookahead, or None when the expression has
@@ -194,8 +194,7 @@ class Translation:
     body: str | None
 
 
-@dataclass(frozen=True)
-class _Item:
+class _Item(msgspec.Struct, frozen=True):
     py: str
     kind: str  # "char" (one character), "star" ([^/]*), "dstar" ((.*/)?), "end", "other"
     slash: bool = True  # a "char" that can match "/"

@@ -18,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.context.fnmatch_go import (
     FLAGS,
@@ -98,8 +99,7 @@ def read_ignore_file(text: str | bytes | None) -> list[str]:
     return patterns
 
 
-@dataclass(slots=True)
-class _Pattern:
+class _Pattern(msgspec.Struct):
     text: str  # cleaned, without the "!"
     exclusion: bool
     kind: str

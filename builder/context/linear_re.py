@@ -17,9 +17,10 @@ than guessed), so both engines agree on what the source means.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from re import _constants as C  # type: ignore[attr-defined, unused-ignore]
 from re import _parser  # type: ignore[attr-defined, unused-ignore]
+
+import msgspec
 
 __all__ = ["LinearRegex", "UnsupportedRegex", "risky"]
 
@@ -112,8 +113,7 @@ def _never_slash(body: object) -> bool:
 
 # ----------------------------------------------------------------- program
 
-@dataclass(frozen=True, slots=True)
-class _Char:
+class _Char(msgspec.Struct, frozen=True):
     """Consume one character that passes the parse-tree node (``op``, ``arg``)."""
 
     op: object
@@ -121,38 +121,33 @@ class _Char:
     next: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Split:
+class _Split(msgspec.Struct, frozen=True):
     """Go on at both ``first`` and ``second``."""
 
     first: int
     second: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Assert:
+class _Assert(msgspec.Struct, frozen=True):
     """Go on at ``next`` if the position satisfies ``kind`` (``^``, ``$``, ``\\b``)."""
 
     kind: object
     next: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Match:
+class _Match(msgspec.Struct, frozen=True):
     """The pattern matched."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Fail:
+class _Fail(msgspec.Struct, frozen=True):
     """A dead end: ``(?!)``."""
 
 
 _Instruction = _Char | _Split | _Assert | _Match | _Fail
 
 
-@dataclass
-class _Program:
-    code: list[_Instruction] = field(default_factory=list)
+class _Program(msgspec.Struct):
+    code: list[_Instruction] = msgspec.field(default_factory=list)
 
     def emit(self, ins: _Instruction) -> int:
         if len(self.code) >= _MAX_PROGRAM:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from dataclasses import dataclass
+
+import msgspec
 
 from builder import rootpath
 from builder.context.ignore import MatchInfo, PatternMatcher
@@ -32,8 +33,7 @@ __all__ = ["ContextFilter"]
 _NO_INFO: MatchInfo = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class _DirState:
+class _DirState(msgspec.Struct, frozen=True):
     """A walked directory: what its children inherit, and whether it is excluded
     (then it is in the tree only if something below it is)."""
 

@@ -9,10 +9,10 @@ fields. RUN/CMD/ENTRYPOINT/SHELL/HEALTHCHECK/ONBUILD/MAINTAINER expand nothing
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import ClassVar
+
+import msgspec
 
 from builder.dockerfile.flags import InstructionError
 from builder.dockerfile.heredoc import Heredoc
@@ -48,8 +48,7 @@ ExpandWords = Callable[[str], list[str]]
 
 
 
-@dataclass
-class Command:
+class Command(msgspec.Struct):
     """Fields every instruction has. ``line``/``end_line`` are 1-based physical lines;
     ``original`` is the instruction as BuildKit keeps it for history (continuations
     joined, heredoc bodies left out); ``name`` is the keyword as written."""
@@ -61,7 +60,7 @@ class Command:
     end_line: int = 0
     original: str = ""
     name: str = ""
-    comments: list[str] = field(default_factory=list)
+    comments: list[str] = msgspec.field(default_factory=list)
 
     def expand(
         self,
@@ -71,46 +70,42 @@ class Command:
     ) -> Command:
         """A copy with ``expanded_fields`` expanded. ``expand_raw`` (quotes kept)
         is used for heredoc bodies of COPY/ADD; without it they stay as written."""
-        return dataclasses.replace(self)
+        return msgspec.structs.replace(self)
 
 
-@dataclass
 class FromCommand(Command):
     keyword: ClassVar[str] = "from"
     base: str = ""
     stage_name: str | None = None  # lower case
     platform: str | None = None
     as_word: str = ""  # the AS keyword as written, for the FromAsCasing rule
-    args: list[str] = field(default_factory=list)
+    args: list[str] = msgspec.field(default_factory=list)
 
 
-@dataclass
 class EnvCommand(Command):
     keyword: ClassVar[str] = "env"
     expanded_fields: ClassVar[tuple[str, ...]] = ("pairs",)
-    pairs: list[tuple[str, str]] = field(default_factory=list)
+    pairs: list[tuple[str, str]] = msgspec.field(default_factory=list)
     legacy_format: bool = False  # "ENV k v" (no "=")
 
     def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
                expand_raw: ExpandWord | None = None) -> Command:
         pairs = [(expand_word(k), expand_word(v)) for k, v in self.pairs]
-        return dataclasses.replace(self, pairs=pairs)
+        return msgspec.structs.replace(self, pairs=pairs)
 
 
-@dataclass
 class LabelCommand(Command):
     keyword: ClassVar[str] = "label"
     expanded_fields: ClassVar[tuple[str, ...]] = ("pairs",)
-    pairs: list[tuple[str, str]] = field(default_factory=list)
+    pairs: list[tuple[str, str]] = msgspec.field(default_factory=list)
     legacy_format: bool = False
 
     def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
                expand_raw: ExpandWord | None = None) -> Command:
         pairs = [(expand_word(k), expand_word(v)) for k, v in self.pairs]
-        return dataclasses.replace(self, pairs=pairs)
+        return msgspec.structs.replace(self, pairs=pairs)
 
 
-@dataclass
 class ArgCommand(Command):
     """``args``: (name, default or None).  ``expand`` leaves defaults as written: a
     default is expanded exactly once, when it is used (no ``--build-arg`` overrides
@@ -119,8 +114,8 @@ class ArgCommand(Command):
 
     keyword: ClassVar[str] = "arg"
     expanded_fields: ClassVar[tuple[str, ...]] = ("args",)
-    args: list[tuple[str, str | None]] = field(default_factory=list)
-    doc_comments: list[str] = field(default_factory=list)
+    args: list[tuple[str, str | None]] = msgspec.field(default_factory=list)
+    doc_comments: list[str] = msgspec.field(default_factory=list)
 
     def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
                expand_raw: ExpandWord | None = None) -> Command:
@@ -131,11 +126,10 @@ def _expand_heredocs(docs: list[Heredoc], expand_raw: ExpandWord | None) -> list
     if expand_raw is None:
         return list(docs)
     return [
-        dataclasses.replace(d, content=expand_raw(d.content)) if d.expand else d for d in docs
+        msgspec.structs.replace(d, content=expand_raw(d.content)) if d.expand else d for d in docs
     ]
 
 
-@dataclass
 class CopyCommand(Command):
     """``sources`` are paths; heredoc sources are in ``source_heredocs`` with
     their body already tab-stripped for ``<<-``. ``from_`` is never expanded
@@ -145,19 +139,19 @@ class CopyCommand(Command):
     expanded_fields: ClassVar[tuple[str, ...]] = (
         "sources", "dest", "chown", "chmod", "source_heredocs",
     )  # fmt: skip
-    sources: list[str] = field(default_factory=list)
+    sources: list[str] = msgspec.field(default_factory=list)
     dest: str = ""
-    source_heredocs: list[Heredoc] = field(default_factory=list)
+    source_heredocs: list[Heredoc] = msgspec.field(default_factory=list)
     from_: str | None = None
     chown: str | None = None
     chmod: str | None = None
     link: bool = False
-    exclude: list[str] = field(default_factory=list)
+    exclude: list[str] = msgspec.field(default_factory=list)
     parents: bool = False
 
     def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
                expand_raw: ExpandWord | None = None) -> Command:
-        return dataclasses.replace(
+        return msgspec.structs.replace(
             self,
             sources=[expand_word(s) for s in self.sources],
             dest=expand_word(self.dest),
@@ -167,26 +161,25 @@ class CopyCommand(Command):
         )
 
 
-@dataclass
 class AddCommand(Command):
     keyword: ClassVar[str] = "add"
     expanded_fields: ClassVar[tuple[str, ...]] = (
         "sources", "dest", "chown", "chmod", "checksum", "source_heredocs",
     )  # fmt: skip
-    sources: list[str] = field(default_factory=list)
+    sources: list[str] = msgspec.field(default_factory=list)
     dest: str = ""
-    source_heredocs: list[Heredoc] = field(default_factory=list)
+    source_heredocs: list[Heredoc] = msgspec.field(default_factory=list)
     chown: str | None = None
     chmod: str | None = None
     link: bool = False
-    exclude: list[str] = field(default_factory=list)
+    exclude: list[str] = msgspec.field(default_factory=list)
     keep_git_dir: bool | None = None
     checksum: str | None = None
     unpack: bool | None = None
 
     def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
                expand_raw: ExpandWord | None = None) -> Command:
-        return dataclasses.replace(
+        return msgspec.structs.replace(
             self,
             sources=[expand_word(s) for s in self.sources],
             dest=expand_word(self.dest),
@@ -197,21 +190,20 @@ class AddCommand(Command):
         )
 
 
-@dataclass
 class RunCommand(Command):
     """``cmd``: exec-form argv, or (``shell_form``) one string for the SHELL.
     Heredoc bodies are raw (tabs kept even for ``<<-``; ``chomp`` says so)."""
 
     keyword: ClassVar[str] = "run"
     expanded_fields: ClassVar[tuple[str, ...]] = ("mounts",)
-    cmd: list[str] = field(default_factory=list)
+    cmd: list[str] = msgspec.field(default_factory=list)
     shell_form: bool = True
-    heredocs: list[Heredoc] = field(default_factory=list)
-    mounts: list[Mount] = field(default_factory=list)
+    heredocs: list[Heredoc] = msgspec.field(default_factory=list)
+    mounts: list[Mount] = msgspec.field(default_factory=list)
     network: str | None = None
     security: str | None = None
-    devices: list[Device] = field(default_factory=list)
-    flags_used: list[str] = field(default_factory=list)
+    devices: list[Device] = msgspec.field(default_factory=list)
+    flags_used: list[str] = msgspec.field(default_factory=list)
 
     def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
                expand_raw: ExpandWord | None = None) -> Command:
@@ -220,82 +212,73 @@ class RunCommand(Command):
             mounts = [parse_mount(m.raw, expand_word) for m in self.mounts]
         except InstructionError as err:
             raise DockerfileError(str(err), "Dockerfile", self.line) from None
-        return dataclasses.replace(self, mounts=mounts)
+        return msgspec.structs.replace(self, mounts=mounts)
 
 
-@dataclass
 class CmdCommand(Command):
     keyword: ClassVar[str] = "cmd"
-    cmd: list[str] = field(default_factory=list)
+    cmd: list[str] = msgspec.field(default_factory=list)
     shell_form: bool = True
 
 
-@dataclass
 class EntrypointCommand(Command):
     keyword: ClassVar[str] = "entrypoint"
-    cmd: list[str] = field(default_factory=list)
+    cmd: list[str] = msgspec.field(default_factory=list)
     shell_form: bool = True
 
 
-@dataclass
 class ShellCommand(Command):
     keyword: ClassVar[str] = "shell"
-    shell: list[str] = field(default_factory=list)
+    shell: list[str] = msgspec.field(default_factory=list)
 
 
-@dataclass
 class ExposeCommand(Command):
     keyword: ClassVar[str] = "expose"
     expanded_fields: ClassVar[tuple[str, ...]] = ("ports",)
-    ports: list[str] = field(default_factory=list)  # sorted, as upstream
+    ports: list[str] = msgspec.field(default_factory=list)  # sorted, as upstream
 
     def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
                expand_raw: ExpandWord | None = None) -> Command:
-        return dataclasses.replace(self, ports=[w for p in self.ports for w in expand_words(p)])
+        return msgspec.structs.replace(self, ports=[w for p in self.ports for w in expand_words(p)])
 
 
-@dataclass
 class VolumeCommand(Command):
     keyword: ClassVar[str] = "volume"
     expanded_fields: ClassVar[tuple[str, ...]] = ("paths",)
-    paths: list[str] = field(default_factory=list)
+    paths: list[str] = msgspec.field(default_factory=list)
 
     def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
                expand_raw: ExpandWord | None = None) -> Command:
-        return dataclasses.replace(self, paths=[expand_word(p) for p in self.paths])
+        return msgspec.structs.replace(self, paths=[expand_word(p) for p in self.paths])
 
 
-@dataclass
 class UserCommand(Command):
     keyword: ClassVar[str] = "user"
     expanded_fields: ClassVar[tuple[str, ...]] = ("user",)
     user: str = ""
     def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
                expand_raw: ExpandWord | None = None) -> Command:
-        return dataclasses.replace(self, user=expand_word(self.user))
+        return msgspec.structs.replace(self, user=expand_word(self.user))
 
 
-@dataclass
 class WorkdirCommand(Command):
     keyword: ClassVar[str] = "workdir"
     expanded_fields: ClassVar[tuple[str, ...]] = ("path",)
     path: str = ""
     def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
                expand_raw: ExpandWord | None = None) -> Command:
-        return dataclasses.replace(self, path=expand_word(self.path))
+        return msgspec.structs.replace(self, path=expand_word(self.path))
 
 
-@dataclass
 class StopsignalCommand(Command):
     keyword: ClassVar[str] = "stopsignal"
     expanded_fields: ClassVar[tuple[str, ...]] = ("signal",)
     signal: str = ""
     def expand(self, expand_word: ExpandWord, expand_words: ExpandWords,
                expand_raw: ExpandWord | None = None) -> Command:
-        return dataclasses.replace(self, signal=expand_word(self.signal))
+        return msgspec.structs.replace(self, signal=expand_word(self.signal))
 
 
-@dataclass
 class HealthcheckCommand(Command):
     """``test`` is the OCI Healthcheck.Test (``["NONE"]``, ``["CMD", ...]`` or
     ``["CMD-SHELL", cmd]``); durations are nanoseconds, 0 meaning unset."""
@@ -309,13 +292,11 @@ class HealthcheckCommand(Command):
     retries: int = 0
 
 
-@dataclass
 class OnbuildCommand(Command):
     keyword: ClassVar[str] = "onbuild"
     expression: str = ""
 
 
-@dataclass
 class MaintainerCommand(Command):
     keyword: ClassVar[str] = "maintainer"
     maintainer: str = ""

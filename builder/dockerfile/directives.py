@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+
+import msgspec
 
 __all__ = [
     "DIRECTIVE_NAMES",
@@ -85,21 +86,19 @@ class DirectiveError(ValueError):
     """A directive that is repeated or has a bad value (message only)."""
 
 
-@dataclass(frozen=True)
-class Directive:
+class Directive(msgspec.Struct, frozen=True):
     name: str  # lower case
     value: str
     line: int  # 1-based
 
 
-@dataclass
-class DirectiveParser:
+class DirectiveParser(msgspec.Struct):
     """Feeds lines one at a time; stops for good at the first non-directive."""
 
     comment: str = "#"
     line: int = 0
     done: bool = False
-    seen: set[str] = field(default_factory=set)
+    seen: set[str] = msgspec.field(default_factory=set)
 
     def parse_line(self, text: str) -> Directive | None:
         self.line += 1
@@ -192,8 +191,7 @@ def parse_directive(key: str, text: str) -> tuple[str, str, int | None, bool]:
     return _find(key, text, False)
 
 
-@dataclass(frozen=True)
-class CheckConfig:
+class CheckConfig(msgspec.Struct, frozen=True):
     """The ``# check=`` directive: which lint rules to skip or enable."""
 
     skip_all: bool = False

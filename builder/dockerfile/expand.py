@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
+
+import msgspec
 
 from builder.limits import get as _get_limits
 
@@ -43,15 +44,14 @@ class _FatalError(ExpansionError):
     """Size and nesting limits: never rewritten into a syntax message."""
 
 
-@dataclass
-class ExpandResult:
+class ExpandResult(msgspec.Struct):
     """``result``: the word as one string; ``words``: it split as ``process_words``
     does; ``matched``/``unmatched``: variable names looked up and found / not found."""
 
     result: str
     words: list[str]
-    matched: set[str] = field(default_factory=set)
-    unmatched: set[str] = field(default_factory=set)
+    matched: set[str] = msgspec.field(default_factory=set)
+    unmatched: set[str] = msgspec.field(default_factory=set)
 
 
 def build_envs(items: Iterable[str]) -> dict[str, str]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+
+import msgspec
 
 __all__ = [
     "BFlags",
@@ -147,12 +148,11 @@ def parse_go_duration(text: str) -> int:
     return -total if neg else total
 
 
-@dataclass
-class Flag:
+class Flag(msgspec.Struct):
     name: str
     kind: str  # "bool", "string" or "strings"
     value: str = ""
-    values: list[str] = field(default_factory=list)
+    values: list[str] = msgspec.field(default_factory=list)
     used: bool = False
 
     @property

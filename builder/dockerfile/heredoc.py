@@ -11,7 +11,8 @@ here, so a small lexer of our own covers it without depending on
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.dockerfile.directives import GO_SPACE
 
@@ -34,8 +35,7 @@ class HeredocError(ValueError):
     """A heredoc word that cannot be lexed (e.g. an unterminated quote)."""
 
 
-@dataclass
-class Heredoc:
+class Heredoc(msgspec.Struct):
     """One heredoc, like BuildKit's ``parser.Heredoc``.
 
     ``content`` is the raw body, each line with its newline; ``<<-`` only sets

@@ -6,9 +6,10 @@ error messages; the result is one ``commands`` dataclass per instruction.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable
+
+import msgspec
 
 from builder.dockerfile.commands import (
     AddCommand,
@@ -334,7 +335,7 @@ def _parse_run(node: Node, kw: str, args: list[str], bf: BFlags) -> Command:
     return RunCommand(
         cmd=handle_json_args(args, node.json),
         shell_form=not node.json,
-        heredocs=[dataclasses.replace(h) for h in node.heredocs],
+        heredocs=[msgspec.structs.replace(h) for h in node.heredocs],
         mounts=mounts,
         network=network.value if network.used else None,
         security=security.value if security.used else None,

@@ -10,8 +10,9 @@ MultipleInstructionsDisallowed) in ``LintContext.findings``; the rule table in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.dockerfile.commands import (
     AddCommand,
@@ -48,24 +49,22 @@ _NON_ENV_ARGS = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STA
 Finding = tuple[int, str]  # (line, message)
 
 
-@dataclass
-class _StageState:
+class _StageState(msgspec.Struct):
     """What the static walk of one stage learned (inherited by stages built on it)."""
 
     env: dict[str, str]
-    declared: set[str] = field(default_factory=set)
+    declared: set[str] = msgspec.field(default_factory=set)
     has_shell: bool = False
     workdir_set: bool = False
 
 
-@dataclass
-class LintContext:
+class LintContext(msgspec.Struct):
     df: Dockerfile
     global_env: dict[str, str]
     declared_meta: set[str]
     build_args: Mapping[str, str]
     image_env: Mapping[str, Mapping[str, str]]
-    findings: dict[str, list[Finding]] = field(default_factory=dict)
+    findings: dict[str, list[Finding]] = msgspec.field(default_factory=dict)
 
     def report(self, rule: str, line: int, message: str) -> None:
         self.findings.setdefault(rule, []).append((line, message))

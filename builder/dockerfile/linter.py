@@ -14,7 +14,8 @@ unless ``image_env`` supplies them, so ``UndefinedVar`` only assumes ``PATH``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.dockerfile.commands import (
     ArgCommand,
@@ -33,8 +34,7 @@ from builder.dockerfile.stages import Dockerfile, Platform, valid_reference
 __all__ = ["RULES", "LintWarning", "Rule", "check_config", "lint"]
 
 _DOCS = "https://docs.docker.com/go/dockerfile/rule/"
-@dataclass(frozen=True)
-class Rule:
+class Rule(msgspec.Struct, frozen=True):
     name: str
     description: str
     url: str

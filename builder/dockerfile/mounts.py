@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.dockerfile.flags import InstructionError, parse_go_bool, parse_go_int, with_suggestion
 
@@ -34,8 +35,7 @@ MOUNT_KEYS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(msgspec.Struct, frozen=True):
     """One ``--mount``; field meanings as in BuildKit's ``instructions.Mount``."""
 
     type: str = "bind"
@@ -54,8 +54,7 @@ class Mount:
     raw: str = ""  # the option text as written
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(msgspec.Struct, frozen=True):
     name: str
     required: bool = False
 
@@ -244,7 +243,7 @@ def _build(m: dict[str, object], text: str, ro_auto: bool, check: bool) -> Mount
             raise InstructionError(f"invalid cache sharing set for {mtype} mount")
     if ro_auto:
         m["readonly"] = mtype not in ("cache", "tmpfs")
-    known = {k: v for k, v in m.items() if k in Mount.__dataclass_fields__}
+    known = {k: v for k, v in m.items() if k in Mount.__struct_fields__}
     for key in ("type", "target", "source", "from_", "id", "sharing"):
         if key in known and not isinstance(known[key], str):
             known[key] = str(known[key])

@@ -22,7 +22,8 @@ even a grammar that only splits lines is slower than this whole parser.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+
+import msgspec
 
 from builder.dockerfile.directives import (
     GO_SPACE,
@@ -67,8 +68,7 @@ EMPTY_CONTINUATION_DETAIL = "Empty continuation lines will become errors in a fu
 _HEREDOC_KEYWORDS = frozenset({"add", "copy", "run"})
 
 
-@dataclass(frozen=True)
-class LintWarning:
+class LintWarning(msgspec.Struct, frozen=True):
     """A warning with its rule name, like a BuildKit lint result."""
 
     rule: str
@@ -149,12 +149,11 @@ class Node:
         return f"Node({dump_node(self)!r}, lines={self.start_line}-{self.end_line})"
 
 
-@dataclass
-class ParseResult:
+class ParseResult(msgspec.Struct):
     nodes: list[Node]
     escape: str = "\\"
-    directives: list[Directive] = field(default_factory=list)
-    warnings: list[LintWarning] = field(default_factory=list)
+    directives: list[Directive] = msgspec.field(default_factory=list)
+    warnings: list[LintWarning] = msgspec.field(default_factory=list)
 
     @property
     def start_line(self) -> int:

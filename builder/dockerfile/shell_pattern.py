@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property, lru_cache
+
+import msgspec
 
 __all__ = ["PatternError", "ResultTooLarge", "go_template", "replace", "reverse_pattern",
            "shell_pattern_to_regex", "trim_prefix", "trim_suffix"]
@@ -96,8 +97,7 @@ def shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> str:
     return "".join(out)
 
 
-@dataclass(frozen=True)
-class _Chunk:
+class _Chunk(msgspec.Struct, frozen=True, dict=True):  # dict: for the cached properties
     """Fixed-width text between stars: literal characters and ``?`` items."""
 
     items: tuple[str, ...]
@@ -142,8 +142,7 @@ class _Chunk:
         return -1 if found is None else n - found.start() - self.width
 
 
-@dataclass(frozen=True)
-class _Piece:
+class _Piece(msgspec.Struct, frozen=True):
     """One line's part of the pattern: ``chunks[0] * chunks[1] * ... chunks[-1]``."""
 
     chunks: tuple[_Chunk, ...]
@@ -222,8 +221,7 @@ class _Text:
                                f"characters (over {MAX_MATCH_WORK} steps)")
 
 
-@dataclass(frozen=True)
-class _Pattern:
+class _Pattern(msgspec.Struct, frozen=True):
     pieces: tuple[_Piece, ...]
 
     def start(self, value: str) -> _Text:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.dockerfile.commands import ArgCommand, Command, CopyCommand, FromCommand, RunCommand
 from builder.dockerfile.directives import (
@@ -57,14 +58,13 @@ PLATFORM_ARGS = (
 BUILTIN_ARGS = frozenset({*PROXY_ARGS, *PLATFORM_ARGS, "SOURCE_DATE_EPOCH"})
 
 
-@dataclass
-class Stage:
+class Stage(msgspec.Struct):
     index: int
     name: str | None  # lower case
     base: str  # the FROM image word, unexpanded
     platform: str | None  # the --platform value, unexpanded
     line: int
-    commands: list[Command] = field(default_factory=list)
+    commands: list[Command] = msgspec.field(default_factory=list)
     original: str = ""
     from_command: FromCommand | None = None
     doc_comment: str = ""
@@ -74,15 +74,14 @@ class Stage:
         return self.name or f"stage-{self.index}"
 
 
-@dataclass
-class Dockerfile:
+class Dockerfile(msgspec.Struct):
     path: str
     escape: str
     directives: dict[str, str]
     meta_args: list[ArgCommand]
     stages: list[Stage]
     warnings: list[LintWarning]
-    nodes: list[Node] = field(default_factory=list, repr=False)
+    nodes: list[Node] = msgspec.field(default_factory=list)
 
     def stage(self, name: str) -> Stage | None:
         """The last stage named ``name`` (case-insensitive), as upstream resolves names."""
@@ -166,29 +165,27 @@ def parse_file(path: str | os.PathLike[str]) -> Dockerfile:
 # --- the build plan --------------------------------------------------------------
 
 
-@dataclass
-class PlannedStage:
+class PlannedStage(msgspec.Struct):
     stage: Stage
     base: str  # the expanded FROM word: an image reference, "scratch" or a stage name
     base_stage: int | None  # index of the stage used as base, if any
     dependencies: list[int]  # every stage this one needs, base included
     platform: Platform | None  # the expanded --platform, if given
     global_args: Mapping[str, str]  # visible to the stage once it re-declares them with ARG
-    images: list[str] = field(default_factory=list)  # COPY --from / --mount from= images
+    images: list[str] = msgspec.field(default_factory=list)  # COPY --from / --mount from= images
 
 
-@dataclass
-class BuildPlan:
+class BuildPlan(msgspec.Struct):
     target: int
     stages: list[PlannedStage]  # what the target needs, dependencies first
     global_args: dict[str, str]
     build_args: dict[str, str]
     images: list[str]  # image references used by COPY --from / RUN --mount=from
-    warnings: list[LintWarning] = field(default_factory=list)
+    warnings: list[LintWarning] = msgspec.field(default_factory=list)
     # TARGETPLATFORM and BUILDPLATFORM; implicit: no --platform was given (the target
     # is then the host's, and the image config keeps its base image's platform).
-    target_platform: Platform = field(default_factory=Platform)
-    build_platform: Platform = field(default_factory=Platform)
+    target_platform: Platform = msgspec.field(default_factory=Platform)
+    build_platform: Platform = msgspec.field(default_factory=Platform)
     implicit_platform: bool = False
 
     def resolve_args(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.engine.git_source import (
     ResolvedGit,
@@ -33,10 +34,9 @@ if TYPE_CHECKING:
 Inputs = list[tuple[str, str]]
 
 
-@dataclass
-class RemoteSources:
-    gits: dict[str, ResolvedGit] = field(default_factory=dict)
-    inputs: Inputs = field(default_factory=list)
+class RemoteSources(msgspec.Struct):
+    gits: dict[str, ResolvedGit] = msgspec.field(default_factory=dict)
+    inputs: Inputs = msgspec.field(default_factory=list)
 
 
 def plan_add(store: Store, command: AddCommand, request: CopyRequest) -> RemoteSources:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.cache import CacheStore
 from builder.engine.options import BuildOptions
@@ -31,8 +32,7 @@ class ThreadView(threading.local):
     holds_slot: bool = False          # whether it holds one of the build's job slots
 
 
-@dataclass(slots=True)
-class BuildRun:
+class BuildRun(msgspec.Struct):
     """The build shared by its stage threads; ``lock`` guards ``stages``,
     ``imported`` and the reads of imported caches."""
 
@@ -45,17 +45,17 @@ class BuildRun:
     plan: BuildPlan
     escape: str = "\\"
     named: NamedContexts | None = None   # --build-context, when given
-    imported: list[ImportedCache] = field(default_factory=list)
-    stages: dict[int, StageState] = field(default_factory=dict)   # built, by stage index
-    steps: list[StepRecord] = field(default_factory=list)
-    local: ThreadView = field(default_factory=ThreadView)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    done: dict[int, threading.Event] = field(default_factory=dict)  # stage index -> built
-    position: dict[int, int] = field(default_factory=dict)   # stage index -> plan position
-    cancel: threading.Event = field(default_factory=threading.Event)
-    slots: threading.Semaphore = field(default_factory=threading.Semaphore)
-    exited: list[threading.Event] = field(default_factory=list)  # one per stage thread
-    wake: threading.Event = field(default_factory=threading.Event)  # a stage thread ended
+    imported: list[ImportedCache] = msgspec.field(default_factory=list)
+    stages: dict[int, StageState] = msgspec.field(default_factory=dict)   # built, by stage index
+    steps: list[StepRecord] = msgspec.field(default_factory=list)
+    local: ThreadView = msgspec.field(default_factory=ThreadView)
+    lock: threading.Lock = msgspec.field(default_factory=threading.Lock)
+    done: dict[int, threading.Event] = msgspec.field(default_factory=dict)  # stage index -> built
+    position: dict[int, int] = msgspec.field(default_factory=dict)   # stage index -> plan position
+    cancel: threading.Event = msgspec.field(default_factory=threading.Event)
+    slots: threading.Semaphore = msgspec.field(default_factory=threading.Semaphore)
+    exited: list[threading.Event] = msgspec.field(default_factory=list)  # one per stage thread
+    wake: threading.Event = msgspec.field(default_factory=threading.Event)  # a stage thread ended
 
     @property
     def store(self) -> Store:

@@ -16,8 +16,9 @@ import os
 import re
 import sys
 import tempfile
-from dataclasses import dataclass
 from enum import Enum
+
+import msgspec
 
 from builder.engine.options import Output
 from builder.errors import UsageError
@@ -110,8 +111,7 @@ def check_outputs(outputs: list[Output]) -> list[Output]:
 # -- --secret ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SecretSpec:
+class SecretSpec(msgspec.Struct, frozen=True):
     id: str
     file: str = ""   # read from this file
     env: str = ""    # or from this environment variable
@@ -200,8 +200,7 @@ class AnnotationType(Enum):
     INDEX_DESCRIPTOR = "index-descriptor"
 
 
-@dataclass(frozen=True)
-class Annotation:
+class Annotation(msgspec.Struct, frozen=True):
     type: AnnotationType
     key: str
     value: str
@@ -288,8 +287,7 @@ class ContextKind(Enum):
     SCRATCH = "scratch"          # docker-image://scratch
 
 
-@dataclass(frozen=True)
-class BuildContext:
+class BuildContext(msgspec.Struct, frozen=True):
     """One ``--build-context NAME=VALUE``; ``name`` normalised as buildx does."""
 
     name: str

@@ -184,7 +184,6 @@ def normalize_workdir(current: str, path: str) -> str:
 def workdir(step: Step, command: WorkdirCommand) -> str:
     """WORKDIR sets the config and makes the directory (a layer), but for "/"."""
     from builder.engine.layerstep import layer_step
-    from builder.run import in_mount_namespace
 
     state, record = step.state, step.record
     path = normalize_workdir(state.workdir(), command.path)
@@ -194,9 +193,16 @@ def workdir(step: Step, command: WorkdirCommand) -> str:
         return f"WORKDIR {path}"
     owner = state.config.get("User", "")
     inputs = [("instruction", "WORKDIR"), ("path", path), ("user", owner)]
-    layer_step(step.run, state, record, inputs,
-               lambda snap: in_mount_namespace(_mkdir_in_snapshot, snap, path, owner))
+    layer_step(step.run, state, record, inputs, lambda snap: _mkdir(snap, path, owner))
     return f"WORKDIR {path}"
+
+
+def _mkdir(snap: ActiveSnapshot, path: str, owner: str) -> None:
+    """Make WORKDIR's directory in the step's snapshot (on a cache miss only: the
+    namespace machinery is not imported on the cached path)."""
+    from builder.run import in_mount_namespace
+
+    in_mount_namespace(_mkdir_in_snapshot, snap, path, owner)
 
 
 def _mkdir_in_snapshot(snapshot: ActiveSnapshot, path: str, owner: str) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.context.fnmatch_go import BadPattern
 from builder.context.fnmatch_go import match as go_match
@@ -27,29 +29,29 @@ if TYPE_CHECKING:
 _URL_PREFIXES = ("http://", "https://")
 
 
-@dataclass
-class CopyRequest:
+class CopyRequest(msgspec.Struct, dict=True):  # dict: for the cached matcher
     sources: list[str]
     dest: str
     workdir: str
     chown: str = ""
     chmod: str = ""
     ignore: ContextFilter | None = None   # .dockerignore: what the context transfer sends
-    heredocs: list[tuple[str, str]] = field(default_factory=list)  # (name, content)
+    heredocs: list[tuple[str, str]] = msgspec.field(default_factory=list)  # (name, content)
     selected: list[str] | None = None   # sources after globbing, when chosen in advance
-    exclude: list[str] = field(default_factory=list)   # --exclude patterns
+    exclude: list[str] = msgspec.field(default_factory=list)   # --exclude patterns
     parents: bool = False     # --parents: keep each source's path below the context
     link: bool = False        # --link: same files as a plain copy (see module doc)
     add: bool = False         # ADD: extract local archives, fetch URLs
     preserve_owner: bool = False   # COPY --from keeps owners; the context's are root's
     checksum: str = ""        # ADD --checksum of an http(s) source (add_url.py)
-    git_trees: dict[str, str] = field(default_factory=dict)  # git source -> its checkout
+    git_trees: dict[str, str] = msgspec.field(default_factory=dict)  # git source -> its checkout
     # The content digest the step's cache key holds (context sources only): the copy
     # recomputes it from the bytes it writes and fails on a difference.
     expected_content: str | None = None
 
-    def __post_init__(self) -> None:
-        self.exclude_matcher = PatternMatcher(self.exclude) if self.exclude else None
+    @cached_property
+    def exclude_matcher(self) -> PatternMatcher | None:
+        return PatternMatcher(self.exclude) if self.exclude else None
 
     def excluded(self, rel: str) -> bool:
         """A source BuildKit's context transfer would not send (followed if a link)."""

@@ -13,9 +13,10 @@ with the choice is ``builder.context.ignore.find_ignore_file``'s business.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+import msgspec
 
 from builder.errors import ContextError, UsageError
 
@@ -25,8 +26,7 @@ STDIN = "-"
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 
-@dataclass(frozen=True)
-class DockerfileSource:
+class DockerfileSource(msgspec.Struct, frozen=True):
     """Where the build's context and Dockerfile come from.
 
     ``dockerfile`` is ``Path("-")`` for a Dockerfile read from stdin into ``text``

@@ -23,8 +23,10 @@ import signal
 import stat
 import subprocess
 import urllib.parse
-from dataclasses import dataclass, replace
 from pathlib import Path
+
+import msgspec
+from msgspec.structs import replace
 
 from builder.dockerfile.stages import PROXY_ARGS
 from builder.errors import BuildError
@@ -43,8 +45,7 @@ _SSH = ("ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityFile
         "-o IdentityAgent=none -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null")
 
 
-@dataclass(frozen=True)
-class GitRef:
+class GitRef(msgspec.Struct, frozen=True):
     source: str                 # as written in the Dockerfile
     remote: str                 # what git is given: no fragment, no query
     scheme: str
@@ -60,8 +61,7 @@ class GitRef:
         return redact(self.source)
 
 
-@dataclass(frozen=True)
-class ResolvedGit:
+class ResolvedGit(msgspec.Struct, frozen=True):
     ref: GitRef
     commit: str          # what is checked out
     fetched: str         # what is fetched: the commit, or an annotated tag object

@@ -22,7 +22,8 @@ import os
 import shutil
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.errors import BuildError
 from builder.layers.safeout import OutputDir, open_beneath
@@ -35,8 +36,7 @@ _O_NODE = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
 
 
-@dataclass
-class LocalStats:
+class LocalStats(msgspec.Struct):
     """What ``-o type=local`` left out on purpose (without ``preserve=true``)."""
 
     devices: int = 0      # char and block device nodes not created

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import copy
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.engine.buildx_flags import BuildContext, ContextKind, context_name
 from builder.engine.state import StageState
@@ -44,20 +45,18 @@ _LOCAL_HISTORY = "local source for {name}"
 _EXPORTER_COMMENT = "buildkit.exporter.image.v0"
 
 
-@dataclass
-class _Loaded:
+class _Loaded(msgspec.Struct):
     chain: str | None
     cache_key: str
     image_id: str | None = None      # image kinds: the store's image
     created: str | None = None       # local: when its layer was made
 
 
-@dataclass
-class NamedContexts:
+class NamedContexts(msgspec.Struct):
     contexts: dict[str, BuildContext]
-    loaded: dict[str, _Loaded] = field(default_factory=dict)
-    locks: dict[str, threading.Lock] = field(default_factory=dict)
-    guard: threading.Lock = field(default_factory=threading.Lock)
+    loaded: dict[str, _Loaded] = msgspec.field(default_factory=dict)
+    locks: dict[str, threading.Lock] = msgspec.field(default_factory=dict)
+    guard: threading.Lock = msgspec.field(default_factory=threading.Lock)
 
     def find(self, name: str) -> BuildContext | None:
         """The context a FROM, a ``--from`` or a stage name refers to, if any."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.explain.steps import StepRecord
 from builder.platforms import Platform
@@ -14,13 +15,12 @@ if TYPE_CHECKING:
     from builder.run.runopts import RunOptions
 
 
-@dataclass
-class Output:
+class Output(msgspec.Struct):
     """One ``-o type=...,dest=...`` request."""
 
     type: str
     dest: str = ""
-    attrs: dict[str, str] = field(default_factory=dict)
+    attrs: dict[str, str] = msgspec.field(default_factory=dict)
     preserve: bool = False  # type=local: keep device nodes and setuid/setgid/capabilities
 
 
@@ -31,40 +31,38 @@ def parse_output(spec: str) -> Output:
     return parse(spec)
 
 
-@dataclass
-class BuildOptions:
+class BuildOptions(msgspec.Struct):
     context: Path | None
     dockerfile: Path | None = None          # None: <context>/Dockerfile
     dockerfile_text: bytes | None = None    # a Dockerfile given on stdin
-    tags: list[str] = field(default_factory=list)
-    build_args: dict[str, str] = field(default_factory=dict)
+    tags: list[str] = msgspec.field(default_factory=list)
+    build_args: dict[str, str] = msgspec.field(default_factory=dict)
     target: str | None = None
     no_cache: bool = False
-    no_cache_filter: list[str] = field(default_factory=list)   # stages that skip the cache
+    no_cache_filter: list[str] = msgspec.field(default_factory=list)   # stages that skip the cache
     network: str = "default"   # default (own namespace, slirp4netns), host or none
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
     platform: Platform | None = None    # --platform; None: the host's (implicit)
-    outputs: list[Output] = field(default_factory=list)
+    outputs: list[Output] = msgspec.field(default_factory=list)
     compression: str = "gzip"
     source_date_epoch: int | None = None
     iidfile: str | None = None
     metadata_file: str | None = None
-    secrets: dict[str, str] = field(default_factory=dict)  # secret id -> host file
+    secrets: dict[str, str] = msgspec.field(default_factory=dict)  # secret id -> host file
     storage_driver: str = "overlay"                        # overlay, vfs or auto
-    cache_from: list[str] = field(default_factory=list)    # local cache layout dirs
+    cache_from: list[str] = msgspec.field(default_factory=list)    # local cache layout dirs
     cache_to: str | None = None                            # local dir to export the cache to
     cache_mode: str = "min"                                # min: final stage; max: all stages
-    cache_from_refs: list[str] = field(default_factory=list)  # registry caches to read
+    cache_from_refs: list[str] = msgspec.field(default_factory=list)  # registry caches to read
     cache_to_ref: str | None = None                        # registry ref to export the cache to
     pull: bool = False                                     # re-pull FROM images even if stored
     insecure_registries: tuple[str, ...] = ()              # plain HTTP allowed for these
-    build_contexts: dict[str, BuildContext] = field(default_factory=dict)  # --build-context
+    build_contexts: dict[str, BuildContext] = msgspec.field(default_factory=dict)  # --build-context
     run_options: RunOptions | None = None   # --add-host, --ulimit, --shm-size for RUN steps
     plan: bool = False       # explain --plan: decide every step's cache use, run nothing
 
 
-@dataclass
-class BuildResult:
+class BuildResult(msgspec.Struct):
     image_id: str
     steps: list[StepRecord]
     tags: list[str]

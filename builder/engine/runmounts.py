@@ -19,9 +19,10 @@ import hashlib
 import os
 import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.cache import Inputs
 from builder.engine.copy_plan import clean_source
@@ -38,14 +39,13 @@ if TYPE_CHECKING:   # the filtered view loads only for a bind mount of the conte
     from builder.snapshot import ActiveSnapshot
 
 
-@dataclass
-class PreparedMounts:
-    mounts: list[MountSpec] = field(default_factory=list)
-    inputs: Inputs = field(default_factory=list)
-    secret_env: list[str] = field(default_factory=list)
-    views: list[ActiveSnapshot] = field(default_factory=list)
-    locks: list[int] = field(default_factory=list)       # flock'd cache mounts
-    scratch: list[TmpDir] = field(default_factory=list)  # private cache instances
+class PreparedMounts(msgspec.Struct):
+    mounts: list[MountSpec] = msgspec.field(default_factory=list)
+    inputs: Inputs = msgspec.field(default_factory=list)
+    secret_env: list[str] = msgspec.field(default_factory=list)
+    views: list[ActiveSnapshot] = msgspec.field(default_factory=list)
+    locks: list[int] = msgspec.field(default_factory=list)       # flock'd cache mounts
+    scratch: list[TmpDir] = msgspec.field(default_factory=list)  # private cache instances
 
     def release(self) -> None:
         for view in self.views:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.engine import dispatch, stageplatform
 from builder.engine.buildrun import BuildRun
@@ -118,6 +119,6 @@ def _onbuild_triggers(run: BuildRun, planned: PlannedStage, state: StageState) -
         if len(found) != 1 or found[0].keyword in ("onbuild", "maintainer"):
             raise DockerfileError(f"invalid ONBUILD trigger {trigger!r}", run.dockerfile_path,
                                   planned.stage.line)
-        commands.append(dataclasses.replace(found[0], line=planned.stage.line,
+        commands.append(msgspec.structs.replace(found[0], line=planned.stage.line,
                                             end_line=planned.stage.line))
     return commands

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from builder.explain.steps import StepRecord
 from builder.platforms import Platform
@@ -37,8 +38,7 @@ def go_list(items: list[str], quoted: bool = False) -> str:
     return "[" + " ".join(go_quote(i) if quoted else i for i in items) + "]"
 
 
-@dataclass
-class StageState:
+class StageState(msgspec.Struct):
     name: str
     image: dict[str, Any]   # the image config document (image spec JSON)
     chain: str | None
@@ -46,8 +46,8 @@ class StageState:
     cache_key: str = ""       # the key of the last layer step, or the base image's
     base_name: str = ""       # the FROM text (a tag), for explain's base-changed
     ran: str = ""             # the first step of its chain that ran in this build (explain)
-    args: dict[str, str | None] = field(default_factory=dict)
-    steps: list[StepRecord] = field(default_factory=list)
+    args: dict[str, str | None] = msgspec.field(default_factory=dict)
+    steps: list[StepRecord] = msgspec.field(default_factory=list)
     cmd_set: bool = False
     platform: Platform | None = None  # what its RUN steps run as and its keys hold
 

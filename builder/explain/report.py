@@ -3,26 +3,25 @@ layer (diff_id, blob digests, wasted bytes), the shape both renderers read."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
 from builder.explain.records import load_build
 from builder.explain.steps import StepRecord
 from builder.store.store import Store
 
 
-@dataclass(slots=True)
-class LayerFacts:
+class LayerFacts(msgspec.Struct):
     """What the store knows about a step's layer."""
 
     chain_id: str
     diff_id: str
     size: int                         # uncompressed tar bytes
-    blobs: list[tuple[str, str, int]] = field(default_factory=list)  # compression, digest, size
+    # (compression, digest, size) per blob
+    blobs: list[tuple[str, str, int]] = msgspec.field(default_factory=list)
     wasted: int = 0                   # bytes later layers delete or overwrite
 
 
-@dataclass(slots=True)
-class Report:
+class Report(msgspec.Struct):
     image_id: str | None              # None: a plan (explain --plan), nothing built
     steps: list[StepRecord]
     layers: dict[str, LayerFacts]     # by chain ID

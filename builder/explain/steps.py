@@ -10,14 +10,14 @@ reason that renderers print and never parse.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+import msgspec
 
 from builder.cache.reasons import Reason, ReasonCode, from_records, summary_text, to_records
 from builder.layers.summary import ChangeSummary
 
 
-@dataclass(slots=True)
-class StepRecord:
+class StepRecord(msgspec.Struct):
     """What one step did; ``explain`` shows these."""
 
     stage: str
@@ -27,10 +27,10 @@ class StepRecord:
     layer: str | None = None          # chain ID of the layer it made, if any
     key: str = ""                     # its cache key (layer steps only)
     cached: bool = False
-    changes: ChangeSummary = field(default_factory=ChangeSummary)
+    changes: ChangeSummary = msgspec.field(default_factory=ChangeSummary)
     seconds: float = 0.0
     created: str = ""                 # history "created" (from the cache entry on a hit)
-    reasons: list[Reason] = field(default_factory=list)   # why it was or was not cached
+    reasons: list[Reason] = msgspec.field(default_factory=list)   # why it was or was not cached
 
     @property
     def config_only(self) -> bool:

@@ -20,9 +20,10 @@ import io
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
+
+import msgspec
 
 from builder import limits
 from builder.errors import StoreError
@@ -127,8 +128,7 @@ def _check_size(path: Path, name: str, actual: int, declared: int | None) -> Non
                          f"{declared}")
 
 
-@dataclass(frozen=True)
-class _LayerRef:
+class _LayerRef(msgspec.Struct, frozen=True):
     """Where a layer's blob is: by digest (OCI, with its descriptor's size) or by name."""
 
     member: str

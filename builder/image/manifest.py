@@ -7,8 +7,9 @@ written or pushed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.image.config import MEDIA_CONFIG, MEDIA_MANIFEST, go_json
 
@@ -16,13 +17,12 @@ if TYPE_CHECKING:
     from builder.store.exportview import Descriptor
 
 
-@dataclass(frozen=True)
-class ImageAnnotations:
+class ImageAnnotations(msgspec.Struct, frozen=True):
     """BuildKit's ``manifest`` and ``manifest-descriptor`` annotations of one image
     (``exporter/containerimage/annotations.go``)."""
 
-    manifest: dict[str, str] = field(default_factory=dict)
-    descriptor: dict[str, str] = field(default_factory=dict)
+    manifest: dict[str, str] = msgspec.field(default_factory=dict)
+    descriptor: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def manifest_json(image_id: str, config_size: int, layers: list[Descriptor],

@@ -40,8 +40,9 @@ import os
 import stat
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
+
+import msgspec
 
 from builder import interrupt
 from builder.errors import LayerError
@@ -57,8 +58,7 @@ _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NODE = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass
-class ApplyStats:
+class ApplyStats(msgspec.Struct):
     """What one apply did; ``skipped`` names entries deliberately not created."""
 
     entries: int = 0
@@ -71,7 +71,7 @@ class ApplyStats:
     whiteouts: int = 0
     opaques: int = 0
     bytes: int = 0
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = msgspec.field(default_factory=list)
 
 
 class _Applier:

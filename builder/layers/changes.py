@@ -17,8 +17,9 @@ import heapq
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import cast
+
+import msgspec
 
 from builder.errors import LayerError
 from builder.layers import whiteout as wh
@@ -32,8 +33,7 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
-@dataclass
-class _Frame:
+class _Frame(msgspec.Struct):
     rel: bytes                  # tar name of the dir without "/", b"" for the root
     path: bytes                 # absolute path in the layer dir
     fd: int
@@ -41,7 +41,7 @@ class _Frame:
     lowers: list[bytes]         # lower dirs merging into this one, topmost first
     expand: bool                # opaque: lower children absent here are deleted
     st: os.stat_result | None = None
-    xattrs: dict[str, bytes] = field(default_factory=dict)
+    xattrs: dict[str, bytes] = msgspec.field(default_factory=dict)
     emitted: bool = True
     in_lower: bool = False
 
@@ -359,24 +359,23 @@ def same_content(this: bytes | int, old_path: bytes) -> bool:
             os.close(fd)
 
 
-@dataclass
-class LayerChanges:
+class LayerChanges(msgspec.Struct):
     """What a layer adds, modifies (the name exists in a lower) and deletes.
 
     Paths are absolute in the image (``/usr/bin/x``).  ``opaque`` lists dirs
     whose lower content is hidden as a whole (counted in ``deleted`` too).
     """
 
-    added: list[str] = field(default_factory=list)
-    modified: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    opaque: list[str] = field(default_factory=list)
+    added: list[str] = msgspec.field(default_factory=list)
+    modified: list[str] = msgspec.field(default_factory=list)
+    deleted: list[str] = msgspec.field(default_factory=list)
+    opaque: list[str] = msgspec.field(default_factory=list)
     added_bytes: int = 0
     modified_bytes: int = 0
     # The largest files so far, a min-heap of (size, path, kind) of at most LARGEST_KEPT;
     # ``floor`` is the smallest size a file needs to get in (the walk's fast path
     # skips the heap below it).
-    _largest: list[tuple[int, str, ChangeKind]] = field(default_factory=list)
+    _largest: list[tuple[int, str, ChangeKind]] = msgspec.field(default_factory=list)
     floor: int = -1
 
     @property

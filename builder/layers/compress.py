@@ -26,8 +26,9 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, cast
+
+import msgspec
 
 from builder.errors import LayerError
 from builder.layers.changes import PathLike
@@ -53,8 +54,7 @@ _XZ_MEMLIMIT = 1 << 28
 _READ = 1 << 20
 
 
-@dataclass(frozen=True)
-class LayerBlob:
+class LayerBlob(msgspec.Struct, frozen=True):
     """A compressed layer: ``size`` is the blob's, ``uncompressed_size`` the tar's."""
 
     diff_id: str

@@ -26,7 +26,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.layers import whiteout as wh
 from builder.layers.changes import OPEN_FILE, PathLike, same_entry
@@ -35,8 +36,7 @@ _COPY = 1 << 24
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass
-class _Frame:
+class _Frame(msgspec.Struct):
     rel: bytes
     merged: bytes
     lower: bytes | None         # the lower dir to compare against, None if new

@@ -10,7 +10,8 @@ wrappers (``sudo``, ``env``, ``nice``, …) and leading reserved words (``then``
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.dockerfile.commands import RunCommand
 from builder.lint.shell import Script, SimpleCommand, parse_script, skip_reserved, unquote
@@ -23,8 +24,7 @@ _WRAPPERS = {"sudo": frozenset({"-u", "-g", "-C", "-D", "-h", "-p", "-U"}),
              "exec": frozenset({"-a"}), "stdbuf": frozenset({"-i", "-o", "-e"})}
 
 
-@dataclass(frozen=True, slots=True)
-class Invocation:
+class Invocation(msgspec.Struct, frozen=True):
     """One simple command: ``argv[0]`` is the program's base name; ``assigned`` the
     variables set for it (``A=1 cmd``, ``env A=1 cmd``)."""
 

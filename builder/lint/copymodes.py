@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
+
+import msgspec
 
 from builder.dockerfile.commands import AddCommand, CopyCommand
 from builder.lint.argv import Invocation
@@ -28,8 +29,7 @@ _TOOLS = {"chmod": "--chmod", "chown": "--chown", "chgrp": "--chown"}
 _VALUED = frozenset({"--reference"})
 
 
-@dataclass(frozen=True, slots=True)
-class CopyTarget:
+class CopyTarget(msgspec.Struct, frozen=True):
     """Where one COPY/ADD wrote: ``dest`` absolute, without a trailing slash."""
 
     line: int

@@ -9,7 +9,8 @@ docs/lint.md; ``builder.lint.rules`` puts them in one table with BuildKit's.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+
+import msgspec
 
 from builder.dockerfile.commands import (
     AddCommand,
@@ -36,20 +37,18 @@ _APT_LISTS = "/var/lib/apt/lists"
 _FETCHERS = frozenset({"curl", "wget"})
 
 
-@dataclass(frozen=True, slots=True)
-class HygieneFinding:
+class HygieneFinding(msgspec.Struct, frozen=True):
     rule: str
     line: int
     message: str
 
 
-@dataclass(slots=True)
-class StageFacts:
+class StageFacts(msgspec.Struct):
     """What the walk knows of a stage before each step: inherited by a stage built on it."""
 
-    env: set[str] = field(default_factory=set)
+    env: set[str] = msgspec.field(default_factory=set)
     workdir: str = ""
-    copies: list[CopyTarget] = field(default_factory=list)
+    copies: list[CopyTarget] = msgspec.field(default_factory=list)
     posix_shell: bool = True   # False after SHELL ["pwsh", …]: shell-form RUNs not read
 
     def child(self) -> StageFacts:

@@ -10,7 +10,8 @@ Changing what a rule finds means bumping ``findings.RULESET_VERSION``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.dockerfile.parser import LintWarning
 from builder.dockerfile.stages import Dockerfile
@@ -21,8 +22,7 @@ __all__ = ["HYGIENE_RULES", "WASTE_RULE", "RuleInfo", "lint_dockerfile", "rule_i
 _DOCS = "docs/lint.md#"
 
 
-@dataclass(frozen=True, slots=True)
-class RuleInfo:
+class RuleInfo(msgspec.Struct, frozen=True):
     name: str
     description: str
 

@@ -17,8 +17,9 @@ results are cached never gets here (``builder.lint.gate``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 if TYPE_CHECKING:
     from lark import Lark, Token, Tree
@@ -73,8 +74,7 @@ MAX_SCRIPT = 32 * 1024
 MAX_DEPTH = 50
 
 
-@dataclass(frozen=True, slots=True)
-class SimpleCommand:
+class SimpleCommand(msgspec.Struct, frozen=True):
     """``A=1 cmd arg 2>/dev/null``: assignments before the name, then the words
     (name first) as written, quotes kept; redirection targets apart."""
 
@@ -83,30 +83,26 @@ class SimpleCommand:
     redirects: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Subshell:
+class Subshell(msgspec.Struct, frozen=True):
     script: Script
 
 
 Command = SimpleCommand | Subshell
 
 
-@dataclass(frozen=True, slots=True)
-class Pipeline:
+class Pipeline(msgspec.Struct, frozen=True):
     commands: tuple[Command, ...]
     negated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class AndOr:
+class AndOr(msgspec.Struct, frozen=True):
     """Pipelines joined by ``&&``/``||``; ``operators[i]`` joins pipeline i and i+1."""
 
     pipelines: tuple[Pipeline, ...]
     operators: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Script:
+class Script(msgspec.Struct, frozen=True):
     """Lists separated by ``;``, ``&`` or newlines."""
 
     items: tuple[AndOr, ...]

@@ -18,9 +18,10 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Container
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from builder.errors import RegistryError, UsageError
 
@@ -37,8 +38,7 @@ _TOKEN_USER = "<token>"
 HELPER_TIMEOUT = 30.0
 
 
-@dataclass
-class Credentials:
+class Credentials(msgspec.Struct):
     """What to answer a challenge with.
 
     ``identity_token`` is an OAuth2 refresh token (``identitytoken`` in config.json,

@@ -14,8 +14,9 @@ import hashlib
 import http.client
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, BinaryIO
+
+import msgspec
 
 from builder.errors import DigestMismatch, RegistryError
 from builder.registry.transport import MAX_DOCUMENT, Response, Transport
@@ -33,8 +34,7 @@ _CHUNK = 1 << 20
 _MONOLITHIC_MAX = 32 << 20  # bigger blobs go up in chunks
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(msgspec.Struct, frozen=True):
     """A manifest or index exactly as received, with its digest and parsed form."""
 
     data: bytes

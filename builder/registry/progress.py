@@ -10,15 +10,15 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TextIO
 
+import msgspec
 
-@dataclass
-class _Layer:
+
+class _Layer(msgspec.Struct):
     size: int
     done: int = 0
-    started: float = field(default_factory=time.monotonic)
+    started: float = msgspec.field(default_factory=time.monotonic)
 
 
 def _human(n: float) -> str:

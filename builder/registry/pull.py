@@ -12,9 +12,10 @@ pull reuses.
 
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+import msgspec
 
 from builder import interrupt, limits
 from builder.errors import LayerError, PybuildError, RegistryError
@@ -38,8 +39,7 @@ CONFIG_TYPES = ("application/vnd.oci.image.config.v1+json",
                 "application/vnd.docker.container.image.v1+json")
 
 
-@dataclasses.dataclass(frozen=True)
-class Pulled:
+class Pulled(msgspec.Struct, frozen=True):
     image_id: str
     manifest_digest: str
     names: list[str]
@@ -104,11 +104,11 @@ def pull(store: Store, ref: Reference, *, platform: Platform, insecure: tuple[st
         repo.transport.close()
     names = []
     if ref.tag and not ref.digest:
-        names.append(dataclasses.replace(ref, digest=None).familiar())
-    names.append(dataclasses.replace(ref, tag=None, digest=manifest.digest).familiar())
+        names.append(msgspec.structs.replace(ref, digest=None).familiar())
+    names.append(msgspec.structs.replace(ref, tag=None, digest=manifest.digest).familiar())
     if ref.digest and ref.digest != manifest.digest:
         # Pinned by an index digest: remember that name too.
-        names.append(dataclasses.replace(ref, tag=None).familiar())
+        names.append(msgspec.structs.replace(ref, tag=None).familiar())
     for name in names:
         if keep_other_platforms and _names_other_platform(store, name, image_id, platform):
             continue

@@ -12,7 +12,8 @@ Imports builder.errors only.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.errors import ReferenceError
 
@@ -73,8 +74,7 @@ ERR_DIGEST_LENGTH = "invalid checksum digest length"
 ERR_DIGEST_UNSUPPORTED = "unsupported digest algorithm"
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(msgspec.Struct, frozen=True):
     """A normalised image reference: ``registry/repository[:tag][@digest]``.
 
     ``repository`` is the path on the registry (``library/busybox``); ``registry`` is

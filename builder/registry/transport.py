@@ -30,8 +30,9 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
+
+import msgspec
 
 from builder import interrupt
 from builder.errors import RegistryError, Unauthorized
@@ -49,8 +50,7 @@ _USER_AGENT = "pybuild/0.1"
 Body = bytes | Callable[[], BinaryIO] | None
 
 
-@dataclass
-class Response:
+class Response(msgspec.Struct):
     """A response whose body is read by the caller (streamed, or bounded for JSON)."""
 
     status: int

@@ -35,7 +35,8 @@ import select
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+
+import msgspec
 
 from builder import syscalls
 from builder.errors import BuildError, SandboxError
@@ -51,8 +52,7 @@ _READY_SECONDS = 30.0
 _FD_EXIT, _FD_READY = 3, 4   # fd numbers in the stack's process
 
 
-@dataclass
-class Stack:
+class Stack(msgspec.Struct):
     """The pipes and process of one step's slirp4netns (all fds close-on-exec)."""
 
     program: str

@@ -31,7 +31,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import resource
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.errors import BuildError, UsageError
 
@@ -46,14 +47,12 @@ _UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _INT64_MAX = (1 << 63) - 1
 
 
-@dataclass(frozen=True)
-class ExtraHost:
+class ExtraHost(msgspec.Struct, frozen=True):
     name: str
     ip: str   # as Go's net.IP.String() prints it
 
 
-@dataclass(frozen=True)
-class Ulimit:
+class Ulimit(msgspec.Struct, frozen=True):
     name: str   # a key of ULIMIT_NAMES
     soft: int   # -1: unlimited
     hard: int
@@ -63,8 +62,7 @@ class Ulimit:
         return ULIMIT_NAMES[self.name]
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(msgspec.Struct, frozen=True):
     """What ``--add-host``, ``--ulimit`` and ``--shm-size`` ask of every RUN step."""
 
     extra_hosts: tuple[ExtraHost, ...] = ()

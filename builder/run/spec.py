@@ -8,8 +8,9 @@ made by ``builder.run.mountpoints``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import msgspec
 
 if TYPE_CHECKING:
     from builder.run.runopts import RunOptions
@@ -22,8 +23,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("default", "host", "none")
 
 
-@dataclass
-class MountSpec:
+class MountSpec(msgspec.Struct):
     """One extra mount of a RUN step (``RUN --mount``, secrets)."""
 
     kind: str                      # "bind", "tmpfs", "view" (another stage or image),
@@ -44,14 +44,13 @@ class MountSpec:
     mode: int = 0o400
 
 
-@dataclass
-class RunSpec:
+class RunSpec(msgspec.Struct):
     argv: list[str]
-    env: list[str] = field(default_factory=list)
+    env: list[str] = msgspec.field(default_factory=list)
     cwd: str = "/"
     user: str = ""
     network: str = "default"       # one of NETWORKS: "default" is isolated (run/network.py)
     hostname: str = HOSTNAME
-    mounts: list[MountSpec] = field(default_factory=list)
-    pipes: list[tuple[str, bytes]] = field(default_factory=list)  # files for /dev/pipes/
+    mounts: list[MountSpec] = msgspec.field(default_factory=list)
+    pipes: list[tuple[str, bytes]] = msgspec.field(default_factory=list)  # files for /dev/pipes/
     options: RunOptions | None = None  # --add-host, --ulimit, --shm-size (run/runopts.py)

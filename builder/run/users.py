@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
+
+import msgspec
 
 from builder import limits
 from builder.errors import BuildError
 from builder.rootpath import resolve_in_root
 
 
-@dataclass
-class Identity:
+class Identity(msgspec.Struct):
     uid: int = 0
     gid: int = 0
-    groups: list[int] = field(default_factory=list)
+    groups: list[int] = msgspec.field(default_factory=list)
 
 
 # -- reading the image's files with chroot semantics ----------------------

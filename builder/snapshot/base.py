@@ -20,9 +20,10 @@ suite, tests/snapshot/test_contract.py.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+import msgspec
 
 from builder import limits
 from builder.errors import BuildError, StoreError
@@ -35,8 +36,7 @@ if TYPE_CHECKING:
 DRIVERS = ("overlay", "vfs")
 
 
-@dataclass
-class Commit:
+class Commit(msgspec.Struct):
     """The result of committing a snapshot: the new top of the chain and what changed."""
 
     chain_id: str               # the new layer's chain ID (the empty layer's if no change)
@@ -76,14 +76,13 @@ class ActiveSnapshot(Protocol):
         ...
 
 
-@dataclass
-class SnapshotBase:
+class SnapshotBase(msgspec.Struct):
     """The state both drivers' snapshots share, and the used-up guard."""
 
     store: Store
     parent: str | None
     work: TmpDir
-    extra_lowers: list[Path] = field(default_factory=list)
+    extra_lowers: list[Path] = msgspec.field(default_factory=list)
     used: bool = False     # committed or released: nothing is left to mount or commit
 
     @property

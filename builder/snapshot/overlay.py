@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from builder import syscalls
@@ -19,7 +18,6 @@ _FLAGS = (("index", "off"), ("redirect_dir", "off"), ("metacopy", "off"))
 _PAGE = 4096
 
 
-@dataclass
 class Snapshot(SnapshotBase):
     """An overlay snapshot: the chain's layer dirs as lowers, ``work/diff`` as upper."""
 

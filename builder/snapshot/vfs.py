@@ -22,7 +22,6 @@ import json
 import os
 import stat
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
@@ -43,7 +42,6 @@ class _Stub(TypedDict):
     after: int            # the parent's mtime right after (changed since: keep it)
 
 
-@dataclass
 class VfsSnapshot(SnapshotBase):
     """A vfs snapshot: ``base/`` the parent's tree, ``tree/`` the copy a step writes."""
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+import msgspec
 
 from builder.errors import DigestMismatch, StoreError
 from builder.store import perms
@@ -24,8 +25,7 @@ from builder.store.names import check_digest
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class LayerBlobRecord:
+class LayerBlobRecord(msgspec.Struct, frozen=True):
     diff_id: str
     compression: str
     digest: str

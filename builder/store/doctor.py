@@ -38,25 +38,24 @@ import os
 import shutil
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from builder.store import perms, records
 from builder.store.store import LayerRecord, Store, mounts_under, remove_tree
 
 
-@dataclass
-class Problem:
+class Problem(msgspec.Struct):
     kind: str          # mount, perms, database, tmp, blob, layer, link, cache, image
     subject: str       # a digest, chain ID, path or tag
     message: str
     repaired: bool = False
 
 
-@dataclass
-class Report:
-    problems: list[Problem] = field(default_factory=list)
-    checked: dict[str, int] = field(default_factory=dict)
+class Report(msgspec.Struct):
+    problems: list[Problem] = msgspec.field(default_factory=list)
+    checked: dict[str, int] = msgspec.field(default_factory=dict)
 
     @property
     def unrepaired(self) -> list[Problem]:

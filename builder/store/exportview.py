@@ -7,9 +7,10 @@ classes (a cached rebuild never exports).
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+import msgspec
 
 MEDIA_LAYER = {
     "none": "application/vnd.oci.image.layer.v1.tar",
@@ -18,8 +19,7 @@ MEDIA_LAYER = {
 }
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(msgspec.Struct, frozen=True):
     media_type: str
     digest: str
     size: int
@@ -28,8 +28,7 @@ class Descriptor:
         return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
-@dataclass(frozen=True, slots=True)
-class ExportLayer:
+class ExportLayer(msgspec.Struct, frozen=True):
     """One layer as it goes out: a stored blob, or (uncompressed, no blob) its tar
     streamed from its directory over its lower dirs."""
 
@@ -52,15 +51,13 @@ class ExportLayer:
                         source_date_epoch=self.epoch)
 
 
-@dataclass(frozen=True, slots=True)
-class ImageExport:
+class ImageExport(msgspec.Struct, frozen=True):
     image_id: str
     config: bytes
     layers: list[ExportLayer]
 
 
-@dataclass(frozen=True, slots=True)
-class ExportOptions:
+class ExportOptions(msgspec.Struct, frozen=True):
     compression: str = "none"
     verify: bool = True        # hash a stored blob before use (a push skips it: the
                                # registry checks every blob it receives)

@@ -9,15 +9,15 @@ Run prune when no build is running on the same store.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from builder.store import records
 from builder.store.store import Store, remove_tree
 
 
-@dataclass
-class Usage:
+class Usage(msgspec.Struct):
     images: int
     tagged: int
     layers: int

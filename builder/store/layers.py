@@ -9,9 +9,10 @@ import os
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from builder.errors import LayerError, StoreError
 from builder.store.blobs import BlobStore, fsync_dir
@@ -25,8 +26,7 @@ if TYPE_CHECKING:
 _Extracted = tuple[TmpDir, str, int]  # work dir holding diff/, diff_id, tar size
 
 
-@dataclass(frozen=True)
-class LayerRecord:
+class LayerRecord(msgspec.Struct, frozen=True):
     chain_id: str
     diff_id: str
     parent: str | None
@@ -36,8 +36,7 @@ class LayerRecord:
     epoch: int | None = None  # the SOURCE_DATE_EPOCH its diff_id was computed with
 
 
-@dataclass(frozen=True, slots=True)
-class TarOptions:
+class TarOptions(msgspec.Struct, frozen=True):
     """What ``write_layer_tar`` needs besides the layer dir to give its diff_id again."""
 
     lowers: list[Path]              # the dirs below it, topmost first

@@ -41,8 +41,9 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from builder.errors import StoreError
 
@@ -54,8 +55,7 @@ _OTHERS = 0o077     # group and other bits: none may be set on anything the stor
 LAYOUT = ("blobs", "blobs/sha256", "layers", "l", "tmp")
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(msgspec.Struct, frozen=True):
     """An entry other users could reach; ``want`` is the mode that fixes it."""
     path: Path
     mode: int
@@ -175,8 +175,7 @@ def check_owner(root: Path) -> os.stat_result:
     return info
 
 
-@dataclass(frozen=True)
-class Foreign:
+class Foreign(msgspec.Struct, frozen=True):
     """A top-level entry another user owns: made while the root was open to them."""
     path: Path
     uid: int

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.store.database import Database
 
 
-@dataclass(frozen=True, slots=True)
-class CacheRow:
+class CacheRow(msgspec.Struct, frozen=True):
     key: str
     parent: str
     slot: str                # where the step sits: "<dockerfile>:<stage>:<index>"
@@ -26,8 +26,7 @@ class CacheRow:
     changes: str             # JSON, as the cache writes it
 
 
-@dataclass(frozen=True, slots=True)
-class StatRow:
+class StatRow(msgspec.Struct, frozen=True):
     path: str
     size: int
     ctime_ns: int   # in the column named mtime_ns (see cache.records: K04)

@@ -20,7 +20,8 @@ needs them; the rest is freed by ``pybuild prune``, which keeps what is live
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+import msgspec
 
 from builder.errors import StoreError
 from builder.store.images import ImageRows
@@ -33,8 +34,7 @@ class NoSuchImage(StoreError):
     """The name or ID is not in the store (``rmi -f`` reports it and carries on)."""
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(msgspec.Struct, frozen=True):
     """One line of ``rmi``'s output, as docker prints them."""
 
     action: str   # "Untagged" or "Deleted"

@@ -34,7 +34,8 @@ from __future__ import annotations
 import enum
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import msgspec
 
 _LINT_RESULTS = """CREATE TABLE IF NOT EXISTS lint_results (
         key TEXT PRIMARY KEY,
@@ -116,8 +117,7 @@ def register_scrubber(column: Scrubbed, scrub: Scrub) -> None:
     _SCRUBBERS[column] = scrub
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
+class Migration(msgspec.Struct, frozen=True):
     version: int
     what: str
     # Returns False when it cannot run now (the next open tries again).

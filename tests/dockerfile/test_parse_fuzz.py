@@ -4,10 +4,10 @@ ever raises DockerfileError."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import random
 import time
 
+import msgspec
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -88,7 +88,7 @@ def shape(node: Node) -> tuple:
 
 
 def typed(cmd: object) -> dict:
-    data = dataclasses.asdict(cmd)  # type: ignore[call-overload]
+    data = msgspec.to_builtins(cmd)
     for volatile in ("line", "end_line", "original", "comments", "doc_comments"):
         data.pop(volatile, None)
     if "expression" in data:  # ONBUILD keeps its source text: compare what it parses to

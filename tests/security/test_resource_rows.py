@@ -382,7 +382,7 @@ def test_limits_module_defaults_and_overrides(monkeypatch, capsys):
     assert limits.get().max_layers == 499
     assert "PYBUILD_MAX_LAYERS='lots' is not a positive integer" in capsys.readouterr().err
     docs = (Path(__file__).resolve().parents[2] / "docs" / "limits.md").read_text()
-    import dataclasses
+    import msgspec
 
-    for field in dataclasses.fields(limits.Limits):
+    for field in msgspec.structs.fields(limits.Limits):
         assert limits.env_name(field.name) in docs, field.name
