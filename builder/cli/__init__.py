@@ -49,10 +49,25 @@ def all_verbs() -> list[Verb]:
     return [_verb(name) for name in _GROUP_OF]
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, sized as argparse sizes it (COLUMNS, else the terminal, else 80,
+    less 2) without importing ``shutil`` (and with it bz2 and lzma): argparse builds
+    a formatter for every argument it declares, on every run."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(
+                sys.__stdout__.fileno() if sys.__stdout__ else 1).columns
+        except (OSError, ValueError):
+            columns = 80
+        super().__init__(prog, width=columns - 2)
+
+
 def _parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser for verb ``only``, or for every verb (``--help``, no verb)."""
     parser = argparse.ArgumentParser(
         prog="pybuild", description="A daemonless Dockerfile image builder.",
+        formatter_class=_HelpFormatter,
         epilog="'pybuild -t app .' is short for 'pybuild build -t app .'.")
     parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
     parser.add_argument("--root", help="store directory (default /var/lib/pybuild as root, "
@@ -63,7 +78,8 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND")
     for verb in [_verb(only)] if only else all_verbs():
-        verb.arguments(subparsers.add_parser(verb.name, help=verb.help))
+        verb.arguments(subparsers.add_parser(verb.name, help=verb.help,
+                                             formatter_class=_HelpFormatter))
     return parser
 
 

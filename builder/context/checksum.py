@@ -28,6 +28,7 @@ _TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
 
 
 class StatCache(Protocol):
+    def preload(self, directory: str) -> None: ...
     def get(self, path: str, st: os.stat_result) -> str | None: ...
     def put(self, path: str, st: os.stat_result, digest: str) -> None: ...
 
@@ -91,15 +92,16 @@ Skip = Callable[[str, str, bool], bool]
 COPY --exclude); ``source_rel`` is the source it was found under."""
 
 
-def _walk(host: str, source_rel: str, skip: Skip) -> Iterator[tuple[str, str]]:
+def _walk(host: str, source_rel: str,
+          skip: Skip) -> Iterator[tuple[str, str, os.stat_result]]:
     # Iterative pre-order, children sorted by name: the order COPY copies in, so the
     # copy can recompute the same digest (EntryDigest).  A context 4,096 directories
-    # deep must not hit Python's recursion limit (X07, X11).
+    # deep must not hit Python's recursion limit (X07, X11).  One lstat per entry.
     stack = [(source_rel, host)]
     while stack:
         rel, host = stack.pop()
-        yield rel, host
         st = os.lstat(host)
+        yield rel, host, st
         if not stat.S_ISDIR(st.st_mode):
             continue
         with os.scandir(host) as it:
@@ -142,7 +144,9 @@ def _checksum_sources(sources: list[tuple[str, str]], cache: StatCache | None,
     max_files = limits.get().max_context_files
     count = 0
     for source_rel, source_host in sources:
-        for rel, host in _walk(source_host, source_rel, skip):
+        if cache is not None and os.path.isdir(source_host):
+            cache.preload(source_host)
+        for rel, host, lst in _walk(source_host, source_rel, skip):
             interrupt.check()
             count += 1
             if count > max_files:  # X11: a context of millions of files
@@ -150,7 +154,7 @@ def _checksum_sources(sources: list[tuple[str, str]], cache: StatCache | None,
                                    f"{source_rel!r} (raise it with "
                                    f"{limits.env_name('max_context_files')}, or .dockerignore "
                                    "them)")
-            st = os.stat(host) if rel == source_rel else os.lstat(host)
+            st = os.stat(host) if rel == source_rel else lst  # a source is followed
             kind = kind_of(st.st_mode)
             if kind == "file":
                 content, read = file_digest(host, st, cache)

@@ -11,11 +11,9 @@ so a flag a user copies from a buildx command line means the same thing here:
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import sys
-import tempfile
 from enum import Enum
 
 import msgspec
@@ -30,6 +28,8 @@ MAX_SECRET_SIZE = 500 * 1024
 
 def _fields(spec: str, flag: str) -> list[str]:
     """buildx's csvvalue.Fields: comma-separated, ``"..."`` quotes a comma or a quote."""
+    import csv  # loaded by the flags that take fields only
+
     try:
         rows = list(csv.reader([spec], strict=True))
     except csv.Error as err:
@@ -169,6 +169,8 @@ def secret_files(specs: list[str]) -> dict[str, str]:
             if value is None:
                 sys.stderr.write(f"pybuild: warning: --secret {secret.id}: environment "
                                  f"variable {secret.env} is not set; the secret is empty\n")
+            import tempfile
+
             with tempfile.NamedTemporaryFile("w", prefix="pybuild-secret-",
                                              delete=False) as handle:
                 handle.write(value or "")
@@ -390,6 +392,8 @@ def _oci_layout(name: str, source: str, flag: str) -> BuildContext:
 def write_file_atomically(path: str, data: bytes, flag: str) -> None:
     """buildx's atomicwriter.WriteFile (0644): a temp file beside ``path``, fsynced,
     renamed over it, so a reader never sees half a file."""
+    import tempfile
+
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, temp = tempfile.mkstemp(prefix=".pybuild-", dir=directory)

@@ -21,7 +21,6 @@ import os
 import re
 import signal
 import stat
-import subprocess
 import urllib.parse
 from pathlib import Path
 
@@ -261,6 +260,8 @@ class Git:
 
     def run(self, *args: str, check: bool = True) -> tuple[int, bytes]:
         """Run git; (exit status, stdout).  A failure with ``check`` is a BuildError."""
+        import subprocess  # git sources only: not loaded by a build without one
+
         try:
             proc = subprocess.Popen(["git", *self.config, *args], env=self.env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

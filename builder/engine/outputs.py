@@ -10,7 +10,6 @@ build with no ``-o`` (a cached rebuild in CI) loads none of that machinery.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from typing import TYPE_CHECKING
 
@@ -84,6 +83,8 @@ def _mounted(view: ActiveSnapshot) -> str:
 
 
 def _tar_out(view: ActiveSnapshot, dest: str) -> None:
+    import subprocess  # -o type=tar only
+
     merged = _mounted(view)
     result = subprocess.run(["tar", "--sort=name", "--numeric-owner", "--xattrs",
                              "--xattrs-include=*", "-C", merged, "-cf", dest, "."],

@@ -17,7 +17,25 @@ from builder.store.store import Store
 
 
 def save_build(store: Store, image_id: str, steps: list[StepRecord]) -> None:
-    records.put_build_steps(store, image_id, json.dumps([step.to_record() for step in steps]))
+    """Record the build of ``image_id``, unless the record there already says the same
+    (durations aside): a no-op rebuild writes nothing."""
+    new = json.dumps([step.to_record() for step in steps])
+    stored = records.build_steps(store, image_id)
+    if stored is not None and _outcomes(stored) == _outcomes(new):
+        return
+    records.put_build_steps(store, image_id, new)
+
+
+def _outcomes(raw: str) -> list[object] | None:
+    """A record's steps without their durations; None if it does not read."""
+    try:
+        steps = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(steps, list):
+        return None
+    return [{k: v for k, v in step.items() if k != "seconds"} if isinstance(step, dict)
+            else step for step in steps]
 
 
 def load_build(store: Store, image_id: str) -> list[StepRecord] | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 import sqlite3
 import time
 import weakref
@@ -148,5 +147,5 @@ class Database:
 
     def tmp_dir(self, prefix: str = "work") -> TmpDir:
         self.db  # noqa: B018 - make sure the layout exists
-        name = f"{prefix}-{os.getpid()}-{secrets.token_hex(6)}"
+        name = f"{prefix}-{os.getpid()}-{os.urandom(6).hex()}"  # secrets.token_hex's bytes
         return TmpDir(self.root / "tmp" / name)

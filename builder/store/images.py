@@ -51,7 +51,10 @@ class ImageStore(BlobStore):
     """Image and tag rows; an image's config is a blob."""
 
     def put_image(self, config: bytes, top_chain: str | None) -> str:
+        """Store the image; an image already there (a no-op rebuild) writes nothing."""
         image_id = self.put_blob(config)
+        if self.db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone():
+            return image_id
         with self.transaction() as db:
             db.execute("INSERT OR IGNORE INTO images VALUES (?, ?, ?)",
                        (image_id, top_chain, time.time()))
@@ -69,8 +72,12 @@ class ImageStore(BlobStore):
         return None if row[0] is None else str(row[0])
 
     def tag(self, name: str, image_id: str) -> None:
+        """Point ``name`` at the image; a name already there writes nothing."""
+        name = normalize_tag(name)
+        if ImageRows(self.db).image_of(name) == image_id:
+            return
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (normalize_tag(name), image_id))
+            db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (name, image_id))
 
     def resolve_tag(self, name: str) -> str | None:
         """The image ID a name (``repo[:tag]`` or ``repo@digest``) points at; None if

@@ -6,7 +6,6 @@ its verified blob.  Committing is a rename under the store lock, never a copy;
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -135,7 +134,7 @@ class LayerStore(BlobStore):
             final = self.root / "layers" / chain_id.split(":", 1)[1]
             os.rename(work.path, final)
             work.detach()
-            short = secrets.token_hex(5)
+            short = os.urandom(5).hex()  # secrets.token_hex's bytes
             os.symlink(f"../layers/{final.name}/diff", self.root / "l" / short)
             # Durable before the row that names them (a crash after the row must not
             # leave a row whose dir was never written to disk).

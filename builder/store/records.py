@@ -81,6 +81,14 @@ def stat_row(store: Database, path: str) -> StatRow | None:
     return None if row is None else StatRow(*row)
 
 
+def stat_rows_below(store: Database, below: str) -> list[StatRow]:
+    """The rows of every path starting with ``below`` (a directory, ending in "/"): one
+    range scan of the primary key ("0" is the character after "/")."""
+    return [StatRow(*row) for row in store.db.execute(
+        "SELECT path, size, mtime_ns, ino, digest FROM stat_cache WHERE path >= ? AND "
+        "path < ?", (below, below[:-1] + "0"))]
+
+
 def put_stat_rows(store: Database, rows: Iterable[StatRow]) -> None:
     with store.transaction() as db:
         db.executemany("INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?)",

@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import os
 import re
-import shutil
 from pathlib import Path
 
 from builder.errors import StoreError
@@ -122,5 +121,7 @@ def remove_tree(path: Path) -> None:
             os.chmod(failed, 0o700)
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             func(failed)
+
+    import shutil  # loaded by a removal only, not by a cached rebuild
 
     shutil.rmtree(path, onerror=onerror)
