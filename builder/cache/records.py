@@ -59,7 +59,7 @@ class CacheStore:
     def __init__(self, store: Store):
         self.store = store
         self._pending_stats: list[StatRow] = []
-        self._stats: dict[str, StatRow] = {}   # rows read by preload
+        self._stats: dict[str, tuple[records.StatKey, str]] = {}   # rows read by preload
         self._preloaded: set[str] = set()       # directories read whole (with a "/")
 
     def lookup(self, key: str) -> CacheEntry | None:
@@ -168,16 +168,16 @@ class CacheStore:
         below = directory.rstrip("/") + "/"
         if below in self._preloaded:
             return
-        self._stats.update((row.path, row) for row in records.stat_rows_below(self.store, below))
+        self._stats.update(records.stat_digests_below(self.store, below))
         self._preloaded.add(below)
 
     def get(self, path: str, st: os.stat_result) -> str | None:
-        row = self._stats.get(path)
-        if row is None and not any(path.startswith(below) for below in self._preloaded):
+        known = self._stats.get(path)
+        if known is None and not any(path.startswith(below) for below in self._preloaded):
             row = records.stat_row(self.store, path)
-        if row is not None and (row.size, row.ctime_ns, row.ino) == (
-                st.st_size, st.st_ctime_ns, st.st_ino):
-            return row.digest
+            known = None if row is None else ((row.size, row.ctime_ns, row.ino), row.digest)
+        if known is not None and known[0] == (st.st_size, st.st_ctime_ns, st.st_ino):
+            return known[1]
         return None
 
     def put(self, path: str, st: os.stat_result, digest: str) -> None:
