@@ -53,6 +53,15 @@ REBUILDS = 5  # cached rebuilds per tool; the median is reported
 
 # ---------------------------------------------------------------- contexts
 
+def ensure_base(base_tar: Path) -> None:
+    """Make the Debian minbase tarball with testdata/debian-rootfs.sh if it is missing."""
+    if not base_tar.exists():
+        print(f"making {base_tar} with testdata/debian-rootfs.sh ...", file=sys.stderr)
+        base_tar.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(ROOT / "testdata" / "debian-rootfs.sh"), str(base_tar)],
+                       check=True)
+
+
 def make_contexts(work: Path) -> dict[str, Path]:
     ctxs = {}
 
@@ -328,11 +337,7 @@ def main() -> int:
         raise SystemExit("bench_builds.py needs root")
     cases = [c for c in args.cases.split(",") if c and not (c == "nginx" and args.no_network)]
     names = [t for t in args.tools.split(",") if t]
-    if not args.base_tar.exists():
-        print(f"making {args.base_tar} with testdata/debian-rootfs.sh ...", file=sys.stderr)
-        args.base_tar.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(ROOT / "testdata" / "debian-rootfs.sh"), str(args.base_tar)],
-                       check=True)
+    ensure_base(args.base_tar)
 
     work = Path(tempfile.mkdtemp(prefix="pybuild-bench-", dir=args.workdir))
     ctxs = make_contexts(work)
