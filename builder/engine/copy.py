@@ -18,6 +18,7 @@ it, so here it is a plain copy.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import os
@@ -177,7 +178,9 @@ def open_source(path: str, root: str | None, flags: int) -> int:
                          f"({err.strerror})") from None
     if root is None:
         return fd
-    expected = os.path.normpath(os.path.join(os.path.realpath(root), os.path.relpath(path, root)))
+    prefix = root.rstrip("/") + "/"
+    rel = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
+    expected = os.path.normpath(os.path.join(_real_root(root), rel))
     try:
         reached = os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
@@ -187,6 +190,15 @@ def open_source(path: str, root: str | None, flags: int) -> int:
         raise BuildError(f'"/{os.path.relpath(path, root)}": changed while being copied '
                          "(a path component became a symlink)")
     return fd
+
+
+@functools.lru_cache(maxsize=8)
+def _real_root(root: str) -> str:
+    """The root's own real path, once per copy (a copy opens every file through
+    ``open_source``; ``realpath`` is an lstat per component).  The root itself is the
+    invoking user's context directory or pybuild's own snapshot, not something a
+    context can swap: only what is below it is checked per open."""
+    return os.path.realpath(root)
 
 
 def _check_name(rel: str) -> None:
