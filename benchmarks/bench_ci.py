@@ -183,6 +183,10 @@ def run_scaling(tools: dict[str, Tool], args: argparse.Namespace, work: Path,
     chosen = {n: t for n, t in tools.items() if n in SCALING_TOOLS}
     points: dict[str, dict[int, float]] = {n: {} for n in chosen}
     raw: dict[int, dict] = {}
+    if "pybuild" in chosen:
+        # pybuild refuses a context of more than 1,000,000 entries by default (docs/
+        # limits.md; directories count): the scaling table's largest point needs more.
+        chosen["pybuild"].env["PYBUILD_MAX_CONTEXT_FILES"] = str(2 * max(args.scaling))
     for files in args.scaling:
         ctx = wl.file_context(work, f"scale-{files}", files)
         raw[files] = noop_rebuilds(chosen, ctx, f"scale-{files}", logs, args.rounds)

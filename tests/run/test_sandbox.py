@@ -139,7 +139,8 @@ def test_host_mount_table_is_untouched_after_a_killed_step(store, busybox) -> No
     after = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True,
                            text=True).stdout
     assert after == before
-    assert "merged" not in after
+    # None of this store's (other tools on the machine may have overlay mounts of their own)
+    assert str(store.root) not in after
 
 
 def test_workdir_through_proc_self_fd_reaches_nothing_outside(store, busybox) -> None:
