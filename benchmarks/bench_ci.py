@@ -255,7 +255,8 @@ def rows(results: dict, files: int) -> list[tuple[str, ...]]:
 
 def scaling_rows(scaling: dict) -> list[tuple[str, ...]]:
     out = []
-    for files, by_tool in scaling["points"].items():
+    for key, by_tool in scaling["points"].items():
+        files = int(key)  # a str when read back from --out's JSON
         r = wl.ratio(by_tool.get("pybuild"), by_tool.get("buildkit"))
         cells = [_cell(by_tool.get(t)) for t in SCALING_TOOLS]
         per_k = [f"{by_tool[t]['median_s'] * 1e6 / files:.2f}"
