@@ -9,7 +9,6 @@ round-trip property the tests check).
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING
 
 from builder.dockerfile.directives import go_lower, go_trim_space
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ["render", "render_node"]
 
-_ONBUILD_PREFIX = re.compile(r"^[\t\n\f\r ]*ONBUILD[\t\n\f\r ]*", re.IGNORECASE)
 _SPLIT = frozenset({"from", "expose", "add", "copy", "volume"})
 _JSONABLE = frozenset({"run", "cmd", "entrypoint", "shell", "add", "copy", "volume"})
 _FLAG_SPECIAL = frozenset(" \t\v\f\r\n'\"")
@@ -53,7 +51,9 @@ def _args(node: Node, escape: str) -> str:
         # The trigger as written (what ONBUILD keeps and re-parses with the default
         # escape): a re-render of its node could end in that escape, as ``RUN \`` of
         # ``RUN \<NBSP>``, and turn into a line continuation.
-        trigger = _ONBUILD_PREFIX.sub("", node.original, count=1)
+        from builder.dockerfile.instructions import onbuild_trigger
+
+        trigger = onbuild_trigger(node.original)
         if trigger:
             return trigger
         return render_node(node.child, escape) if node.child is not None else ""
