@@ -174,8 +174,7 @@ class CacheStore:
     def get(self, path: str, st: os.stat_result) -> str | None:
         known = self._stats.get(path)
         if known is None and not any(path.startswith(below) for below in self._preloaded):
-            row = records.stat_row(self.store, path)
-            known = None if row is None else ((row.size, row.ctime_ns, row.ino), row.digest)
+            known = records.stat_digest(self.store, path)
         if known is not None and known[0] == (st.st_size, st.st_ctime_ns, st.st_ino):
             return known[1]
         return None

@@ -75,14 +75,15 @@ def drop_cache_rows(store: Database, keys: Iterable[str] | None = None) -> None:
 
 
 # -- the stat cache ---------------------------------------------------------------------
-def stat_row(store: Database, path: str) -> StatRow | None:
-    row = store.db.execute("SELECT path, size, mtime_ns, ino, digest FROM stat_cache "
-                           "WHERE path = ?", (path,)).fetchone()
-    return None if row is None else StatRow(*row)
-
-
 StatKey = tuple[int, int, int]
 """What a stat cache row is valid for: (size, ctime_ns, inode)."""
+
+
+def stat_digest(store: Database, path: str) -> tuple[StatKey, str] | None:
+    """(its StatKey, digest) of one path, the shape ``stat_digests_below`` gives."""
+    row = store.db.execute("SELECT size, mtime_ns, ino, digest FROM stat_cache "
+                           "WHERE path = ?", (path,)).fetchone()
+    return None if row is None else ((row[0], row[1], row[2]), row[3])
 
 
 def stat_digests_below(store: Database, below: str) -> dict[str, tuple[StatKey, str]]:

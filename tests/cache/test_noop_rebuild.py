@@ -79,7 +79,7 @@ def test_the_stat_cache_is_read_in_one_query(tmp_path: Path,
         def per_file_query(*args: object) -> None:
             raise AssertionError("a per-file stat cache query")
 
-        monkeypatch.setattr(records, "stat_row", per_file_query)
+        monkeypatch.setattr(records, "stat_digest", per_file_query)
         again = CacheStore(store)
         result = checksum_sources([(".", str(context))], cache=again)
         assert result.digest == digest
