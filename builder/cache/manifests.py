@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Callable
 
 from builder.cache.reasons import Reason, ReasonCode
 from builder.store import records
@@ -29,12 +30,12 @@ def _short(entry: str) -> str:
     return f"{kind} {mode} {content}"
 
 
-def save(store: Database, digest: str, entries: list[tuple[str, str]]) -> None:
+def save(store: Database, digest: str, entries: Callable[[], list[tuple[str, str]]]) -> None:
     """Keep the manifest of ``digest`` (once: a no-op rebuild of a large context finds it
-    stored and encodes nothing)."""
+    stored, and neither lists nor encodes the entries)."""
     if records.has_manifest(store, digest):
         return
-    data = json.dumps([[path, _short(entry)] for path, entry in entries],
+    data = json.dumps([[path, _short(entry)] for path, entry in entries()],
                       separators=(",", ":")).encode(errors="surrogateescape")
     records.put_manifest(store, digest, zlib.compress(data, 6))
 

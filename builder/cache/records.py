@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import msgspec
 
@@ -61,6 +62,7 @@ class CacheStore:
         self._pending_stats: list[StatRow] = []
         self._stats: dict[str, tuple[records.StatKey, str]] = {}   # rows read by preload
         self._preloaded: set[str] = set()       # directories read whole (with a "/")
+        self._pending_summaries: list[tuple[str, str, bytes]] = []
 
     def lookup(self, key: str) -> CacheEntry | None:
         row = records.cache_row(self.store, key)
@@ -117,8 +119,10 @@ class CacheStore:
             if old.parent != new.parent else []
         return reasons + differences(_inputs(old.inputs), _inputs(new.inputs))
 
-    def put_manifest(self, content_digest: str, entries: list[tuple[str, str]]) -> None:
-        """Every entry of a large COPY source, for ``_named_files`` (``manifests``)."""
+    def put_manifest(self, content_digest: str,
+                     entries: Callable[[], list[tuple[str, str]]]) -> None:
+        """Every entry of a large COPY source, for ``_named_files`` (``manifests``);
+        ``entries`` is called only when the store does not have them yet."""
         from builder.cache import manifests
 
         manifests.save(self.store, content_digest, entries)
@@ -182,11 +186,21 @@ class CacheStore:
     def put(self, path: str, st: os.stat_result, digest: str) -> None:
         self._pending_stats.append(StatRow(path, st.st_size, st.st_ctime_ns, st.st_ino, digest))
 
+    def dir_summaries(self, directory: str) -> dict[tuple[str, str], bytes]:
+        """The directory summaries of ``directory`` and below, in one query."""
+        return records.dir_summaries_below(self.store, directory.rstrip("/") + "/")
+
+    def put_dir_summary(self, path: str, scope: str, summary: bytes) -> None:
+        self._pending_summaries.append((path, scope, summary))
+
     def flush_stats(self) -> None:
-        if not self._pending_stats:
-            return
-        records.put_stat_rows(self.store, self._pending_stats)
-        self._pending_stats.clear()
+        """Write what the checksums learnt (nothing, when every stat was unchanged)."""
+        if self._pending_stats:
+            records.put_stat_rows(self.store, self._pending_stats)
+            self._pending_stats.clear()
+        if self._pending_summaries:
+            records.put_dir_summaries(self.store, self._pending_summaries)
+            self._pending_summaries.clear()
 
 
 def _inputs(raw: str) -> Inputs:

@@ -4,8 +4,15 @@ A COPY step's key covers exactly what it selects: for every entry under each
 source, its relative path, type, permission bits, link target and content
 digest; never mtimes, inode numbers or owners (owners in the context are the
 builder's, not the image's).  Reading contents is the expensive part, so a
-``StatCache`` remembers (path, size, mtime, inode) -> digest and a rebuild
+``StatCache`` remembers (path, size, ctime, inode) -> digest and a rebuild
 reads only files whose stat changed.
+
+A no-op rebuild of a large context must not even do Python work per file beyond
+its lstat (issue 17): each directory's summary (``DirSummary``: every entry's stat
+key, and the digest records of the entries kept, as bytes) is stored, and a
+directory whose listing and stat keys are unchanged feeds its stored records to
+the digest whole.  A changed directory is summed again, taking each unchanged
+file's digest from its old summary.
 """
 
 from __future__ import annotations
@@ -31,15 +38,42 @@ class StatCache(Protocol):
     def preload(self, directory: str) -> None: ...
     def get(self, path: str, st: os.stat_result) -> str | None: ...
     def put(self, path: str, st: os.stat_result, digest: str) -> None: ...
+    def dir_summaries(self, directory: str) -> dict[tuple[str, str], bytes]: ...
+    def put_dir_summary(self, path: str, scope: str, summary: bytes) -> None: ...
 
 
-class SourceChecksum(msgspec.Struct):
-    digest: str                                  # sha256 over every entry below
-    files: dict[str, str] = msgspec.field(default_factory=dict)   # rel path -> entry (first few)
-    # Every entry when there are more than ``files`` keeps: explain's manifest of a
-    # large source (``cache.manifests``), so a changed file is named whatever its dir.
-    overflow: list[tuple[str, str]] | None = None
-    read_bytes: int = 0                          # content actually read (stat-cache misses)
+class SourceChecksum:
+    """The digest of the sources, the first ``keep_files`` entries (they go into the
+    step's inputs), and every entry on demand (explain's manifest of a large source)."""
+
+    __slots__ = ("_pieces", "count", "digest", "files", "keep_files", "read_bytes")
+
+    def __init__(self, digest: str, pieces: list[_Piece], count: int, read_bytes: int,
+                 keep_files: int) -> None:
+        self.digest = digest              # sha256 over every entry below
+        self.count = count                # entries, sources included
+        self.read_bytes = read_bytes      # content actually read (stat-cache misses)
+        self.keep_files = keep_files
+        self._pieces = pieces
+        self.files: dict[str, str] = {}   # rel path -> entry, the first keep_files
+        for rel, entry in self._entries():
+            if len(self.files) >= keep_files:
+                break
+            self.files[rel] = entry
+
+    @property
+    def large(self) -> bool:
+        """More entries than ``files`` keeps: explain needs the manifest
+        (``cache.manifests``) to name a changed file whatever its directory."""
+        return self.count > self.keep_files
+
+    def entries(self) -> list[tuple[str, str]]:
+        return list(self._entries())
+
+    def _entries(self) -> Iterator[tuple[str, str]]:
+        for prefix, names, entries, start, end in self._pieces:
+            for i in range(start, end):
+                yield prefix + names[i], entries[i]
 
 
 class EntryDigest:
@@ -57,12 +91,20 @@ class EntryDigest:
     def add(self, rel: str, kind: str, mode: int, content: str) -> str:
         """Record one entry; returns its text (``kind mode content``)."""
         entry = f"{kind} {mode:o} {content}"
-        self._hash.update(f"{len(rel)}:{rel}\0{len(entry)}:{entry}\0".encode(
-            errors="surrogateescape"))
+        self._hash.update(record(rel, entry))
         return entry
+
+    def add_records(self, records: bytes) -> None:
+        """Entries already encoded by ``record``, in order."""
+        self._hash.update(records)
 
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()
+
+
+def record(rel: str, entry: str) -> bytes:
+    """One entry as the digest reads it."""
+    return f"{len(rel)}:{rel}\0{len(entry)}:{entry}\0".encode(errors="surrogateescape")
 
 
 def kind_of(mode: int) -> str:
@@ -92,36 +134,16 @@ Skip = Callable[[str, str, bool], bool]
 COPY --exclude); ``source_rel`` is the source it was found under."""
 
 
-def _walk(host: str, source_rel: str,
-          skip: Skip) -> Iterator[tuple[str, str, os.stat_result]]:
-    # Iterative pre-order, children sorted by name: the order COPY copies in, so the
-    # copy can recompute the same digest (EntryDigest).  A context 4,096 directories
-    # deep must not hit Python's recursion limit (X07, X11).  One lstat per entry.
-    stack = [(source_rel, host)]
-    while stack:
-        rel, host = stack.pop()
-        st = os.lstat(host)
-        yield rel, host, st
-        if not stat.S_ISDIR(st.st_mode):
-            continue
-        with os.scandir(host) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        children = []
-        for entry in entries:
-            entry_rel = f"{rel}/{entry.name}" if rel != "." else entry.name
-            if not skip(source_rel, entry_rel, entry.is_dir(follow_symlinks=False)):
-                children.append((entry_rel, entry.path))
-        stack.extend(reversed(children))
-
-
 def checksum_sources(sources: list[tuple[str, str]], *, cache: StatCache | None = None,
                      skip: Skip = lambda source, rel, is_dir: False,
-                     keep_files: int = 5000) -> SourceChecksum:
+                     skip_identity: str | None = "", keep_files: int = 5000) -> SourceChecksum:
     """Checksum ``(relative path, host path)`` sources, each followed if it is a link.
 
     Entries below a source are not followed (symlinks are hashed as links), as
-    COPY copies them.  ``skip`` drops .dockerignore'd and --exclude'd entries.
-    An empty host path means the source did not resolve inside its root.
+    COPY copies them.  ``skip`` drops .dockerignore'd and --exclude'd entries;
+    ``skip_identity`` names what it drops (the patterns: a directory summed under
+    other patterns is summed anew), None when it cannot be named (no summary is
+    used then).  An empty host path means the source did not resolve inside its root.
     """
     # A source that resolves to nothing (a link pointing out of the context) or
     # an entry that vanishes while it is read (a context changed during the
@@ -129,46 +151,214 @@ def checksum_sources(sources: list[tuple[str, str]], *, cache: StatCache | None 
     for source_rel, source_host in sources:
         if not source_host:
             raise ContextError(f'"/{source_rel}": not found in the build context')
+    summer = _Summer(cache, skip, skip_identity, keep_files)
     try:
-        return _checksum_sources(sources, cache, skip, keep_files)
+        for source_rel, source_host in sources:
+            summer.source(source_rel, source_host)
     except OSError as err:
         where = err.filename or "build context"
         raise ContextError(f"{where}: {err.strerror} (did the build context change during "
                            "the build?)") from None
+    return summer.result()
 
 
-def _checksum_sources(sources: list[tuple[str, str]], cache: StatCache | None,
-                      skip: Skip, keep_files: int) -> SourceChecksum:
-    total = EntryDigest()
-    result = SourceChecksum(digest="")
-    max_files = limits.get().max_context_files
-    count = 0
-    for source_rel, source_host in sources:
-        if cache is not None and os.path.isdir(source_host):
-            cache.preload(source_host)
-        for rel, host, lst in _walk(source_host, source_rel, skip):
-            interrupt.check()
-            count += 1
-            if count > max_files:  # X11: a context of millions of files
-                raise ContextError(f"build context: more than {max_files} files under "
-                                   f"{source_rel!r} (raise it with "
-                                   f"{limits.env_name('max_context_files')}, or .dockerignore "
-                                   "them)")
-            st = os.stat(host) if rel == source_rel else lst  # a source is followed
-            kind = kind_of(st.st_mode)
-            if kind == "file":
-                content, read = file_digest(host, st, cache)
-                result.read_bytes += read
-            elif kind == "symlink":
-                content = os.readlink(host)
+# ---------------------------------------------------------------- directory summaries
+
+StatKey = tuple[str, int, int, int, int]
+"""An entry as a directory summary knows it: (name, st_mode, size, ctime_ns, inode).
+The ctime, not the mtime (K04): every write, chmod or utime moves it, no caller sets it."""
+
+_Piece = tuple[str, list[str], list[str], int, int]
+"""Entries in digest order: (rel prefix, names, entry texts, start, end)."""
+
+
+class DirSummary(msgspec.Struct, array_like=True):
+    """A directory as last summed: every entry's ``StatKey`` (the kept and the skipped,
+    in name order), the kept entries' names and texts, and their digest records as
+    runs of bytes, each run but the last ending with a kept subdirectory's record
+    (that subdirectory's own entries follow it in the digest)."""
+
+    keys: list[StatKey]
+    kept: list[str]
+    entries: list[str]
+    runs: list[bytes]
+    subdirs: list[int]            # index in ``kept`` of the subdirectory ending each run
+
+
+_decode_summary = msgspec.msgpack.Decoder(DirSummary).decode
+_encode_summary = msgspec.msgpack.Encoder().encode
+
+
+class _Run:
+    __slots__ = ("piece", "records")
+
+    def __init__(self, records: bytes, piece: _Piece) -> None:
+        self.records, self.piece = records, piece
+
+
+class _Summer:
+    """One checksum: the digest over the sources' entries, walked in COPY's order
+    (pre-order, names sorted; iterative, as a context 4,096 directories deep must not
+    hit Python's recursion limit: X07, X11)."""
+
+    def __init__(self, cache: StatCache | None, skip: Skip, identity: str | None,
+                 keep_files: int) -> None:
+        self.cache, self.skip, self.keep_files = cache, skip, keep_files
+        self.identity = identity if cache is not None else None
+        self.total = EntryDigest()
+        self.pieces: list[_Piece] = []
+        self.count = self.read_bytes = 0
+        self.max_files = limits.get().max_context_files
+        self.source_rel = self.source_host = ""
+        self.summaries: dict[tuple[str, str], bytes] = {}
+        self.stats_loaded = False
+
+    def result(self) -> SourceChecksum:
+        return SourceChecksum(self.total.digest(), self.pieces, self.count, self.read_bytes,
+                              self.keep_files)
+
+    def source(self, source_rel: str, source_host: str) -> None:
+        if not os.path.isabs(source_host):  # summaries are found by absolute path
+            source_host = os.path.join(os.getcwd(), source_host)
+        self.source_rel, self.source_host = source_rel, source_host
+        self.stats_loaded = False
+        st = os.stat(source_host)  # a source is followed
+        self._count(1)
+        kind = kind_of(st.st_mode)
+        content = self._file(source_host, st) if kind == "file" else ""
+        entry = self.total.add(source_rel, kind, stat.S_IMODE(st.st_mode), content)
+        self.pieces.append(("", [source_rel], [entry], 0, 1))
+        if kind != "dir":
+            return
+        if self.identity is not None and self.cache is not None:
+            self.summaries = self.cache.dir_summaries(source_host)
+        work: list[_Run | tuple[str, str]] = [(source_rel, source_host)]
+        while work:
+            item = work.pop()
+            if isinstance(item, _Run):
+                self.total.add_records(item.records)
+                self.pieces.append(item.piece)
             else:
+                work.extend(reversed(self._directory(*item)))
+
+    def _count(self, entries: int) -> None:
+        self.count += entries
+        if self.count > self.max_files:  # X11: a context of millions of files
+            raise ContextError(f"build context: more than {self.max_files} files under "
+                               f"{self.source_rel!r} (raise it with "
+                               f"{limits.env_name('max_context_files')}, or .dockerignore "
+                               "them)")
+
+    def _file(self, host: str, st: os.stat_result) -> str:
+        if self.cache is not None and not self.stats_loaded:
+            self.cache.preload(self.source_host)  # the rows below the source, one query
+            self.stats_loaded = True
+        content, read = file_digest(host, st, self.cache)
+        self.read_bytes += read
+        return content
+
+    def _directory(self, rel: str, host: str) -> list[_Run | tuple[str, str]]:
+        """The work a directory adds: its runs of records, and its kept subdirectories."""
+        interrupt.check()  # a stage thread: a stopping build ends it between directories
+        fd = os.open(host, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            names = sorted(os.listdir(fd))
+            stats = _lstat_all(fd, host, names)
+            keys = [(name, st.st_mode, st.st_size, st.st_ctime_ns, st.st_ino)
+                    for name, st in zip(names, stats, strict=True)]
+            scope = f"{self.identity}\0{self.source_rel}\0{rel}"
+            summary = self._stored(host, scope, names)
+            if summary is None or summary.keys != keys:
+                summary = self._sum(rel, host, fd, stats, keys, summary)
+                if self.identity is not None and self.cache is not None:
+                    self.cache.put_dir_summary(host, scope, _encode_summary(summary))
+        finally:
+            os.close(fd)
+        self._count(len(summary.kept))
+        return _work(rel, host, summary)
+
+    def _stored(self, host: str, scope: str, names: list[str]) -> DirSummary | None:
+        raw = self.summaries.get((host, scope))
+        if raw is None:
+            return None
+        try:
+            summary = _decode_summary(raw)
+        except msgspec.DecodeError:  # unreadable (not ours): summed anew, then replaced
+            return None
+        # Never trusted beyond its shape: a kept name (a subdirectory walked next) must
+        # be in this very listing, so no stored row can lead the walk elsewhere.
+        runs, subdirs = len(summary.runs), summary.subdirs
+        if len(summary.kept) != len(summary.entries) or runs != len(subdirs) + 1 or \
+                not set(summary.kept) <= set(names) or \
+                any(not 0 <= i < len(summary.kept) for i in subdirs) or \
+                subdirs != sorted(set(subdirs)):
+            return None
+        return summary
+
+    def _sum(self, rel: str, host: str, fd: int, stats: list[os.stat_result],
+             keys: list[StatKey], old: DirSummary | None) -> DirSummary:
+        prefix = f"{rel}/" if rel != "." else ""
+        known = _known_entries(old)
+        summary = DirSummary(keys, [], [], [], [])
+        run = bytearray()
+        for key, st in zip(keys, stats, strict=True):
+            name, child = key[0], prefix + key[0]
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if self.skip(self.source_rel, child, is_dir):
+                continue
+            entry = known.get(key)
+            if entry is None:
+                kind = kind_of(st.st_mode)
                 content = ""
-            entry = total.add(rel, kind, stat.S_IMODE(st.st_mode), content)
-            if result.overflow is not None:
-                result.overflow.append((rel, entry))
-            elif len(result.files) < keep_files:
-                result.files[rel] = entry
-            else:
-                result.overflow = [*result.files.items(), (rel, entry)]
-    result.digest = total.digest()
-    return result
+                if kind == "file":
+                    content = self._file(f"{host}/{name}", st)
+                elif kind == "symlink":
+                    content = _at(fd, host, name, os.readlink)
+                entry = f"{kind} {stat.S_IMODE(st.st_mode):o} {content}"
+            summary.kept.append(name)
+            summary.entries.append(entry)
+            run += record(child, entry)
+            if is_dir:
+                summary.runs.append(bytes(run))
+                summary.subdirs.append(len(summary.kept) - 1)
+                run.clear()
+        summary.runs.append(bytes(run))
+        return summary
+
+
+def _lstat_all(fd: int, host: str, names: list[str]) -> list[os.stat_result]:
+    try:
+        return [os.lstat(name, dir_fd=fd) for name in names]
+    except OSError as err:  # the error names the whole path, not the bare name
+        raise OSError(err.errno, err.strerror, f"{host}/{err.filename}") from None
+
+
+def _at(fd: int, host: str, name: str, call: Callable[..., str]) -> str:
+    try:
+        return call(name, dir_fd=fd)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, f"{host}/{name}") from None
+
+
+def _known_entries(old: DirSummary | None) -> dict[StatKey, str]:
+    """The entry texts an old summary holds, by stat key: an unchanged file's digest."""
+    if old is None:
+        return {}
+    key_of = {key[0]: key for key in old.keys}
+    return {key_of[name]: entry for name, entry in zip(old.kept, old.entries, strict=True)
+            if name in key_of}
+
+
+def _work(rel: str, host: str, summary: DirSummary) -> list[_Run | tuple[str, str]]:
+    prefix = f"{rel}/" if rel != "." else ""
+    work: list[_Run | tuple[str, str]] = []
+    start = 0
+    for i, records in enumerate(summary.runs):
+        below = summary.subdirs[i] if i < len(summary.subdirs) else None
+        end = len(summary.kept) if below is None else below + 1
+        work.append(_Run(records, (prefix, summary.kept, summary.entries, start, end)))
+        if below is not None:
+            name = summary.kept[below]
+            work.append((prefix + name, f"{host}/{name}"))
+        start = end
+    return work

@@ -168,6 +168,14 @@ class ContextFilter:
 
     # -- what callers ask ---------------------------------------------------------------
 
+    def summary_scope(self) -> str | None:
+        """What ``hides`` depends on besides an entry's path, for a checksum's directory
+        summaries (``context.checksum``): the patterns; None when an exception pattern
+        makes an excluded directory's fate depend on what lies below it."""
+        if self.matcher.exclusions():
+            return None
+        return repr(self.matcher.patterns())
+
     def resolve(self, rel: str, *, follow: bool = True) -> tuple[str | None, bool]:
         """``rel`` resolved inside the context with chroot semantics (``..`` stops
         at the root, an absolute link restarts there), the last component

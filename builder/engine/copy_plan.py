@@ -73,6 +73,17 @@ class CopyRequest(msgspec.Struct, dict=True):  # dict: for the cached matcher
         below = posixpath.relpath(rel, source_rel)
         return matcher.matches(below) and not (is_dir and matcher.may_reinclude_under(below))
 
+    def summary_scope(self, context: str, sources: list[tuple[str, str]]) -> str | None:
+        """What ``leaves_out`` depends on besides an entry's path below its source, for
+        the checksum's directory summaries; None (no summaries) when a .dockerignore
+        exception makes it depend on a directory's contents, or a source was reached
+        through a link (the link's way through ignored paths decides too)."""
+        scope = self.ignore.summary_scope() if self.ignore is not None else ""
+        if scope is None or any(host != (os.path.join(context, rel) if rel != "." else context)
+                                for rel, host in sources):
+            return None
+        return f"{scope}\0{self.exclude!r}"
+
     def kept_sources(self, selected: list[str]) -> list[str]:
         """The selected context sources that are copied: URLs are not in the context,
         and --exclude drops what a wildcard matched (never a source named outright)."""

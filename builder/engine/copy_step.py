@@ -147,14 +147,15 @@ def _add_context_inputs(run: BuildRun, command: CopyLike, plan: _CopyPlan) -> No
 
         plan.remote = plan_add(run.store, command, request)
         plan.inputs += plan.remote.inputs
-    checksum = checksum_sources([(rel, resolve_in_root(context, rel) or "")
-                                 for rel in request.kept_sources(request.selected)],
-                                cache=run.cache, skip=request.leaves_out)
+    sources = [(rel, resolve_in_root(context, rel) or "")
+               for rel in request.kept_sources(request.selected)]
+    checksum = checksum_sources(sources, cache=run.cache, skip=request.leaves_out,
+                                skip_identity=request.summary_scope(context, sources))
     run.cache.flush_stats()
     plan.inputs += [("file", f"{rel}={entry}") for rel, entry in checksum.files.items()]
     plan.inputs.append(("content", checksum.digest))
-    if checksum.overflow is not None:  # too many files for the inputs: explain's manifest
-        run.cache.put_manifest(checksum.digest, checksum.overflow)
+    if checksum.large:  # too many files for the inputs: explain's manifest
+        run.cache.put_manifest(checksum.digest, checksum.entries)
     request.expected_content = checksum.digest   # the copy must write just this
 
 

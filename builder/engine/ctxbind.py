@@ -38,12 +38,18 @@ def context_bind(mount: Mount, target: str, context: str,
     if host is None or hidden:
         why = " (excluded by .dockerignore)" if hidden else ""
         raise BuildError(f'--mount type=bind: "/{source}" not found in the build context{why}')
+    # Directory summaries only when the source was reached without a link (see
+    # CopyRequest.summary_scope).
+    direct = host == (os.path.join(context, source) if source != "." else context)
     if context_filter is None:
-        checksum = checksum_sources([(source, host)], cache=cache)
+        checksum = checksum_sources([(source, host)], cache=cache,
+                                    skip_identity="" if direct else None)
     else:
         view = context_filter
+        scope = view.summary_scope()
         checksum = checksum_sources([(source, host)], cache=cache,
-                                    skip=lambda _source, rel, _is_dir: view.hides(rel))
+                                    skip=lambda _source, rel, _is_dir: view.hides(rel),
+                                    skip_identity=scope if direct else None)
     if not os.path.isdir(host):
         # One file: bound through an fd from the path resolved here, and owned by 0:0
         # as BuildKit's transfer delivers it (builder.run.mountpoints).

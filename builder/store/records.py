@@ -96,6 +96,20 @@ def stat_digests_below(store: Database, below: str) -> dict[str, tuple[StatKey, 
                 "AND path < ?", (below, below[:-1] + "0"))}
 
 
+def dir_summaries_below(store: Database, below: str) -> dict[tuple[str, str], bytes]:
+    """(path, scope) -> summary of ``below`` (a directory, ending in "/") and of every
+    directory under it: one range scan, as ``stat_digests_below``."""
+    top = below.rstrip("/")
+    return {(path, scope): summary for path, scope, summary in store.db.execute(
+        "SELECT path, scope, summary FROM dir_summaries WHERE path = ? OR (path >= ? "
+        "AND path < ?)", (top, below, below[:-1] + "0"))}
+
+
+def put_dir_summaries(store: Database, rows: Iterable[tuple[str, str, bytes]]) -> None:
+    with store.transaction() as db:
+        db.executemany("INSERT OR REPLACE INTO dir_summaries VALUES (?, ?, ?)", rows)
+
+
 def put_stat_rows(store: Database, rows: Iterable[StatRow]) -> None:
     with store.transaction() as db:
         db.executemany("INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?)",

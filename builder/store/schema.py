@@ -16,6 +16,8 @@ Every table the store has, and its columns (the code that reads them is in this 
     images, tags   image IDs with their top layer; names
     cache_entries  build cache: step key, parent key, slot, recorded inputs, chain, ...
     stat_cache     context path + stat -> content digest
+    dir_summaries  context directory + what was skipped in it -> every entry's stat and
+                   its digest records (builder.context.checksum.DirSummary)
     builds         explain: what each step of a built image did
     content_manifests  every entry of a large COPY source by its content digest, for
                    explain to name a changed file (builder.cache.manifests); the newest few
@@ -45,6 +47,11 @@ _CONTENT_MANIFESTS = """CREATE TABLE IF NOT EXISTS content_manifests (
         digest TEXT PRIMARY KEY,
         entries BLOB NOT NULL,
         recorded REAL NOT NULL)"""
+_DIR_SUMMARIES = """CREATE TABLE IF NOT EXISTS dir_summaries (
+        path TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        summary BLOB NOT NULL,
+        PRIMARY KEY (path, scope))"""
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS layers (
         chain_id TEXT PRIMARY KEY,
@@ -97,6 +104,7 @@ _TABLES = (
         steps TEXT NOT NULL)""",
     _LINT_RESULTS,
     _CONTENT_MANIFESTS,
+    _DIR_SUMMARIES,
 )
 
 
@@ -180,12 +188,18 @@ def _add_content_manifests(db: sqlite3.Connection) -> bool:
     return True
 
 
+def _add_dir_summaries(db: sqlite3.Connection) -> bool:
+    db.execute(_DIR_SUMMARIES)
+    return True
+
+
 MIGRATIONS = (
     Migration(1, "every table and index", _create_tables),
     Migration(2, "build-arg values in clear digested", _scrub_plain_values),
     Migration(3, "the file rewritten without the freed pages", _vacuum, in_transaction=False),
     Migration(4, "lint results cached by Dockerfile digest", _add_lint_results),
     Migration(5, "manifests of large COPY sources", _add_content_manifests),
+    Migration(6, "context directory summaries", _add_dir_summaries),
 )
 LATEST = MIGRATIONS[-1].version
 
