@@ -17,8 +17,6 @@ it, so here it is a plain copy.
 
 from __future__ import annotations
 
-import errno
-import functools
 import hashlib
 import io
 import os
@@ -31,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
 from builder.context.checksum import EntryDigest, kind_of
+from builder.engine.copy_files import Metadata, copy_at, copy_bytes, open_source
 from builder.engine.copy_plan import (
     CopyRequest,
     clean_source,
@@ -162,45 +161,6 @@ def _check_copied(copier: _Copier, request: CopyRequest) -> None:
                      "(nothing was committed; build again once the context is stable)")
 
 
-def open_source(path: str, root: str | None, flags: int) -> int:
-    """Open ``path``, found by resolving inside ``root``, and check that the open
-    reached that very file.  Sources are resolved by path and then used, so a
-    component swapped for a symlink in between (a context changed during the
-    build, catalogue C03, as in CVE-2018-15664) would redirect the open to the
-    host; the fd's own path in /proc tells, and such a source is refused."""
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as err:
-        if root is None or err.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
-            raise
-        # The final component became a symlink (O_NOFOLLOW) or went away.
-        raise BuildError(f'"/{os.path.relpath(path, root)}": changed while being copied '
-                         f"({err.strerror})") from None
-    if root is None:
-        return fd
-    prefix = root.rstrip("/") + "/"
-    rel = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
-    expected = os.path.normpath(os.path.join(_real_root(root), rel))
-    try:
-        reached = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        reached = ""
-    if reached != expected:
-        os.close(fd)
-        raise BuildError(f'"/{os.path.relpath(path, root)}": changed while being copied '
-                         "(a path component became a symlink)")
-    return fd
-
-
-@functools.lru_cache(maxsize=8)
-def _real_root(root: str) -> str:
-    """The root's own real path, once per copy (a copy opens every file through
-    ``open_source``; ``realpath`` is an lstat per component).  The root itself is the
-    invoking user's context directory or pybuild's own snapshot, not something a
-    context can swap: only what is below it is checked per open."""
-    return os.path.realpath(root)
-
-
 def _check_name(rel: str) -> None:
     # A layer entry named .wh.* would turn into a deletion when the layer is read (C10).
     if posixpath.basename(rel).startswith(".wh."):
@@ -322,18 +282,15 @@ class _Copier:
             st = os.fstat(src_fd)
             if not stat.S_ISREG(st.st_mode):
                 raise BuildError(f"cannot copy {source}: it changed while being copied")
-            hasher = hashlib.sha256()
             dst_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                              | os.O_CLOEXEC, 0o600)
             try:
-                while chunk := os.read(src_fd, _CHUNK):
-                    hasher.update(chunk)
-                    os.write(dst_fd, chunk)
+                digest = copy_bytes(src_fd, dst_fd, st.st_size)
             finally:
                 os.close(dst_fd)
         finally:
             os.close(src_fd)
-        return "sha256:" + hasher.hexdigest(), st
+        return digest, st
 
     def write_file(self, target: str, data: bytes, mode: int = 0o644,
                    mtime: float | None = None) -> None:
@@ -348,21 +305,44 @@ class _Copier:
         if mtime is not None:
             os.utime(target, (mtime, mtime), follow_symlinks=False)
 
-    def copy_tree(self, source: str, rel: str, target: str, origin: str = ".") -> None:
+    def copy_tree(self, source: str, rel: str, target: str, origin: str = ".",
+                  fresh: bool = False) -> None:
         """Copy the contents of directory ``source`` into existing directory ``target``,
         in the checksum's order (pre-order, by name); ``origin`` is the copied source's
-        own relative path, for --exclude."""
+        own relative path, for --exclude; ``fresh``: this copy made ``target`` (empty),
+        so a regular file is copied relative to the two directories (``copy_at``)."""
         # Listed through a checked fd (C03); the fd stays open while entries are used.
         dir_fd = open_source(source, self.source_root, os.O_RDONLY | os.O_DIRECTORY)
+        target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                            | os.O_CLOEXEC) if fresh else None
         try:
             with os.scandir(dir_fd) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
-            self._copy_entries(source, rel, target, origin, entries)
+            self._copy_entries(source, rel, target, origin, entries, (dir_fd, target_fd))
         finally:
             os.close(dir_fd)
+            if target_fd is not None:
+                os.close(target_fd)
+
+    def _copy_at(self, fds: tuple[int, int], entry: os.DirEntry[str], rel: str,
+                 destination: str) -> None:
+        """A regular file into a directory this copy made (nothing to replace)."""
+        owner = None if self.keep_owner else self.uid
+        group = None if self.keep_owner else self.gid
+        content, st = copy_at(*fds, entry.name, Metadata(owner, group, self.mode), entry.path)
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in self.links:  # the copy is made again as a link
+            os.unlink(destination)
+            first, content = self.links[key]
+            os.link(first, destination)
+        elif st.st_nlink > 1:
+            self.links[key] = (destination, content)
+        self.record(rel, st, content)
 
     def _copy_entries(self, source: str, rel: str, target: str, origin: str,
-                      entries: list[os.DirEntry[str]]) -> None:
+                      entries: list[os.DirEntry[str]],
+                      fds: tuple[int, int | None]) -> None:
+        source_fd, target_fd = fds
         for entry in entries:
             entry_path = os.path.join(source, entry.name)
             entry_rel = posixpath.normpath(posixpath.join(rel, entry.name))
@@ -388,8 +368,11 @@ class _Copier:
                     os.mkdir(destination, 0o700)
                 dir_stat = entry.stat(follow_symlinks=False)
                 self.record(entry_rel, dir_stat, "")
-                self.copy_tree(entry_path, entry_rel, destination, origin)
+                self.copy_tree(entry_path, entry_rel, destination, origin,
+                               fresh=existing is None)
                 self.finish(destination, dir_stat)
+            elif target_fd is not None and entry.is_file(follow_symlinks=False):
+                self._copy_at((source_fd, target_fd), entry, entry_rel, destination)
             else:
                 self.copy_file(entry_path, destination, entry_rel)
 

@@ -1,0 +1,114 @@
+"""COPY's sources opened safely, and regular files: their bytes, hashed as they are
+written, and their metadata.
+
+``open_source`` opens a source found by path and checks that the open reached that
+very file (C03).
+
+``copy_bytes`` copies between open fds (the digest is of the bytes written: the
+layer holds what the cache key names, catalogue K).  ``copy_at`` copies one entry of
+a directory tree the copy walks, relative to the two directories' fds: a name is one
+component opened with O_NOFOLLOW beneath a directory fd the copy already checked, so
+nothing can redirect it (C03) and no path is resolved again per file; ownership,
+mode and times are set on the new file's fd.  About half the system calls of a copy by
+path, which matters for a COPY of 100,000 small files (issue 17, point 4).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hashlib
+import os
+import stat
+
+from builder.errors import BuildError
+
+_CHUNK = 1 << 20
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: an entry swapped for a FIFO since it was listed must not hang the open;
+# fstat then refuses it (C11).
+_OPEN_SOURCE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def copy_bytes(src_fd: int, dst_fd: int, size: int) -> str:
+    """Copy ``src_fd`` to its end into ``dst_fd``; the sha256 of the bytes written.
+    ``size`` (the source's) sizes the first read: a small file is one read."""
+    hasher = hashlib.sha256()
+    while chunk := os.read(src_fd, min(max(size, 0) + 1, _CHUNK)):
+        hasher.update(chunk)
+        os.write(dst_fd, chunk)
+    return "sha256:" + hasher.hexdigest()
+
+
+class Metadata:
+    """What a copied file gets: its owner (None: the source's, for COPY --from) and its
+    mode (None: the source's permission bits)."""
+
+    __slots__ = ("gid", "mode", "uid")
+
+    def __init__(self, uid: int | None, gid: int | None, mode: int | None) -> None:
+        self.uid, self.gid, self.mode = uid, gid, mode
+
+
+def copy_at(src_dir: int, dst_dir: int, name: str, meta: Metadata,
+            where: str) -> tuple[str, os.stat_result]:
+    """Copy the regular file ``name`` of ``src_dir`` to a new ``name`` in ``dst_dir``;
+    its content digest and the stat of the file whose bytes were copied.  ``where``
+    names the source in an error."""
+    src = os.open(name, _OPEN_SOURCE, dir_fd=src_dir)
+    try:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise BuildError(f"cannot copy {where}: it changed while being copied")
+        dst = os.open(name, _CREATE, 0o600, dir_fd=dst_dir)
+        try:
+            digest = copy_bytes(src, dst, st.st_size)
+            # chown first: it clears set-id bits that the chmod then sets.
+            os.fchown(dst, st.st_uid if meta.uid is None else meta.uid,
+                      st.st_gid if meta.gid is None else meta.gid)
+            os.fchmod(dst, stat.S_IMODE(st.st_mode) if meta.mode is None else meta.mode)
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    return digest, st
+
+
+def open_source(path: str, root: str | None, flags: int) -> int:
+    """Open ``path``, found by resolving inside ``root``, and check that the open
+    reached that very file.  Sources are resolved by path and then used, so a
+    component swapped for a symlink in between (a context changed during the
+    build, catalogue C03, as in CVE-2018-15664) would redirect the open to the
+    host; the fd's own path in /proc tells, and such a source is refused."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        if root is None or err.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+            raise
+        # The final component became a symlink (O_NOFOLLOW) or went away.
+        raise BuildError(f'"/{os.path.relpath(path, root)}": changed while being copied '
+                         f"({err.strerror})") from None
+    if root is None:
+        return fd
+    prefix = root.rstrip("/") + "/"
+    rel = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
+    expected = os.path.normpath(os.path.join(_real_root(root), rel))
+    try:
+        reached = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        reached = ""
+    if reached != expected:
+        os.close(fd)
+        raise BuildError(f'"/{os.path.relpath(path, root)}": changed while being copied '
+                         "(a path component became a symlink)")
+    return fd
+
+
+@functools.lru_cache(maxsize=8)
+def _real_root(root: str) -> str:
+    """The root's own real path, once per copy (a copy opens every file through
+    ``open_source``; ``realpath`` is an lstat per component).  The root itself is the
+    invoking user's context directory or pybuild's own snapshot, not something a
+    context can swap: only what is below it is checked per open."""
+    return os.path.realpath(root)
