@@ -1,5 +1,5 @@
 """`python -m builder` is the same as the `pybuild` command."""
 
-from builder.cli import main
+from builder.entry import main
 
 raise SystemExit(main())

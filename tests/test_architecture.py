@@ -39,14 +39,14 @@ PACKAGE = REPO / "builder"
 # The layers, lowest first: a package may import from its own layer and those below.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "syscalls", "interrupt", "textsafe", "untrusted", "platforms", "rootcheck",
-     "limits", "rootpath"),
+     "limits", "rootpath", "replay"),
     ("dockerfile", "context", "layers"),
     ("store",),
     ("snapshot",),
     ("run", "image"),
     ("cache", "explain", "registry", "lint"),
     ("engine",),
-    ("cli", "__main__"),
+    ("cli", "__main__", "entry"),
 )
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
 # builder/__init__.py (``__version__``) sits under every layer: anyone may import it

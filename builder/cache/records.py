@@ -170,28 +170,33 @@ class CacheStore:
         """Read the rows of every file below ``directory`` in one query: a COPY of a
         large context then asks the database nothing per file."""
         below = directory.rstrip("/") + "/"
-        if below in self._preloaded:
+        if below in self._preloaded or not _storable(below):
             return
         self._stats.update(records.stat_digests_below(self.store, below))
         self._preloaded.add(below)
 
     def get(self, path: str, st: os.stat_result) -> str | None:
         known = self._stats.get(path)
-        if known is None and not any(path.startswith(below) for below in self._preloaded):
+        if known is None and not any(path.startswith(below) for below in self._preloaded) \
+                and _storable(path):
             known = records.stat_digest(self.store, path)
         if known is not None and known[0] == (st.st_size, st.st_ctime_ns, st.st_ino):
             return known[1]
         return None
 
     def put(self, path: str, st: os.stat_result, digest: str) -> None:
+        if not _storable(path):
+            return  # a name that is not UTF-8: that file is read every time
         self._pending_stats.append(StatRow(path, st.st_size, st.st_ctime_ns, st.st_ino, digest))
 
     def dir_summaries(self, directory: str) -> dict[tuple[str, str], bytes]:
         """The directory summaries of ``directory`` and below, in one query."""
-        return records.dir_summaries_below(self.store, directory.rstrip("/") + "/")
+        below = directory.rstrip("/") + "/"
+        return records.dir_summaries_below(self.store, below) if _storable(below) else {}
 
     def put_dir_summary(self, path: str, scope: str, summary: bytes) -> None:
-        self._pending_summaries.append((path, scope, summary))
+        if _storable(path) and _storable(scope):
+            self._pending_summaries.append((path, scope, summary))
 
     def flush_stats(self) -> None:
         """Write what the checksums learnt (nothing, when every stat was unchanged)."""
@@ -201,6 +206,16 @@ class CacheStore:
         if self._pending_summaries:
             records.put_dir_summaries(self.store, self._pending_summaries)
             self._pending_summaries.clear()
+
+
+def _storable(text: str) -> bool:
+    """Can SQLite keep this path?  A name that is not UTF-8 comes with lone surrogates
+    (os.fsdecode), which its TEXT columns refuse: such paths are not cached."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _inputs(raw: str) -> Inputs:

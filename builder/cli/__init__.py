@@ -157,12 +157,14 @@ def _stop_on_sigterm() -> Callable[[], None]:
 def _main(argv: Sequence[str] | None) -> int:
     """The one place that prints an error: a ``PybuildError`` as one line with its
     own ``exit_code``; a full disk as one line; anything else is a bug (traceback)."""
-    raw, verb = _with_default_verb(list(sys.argv[1:] if argv is None else argv))
+    given = list(sys.argv[1:] if argv is None else argv)
+    raw, verb = _with_default_verb(given)
     parser = _parser(verb)
     args = parser.parse_args(raw) if raw else None
     if args is None or args.verb is None:  # no verb and no context: `pybuild --root R`
         _parser().print_help()
         return 2
+    args.invocation = given  # what a replay of this build is found by (builder.replay)
     try:
         return _verb(args.verb).run(args)
     except PybuildError as err:
@@ -180,6 +182,16 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         print(f"pybuild: {message}", file=sys.stderr)
         return 1
+
+
+def exit_for_os_error(err: OSError, argv: list[str]) -> int:
+    """A replay that could not print (``builder.entry``): the line and status a build
+    gives for the same error; any other OSError is a bug, raised."""
+    message = _out_of_space(_parser().parse_known_args(argv)[0].root, err)
+    if message is None:
+        raise err
+    print(f"pybuild: {message}", file=sys.stderr)
+    return 1
 
 
 def _out_of_space(root: str | None, err: Exception) -> str | None:

@@ -18,8 +18,10 @@ from builder.errors import PybuildError, UsageError
 
 if TYPE_CHECKING:
     from builder.engine.options import BuildOptions, BuildResult, Output
+    from builder.engine.progress import Progress
     from builder.image.manifest import ImageAnnotations
     from builder.platforms import Platform
+    from builder.replay import Recorder
     from builder.store import Store
 
 
@@ -98,23 +100,39 @@ def _build(args: argparse.Namespace) -> int:
 
     need_root_to_build()  # one line, not a traceback from the first mount (issue 14)
     from builder.engine import buildx_flags as bx
-    from builder.engine.engine import build
     from builder.engine.options import parse_output
-    from builder.engine.outputs import write_outputs
     from builder.engine.progress import make_progress
 
     outputs = bx.check_outputs([parse_output(spec) for spec in args.output if spec])
     annotations = bx.image_annotations(bx.parse_annotations(args.annotation,
                                                             str(platform or Platform.host())))
-    options = _options(args, platform, outputs)
-    progress = make_progress(args.progress, quiet=args.quiet)
+    recorder = _start_recording(args)  # before the Dockerfile is located
+    try:
+        options = _options(args, platform, outputs)
+        progress = make_progress(args.progress, quiet=args.quiet)
+        return _run_build(args, options, progress, outputs, annotations, recorder)
+    finally:
+        _stop_recording(recorder)
+
+
+def _run_build(args: argparse.Namespace, options: BuildOptions, progress: Progress,
+               outputs: list[Output], annotations: ImageAnnotations,
+               recorder: Recorder | None) -> int:
+    from builder.engine.engine import build
+    from builder.engine.outputs import write_outputs
+
     store = open_store(args)
+    if recorder is not None:
+        from builder.store import replays
+
+        recorder.generation = replays.generation(store.db)
     _check_tags(store, options.tags)
     from builder.lint.gate import lint_before_build  # a store lookup when unchanged
 
-    lint = lint_before_build(store, *_dockerfile_text(options.dockerfile_text,
-                                                      options.dockerfile),
-                             options.build_args, progress.lint_line)
+    text, path = _dockerfile_text(options.dockerfile_text, options.dockerfile)
+    if recorder is not None and text is not None:
+        recorder.file(path, text)  # what lint read: the build reads it again
+    lint = lint_before_build(store, text, path, options.build_args, progress.lint_line)
     try:
         result = build(store, options, progress)
     except PybuildError:  # buildx prints the warnings of a failed build too
@@ -140,7 +158,59 @@ def _build(args: argparse.Namespace) -> int:
         progress.message(f"writing image {result.image_id}"
                          + "".join(f"\nnaming to {t}" for t in result.tags))
     lint.finish(store, result.image_id, result.steps, progress.lint_line)
+    if recorder is not None:
+        _keep_record(store, progress, result, options.build_args, recorder)
     return 0
+
+
+def _start_recording(args: argparse.Namespace) -> Recorder | None:
+    """Record this build for a replay (``builder.replay``) unless a flag makes it
+    depend on more than a replay checks."""
+    if args.push or args.output or args.iidfile or args.metadata_file or args.cache_from \
+            or args.cache_to or args.secret or args.build_context or args.pull \
+            or args.no_cache or args.no_cache_filter or args.reproducible \
+            or "-" in (args.context, args.file) or args.invocation is None:
+        return None
+    from builder import replay
+
+    return replay.start(args.invocation)
+
+
+def _stop_recording(recorder: Recorder | None) -> None:
+    if recorder is not None:
+        from builder import replay
+
+        replay.stop(recorder)
+
+
+def _keep_record(store: Store, progress: Progress, result: BuildResult,
+                 build_args: dict[str, str], recorder: Recorder) -> None:
+    """Keep the record of a build that ran nothing, printed plain lines, and read
+    nothing a replay cannot check (``recorder.refused``)."""
+    from builder import replay
+    from builder.engine.progress import Progress
+
+    fully_cached = all(step.cached or step.config_only for step in result.steps)
+    if not fully_cached or recorder.refused or type(progress) is not Progress \
+            or recorder.generation is None:
+        return
+    checks, output = replay.record_of(recorder)
+    # A value given to --build-arg is never stored in clear (its digest is, in keys):
+    # an output that shows one (an expanded FROM, a warning) is not recorded.
+    if any(len(value) >= 4 and value.encode() in output for value in build_args.values()):
+        return
+    import sqlite3
+
+    from builder.store import replays
+
+    try:
+        replays.save(store.db, replay.invocation(recorder.argv), recorder.generation,
+                     checks, output)
+    except (OSError, sqlite3.Error):
+        # No working directory, or a store that cannot take the record now (locked by
+        # another process past the timeout, full): a record is only a shortcut, and
+        # the build it would replay has succeeded.
+        return
 
 
 def _transfer_mode(mode: str) -> str:

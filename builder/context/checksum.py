@@ -17,6 +17,8 @@ file's digest from its old summary.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -25,7 +27,7 @@ from typing import Protocol
 
 import msgspec
 
-from builder import interrupt, limits
+from builder import interrupt, limits, replay
 from builder.errors import ContextError
 
 _CHUNK = 1 << 20
@@ -111,13 +113,22 @@ def kind_of(mode: int) -> str:
     return _TYPES.get(stat.S_IFMT(mode), "other")
 
 
-def file_digest(path: str, st: os.stat_result, cache: StatCache | None) -> tuple[str, int]:
-    """sha256 of a regular file's content, from the stat cache when its stat is unchanged."""
+def file_digest(path: str, st: os.stat_result, cache: StatCache | None,
+                dir_fd: int | None = None) -> tuple[str, int]:
+    """sha256 of a regular file's content, from the stat cache when its stat is unchanged.
+    With ``dir_fd``, ``path``'s last component is opened in that directory (a parent
+    swapped for a link since it was listed cannot redirect the read)."""
     if cache is not None and (known := cache.get(path, st)) is not None:
         return known, 0
     hasher = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    name = path if dir_fd is None else path.rpartition("/")[2]
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                 dir_fd=dir_fd)
     try:
+        # The file read must be the one whose stat keys the digest (not another put in
+        # its place since): else the stat cache would keep the other one's digest.
+        if os.fstat(fd).st_ino != st.st_ino:
+            raise OSError(errno.ESTALE, "replaced while being read", path)
         while chunk := os.read(fd, _CHUNK):
             interrupt.check()  # a stage thread: a stopping build ends it mid-file
             hasher.update(chunk)
@@ -136,14 +147,16 @@ COPY --exclude); ``source_rel`` is the source it was found under."""
 
 def checksum_sources(sources: list[tuple[str, str]], *, cache: StatCache | None = None,
                      skip: Skip = lambda source, rel, is_dir: False,
-                     skip_identity: str | None = "", keep_files: int = 5000) -> SourceChecksum:
+                     skip_identity: str | None = None,
+                     keep_files: int = 5000) -> SourceChecksum:
     """Checksum ``(relative path, host path)`` sources, each followed if it is a link.
 
     Entries below a source are not followed (symlinks are hashed as links), as
     COPY copies them.  ``skip`` drops .dockerignore'd and --exclude'd entries;
     ``skip_identity`` names what it drops (the patterns: a directory summed under
-    other patterns is summed anew), None when it cannot be named (no summary is
-    used then).  An empty host path means the source did not resolve inside its root.
+    other patterns is summed anew; "" for nothing); None (the default) when it cannot
+    be named: no directory summary is used then.  An empty host path means the source
+    did not resolve inside its root.
     """
     # A source that resolves to nothing (a link pointing out of the context) or
     # an entry that vanishes while it is read (a context changed during the
@@ -189,6 +202,10 @@ _decode_summary = msgspec.msgpack.Decoder(DirSummary).decode
 _encode_summary = msgspec.msgpack.Encoder().encode
 
 
+_Dir = tuple[str, str, "int | None"]
+"""A directory to walk: (rel, host path, the inode its parent's listing gave)."""
+
+
 class _Run:
     __slots__ = ("piece", "records")
 
@@ -232,7 +249,7 @@ class _Summer:
             return
         if self.identity is not None and self.cache is not None:
             self.summaries = self.cache.dir_summaries(source_host)
-        work: list[_Run | tuple[str, str]] = [(source_rel, source_host)]
+        work: list[_Run | _Dir] = [(source_rel, source_host, None)]
         while work:
             item = work.pop()
             if isinstance(item, _Run):
@@ -249,33 +266,48 @@ class _Summer:
                                f"{limits.env_name('max_context_files')}, or .dockerignore "
                                "them)")
 
-    def _file(self, host: str, st: os.stat_result) -> str:
+    def _file(self, host: str, st: os.stat_result, dir_fd: int | None = None) -> str:
         if self.cache is not None and not self.stats_loaded:
             self.cache.preload(self.source_host)  # the rows below the source, one query
             self.stats_loaded = True
-        content, read = file_digest(host, st, self.cache)
+        content, read = file_digest(host, st, self.cache, dir_fd)
         self.read_bytes += read
         return content
 
-    def _directory(self, rel: str, host: str) -> list[_Run | tuple[str, str]]:
-        """The work a directory adds: its runs of records, and its kept subdirectories."""
+    def _directory(self, rel: str, host: str, inode: int | None) -> list[_Run | _Dir]:
+        """The work a directory adds: its runs of records, and its kept subdirectories.
+        ``inode``: what its parent's listing said it is (None: a source, followed)."""
         interrupt.check()  # a stage thread: a stopping build ends it between directories
-        fd = os.open(host, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        nofollow = os.O_NOFOLLOW if inode is not None else 0
+        fd = os.open(host, os.O_RDONLY | os.O_DIRECTORY | nofollow | os.O_CLOEXEC)
         try:
+            # By path, so a parent swapped for a link since its listing would open a
+            # directory elsewhere: it must be the one the listing named.
+            if inode is not None and os.fstat(fd).st_ino != inode:
+                raise OSError(errno.ESTALE, "replaced while being read", host)
             names = sorted(os.listdir(fd))
             stats = _lstat_all(fd, host, names)
             keys = [(name, st.st_mode, st.st_size, st.st_ctime_ns, st.st_ino)
                     for name, st in zip(names, stats, strict=True)]
+            if (recorder := replay.recording()) is not None:
+                recorder.listing(host, keys)
             scope = f"{self.identity}\0{self.source_rel}\0{rel}"
             summary = self._stored(host, scope, names)
             if summary is None or summary.keys != keys:
                 summary = self._sum(rel, host, fd, stats, keys, summary)
                 if self.identity is not None and self.cache is not None:
-                    self.cache.put_dir_summary(host, scope, _encode_summary(summary))
+                    self._keep(host, scope, summary)
         finally:
             os.close(fd)
         self._count(len(summary.kept))
         return _work(rel, host, summary)
+
+    def _keep(self, host: str, scope: str, summary: DirSummary) -> None:
+        if self.cache is None:
+            return
+        # A name that is not UTF-8 cannot be encoded: that directory is summed every time.
+        with contextlib.suppress(UnicodeEncodeError, msgspec.EncodeError):
+            self.cache.put_dir_summary(host, scope, _encode_summary(summary))
 
     def _stored(self, host: str, scope: str, names: list[str]) -> DirSummary | None:
         raw = self.summaries.get((host, scope))
@@ -311,7 +343,7 @@ class _Summer:
                 kind = kind_of(st.st_mode)
                 content = ""
                 if kind == "file":
-                    content = self._file(f"{host}/{name}", st)
+                    content = self._file(f"{host}/{name}", st, fd)
                 elif kind == "symlink":
                     content = _at(fd, host, name, os.readlink)
                 entry = f"{kind} {stat.S_IMODE(st.st_mode):o} {content}"
@@ -349,9 +381,10 @@ def _known_entries(old: DirSummary | None) -> dict[StatKey, str]:
             if name in key_of}
 
 
-def _work(rel: str, host: str, summary: DirSummary) -> list[_Run | tuple[str, str]]:
+def _work(rel: str, host: str, summary: DirSummary) -> list[_Run | _Dir]:
     prefix = f"{rel}/" if rel != "." else ""
-    work: list[_Run | tuple[str, str]] = []
+    inode_of = {key[0]: key[4] for key in summary.keys}
+    work: list[_Run | _Dir] = []
     start = 0
     for i, records in enumerate(summary.runs):
         below = summary.subdirs[i] if i < len(summary.subdirs) else None
@@ -359,6 +392,6 @@ def _work(rel: str, host: str, summary: DirSummary) -> list[_Run | tuple[str, st
         work.append(_Run(records, (prefix, summary.kept, summary.entries, start, end)))
         if below is not None:
             name = summary.kept[below]
-            work.append((prefix + name, f"{host}/{name}"))
+            work.append((prefix + name, f"{host}/{name}", inode_of[name]))
         start = end
     return work

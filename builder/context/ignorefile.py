@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from builder import replay
 from builder.errors import ContextError
 
 # Beside the Dockerfile, then in the context (find_ignore_file says whose order).
@@ -32,9 +33,15 @@ def find_ignore_file(context_dir: str, dockerfile_path: str | None) -> str | Non
     if dockerfile_path != "-":  # a Dockerfile from stdin has no neighbour
         beside = os.path.dirname(os.path.abspath(dockerfile_path))
         candidates[:0] = [(dockerfile_path + suffix, beside) for suffix in _BESIDE_IGNORES]
+    recorder = replay.recording()
     for candidate, root in candidates:
         if not os.path.lexists(candidate):
+            if recorder is not None:
+                recorder.absent(candidate)
             continue
+        if recorder is not None and not (os.path.isfile(candidate)
+                                         and not os.path.islink(candidate)):
+            recorder.refuse(f"{candidate}: a link or not a regular file")
         if os.path.islink(candidate):
             real, real_root = os.path.realpath(candidate), os.path.realpath(root)
             if os.path.commonpath([real, real_root]) != real_root:

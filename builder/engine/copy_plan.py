@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from builder import replay
 from builder.context.fnmatch_go import BadPattern
 from builder.context.fnmatch_go import match as go_match
 from builder.context.ignore import PatternMatcher
@@ -126,14 +127,40 @@ def expand_sources(root: str, pattern: str, excluded: Callable[[str], bool]) -> 
         found = []
         for base in matches:
             host = resolve_in_root(root, base)
-            if host is None or not os.path.isdir(host):
+            is_dir = host is not None and os.path.isdir(host)
+            if not is_dir:
+                _record_entry(root, base, host)
                 continue
+            assert host is not None
             names = sorted(os.listdir(host))
+            _record_listing(root, base, host, names)
             selected = [n for n in names if _glob_part(part, n)] if has_magic(part) else (
                 [part] if part in names else [])
             found += [posixpath.normpath(posixpath.join(base, n)) for n in selected]
         matches = found
     return [m for m in matches if not excluded(m)]
+
+
+def _record_listing(root: str, base: str, host: str, names: list[str]) -> None:
+    """A wildcard's listing, for a replay of the build (``builder.replay``)."""
+    if (recorder := replay.recording()) is None:
+        return
+    if host != (root if base == "." else os.path.join(root, base)):
+        recorder.refuse("a wildcard listed a directory reached through a link")
+    else:
+        recorder.names(host, names)
+
+
+def _record_entry(root: str, base: str, host: str | None) -> None:
+    """A path a wildcard met that it does not list (missing, a file, a link)."""
+    if (recorder := replay.recording()) is None:
+        return
+    lexical = root if base == "." else os.path.join(root, base)
+    through_link = host != lexical if host is not None else os.path.islink(lexical)
+    if through_link:
+        recorder.refuse("a wildcard met a link")
+    else:
+        recorder.entry(lexical)
 
 
 def select_sources(root: str, request: CopyRequest) -> list[str]:

@@ -10,6 +10,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
+from builder import replay
 from builder.cache import Inputs
 from builder.context.checksum import checksum_sources
 from builder.dockerfile.commands import AddCommand, CopyCommand
@@ -149,14 +150,32 @@ def _add_context_inputs(run: BuildRun, command: CopyLike, plan: _CopyPlan) -> No
         plan.inputs += plan.remote.inputs
     sources = [(rel, resolve_in_root(context, rel) or "")
                for rel in request.kept_sources(request.selected)]
+    scope = request.summary_scope(context, sources)
+    _record_sources(context, sources, scope,
+                    plan.remote is not None and bool(plan.remote.gits or any(
+                        name == "url" for name, _ in plan.remote.inputs)))
     checksum = checksum_sources(sources, cache=run.cache, skip=request.leaves_out,
-                                skip_identity=request.summary_scope(context, sources))
+                                skip_identity=scope)
     run.cache.flush_stats()
     plan.inputs += [("file", f"{rel}={entry}") for rel, entry in checksum.files.items()]
     plan.inputs.append(("content", checksum.digest))
     if checksum.large:  # too many files for the inputs: explain's manifest
         run.cache.put_manifest(checksum.digest, checksum.entries)
     request.expected_content = checksum.digest   # the copy must write just this
+
+
+def _record_sources(context: str, sources: list[tuple[str, str]], scope: str | None,
+                    remote: bool) -> None:
+    """What a replay of the build checks of this step's sources (``builder.replay``)."""
+    if (recorder := replay.recording()) is None:
+        return
+    if remote:
+        recorder.refuse("ADD of a URL or git source (the server is asked again)")
+    elif scope is None:
+        recorder.refuse("a .dockerignore exception or a source reached through a link")
+    else:
+        for rel, _ in sources:
+            recorder.source(context, rel)
 
 
 def _copy_in_child(snapshot: ActiveSnapshot, view: ActiveSnapshot | None, from_context: bool,

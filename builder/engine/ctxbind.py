@@ -16,6 +16,7 @@ import functools
 import os
 from typing import TYPE_CHECKING
 
+from builder import replay
 from builder.context.checksum import StatCache, checksum_sources
 from builder.context.view import ContextFilter
 from builder.engine.copy_plan import clean_source
@@ -41,6 +42,12 @@ def context_bind(mount: Mount, target: str, context: str,
     # Directory summaries only when the source was reached without a link (see
     # CopyRequest.summary_scope).
     direct = host == (os.path.join(context, source) if source != "." else context)
+    if (recorder := replay.recording()) is not None:
+        if direct and (context_filter is None or context_filter.summary_scope() is not None):
+            recorder.source(context, source)
+        else:
+            recorder.refuse("a bind mount's source reached through a link, or a "
+                            ".dockerignore exception")
     if context_filter is None:
         checksum = checksum_sources([(source, host)], cache=cache,
                                     skip_identity="" if direct else None)

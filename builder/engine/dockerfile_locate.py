@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 import msgspec
 
+from builder import replay
 from builder.errors import ContextError, UsageError
 
 DEFAULT_NAMES = ("Dockerfile", "dockerfile", "Containerfile")
@@ -64,12 +65,17 @@ def default_dockerfile(context: Path) -> Path:
     context (chroot semantics), as BuildKit reads it through the context: ``Dockerfile
     -> /etc/shadow`` must not feed a host file to the parser, whose errors quote it
     (catalogue C12).  ``-f`` names a file outside on purpose; it is not this."""
+    recorder = replay.recording()
     for name in DEFAULT_NAMES:
         candidate = context / name
         if not os.path.lexists(candidate):
+            if recorder is not None:
+                recorder.absent(str(candidate))
             continue
         if not candidate.is_symlink():
             return candidate
+        if recorder is not None:
+            recorder.refuse("a symlinked Dockerfile")
         from builder.rootpath import resolve_in_root
 
         inside = resolve_in_root(str(context), name)

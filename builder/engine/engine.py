@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder import replay
 from builder.cache import CacheStore
 from builder.engine import scheduler, stageplatform
 from builder.engine.buildrun import BuildRun
@@ -36,7 +37,10 @@ def _read_dockerfile(options: BuildOptions) -> tuple[bytes, str]:
         return options.dockerfile_text, "Dockerfile"
     path = options.dockerfile or (options.context or Path(".")) / "Dockerfile"
     try:
-        return Path(path).read_bytes(), str(path)
+        text = Path(path).read_bytes()
+        if (recorder := replay.recording()) is not None:
+            recorder.file(str(path), text)
+        return text, str(path)
     except FileNotFoundError:
         raise ContextError(f"{path}: Dockerfile not found") from None
     except IsADirectoryError:
@@ -54,7 +58,10 @@ def _ignore_matcher(options: BuildOptions) -> ContextFilter | None:
         return None
     from builder.context.view import ContextFilter
 
-    patterns = read_ignore_file(Path(found).read_bytes())
+    raw = Path(found).read_bytes()
+    if (recorder := replay.recording()) is not None:
+        recorder.file(found, raw)
+    patterns = read_ignore_file(raw)
     try:
         matcher = PatternMatcher(patterns)
     except ValueError as err:

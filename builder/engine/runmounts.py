@@ -116,6 +116,7 @@ def _bind_context(mount: Mount, out: PreparedMounts, workdir: str, context: str 
     from builder.engine.ctxbind import context_bind
 
     spec, key = context_bind(mount, _target(mount, workdir), context, context_filter, cache)
+    cache.flush_stats()  # what the checksum learnt, for the next build (as COPY does)
     out.mounts.append(spec)
     out.inputs.append(("mount", key))
 

@@ -27,9 +27,26 @@ and ``remove`` (rmi) work through these APIs; no module outside this package run
 on the store's tables.  ``faults`` holds the crash points that fault-injection tests
 arm with PYBUILD_FAULT_POINT (docs/reliability.md).
 
+``replays`` keeps the records of fully cached builds, which ``pybuild`` reads before
+anything else is loaded: so this ``__init__`` loads ``store`` only when ``Store`` or
+``default_root`` is first asked for.
+
 Imports only builder.errors, builder.syscalls, builder.layers and the standard library.
 """
 
-from builder.store.store import Store, default_root
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms)
+if TYPE_CHECKING:
+    from builder.store.store import Store, default_root
 
 __all__ = ["Store", "default_root"]
+
+
+def __getattr__(name: str) -> object:
+    """``Store`` and ``default_root``, imported on first use (PEP 562)."""
+    if name not in __all__:
+        raise AttributeError(f"module 'builder.store' has no attribute {name!r}")
+    from builder.store import store
+
+    return store.Store if name == "Store" else store.default_root

@@ -18,6 +18,9 @@ Every table the store has, and its columns (the code that reads them is in this 
     stat_cache     context path + stat -> content digest
     dir_summaries  context directory + what was skipped in it -> every entry's stat and
                    its digest records (builder.context.checksum.DirSummary)
+    replays, store_generation  fully cached builds' records (builder.replay), valid
+                   while the generation, which triggers bump on every write to the
+                   tables a build reads, has not moved
     builds         explain: what each step of a built image did
     content_manifests  every entry of a large COPY source by its content digest, for
                    explain to name a changed file (builder.cache.manifests); the newest few
@@ -52,6 +55,21 @@ _DIR_SUMMARIES = """CREATE TABLE IF NOT EXISTS dir_summaries (
         scope TEXT NOT NULL,
         summary BLOB NOT NULL,
         PRIMARY KEY (path, scope))"""
+# builder.replay's records, and the generation they are valid for: every write to a
+# table a build reads bumps it, whichever code (or pybuild version) writes.
+_GENERATION_TABLES = ("images", "tags", "cache_entries", "layers", "packed_layers")
+_REPLAYS = (
+    """CREATE TABLE IF NOT EXISTS replays (
+        invocation BLOB PRIMARY KEY,
+        generation INTEGER NOT NULL,
+        checks BLOB NOT NULL,
+        output BLOB NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS store_generation (n INTEGER NOT NULL)",
+    "INSERT INTO store_generation SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM store_generation)",
+    *(f"""CREATE TRIGGER IF NOT EXISTS generation_{table}_{event.lower()} AFTER {event}
+        ON {table} BEGIN UPDATE store_generation SET n = n + 1; END"""
+      for table in _GENERATION_TABLES for event in ("INSERT", "UPDATE", "DELETE")),
+)
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS layers (
         chain_id TEXT PRIMARY KEY,
@@ -105,6 +123,7 @@ _TABLES = (
     _LINT_RESULTS,
     _CONTENT_MANIFESTS,
     _DIR_SUMMARIES,
+    *_REPLAYS,
 )
 
 
@@ -193,6 +212,12 @@ def _add_dir_summaries(db: sqlite3.Connection) -> bool:
     return True
 
 
+def _add_replays(db: sqlite3.Connection) -> bool:
+    for statement in _REPLAYS:
+        db.execute(statement)
+    return True
+
+
 MIGRATIONS = (
     Migration(1, "every table and index", _create_tables),
     Migration(2, "build-arg values in clear digested", _scrub_plain_values),
@@ -200,6 +225,7 @@ MIGRATIONS = (
     Migration(4, "lint results cached by Dockerfile digest", _add_lint_results),
     Migration(5, "manifests of large COPY sources", _add_content_manifests),
     Migration(6, "context directory summaries", _add_dir_summaries),
+    Migration(7, "replay records of fully cached builds", _add_replays),
 )
 LATEST = MIGRATIONS[-1].version
 
