@@ -197,7 +197,8 @@ def _keep_record(store: Store, progress: Progress, result: BuildResult,
     checks, output = replay.record_of(recorder)
     # A value given to --build-arg is never stored in clear (its digest is, in keys):
     # an output that shows one (an expanded FROM, a warning) is not recorded.
-    if any(len(value) >= 4 and value.encode() in output for value in build_args.values()):
+    if any(len(value) >= 4 and value.encode(errors="surrogateescape") in output
+           for value in build_args.values()):
         return
     import sqlite3
 
