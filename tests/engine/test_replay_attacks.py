@@ -89,6 +89,16 @@ def _env() -> dict[str, str]:
 
 # ---------------------------------------------------------------- wildcards
 
+def _same_as_a_build(project: Project, replayed_why: str) -> None:
+    """The next run prints what a build prints now, and did not replay."""
+    probe, result = project.probe()
+    assert result.returncode == 0, result.stderr.decode()
+    reference = project.reference()
+    assert b"naming to app" in reference.stderr
+    assert _image(result) == _image(reference)  # a replay printed the old image's ID
+    assert not probe["replayed"], replayed_why
+
+
 def test_a_wildcard_parent_that_becomes_a_directory_is_seen(tmp_path: Path,
                                                             busybox_tar: Path) -> None:
     """``COPY src/*/x.txt``: the wildcard's listing of src/ is checked by names only, so
@@ -102,12 +112,7 @@ def test_a_wildcard_parent_that_becomes_a_directory_is_seen(tmp_path: Path,
     (project.context / "src" / "b").unlink()
     (project.context / "src" / "b").mkdir()
     (project.context / "src" / "b" / "x.txt").write_text("b\n")
-    probe, result = project.probe()
-    assert result.returncode == 0, result.stderr.decode()
-    reference = project.reference()
-    assert b"naming to app" in reference.stderr
-    assert _image(result) == _image(reference)  # a replay printed the old image's ID
-    assert not probe["replayed"], "replayed though src/b/x.txt now matches the wildcard"
+    _same_as_a_build(project, "replayed though src/b/x.txt now matches the wildcard")
 
 
 def test_a_wildcard_parent_link_whose_target_appears_is_seen(tmp_path: Path,
@@ -124,12 +129,7 @@ def test_a_wildcard_parent_link_whose_target_appears_is_seen(tmp_path: Path,
     project.cached(recorded=False)
     (project.context / "other" / "d").mkdir()
     (project.context / "other" / "d" / "x.txt").write_text("d\n")
-    probe, result = project.probe()
-    assert result.returncode == 0, result.stderr.decode()
-    reference = project.reference()
-    assert b"naming to app" in reference.stderr
-    assert _image(result) == _image(reference)  # a replay printed the old image's ID
-    assert not probe["replayed"], "replayed though src/c/x.txt now matches the wildcard"
+    _same_as_a_build(project, "replayed though src/c/x.txt now matches the wildcard")
 
 
 def test_a_wildcard_match_replaced_by_a_link_is_seen(tmp_path: Path,
