@@ -62,8 +62,13 @@ def sweep_tmp(tmp: Path) -> None:
             continue  # its owner released it since we listed tmp/
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # its owner is alive
+            # The file opened may be one another sweeper unlinked since, its owner gone
+            # on to a new lock file under the same name (and a live dir): only the
+            # lock file still at that name says whether the dir is free.
+            if os.stat(lock).st_ino != os.fstat(fd).st_ino:
+                continue
+        except (BlockingIOError, FileNotFoundError):
+            continue  # its owner is alive, or another sweeper took it
         else:
             work = tmp / lock.name[: -len(".lock")]
             with contextlib.suppress(FileNotFoundError):
