@@ -48,14 +48,15 @@ _FILE, _ABSENT, _LSTAT, _ISDIR, _LISTING, _NAMES = (b"file", b"absent", b"lstat"
                                                     b"listing", b"names")
 
 
+def stat_key(name: str, st: os.stat_result) -> tuple[str, int, int, int, int]:
+    """(name, mode, size, ctime_ns, inode): what a context checksum's directory summary
+    and a replay's listing check both compare an entry by."""
+    return (name, st.st_mode, st.st_size, st.st_ctime_ns, st.st_ino)
+
+
 def listing_keys(fd: int, names: list[str]) -> list[tuple[str, int, int, int, int]]:
-    """(name, mode, size, ctime_ns, inode) of each entry of the directory open at ``fd``:
-    the key a context checksum's directory summary and a replay both compare."""
-    keys = []
-    for name in names:
-        st = os.lstat(name, dir_fd=fd)
-        keys.append((name, st.st_mode, st.st_size, st.st_ctime_ns, st.st_ino))
-    return keys
+    """The ``stat_key`` of each entry of the directory open at ``fd``."""
+    return [stat_key(name, os.lstat(name, dir_fd=fd)) for name in names]
 
 
 def _lstat_key(path: str) -> bytes:

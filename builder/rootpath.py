@@ -205,6 +205,12 @@ def resolve_components(root: str, path: str, *, keep_missing: bool = False) -> l
         raise SandboxError(f"too many levels of symbolic links in {path}") from None
 
 
+def lexical_in_root(root: str, rel: str) -> str:
+    """``rel`` (clean, relative, "." for the root) joined to ``root`` without resolving
+    anything: what ``resolve_in_root`` returns when no link lies on the way."""
+    return root if rel == "." else os.path.join(root, rel)
+
+
 def resolve_in_root(root: str, path: str) -> str | None:
     """The host path of ``path`` inside ``root`` (see resolve_components); None if missing."""
     parts = resolve_components(root, path)

@@ -287,8 +287,7 @@ class _Summer:
                 raise OSError(errno.ESTALE, "replaced while being read", host)
             names = sorted(os.listdir(fd))
             stats = _lstat_all(fd, host, names)
-            keys = [(name, st.st_mode, st.st_size, st.st_ctime_ns, st.st_ino)
-                    for name, st in zip(names, stats, strict=True)]
+            keys = [replay.stat_key(name, st) for name, st in zip(names, stats, strict=True)]
             if (recorder := replay.recording()) is not None:
                 recorder.listing(host, keys)
             scope = f"{self.identity}\0{self.source_rel}\0{rel}"

@@ -22,7 +22,7 @@ from builder.context.fnmatch_go import match as go_match
 from builder.context.ignore import PatternMatcher
 from builder.engine.git_source import is_git_source
 from builder.errors import BuildError
-from builder.rootpath import resolve_in_root
+from builder.rootpath import lexical_in_root, resolve_in_root
 
 if TYPE_CHECKING:
     from builder.context.view import ContextFilter
@@ -80,8 +80,7 @@ class CopyRequest(msgspec.Struct, dict=True):  # dict: for the cached matcher
         exception makes it depend on a directory's contents, or a source was reached
         through a link (the link's way through ignored paths decides too)."""
         scope = self.ignore.summary_scope() if self.ignore is not None else ""
-        if scope is None or any(host != (os.path.join(context, rel) if rel != "." else context)
-                                for rel, host in sources):
+        if scope is None or any(host != lexical_in_root(context, rel) for rel, host in sources):
             return None
         return f"{scope}\0{self.exclude!r}"
 
@@ -145,7 +144,7 @@ def _record_listing(root: str, base: str, host: str, names: list[str]) -> None:
     """A wildcard's listing, for a replay of the build (``builder.replay``)."""
     if (recorder := replay.recording()) is None:
         return
-    if host != (root if base == "." else os.path.join(root, base)):
+    if host != lexical_in_root(root, base):
         recorder.refuse("a wildcard listed a directory reached through a link")
     else:
         recorder.names(host, names)
@@ -155,7 +154,7 @@ def _record_entry(root: str, base: str, host: str | None) -> None:
     """A path a wildcard met that it does not list (missing, a file, a link)."""
     if (recorder := replay.recording()) is None:
         return
-    lexical = root if base == "." else os.path.join(root, base)
+    lexical = lexical_in_root(root, base)
     through_link = host != lexical if host is not None else os.path.islink(lexical)
     if through_link:
         recorder.refuse("a wildcard met a link")

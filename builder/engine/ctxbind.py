@@ -21,7 +21,7 @@ from builder.context.checksum import StatCache, checksum_sources
 from builder.context.view import ContextFilter
 from builder.engine.copy_plan import clean_source
 from builder.errors import BuildError
-from builder.rootpath import resolve_in_root
+from builder.rootpath import lexical_in_root, resolve_in_root
 from builder.run.spec import MountSpec
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def context_bind(mount: Mount, target: str, context: str,
         raise BuildError(f'--mount type=bind: "/{source}" not found in the build context{why}')
     # Directory summaries only when the source was reached without a link (see
     # CopyRequest.summary_scope).
-    direct = host == (os.path.join(context, source) if source != "." else context)
+    direct = host == lexical_in_root(context, source)
     if (recorder := replay.recording()) is not None:
         if direct and (context_filter is None or context_filter.summary_scope() is not None):
             recorder.source(context, source)
