@@ -57,6 +57,7 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
                         ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.syncfs.argtypes = [ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
@@ -73,6 +74,12 @@ def _bytes(value: str | bytes | None) -> bytes | None:
     if value is None or isinstance(value, bytes):
         return value
     return os.fsencode(value)
+
+
+def syncfs(fd: int) -> None:
+    """Write back every dirty page and inode of the filesystem holding ``fd``
+    (syncfs(2)); ctypes drops the GIL for the call, so a thread can wait on it."""
+    _check(_libc.syncfs(fd), "syncfs")
 
 
 def unshare(flags: int) -> None:
@@ -274,6 +281,7 @@ _SYS_FSMOUNT = 432
 
 FSOPEN_CLOEXEC = 0x1
 FSMOUNT_CLOEXEC = 0x1
+FSCONFIG_SET_FLAG = 0
 FSCONFIG_SET_STRING = 1
 FSCONFIG_CMD_CREATE = 6
 MOUNT_ATTR_RDONLY = 0x1

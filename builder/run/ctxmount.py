@@ -50,7 +50,9 @@ def mount_overlay(lowers: list[str], target: str, scratch: Path, *, writable: bo
             upper, work = scratch / "upper", scratch / "work"
             upper.mkdir(parents=True)
             work.mkdir()
-            options += f",upperdir={name(upper)},workdir={name(work)}"
+            # volatile: the upper is thrown away, so the kernel need not sync the
+            # filesystem under it when the step's mounts go (snapshot/overlay.py).
+            options += f",upperdir={name(upper)},workdir={name(work)},volatile"
         else:
             flags |= syscalls.MS_RDONLY
         try:

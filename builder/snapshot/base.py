@@ -19,13 +19,14 @@ suite, tests/snapshot/test_contract.py.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from builder import limits
+from builder import limits, syscalls
 from builder.errors import BuildError, StoreError
 
 if TYPE_CHECKING:
@@ -111,6 +112,35 @@ class Driver(Protocol):
         ...
 
 
+class _Writeback:
+    """syncfs of the filesystem under a layer dir, on a thread of its own: the layer's
+    files reach the disk while the commit walks and hashes them, and before the row that
+    names the layer is written (a crash after the row must not leave a layer whose files
+    were never written; catalogue REL-2).  Overlay mounts are volatile, so nothing else
+    syncs them (snapshot/overlay.py)."""
+
+    def __init__(self, path: Path) -> None:
+        import threading
+
+        self.error: OSError | None = None
+        self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._sync, name="pybuild-syncfs", daemon=True)
+        self._thread.start()
+
+    def _sync(self) -> None:
+        try:
+            syscalls.syncfs(self._fd)
+        except OSError as err:
+            self.error = err
+        finally:
+            os.close(self._fd)
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            raise StoreError(f"cannot write the layer to disk: {self.error.strerror}")
+
+
 def commit_upper(snapshot: SnapshotBase, *, source_date_epoch: int | None,
                  before_store: Callable[[], None] | None = None) -> Commit:
     """The commit both drivers share: the snapshot's overlay-format ``upper`` dir
@@ -127,8 +157,10 @@ def commit_upper(snapshot: SnapshotBase, *, source_date_epoch: int | None,
     # One walk gives both the diff_id and the explain summary (100k small files:
     # the walk is most of a commit's cost).
     changes = LayerChanges()
+    writeback = _Writeback(snapshot.upper)
     diff_id, size = layer_diff_id(snapshot.upper, source_date_epoch=source_date_epoch,
                                   lowers=lowers, changes=changes)
+    writeback.wait()
     max_layers = limits.get().max_layers
     if len(lowers) + 1 > max_layers:  # X08: overlay stacks at most 500 lower dirs
         snapshot.release()
