@@ -260,3 +260,43 @@ def test_cli_outputs_under_vfs_mount_no_overlay(tmp_path: Path, busybox_tar: Pat
     # The same build under overlay fails: the hook does refuse overlay.
     refused = cli("--storage-driver", "overlay", "--no-cache", str(ctx))
     assert refused.returncode != 0 and b"overlay" in refused.stderr
+
+
+def test_a_layer_whose_writeback_fails_is_never_recorded(store: Store, driver: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit syncs the layer's filesystem itself (overlay mounts are volatile): a
+    write-back error (a full or failing disk) fails the commit before the layer's row."""
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    monkeypatch.setattr(syscalls, "syncfs", failing)
+    with pytest.raises(StoreError, match="cannot write the layer to disk: Input/output error"):
+        step(store, driver, None, _base)
+    assert store.db.execute("SELECT COUNT(*) FROM layers").fetchone()[0] == 0
+
+
+def _overlay_options(root: str) -> list[str]:
+    with open("/proc/self/mountinfo") as mounts:
+        return [line.split(" - ", 1)[1] for line in mounts if f" {root} " in line]
+
+
+def _mounted_options(snapshot: ActiveSnapshot, readonly: bool) -> list[str]:
+    merged = str(snapshot.work.path / "merged")
+    os.makedirs(merged, exist_ok=True)
+    snapshot.mount(merged, readonly=readonly)
+    return _overlay_options(merged)
+
+
+def test_writable_overlay_mounts_are_volatile(store: Store) -> None:
+    """volatile: the kernel does not sync the whole filesystem when a step's overlay goes
+    (the commit does, beside its walk); a read-only view needs no such flag."""
+    base = step(store, "overlay", None, _base)
+    options = {}
+    for readonly in (False, True):
+        snapshot = prepare(store, base.chain_id, "overlay")
+        try:
+            options[readonly] = in_mount_namespace(_mounted_options, snapshot, readonly)
+        finally:
+            snapshot.release()
+    # Kernels since 6.x show it as fsync=volatile, older ones as volatile.
+    assert len(options[False]) == 1 and "volatile" in options[False][0]
+    assert len(options[True]) == 1 and "volatile" not in options[True][0]
