@@ -38,6 +38,11 @@ class RemoteSources(msgspec.Struct):
     gits: dict[str, ResolvedGit] = msgspec.field(default_factory=dict)
     inputs: Inputs = msgspec.field(default_factory=list)
 
+    @property
+    def asks_a_server(self) -> bool:
+        """A git or URL source: building the step again asks its server again."""
+        return bool(self.gits) or any(kind == "url" for kind, _ in self.inputs)
+
 
 def plan_add(store: Store, command: AddCommand, request: CopyRequest) -> RemoteSources:
     """Check ADD's flags and resolve its git sources; the cache-key inputs they add."""

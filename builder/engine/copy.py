@@ -57,6 +57,9 @@ def copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
 
     Runs in a child process with the destination snapshot mounted at ``merged``.
     """
+    # Every mode is set explicitly; with no umask a file can be created with its final
+    # mode (copy_files.Metadata.made_as).
+    umask = os.umask(0)
     try:
         _copy_into(merged, source_root, request)
     except (FileNotFoundError, NotADirectoryError) as err:
@@ -67,6 +70,8 @@ def copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
             raise
         raise BuildError(f'"/{os.path.relpath(where, source_root)}": changed while being '
                          f"copied ({err.strerror})") from None
+    finally:
+        os.umask(umask)
 
 
 def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
@@ -316,20 +321,27 @@ class _Copier:
         target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
                             | os.O_CLOEXEC) if fresh else None
         try:
+            made_as = None
+            if target_fd is not None:  # what a new file here is owned by (a set-gid dir)
+                made = os.fstat(target_fd)
+                made_as = (os.geteuid(), made.st_gid if made.st_mode & stat.S_ISGID
+                           else os.getegid())
             with os.scandir(dir_fd) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
-            self._copy_entries(source, rel, target, origin, entries, (dir_fd, target_fd))
+            self._copy_entries(source, rel, target, origin, entries, (dir_fd, target_fd),
+                               made_as)
         finally:
             os.close(dir_fd)
             if target_fd is not None:
                 os.close(target_fd)
 
     def _copy_at(self, fds: tuple[int, int], entry: os.DirEntry[str], rel: str,
-                 destination: str) -> None:
+                 destination: str, made_as: tuple[int, int] | None) -> None:
         """A regular file into a directory this copy made (nothing to replace)."""
         owner = None if self.keep_owner else self.uid
         group = None if self.keep_owner else self.gid
-        content, st = copy_at(*fds, entry.name, Metadata(owner, group, self.mode), entry.path)
+        content, st = copy_at(*fds, entry.name, Metadata(owner, group, self.mode, made_as),
+                              entry.path)
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in self.links:  # the copy is made again as a link
             os.unlink(destination)
@@ -341,7 +353,7 @@ class _Copier:
 
     def _copy_entries(self, source: str, rel: str, target: str, origin: str,
                       entries: list[os.DirEntry[str]],
-                      fds: tuple[int, int | None]) -> None:
+                      fds: tuple[int, int | None], made_as: tuple[int, int] | None) -> None:
         source_fd, target_fd = fds
         for entry in entries:
             entry_path = os.path.join(source, entry.name)
@@ -372,7 +384,7 @@ class _Copier:
                                fresh=existing is None)
                 self.finish(destination, dir_stat)
             elif target_fd is not None and entry.is_file(follow_symlinks=False):
-                self._copy_at((source_fd, target_fd), entry, entry_rel, destination)
+                self._copy_at((source_fd, target_fd), entry, entry_rel, destination, made_as)
             else:
                 self.copy_file(entry_path, destination, entry_rel)
 

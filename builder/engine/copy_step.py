@@ -152,8 +152,7 @@ def _add_context_inputs(run: BuildRun, command: CopyLike, plan: _CopyPlan) -> No
                for rel in request.kept_sources(request.selected)]
     scope = request.summary_scope(context, sources)
     _record_sources(context, sources, scope,
-                    plan.remote is not None and bool(plan.remote.gits or any(
-                        name == "url" for name, _ in plan.remote.inputs)))
+                    plan.remote is not None and plan.remote.asks_a_server)
     checksum = checksum_sources(sources, cache=run.cache, skip=request.leaves_out,
                                 skip_identity=scope)
     run.cache.flush_stats()

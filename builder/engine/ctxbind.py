@@ -42,18 +42,19 @@ def context_bind(mount: Mount, target: str, context: str,
     # Directory summaries only when the source was reached without a link (see
     # CopyRequest.summary_scope).
     direct = host == lexical_in_root(context, source)
+    # The filter's scope ("" without one); None: no summaries (a .dockerignore exception).
+    scope = "" if context_filter is None else context_filter.summary_scope()
     if (recorder := replay.recording()) is not None:
-        if direct and (context_filter is None or context_filter.summary_scope() is not None):
+        if direct and scope is not None:
             recorder.source(context, source)
         else:
             recorder.refuse("a bind mount's source reached through a link, or a "
                             ".dockerignore exception")
     if context_filter is None:
         checksum = checksum_sources([(source, host)], cache=cache,
-                                    skip_identity="" if direct else None)
+                                    skip_identity=scope if direct else None)
     else:
         view = context_filter
-        scope = view.summary_scope()
         checksum = checksum_sources([(source, host)], cache=cache,
                                     skip=lambda _source, rel, _is_dir: view.hides(rel),
                                     skip_identity=scope if direct else None)

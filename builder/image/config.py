@@ -24,7 +24,13 @@ def go_json(value: Any) -> bytes:
     for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(char, escape)
-    return text.encode()
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A value that was not UTF-8 (a --build-arg from a Latin-1 shell reaches Python
+        # as surrogate escapes): Go coerces strings to valid UTF-8, each invalid byte
+        # becoming U+FFFD.
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode()
 
 
 def rfc3339(timestamp: float | None = None) -> str:

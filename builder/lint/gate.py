@@ -4,8 +4,10 @@ Before a build, ``lint_before_build`` looks the Dockerfile up in the store by
 ``sha256(rule set version, Dockerfile bytes, build args)``: a hit gives the stored
 findings without parsing a rule or importing Lark, so a cached rebuild of an
 unchanged Dockerfile costs one hash and one query.  A miss lints (BuildKit's rules
-and ours) and stores the result.  ``# check=error=true`` with findings stops the
-build there, before any step runs, as BuildKit's ``lint violation found for rules``.
+and ours) and stores the result; the findings that read RUN scripts with Lark are
+kept by the Dockerfile's bytes alone, so another build-arg value does not load Lark.
+``# check=error=true`` with findings stops the build there, before any step runs, as
+BuildKit's ``lint violation found for rules``.
 
 After a build, ``BuildLint.finish`` adds ``FilesDeletedInLaterStep`` (bytes a step
 wrote that later steps delete or replace, measured from the layers by
@@ -48,7 +50,8 @@ def lint_key(text: bytes, build_args: Mapping[str, str]) -> str:
     digest = hashlib.sha256(f"pybuild-lint {RULESET_VERSION}\0{len(text)}\0".encode())
     digest.update(text)
     for name in sorted(build_args):   # values only inside the digest
-        digest.update(f"\0{name}={build_args[name]}".encode())
+        # surrogateescape: an argument that is not UTF-8 reaches Python that way.
+        digest.update(f"\0{name}={build_args[name]}".encode("utf-8", "surrogateescape"))
     return "dockerfile:" + digest.hexdigest()
 
 
@@ -103,7 +106,7 @@ def lint_before_build(store: Store, text: bytes | None, path: str,
     raw = records.lint_result(store, key)
     report = LintReport.from_json(raw) if raw is not None else None
     if report is None:
-        report = _lint_now(text, path, build_args)
+        report = _lint_now(store, text, path, build_args)
         if report is not None:
             records.put_lint_result(store, key, report.to_json())
     if report is not None and report.error and report.warnings:
@@ -122,12 +125,31 @@ def _say_summary(path: str, warnings: Sequence[LintWarning],
             say(line)
 
 
-def _lint_now(text: bytes, path: str, build_args: Mapping[str, str]) -> LintReport | None:
+def _lint_now(store: Store, text: bytes, path: str,
+              build_args: Mapping[str, str]) -> LintReport | None:
+    """Lint now.  The hygiene findings (the RUN scripts read with Lark) depend on the
+    Dockerfile's bytes alone, not on the build args, so they are kept in the store by
+    those bytes: a build whose only change is an argument's value does not build the
+    shell parser again (about 0.1 s)."""
+    import msgspec
+
     from builder.dockerfile import parse_text
+    from builder.lint.hygiene import HygieneFinding, hygiene_findings
     from builder.lint.rules import lint_dockerfile
 
+    key = "hygiene:" + hashlib.sha256(
+        f"pybuild-hygiene {RULESET_VERSION}\0".encode() + text).hexdigest()
+    raw = records.lint_result(store, key)
     try:
-        return lint_dockerfile(parse_text(text, path), build_args)
+        found = None if raw is None else msgspec.json.decode(raw, type=list[HygieneFinding])
+    except msgspec.DecodeError:   # not a row this version wrote: found again
+        found = None
+    try:
+        dockerfile = parse_text(text, path)
+        if found is None:
+            found = hygiene_findings(dockerfile)
+            records.put_lint_result(store, key, msgspec.json.encode(found).decode())
+        return lint_dockerfile(dockerfile, build_args, found)
     except PybuildError:   # the build itself reports a Dockerfile that does not parse
         return None
 

@@ -9,13 +9,17 @@ Changing what a rule finds means bumping ``findings.RULESET_VERSION``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from builder.dockerfile.parser import LintWarning
 from builder.dockerfile.stages import Dockerfile
 from builder.lint.findings import LintReport
+
+if TYPE_CHECKING:
+    from builder.lint.hygiene import HygieneFinding
 
 __all__ = ["HYGIENE_RULES", "WASTE_RULE", "RuleInfo", "lint_dockerfile", "rule_info"]
 
@@ -49,11 +53,16 @@ WASTE_RULE = RuleInfo("FilesDeletedInLaterStep",
 _BY_NAME = {rule.name: rule for rule in (*HYGIENE_RULES, WASTE_RULE)}
 
 
-def lint_dockerfile(df: Dockerfile, build_args: Mapping[str, str] | None = None) -> LintReport:
-    """BuildKit's rules and ours over a parsed Dockerfile (imports Lark)."""
+def lint_dockerfile(df: Dockerfile, build_args: Mapping[str, str] | None = None,
+                    hygiene: Sequence[HygieneFinding] | None = None) -> LintReport:
+    """BuildKit's rules and ours over a parsed Dockerfile.  ``hygiene``: this file's
+    ``hygiene_findings``, known already (found now otherwise, which imports Lark)."""
     from builder.dockerfile.linter import _comment_config, check_config, lint
-    from builder.lint.hygiene import hygiene_findings
 
+    if hygiene is None:
+        from builder.lint.hygiene import hygiene_findings
+
+        hygiene = hygiene_findings(df)
     warnings = lint(df, build_args=build_args)
     base = check_config(df)
     comments = {c.line: c.comments for st in df.stages for c in st.commands}
@@ -62,7 +71,7 @@ def lint_dockerfile(df: Dockerfile, build_args: Mapping[str, str] | None = None)
         config = _comment_config(base, notes)
         if config.skip_all or WASTE_RULE.name in config.skip:
             skipped_waste.add(line)
-    for finding in hygiene_findings(df):
+    for finding in hygiene:
         config = _comment_config(base, comments.get(finding.line, []))
         if config.skip_all or finding.rule in config.skip:
             continue

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from builder import limits, syscalls
+from builder import interrupt, limits, syscalls
 from builder.errors import BuildError, StoreError
 
 if TYPE_CHECKING:
@@ -136,7 +136,11 @@ class _Writeback:
             os.close(self._fd)
 
     def wait(self) -> None:
-        self._thread.join()
+        # Polled, not one join: the disk may take seconds, and a stopping build
+        # (Ctrl-C) must not wait for it; the thread ends on its own.
+        while self._thread.is_alive():
+            interrupt.check()
+            self._thread.join(0.1)
         if self.error is not None:
             raise StoreError(f"cannot write the layer to disk: {self.error.strerror}")
 

@@ -76,7 +76,9 @@ def usage(store: Store) -> Usage:
 def prune(store: Store, *, cache: bool = False) -> tuple[int, int, int]:
     """Remove what nothing live needs; returns (images, layers, blobs) removed.
 
-    ``cache=True`` also drops the build cache and RUN cache mounts.
+    ``cache=True`` also drops the build cache and RUN cache mounts.  What pybuild
+    remembers of build contexts (file digests by stat, directory summaries) is dropped
+    for paths that are gone; all of it with ``cache``.
     """
     store.db  # noqa: B018 - open (and sweep) first
     with store.store_lock():
@@ -100,6 +102,7 @@ def prune(store: Store, *, cache: bool = False) -> tuple[int, int, int]:
                 blob.unlink()
                 removed_blobs += 1
         removed_blobs += _drop_partial_downloads(store)
+        records.forget_context_paths(store, everything=cache)
     return len(dead_images), len(dead_layers), removed_blobs
 
 

@@ -8,6 +8,7 @@ keeps as text and never reads.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 
@@ -114,6 +115,21 @@ def put_stat_rows(store: Database, rows: Iterable[StatRow]) -> None:
     with store.transaction() as db:
         db.executemany("INSERT OR REPLACE INTO stat_cache VALUES (?, ?, ?, ?, ?)",
                        [(r.path, r.size, r.ctime_ns, r.ino, r.digest) for r in rows])
+
+
+def forget_context_paths(store: Database, *, everything: bool = False) -> int:
+    """Drop the stat cache rows and directory summaries of context paths that are gone
+    (a CI job's checkout directory, made anew for every job, would otherwise add a row
+    per file per job for ever); every such row with ``everything``.  How many."""
+    rows = [("stat_cache", path) for (path,) in store.db.execute("SELECT path FROM stat_cache")]
+    rows += [("dir_summaries", path)
+             for (path,) in store.db.execute("SELECT DISTINCT path FROM dir_summaries")]
+    gone = [(table, path) for table, path in rows if everything or not os.path.lexists(path)]
+    with store.transaction() as db:
+        for table in ("stat_cache", "dir_summaries"):
+            db.executemany(f"DELETE FROM {table} WHERE path = ?",
+                           [(path,) for kind, path in gone if kind == table])
+    return len(gone)
 
 
 # -- explain's build records ------------------------------------------------------------

@@ -171,3 +171,29 @@ def test_summaries_are_not_used_where_a_directory_listing_cannot_decide(
     assert request.summary_scope(str(context), linked) is None
     request.ignore = excepting
     assert request.summary_scope(str(context), direct) is None
+
+
+def _remembered(store: Store) -> tuple[int, int]:
+    return (store.db.execute("SELECT COUNT(*) FROM stat_cache").fetchone()[0],
+            store.db.execute("SELECT COUNT(*) FROM dir_summaries").fetchone()[0])
+
+
+def test_prune_forgets_contexts_that_are_gone(store: Store, tmp_path: Path) -> None:
+    """A CI job checks out into a new directory every run: what was remembered of the
+    old checkouts (a row per file and per directory) is dropped by prune, what is still
+    there is kept, and prune --cache drops it all."""
+    from builder.store.gc import prune
+
+    gone, kept = tmp_path / "job-1", tmp_path / "job-2"
+    _tree(gone, dirs=2, files=3)
+    _tree(kept, dirs=2, files=3)
+    _sum(store, gone)
+    _sum(store, kept)
+    both = _remembered(store)
+    assert both[0] > 0 and both[1] > 0
+    shutil.rmtree(gone)
+    prune(store)
+    assert _remembered(store) == (both[0] // 2, both[1] // 2)
+    assert _sum(store, kept).digest == _fresh(kept).digest   # what was kept still holds
+    prune(store, cache=True)
+    assert _remembered(store) == (0, 0)

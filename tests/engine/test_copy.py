@@ -342,3 +342,35 @@ def test_device_in_context_refused(roots):
     os.mknod(context / "d" / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
     with pytest.raises(BuildError, match="unsupported file type"):
         copy(image, context, "d", dest="/d/")
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("chown, chmod", [(None, None), ("app:staff", None), (None, "0640"),
+                                          ("1000:1001", "4755")])
+def test_new_files_get_their_owner_and_mode_whatever_the_directory_gives(
+        roots: tuple[Path, Path], chown: str | None, chmod: str | None) -> None:
+    """Files in directories the copy makes are created with their final mode and chowned
+    only when the kernel's default owner differs: a set-gid directory in the image
+    (group 50) passes its group to new dirs and files, so they must be chowned to the
+    copy's owner, and set-id bits still go through chown, then chmod.  (``sub`` is made
+    inside the set-gid /srv, so it inherits the bit.)"""
+    image, context = roots
+    (image / "srv").mkdir()
+    os.chown(image / "srv", 0, 50)
+    os.chmod(image / "srv", 0o2775)
+    (context / "tree" / "sub").mkdir(parents=True)
+    for name, mode in (("plain", 0o644), ("run", 0o4755), ("sub/ro", 0o444)):
+        (context / "tree" / name).write_text(name)
+        os.chmod(context / "tree" / name, mode)
+    umask = os.umask(0o027)
+    try:
+        copy(image, context, "tree", dest="/srv/", chown=chown, chmod=chmod)
+        assert os.umask(0o027) == 0o027   # the copy gave the umask back
+    finally:
+        os.umask(umask)
+    owner = {None: (0, 0), "app:staff": (1000, 50), "1000:1001": (1000, 1001)}[chown]
+    for name, mode in (("plain", 0o644), ("run", 0o4755), ("sub/ro", 0o444)):
+        st = (image / "srv" / name).stat()
+        assert (st.st_uid, st.st_gid) == owner, name
+        assert stat.S_IMODE(st.st_mode) == (mode if chmod is None else int(chmod, 8)), name
+    assert (image / "srv" / "sub").stat().st_gid == owner[1]

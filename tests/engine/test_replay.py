@@ -7,8 +7,6 @@ Whether a run was replayed is read from the process itself: a replay never impor
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import sqlite3
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from helpers import run_cli
+from replay_project import Project
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
 
@@ -30,56 +29,28 @@ RUN --mount=type=bind,source=src,target=/src cat /src/a.txt > /copy
 ENV X=1
 """
 
-_PROBE = """\
-import json, sys
-from builder.entry import main
-status = main(sys.argv[2:])
-sys.stdout.flush(); sys.stderr.flush()
-json.dump({"status": status, "replayed": "builder.cli" not in sys.modules},
-          open(sys.argv[1], "w"))
-"""
-
-
-class Project:
-    def __init__(self, tmp_path: Path, busybox_tar: Path) -> None:
-        self.tmp, self.root, self.context = tmp_path, tmp_path / "store", tmp_path / "ctx"
-        run_cli("import", str(busybox_tar), "busybox", root=self.root)
-        (self.context / "src" / "sub").mkdir(parents=True)
-        (self.context / "src" / "a.txt").write_text("a\n")
-        (self.context / "src" / "sub" / "b.txt").write_text("b\n")
-        (self.context / "one.txt").write_text("one\n")
-        (self.context / "Dockerfile").write_text(DOCKERFILE)
-
-    def build(self, *extra: str, env: dict[str, str] | None = None
-              ) -> tuple[bool, subprocess.CompletedProcess[bytes]]:
-        """(replayed?, the process) of ``pybuild build --progress plain -t app CTX``."""
-        out = self.tmp / "probe.json"
-        result = subprocess.run(
-            [sys.executable, "-c", _PROBE, str(out), "--root", str(self.root), "build",
-             "--progress", "plain", "-t", "app", *extra, str(self.context)],
-            capture_output=True, env=env)
-        assert result.returncode == 0, result.stderr.decode()
-        return json.loads(out.read_text())["replayed"], result
-
-    def cached(self) -> subprocess.CompletedProcess[bytes]:
-        """Build until the build is fully cached and recorded; that normal build."""
-        self.build()
-        replayed, normal = self.build()
-        assert not replayed
-        return normal
-
-    def db_state(self) -> dict[str, str]:
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(self.root.glob("pybuild.db*"))}
+def _cached(project: Project) -> subprocess.CompletedProcess[bytes]:
+    """Build until the build is fully cached and recorded; that normal build.  (Not
+    ``Project.cached``: its SQLite reads between builds change the database's files,
+    which the tests here compare.)"""
+    project.build()
+    replayed, normal = project.build()
+    assert not replayed
+    return normal
 
 
 @pytest.fixture
 def project(tmp_path: Path, busybox_tar: Path) -> Project:
-    return Project(tmp_path, busybox_tar)
+    made = Project(tmp_path, busybox_tar, DOCKERFILE)
+    (made.context / "src" / "sub").mkdir(parents=True)
+    (made.context / "src" / "a.txt").write_text("a\n")
+    (made.context / "src" / "sub" / "b.txt").write_text("b\n")
+    (made.context / "one.txt").write_text("one\n")
+    return made
 
 
 def test_a_fully_cached_rebuild_is_replayed_with_the_same_output(project: Project) -> None:
-    normal = project.cached()
+    normal = _cached(project)
     before = project.db_state()
     replayed, again = project.build()
     assert replayed
@@ -118,7 +89,7 @@ CHANGES: dict[str, Callable[[Project], object]] = {
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_a_change_to_anything_the_build_read_runs_the_build(project: Project,
                                                             change: str) -> None:
-    project.cached()
+    _cached(project)
     CHANGES[change](project)
     replayed, result = project.build()
     assert not replayed, f"replayed after: {change}"
@@ -130,7 +101,7 @@ def test_a_change_to_anything_the_build_read_runs_the_build(project: Project,
 
 
 def test_another_environment_or_argument_is_another_invocation(project: Project) -> None:
-    project.cached()
+    _cached(project)
     env = {**os.environ, "SOURCE_DATE_EPOCH": "0"}
     assert not project.build(env=env)[0]
     assert not project.build("--build-arg", "UNUSED=1")[0]

@@ -6,78 +6,17 @@ As in test_replay.py, a replay is told from a build by ``builder.cli`` not being
 
 from __future__ import annotations
 
-import json
 import os
 import pty
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from helpers import run_cli
+from replay_project import Project
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
-
-_PROBE = """\
-import json, sys
-from builder.entry import main
-status = main(sys.argv[2:])
-json.dump({"status": status, "replayed": "builder.cli" not in sys.modules},
-          open(sys.argv[1], "w"))
-raise SystemExit(status)
-"""
-
-
-class Project:
-    def __init__(self, tmp_path: Path, busybox_tar: Path, dockerfile: str) -> None:
-        self.tmp, self.root, self.context = tmp_path, tmp_path / "store", tmp_path / "ctx"
-        run_cli("import", str(busybox_tar), "busybox", root=self.root)
-        self.context.mkdir()
-        (self.context / "Dockerfile").write_text(dockerfile)
-
-    def argv(self, *extra: str, progress: str = "plain") -> list[str]:
-        return ["--root", str(self.root), "build", "--progress", progress, "-t", "app",
-                *extra, str(self.context)]
-
-    def probe(self, *extra: str, progress: str = "plain", env: dict[str, str] | None = None,
-              **popen: object) -> tuple[dict[str, object], subprocess.CompletedProcess[bytes]]:
-        out = self.tmp / "probe.json"
-        out.unlink(missing_ok=True)
-        popen.setdefault("stdout", subprocess.PIPE)
-        popen.setdefault("stderr", subprocess.PIPE)
-        result = subprocess.run([sys.executable, "-c", _PROBE, str(out),
-                                 *self.argv(*extra, progress=progress)],
-                                env=env, **popen)  # type: ignore[call-overload]
-        probe = json.loads(out.read_text()) if out.exists() else {}
-        return probe, result
-
-    def cached(self, *extra: str, progress: str = "plain",
-               env: dict[str, str] | None = None, recorded: bool = True) -> None:
-        """Build until the build is recorded (the first fully cached build);
-        ``recorded=False``: never recording such a build is a fix too."""
-        for _ in range(3):
-            probe, result = self.probe(*extra, progress=progress, env=env)
-            assert result.returncode == 0, result.stderr.decode()
-            assert not probe["replayed"]
-            if self.records(valid=True):
-                return
-        assert not recorded, "never recorded"
-
-    def records(self, valid: bool = False) -> int:
-        """How many records the store keeps (``valid``: at its current generation)."""
-        query = "SELECT count(*) FROM replays" + (
-            " r JOIN store_generation g ON r.generation = g.n" if valid else "")
-        with sqlite3.connect(self.root / "pybuild.db") as db:
-            return int(db.execute(query).fetchone()[0])
-
-    def reference(self, *extra: str) -> subprocess.CompletedProcess[bytes]:
-        """The normal path's build (builder.cli, never a replay)."""
-        return subprocess.run([sys.executable, "-c",
-                               "import sys; from builder.cli import main; "
-                               "raise SystemExit(main(sys.argv[1:]))", *self.argv(*extra)],
-                              capture_output=True)
-
 
 def _image(result: subprocess.CompletedProcess[bytes]) -> bytes:
     return next(line for line in result.stderr.splitlines() if line.startswith(b"writing"))
@@ -429,45 +368,6 @@ def test_another_interpreter_is_another_invocation(tmp_path: Path, busybox_tar: 
     other = subprocess.run([_OTHER_PYTHON, "-m", "builder", *project.argv()],
                            capture_output=True, env=env)
     assert other.returncode == normal.returncode, "replayed under another interpreter"
-
-
-# ---------------------------------------------------------------- a base pulled by the build
-
-@pytest.fixture
-def registry(tmp_path: Path):  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
-    try:
-        import registry_server
-    finally:
-        sys.path.pop(0)
-    try:
-        server = registry_server.start_registry(tmp_path / "registry")
-    except registry_server.Unavailable as err:
-        pytest.skip(str(err))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_a_build_that_pulled_its_base_is_not_replayed_with_the_pull(
-        tmp_path: Path, busybox_tar: Path, registry) -> None:  # type: ignore[no-untyped-def]
-    """FROM is not one of result.steps: a build whose base was pulled from a registry
-    (an empty store) and whose steps are all config-only counts as fully cached and is
-    recorded, pull lines and all.  Its replay prints "pulled ..." again, which the
-    normal rebuild (the base now stored) does not."""
-    pusher = tmp_path / "pusher"
-    run_cli("import", str(busybox_tar), "busybox", root=pusher)
-    run_cli("push", "busybox", f"{registry.host}/base:1", root=pusher)
-    project = Project(tmp_path, busybox_tar, f"FROM {registry.host}/base:1\nENV X=1\n")
-    _first, result = project.probe()
-    assert result.returncode == 0, result.stderr.decode()
-    assert b"pulled" in result.stderr
-    _probe, again = project.probe()
-    reference = project.reference()
-    assert reference.returncode == 0
-    assert b"pulled" not in reference.stderr
-    assert again.stderr == reference.stderr, "the replay printed the first build's pull"
 
 
 # ---------------------------------------------------------------- records pile up

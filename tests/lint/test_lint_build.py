@@ -4,6 +4,7 @@ the layers, ``build --check`` and ``pybuild check DIR``."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -171,3 +172,34 @@ def test_a_failed_build_prints_its_findings_before_the_error(bstore: Path,
     summary = lines.index(" 1 warning found:")
     assert lines[summary + 1].startswith(" - CdInsteadOfWorkdir: ")
     assert lines.index(next(x for x in lines if x.startswith("pybuild: "))) > summary
+
+
+def test_a_build_arg_that_is_not_utf8_builds_not_a_traceback(bstore: Path,
+                                                                 tmp_path: Path) -> None:
+    """The lint's cache key takes the argument's bytes as given (it reached Python with
+    surrogateescape), and so does the image config: both raised UnicodeEncodeError."""
+    context = _context(tmp_path, "FROM busybox\nARG VALUE\nRUN echo \"$VALUE\" > /value\n")
+    value = "caf" + os.fsdecode(b"\xe9")   # Latin-1 bytes from a shell
+    built = run_cli("build", "--build-arg", f"VALUE={value}", "-t", "lint-bytes", str(context),
+                    root=bstore, check=False)
+    assert built.returncode == 0 and b"Traceback" not in built.stderr, built.stderr.decode()
+    # The history keeps the value as Go's encoding/json would: the byte as U+FFFD.
+    history = run_cli("history", "--no-trunc", "lint-bytes", root=bstore).stdout.decode()
+    assert "VALUE=caf\ufffd" in history
+
+
+def test_another_build_arg_value_lints_without_lark(bstore: Path, tmp_path: Path) -> None:
+    """The hygiene findings are kept by the Dockerfile's bytes: a build that changes only
+    an argument's value (a CI job's commit SHA) reads them back and never imports Lark,
+    and prints the same findings."""
+    context = _context(tmp_path, "FROM busybox\nARG SHA\nRUN cd /tmp && echo $SHA > /sha\n")
+    first = run_cli("build", "--build-arg", "SHA=1", "-t", "lint-arg", str(context),
+                    root=bstore)
+    again = subprocess.run([sys.executable, "-X", "importtime", "-m", "builder", "--root",
+                            str(bstore), "build", "--build-arg", "SHA=2", "-t", "lint-arg",
+                            str(context)], capture_output=True, timeout=300, check=True)
+    imported = {line.split("|")[-1].strip() for line in again.stderr.decode().splitlines()
+                if line.startswith("import time:")}
+    assert "lark" not in imported and "builder.dockerfile.linter" in imported
+    assert _summary(again.stderr)[-2:] == _summary(first.stderr)[-2:]
+    assert "CdInsteadOfWorkdir" in _summary(again.stderr)[-1]

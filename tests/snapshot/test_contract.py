@@ -17,13 +17,15 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from snapshot_steps import look, step
 
-from builder import syscalls
+from builder import interrupt, syscalls
 from builder.errors import StoreError
 from builder.layers.empty import EMPTY_DIFF_ID
 from builder.layers.tar_write import write_layer_tar
@@ -220,7 +222,7 @@ def test_outputs_use_the_build_driver(store: Store, tmp_path: Path, no_overlay: 
 
 _REFUSE_OVERLAY = """
 import errno, runpy, sys
-from builder import syscalls
+from builder import interrupt, syscalls
 real_mount, real_fsopen = syscalls.mount, syscalls.fsopen
 def mount(source, target, fstype, flags=0, data=None):
     if fstype == "overlay":
@@ -271,6 +273,24 @@ def test_a_layer_whose_writeback_fails_is_never_recorded(store: Store, driver: s
     monkeypatch.setattr(syscalls, "syncfs", failing)
     with pytest.raises(StoreError, match="cannot write the layer to disk: Input/output error"):
         step(store, driver, None, _base)
+    assert store.db.execute("SELECT COUNT(*) FROM layers").fetchone()[0] == 0
+
+
+def test_a_stop_does_not_wait_for_the_disk(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during a commit whose write-back is slow (gigabytes of dirty pages on a
+    slow disk) stops the build at once; the sync goes on by itself."""
+    disk = threading.Event()
+    monkeypatch.setattr(syscalls, "syncfs", lambda fd: disk.wait(30))
+    stop = threading.Timer(0.5, interrupt.request)
+    stop.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(interrupt.Stopped):
+            step(store, "overlay", None, _base)
+    finally:
+        interrupt.clear()
+        disk.set()
+    assert time.monotonic() - started < 5
     assert store.db.execute("SELECT COUNT(*) FROM layers").fetchone()[0] == 0
 
 
