@@ -55,6 +55,12 @@ def lint_key(text: bytes, build_args: Mapping[str, str]) -> str:
     return "dockerfile:" + digest.hexdigest()
 
 
+def _hygiene_key(text: bytes) -> str:
+    """The key of the hygiene findings: the Dockerfile's bytes alone (no build args)."""
+    return "hygiene:" + hashlib.sha256(
+        f"pybuild-hygiene {RULESET_VERSION}\0".encode() + text).hexdigest()
+
+
 class BuildLint:
     """One build's lint: its report before, its summary after."""
 
@@ -137,8 +143,7 @@ def _lint_now(store: Store, text: bytes, path: str,
     from builder.lint.hygiene import HygieneFinding, hygiene_findings
     from builder.lint.rules import lint_dockerfile
 
-    key = "hygiene:" + hashlib.sha256(
-        f"pybuild-hygiene {RULESET_VERSION}\0".encode() + text).hexdigest()
+    key = _hygiene_key(text)
     raw = records.lint_result(store, key)
     try:
         found = None if raw is None else msgspec.json.decode(raw, type=list[HygieneFinding])
@@ -146,12 +151,13 @@ def _lint_now(store: Store, text: bytes, path: str,
         found = None
     try:
         dockerfile = parse_text(text, path)
-        if found is None:
-            found = hygiene_findings(dockerfile)
-            records.put_lint_result(store, key, msgspec.json.encode(found).decode())
-        return lint_dockerfile(dockerfile, build_args, found)
+        fresh = hygiene_findings(dockerfile) if found is None else None
+        report = lint_dockerfile(dockerfile, build_args, found if fresh is None else fresh)
     except PybuildError:   # the build itself reports a Dockerfile that does not parse
         return None
+    if fresh is not None:   # outside the try: a store error is not "does not parse"
+        records.put_lint_result(store, key, msgspec.json.encode(fresh).decode())
+    return report
 
 
 def _measure_waste(store: Store, image_id: str, steps: Sequence[BuiltStep],

@@ -20,6 +20,7 @@ suite, tests/snapshot/test_contract.py.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -120,8 +121,6 @@ class _Writeback:
     syncs them (snapshot/overlay.py)."""
 
     def __init__(self, path: Path) -> None:
-        import threading
-
         self.error: OSError | None = None
         self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._sync, name="pybuild-syncfs", daemon=True)

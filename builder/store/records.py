@@ -117,10 +117,10 @@ def put_stat_rows(store: Database, rows: Iterable[StatRow]) -> None:
                        [(r.path, r.size, r.ctime_ns, r.ino, r.digest) for r in rows])
 
 
-def forget_context_paths(store: Database, *, everything: bool = False) -> int:
+def forget_context_paths(store: Database, *, everything: bool = False) -> None:
     """Drop the stat cache rows and directory summaries of context paths that are gone
     (a CI job's checkout directory, made anew for every job, would otherwise add a row
-    per file per job for ever); every such row with ``everything``.  How many."""
+    per file per job for ever); every such row with ``everything``."""
     rows = [("stat_cache", path) for (path,) in store.db.execute("SELECT path FROM stat_cache")]
     rows += [("dir_summaries", path)
              for (path,) in store.db.execute("SELECT DISTINCT path FROM dir_summaries")]
@@ -129,7 +129,6 @@ def forget_context_paths(store: Database, *, everything: bool = False) -> int:
         for table in ("stat_cache", "dir_summaries"):
             db.executemany(f"DELETE FROM {table} WHERE path = ?",
                            [(path,) for kind, path in gone if kind == table])
-    return len(gone)
 
 
 # -- explain's build records ------------------------------------------------------------
