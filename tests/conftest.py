@@ -10,13 +10,16 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import http.server
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import TESTDATA
@@ -208,3 +211,24 @@ def sandbox(tmp_path: Path):
         sb.assert_no_breakout()
     finally:
         sb.cleanup()
+
+
+@pytest.fixture(scope="session")
+def differential_url_server() -> Iterator[None]:
+    """testdata/differential/add_url served on 127.0.0.1:18765, the port its cases
+    name; they run in one xdist group, so one worker binds it."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(TESTDATA / "differential" / "add_url"))
+
+    class Quiet(http.server.ThreadingHTTPServer):
+        pass
+
+    handler_cls: Any = handler
+    try:
+        server = Quiet(("127.0.0.1", 18765), handler_cls)
+    except OSError as err:
+        pytest.skip(f"port 18765 for add_url is taken: {err}")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield
+    server.shutdown()
+    server.server_close()

@@ -9,9 +9,11 @@ used (the venv's packages are built for that version).
 
 from __future__ import annotations
 
+import itertools
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -25,6 +27,7 @@ import pytest
 from helpers import REPO
 
 _TIMEOUT = 300
+_MADE = itertools.count()  # several users alive at once in one test process
 
 
 @dataclass
@@ -71,17 +74,44 @@ def _interpreter(name: str, env: dict[str, str]) -> str | None:
     return None
 
 
+def _subordinate_ids(name: str, wanted: bool) -> None:
+    """Give the user subordinate uids and gids (useradd does on Debian, from
+    /etc/login.defs; added here where it does not), or take them away."""
+    have = any(line.split(":", 1)[0] == name
+               for line in Path("/etc/subuid").read_text().splitlines()) \
+        if Path("/etc/subuid").exists() else False
+    if wanted and not have:
+        start = 2_000_000 + (os.getpid() % 30_000) * 65_536
+        ids = f"{start}-{start + 65_535}"
+        subprocess.run(["usermod", "--add-subuids", ids, "--add-subgids", ids, name],
+                       check=True, capture_output=True)
+    elif not wanted:
+        subprocess.run(["usermod", "--del-subuids", "1-4294967294", "--del-subgids",
+                        "1-4294967294", name], check=True, capture_output=True)
+
+
+def rootless_ready() -> None:
+    """What rootless builds with the default network need of the machine (.ci/run
+    sets it up; docs/rootless.md)."""
+    if shutil.which("newuidmap") is None:
+        _unavailable("newuidmap missing (apt-get install uidmap)")
+    if stat.S_IMODE(os.stat("/dev/net/tun").st_mode) & 0o006 != 0o006:
+        _unavailable("/dev/net/tun is not 0666 (udev's mode; chmod 0666 /dev/net/tun)")
+
+
 @contextmanager
-def nonroot_user() -> Iterator[User]:
+def nonroot_user(*, subordinate_ids: bool = True) -> Iterator[User]:
+    """A fresh user (rootless mode: with subordinate ids unless told otherwise)."""
     if os.geteuid() != 0:
         _unavailable("making a user needs root")
     if shutil.which("useradd") is None or shutil.which("runuser") is None:
         _unavailable("useradd/runuser missing (apt-get install passwd util-linux)")
-    name = f"pbt{os.getpid()}"
+    name = f"pbt{os.getpid()}x{next(_MADE)}"
     home = Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/tmp"))
     subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell",
                     "/bin/sh", name], check=True, capture_output=True)
     try:
+        _subordinate_ids(name, subordinate_ids)
         uid = pwd.getpwnam(name).pw_uid
         os.chown(home, uid, pwd.getpwnam(name).pw_gid)
         os.chmod(home, 0o700)

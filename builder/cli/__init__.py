@@ -165,8 +165,13 @@ def _main(argv: Sequence[str] | None) -> int:
         _parser().print_help()
         return 2
     args.invocation = given  # what a replay of this build is found by (builder.replay)
+    chosen = _verb(args.verb)
     try:
-        return _verb(args.verb).run(args)
+        if os.geteuid() != 0 and chosen.opens_store(args):
+            from builder.cli.verbs import enter_user_namespace
+
+            enter_user_namespace(args)
+        return chosen.run(args)
     except PybuildError as err:
         if args.debug:
             raise

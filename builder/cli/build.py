@@ -96,9 +96,6 @@ def _build(args: argparse.Namespace) -> int:
 
     platform = parse_platform_flag(args.platform, several="one build for several is not "
                                    "supported yet (issue 19): run one build per platform")
-    from builder.rootcheck import need_root_to_build
-
-    need_root_to_build()  # one line, not a traceback from the first mount (issue 14)
     from builder.engine import buildx_flags as bx
     from builder.engine.options import parse_output
     from builder.engine.progress import make_progress
@@ -338,5 +335,10 @@ def _newest_mtime(context: Path) -> int:
     return newest
 
 
-BUILD = Verb("build", "build an image from a Dockerfile (the default verb)", _arguments, _build)
+def _opens_store(args: argparse.Namespace) -> bool:
+    return not args.check
+
+
+BUILD = Verb("build", "build an image from a Dockerfile (the default verb)", _arguments, _build,
+             _opens_store)
 VERBS = (BUILD,)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from builder.cli.verbs import Verb, open_store, resolve_image
+from builder.cli.verbs import Verb, never, open_store, resolve_image
 from builder.errors import UsageError
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def _debug(args: argparse.Namespace) -> int:
 EXPLAIN = Verb("explain", "show what each step of a built image did and why it was cached",
                _explain_arguments, _explain)
 CHECK = Verb("check", "lint a Dockerfile (or a directory's) with BuildKit's rules and "
-             "pybuild's layer-hygiene rules (docs/lint.md)", _check_arguments, _check)
+             "pybuild's layer-hygiene rules (docs/lint.md)", _check_arguments, _check, never)
 DEBUG = Verb("debug", "debugging aids: 'debug parse FILE' prints BuildKit's parse dump",
-             _debug_arguments, _debug)
+             _debug_arguments, _debug, never)
 VERBS = (EXPLAIN, CHECK, DEBUG)

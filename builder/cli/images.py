@@ -199,9 +199,6 @@ def _import(args: argparse.Namespace) -> int:
     from builder.platforms import parse_platform_flag
 
     platform = parse_platform_flag(args.platform)
-    from builder.rootcheck import need_root
-
-    need_root("importing a root filesystem")
     store = open_store(args)
     print(import_tarball(store, args.tarball, args.name, platform=platform,
                          message=args.message))
@@ -216,10 +213,8 @@ def _load_arguments(p: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace) -> int:
     from builder.image.load_stdin import archive_input
     from builder.image.loader import load_archive
-    from builder.rootcheck import need_root
     from builder.textsafe import printable
 
-    need_root("loading images")
     store = open_store(args)
     with archive_input(store, args.input, sys.stdin.buffer) as (path, shown):
         loaded = load_archive(store, path, shown_as=shown)
@@ -270,10 +265,15 @@ def _doctor_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    from builder import userns
+    from builder.run.network import tun_problem
     from builder.store.doctor import doctor, render
     from builder.textsafe import printable
 
     report = doctor(open_store(args), repair=args.repair, deep=args.deep)
+    print(userns.summary())
+    if (why := tun_problem()) is not None:
+        print(f"network: {why}")
     print(printable(render(report, repair=args.repair), multiline=True))
     return 1 if report.unrepaired else 0
 

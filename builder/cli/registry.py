@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from builder.cli.verbs import Verb, open_store, quiet_flag, registry_arguments, resolve_image
+from builder.cli.verbs import Verb, never, open_store, quiet_flag, registry_arguments, resolve_image
 from builder.errors import UsageError
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def _logout(args: argparse.Namespace) -> int:
 
 PULL = Verb("pull", "pull an image from a registry", _pull_arguments, _pull)
 PUSH = Verb("push", "push an image to a registry", _push_arguments, _push)
-LOGIN = Verb("login", "store credentials for a registry", _login_arguments, _login)
+LOGIN = Verb("login", "store credentials for a registry", _login_arguments, _login, never)
 LOGOUT = Verb("logout", "forget the credentials pybuild stored for a registry",
-              _logout_arguments, _logout)
+              _logout_arguments, _logout, never)
 VERBS = (PULL, PUSH, LOGIN, LOGOUT)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from builder.errors import UsageError
@@ -20,11 +22,37 @@ if TYPE_CHECKING:  # the store (SQLite, layers) is imported by the verbs that op
     from builder.store import Store
 
 
+def always(args: argparse.Namespace) -> bool:
+    return True
+
+
+def never(args: argparse.Namespace) -> bool:
+    return False
+
+
 class Verb(NamedTuple):
     name: str
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    # Whether this invocation opens the store, so that a user other than root runs
+    # it in a user namespace (builder.userns): every verb but a few that never do.
+    opens_store: Callable[[argparse.Namespace], bool] = always
+
+
+def enter_user_namespace(args: argparse.Namespace) -> None:
+    """Rootless mode: check the store's path as this user (inside, root-owned parents
+    look like anyone's: ``perms.vouch``), then become root of a user namespace."""
+    from builder import userns
+    from builder.store import perms
+    from builder.store.names import default_root
+
+    perms.vouch(Path(os.path.abspath(args.root or default_root())))
+    wanted = userns.plan()
+    userns.enter(wanted)
+    if not wanted.full:
+        print(f"pybuild: note: rootless with one id, as {wanted.why_single}: only files "
+              "owned by root can be built (docs/rootless.md)", file=sys.stderr)
 
 
 def no_arguments(parser: argparse.ArgumentParser) -> None:

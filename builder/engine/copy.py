@@ -28,6 +28,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
+from builder import userns
 from builder.context.checksum import EntryDigest, kind_of
 from builder.engine.copy_files import Metadata, copy_at, copy_bytes, open_source
 from builder.engine.copy_plan import (
@@ -82,6 +83,8 @@ def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
 
         ident = resolve_user(merged, request.chown)
         uid, gid = ident.uid, ident.gid
+        if (why := userns.unmapped(uid, gid)) is not None:
+            raise BuildError(f"--chown={request.chown}: {why}")
     mode = parse_chmod(request.chmod)
     dest = request.dest
     if not dest.startswith("/"):

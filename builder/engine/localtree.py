@@ -29,6 +29,7 @@ from builder.errors import BuildError
 from builder.layers.safeout import OutputDir, open_beneath
 from builder.layers.whiteout import CAPABILITY_XATTR, read_xattrs
 from builder.snapshot import ActiveSnapshot
+from builder.userns import rootless
 
 _O_SRC = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -83,6 +84,9 @@ class _TreeCopy:
         self.src = src
         self.out = out
         self.preserve = preserve
+        # As root the files keep the image's owners (BuildKit's local exporter);
+        # rootless, they stay the invoking user's, as BuildKit's rootless mode leaves them.
+        self.keep_owners = not rootless()
         self.stats = LocalStats()
         self.links: dict[tuple[int, int], list[bytes]] = {}
         self.dirs: list[tuple[list[bytes], os.stat_result, dict[str, bytes]]] = []
@@ -140,7 +144,7 @@ class _TreeCopy:
             self._file(sfd, dfd, name, st)
         elif kind == stat.S_IFLNK:
             os.symlink(os.readlink(name, dir_fd=sfd), name, dir_fd=dfd)
-            if os.geteuid() == 0:
+            if self.keep_owners:
                 os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
             os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd,
                      follow_symlinks=False)
@@ -182,7 +186,7 @@ class _TreeCopy:
             self.stats.privileged += 1
             mode &= ~_PRIVILEGE_BITS
             xattrs = {k: v for k, v in xattrs.items() if k != CAPABILITY_XATTR}
-        if os.geteuid() == 0:
+        if self.keep_owners:
             os.fchown(fd, st.st_uid, st.st_gid)
         os.fchmod(fd, mode)
         for key, value in xattrs.items():
@@ -197,7 +201,7 @@ class _TreeCopy:
             if stat.S_IFMT(os.fstat(fd).st_mode) != stat.S_IFMT(st.st_mode):
                 raise OSError(errno.EEXIST, "replaced while it was being made", name)
             proc = f"/proc/self/fd/{fd}"
-            if os.geteuid() == 0:
+            if self.keep_owners:
                 os.chown(proc, st.st_uid, st.st_gid)
             os.chmod(proc, stat.S_IMODE(st.st_mode))
             os.utime(proc, ns=(st.st_atime_ns, st.st_mtime_ns))

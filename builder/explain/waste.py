@@ -19,6 +19,7 @@ from pathlib import Path
 
 from builder.layers.changes import same_entry
 from builder.layers.whiteout import has_opaque, is_overlay_whiteout, read_xattrs
+from builder.userns import rootless
 
 
 class _Below:
@@ -72,7 +73,7 @@ class _Stack:
                 break
             if stat.S_ISDIR(st.st_mode):
                 found.dirs.append(layer)
-                if has_opaque(self.dirs[layer] + rel, rootless=False):
+                if has_opaque(self.dirs[layer] + rel, rootless=rootless()):
                     break
                 continue
             if not found.dirs:  # a file under a directory is hidden by it
@@ -122,7 +123,7 @@ class _Stack:
                     continue
                 self.charge(found, child)
             elif found.file_layer is not None or has_opaque(self.dirs[upper] + child,
-                                                            rootless=False):
+                                                            rootless=rootless()):
                 # A directory over a file, or an opaque one: all that was here is hidden.
                 self.charge(found, child)
             else:

@@ -44,7 +44,7 @@ from typing import BinaryIO, Literal
 
 import msgspec
 
-from builder import interrupt
+from builder import interrupt, userns
 from builder.errors import LayerError
 from builder.layers import safepath
 from builder.layers import whiteout as wh
@@ -75,12 +75,12 @@ class ApplyStats(msgspec.Struct):
 
 
 class _Applier:
-    def __init__(self, root: safepath.Root, mode: str, rootless: bool,
+    def __init__(self, root: safepath.Root, mode: str, rootless: bool | None,
                  stats: ApplyStats) -> None:
         self.root = root
         self.tar: tarfile.TarFile | None = None
         self.merged = mode == "merged"
-        self.rootless = rootless
+        self.rootless = userns.rootless() if rootless is None else rootless
         self.stats = stats
         # (parent dev, parent ino, name) of everything this layer created or
         # merged into: what whiteouts and opaque markers must not touch.
@@ -425,7 +425,7 @@ class _Applier:
 
 def apply_layer_tar(src: BinaryIO, dest: str | os.PathLike[str], *, layer: str = "",
                     mode: Literal["overlay", "merged"] = "overlay",
-                    rootless: bool = False) -> ApplyStats:
+                    rootless: bool | None = None) -> ApplyStats:
     """Apply the uncompressed layer tar ``src`` to ``dest`` (see the module doc).
 
     ``layer`` (a digest) names the layer in errors.  ``src`` is read to its

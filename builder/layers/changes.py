@@ -21,6 +21,7 @@ from typing import cast
 
 import msgspec
 
+from builder import userns
 from builder.errors import LayerError
 from builder.layers import whiteout as wh
 from builder.layers.summary import LARGEST_KEPT, ChangedFile, ChangeKind, ChangeSummary
@@ -57,7 +58,7 @@ class Walker:
     """Walks one layer dir in tar order and yields what belongs in the tar."""
 
     def __init__(self, layer_dir: PathLike, lowers: Sequence[PathLike], *, prune: bool,
-                 rootless: bool, summary: LayerChanges | None = None) -> None:
+                 rootless: bool | None, summary: LayerChanges | None = None) -> None:
         self.root = os.fsencode(os.fspath(layer_dir))
         # Filled, when given, as an unpruned walk would classify the layer (every
         # entry of the upper dir is a change): the commit gets the ``explain``
@@ -67,7 +68,7 @@ class Walker:
         # per-entry lookups below never meet a symlinked lower root.
         self.lowers = [os.fsencode(os.path.realpath(p)) for p in lowers]
         self.prune = prune and bool(self.lowers)
-        self.rootless = rootless
+        self.rootless = userns.rootless() if rootless is None else rootless
 
     def error(self, message: str, rel: bytes) -> LayerError:
         return LayerError(message, layer=os.fsdecode(self.root), entry=os.fsdecode(rel or b"/"))
@@ -411,7 +412,7 @@ class LayerChanges(msgspec.Struct):
 
 
 def layer_changes(layer_dir: PathLike, *, lowers: Sequence[PathLike] = (),
-                  rootless: bool = False) -> LayerChanges:
+                  rootless: bool | None = None) -> LayerChanges:
     """Classify a layer's entries for ``explain``: one walk, no content reads.
 
     (A commit gets the same summary from its diff_id walk: ``layer_diff_id``'s

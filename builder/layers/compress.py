@@ -197,7 +197,7 @@ def _abort(compressor: Any, tee: _Tee, sink: _Digest) -> None:
 
 def compress_layer(layer_dir: PathLike, out: BinaryIO, compression: Compression = "gzip", *,
                    source_date_epoch: int | None = None, lowers: Sequence[PathLike] = (),
-                   rootless: bool = False, level: int | None = None) -> LayerBlob:
+                   rootless: bool | None = None, level: int | None = None) -> LayerBlob:
     """Write ``layer_dir`` as a compressed layer blob to ``out``, in one pass."""
     from builder.layers.tar_write import write_layer_tar
 

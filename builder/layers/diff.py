@@ -29,6 +29,7 @@ import stat
 
 import msgspec
 
+from builder import userns
 from builder.layers import whiteout as wh
 from builder.layers.changes import OPEN_FILE, PathLike, same_entry
 
@@ -46,11 +47,11 @@ class _Frame(msgspec.Struct):
 
 
 class _Differ:
-    def __init__(self, lower: bytes, merged: bytes, out: bytes, rootless: bool) -> None:
+    def __init__(self, lower: bytes, merged: bytes, out: bytes, rootless: bool | None) -> None:
         self.lower = lower
         self.merged = merged
         self.out = out
-        self.rootless = rootless
+        self.rootless = userns.rootless() if rootless is None else rootless
         self.links: dict[tuple[int, int], bytes] = {}
         self.stack: list[_Frame] = []
 
@@ -188,7 +189,7 @@ def _copy_file(src: bytes, dst: bytes) -> None:
 
 
 def diff_trees(lower_root: PathLike, merged_root: PathLike, out_dir: PathLike, *,
-               rootless: bool = False) -> None:
+               rootless: bool | None = None) -> None:
     """Write ``merged_root`` minus ``lower_root`` into the empty ``out_dir``
     in overlay format (see the module docstring)."""
     _Differ(os.fsencode(os.fspath(lower_root)), os.fsencode(os.fspath(merged_root)),

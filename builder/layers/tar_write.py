@@ -338,13 +338,14 @@ class _TarWriter:
 # ---------------------------------------------------------------- API
 
 def write_layer_tar(layer_dir: PathLike, out: BinaryIO, *, source_date_epoch: int | None = None,
-                    lowers: Sequence[PathLike] = (), rootless: bool = False,
+                    lowers: Sequence[PathLike] = (), rootless: bool | None = None,
                     changes: LayerChanges | None = None) -> int:
     """Write ``layer_dir`` (overlay format) to ``out`` as an OCI layer tar.
 
     ``lowers`` are the parent layer dirs, topmost first; given, the tar is the
     minimal change set against them (see the module docstring).  ``rootless``
-    selects ``user.overlay.opaque`` as the opaque marker (W11).  Returns the
+    selects ``user.overlay.opaque`` as the opaque marker (W11); None: this
+    process's mode (``builder.userns``).  Returns the
     number of bytes written.  Raises LayerError for a name no tar can carry.
     ``changes``, if given, is filled with what ``layer_changes`` would say, from
     this same walk.
@@ -391,7 +392,7 @@ class Sha256Writer:
 
 
 def layer_diff_id(layer_dir: PathLike, *, source_date_epoch: int | None = None,
-                  lowers: Sequence[PathLike] = (), rootless: bool = False,
+                  lowers: Sequence[PathLike] = (), rootless: bool | None = None,
                   changes: LayerChanges | None = None) -> tuple[str, int]:
     """("sha256:<hex>", size) of the tar ``write_layer_tar`` would write; writes nothing.
 

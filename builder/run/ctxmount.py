@@ -15,6 +15,7 @@ from pathlib import Path
 
 from builder import syscalls
 from builder.errors import SandboxError
+from builder.userns import rootless
 
 # As the snapshots' overlays, and redirects are never followed: the context is
 # the user's directory, and an overlay xattr in it must not make the view show
@@ -45,6 +46,8 @@ def mount_overlay(lowers: list[str], target: str, scratch: Path, *, writable: bo
             return f"/proc/self/fd/{fds[-1]}"
 
         options = f"lowerdir={':'.join(name(lower) for lower in lowers)},{_OPTIONS}"
+        if rootless():
+            options += ",userxattr"  # as the snapshots' mounts (snapshot/overlay.py)
         flags = syscalls.MS_NOSUID | syscalls.MS_NODEV
         if writable:
             upper, work = scratch / "upper", scratch / "work"

@@ -44,6 +44,7 @@ from builder.errors import BuildError, SandboxError
 PROGRAM = "slirp4netns"
 PACKAGE = "slirp4netns"
 TAP = "tap0"
+TUN_DEVICE = "/dev/net/tun"
 DNS = "10.0.2.3"            # slirp4netns's DNS forwarder (to the host's resolvers)
 MISSING = (f"RUN with the default network needs {PROGRAM}, which is not installed "
            f"(apt-get install {PACKAGE}); or build with --network host (not isolated) "
@@ -78,7 +79,19 @@ def require_program() -> str:
     program = find_program()
     if program is None:
         raise BuildError(MISSING)
+    if (why := tun_problem()) is not None:
+        raise BuildError(why)
     return program
+
+
+def tun_problem() -> str | None:
+    """Why slirp4netns cannot make the step's tap device, if it cannot: rootless, it
+    opens /dev/net/tun as the user (root may always)."""
+    if os.access(TUN_DEVICE, os.R_OK | os.W_OK):
+        return None
+    return (f"RUN with the default network needs {TUN_DEVICE} readable and writable "
+            "by you (udev makes it 0666; without udev: chmod 0666 /dev/net/tun as root); "
+            "or build with --network host (not isolated) or --network none")
 
 
 def resolv_conf(host: bytes) -> bytes:

@@ -24,7 +24,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder import syscalls
+from builder import syscalls, userns
 from builder.errors import BuildError, SandboxError
 from builder.run.mountpoints import mount_extra, source_is_dir
 from builder.run.rootfs import make_init_layer, mount_specials
@@ -49,10 +49,14 @@ def setup_child(snapshot: ActiveSnapshot, spec: RunSpec, out_fd: int, err_fd: in
         # and must never hold the invoker's terminal as its controlling tty.
         os.setsid()
         syscalls.set_parent_death_signal(signal.SIGKILL)
+        _unshare(spec, stack)
         # R13: nothing in the step may ptrace or open /proc/<pid>/exe of the
         # (host) Python doing the setup; execve of the step's program resets it.
+        # After the network is up: slirp4netns opens /proc/<pid>/ns/net, which a
+        # process that is not dumpable only shows to CAP_SYS_PTRACE over its memory's
+        # user namespace, the host's even in rootless mode (this Python was started
+        # there).  No step process exists before this point.
         syscalls.set_dumpable(False)
-        _unshare(spec, stack)
         merged = str(snapshot.work.path / "merged")
         _mount_views(snapshot, spec)
         snapshot.mount(merged, readonly=True)
@@ -92,9 +96,10 @@ def _unshare(spec: RunSpec, stack: network.Stack | None) -> None:
         syscalls.loopback_up()
     if spec.network == "default":
         # Without CAP_NET_RAW (see _step_caps), ping uses ICMP datagram sockets,
-        # which this namespace's sysctl must allow for every group (as Docker sets it).
+        # which this namespace's sysctl must allow for every group (as Docker sets it;
+        # in a user namespace the kernel takes only groups that are mapped).
         with open("/proc/sys/net/ipv4/ping_group_range", "w") as sysctl:
-            sysctl.write("0 2147483647")
+            sysctl.write(f"0 {userns.highest_gid()}")
     if stack is not None:
         network.attach(stack)
     # Last, and with no fork before ours: the first child becomes PID 1.
@@ -165,7 +170,10 @@ def _become_step(spec: RunSpec, ident: Identity) -> None:
     apply_ulimits(spec.options)  # raising a hard limit needs CAP_SYS_RESOURCE
     syscalls.restrict_syscalls()  # needs CAP_SYS_ADMIN: before the drop
     syscalls.limit_capabilities(_step_caps(spec.network))
-    os.setgroups(ident.groups)
+    if userns.may_set_groups():  # not with a single-id map (builder.userns)
+        os.setgroups(ident.groups)
+    if (why := userns.unmapped(ident.uid, ident.gid)) is not None:
+        raise BuildError(f"cannot run the step as its USER: {why}")
     os.setgid(ident.gid)
     os.setuid(ident.uid)
     # runc sets 0022 for every container: a step's files must not take their modes

@@ -26,6 +26,7 @@ from builder import syscalls
 from builder.errors import PybuildError
 from builder.snapshot.base import DRIVERS, ActiveSnapshot, Commit, Driver
 from builder.snapshot.overlay import OverlayDriver
+from builder.snapshot.overlay import options as overlay_options
 from builder.snapshot.vfs import VfsDriver
 from builder.store.store import Store
 
@@ -74,8 +75,8 @@ def _probe(store: Store) -> bool:
     try:
         for sub in ("lower", "upper", "work", "merged"):
             (work.path / sub).mkdir()
-        options = (f"lowerdir={work.path / 'lower'},upperdir={work.path / 'upper'},"
-                   f"workdir={work.path / 'work'},index=off,redirect_dir=off,metacopy=off")
+        given = overlay_options(lowers=str(work.path / "lower"), upper=str(work.path / "upper"),
+                                work=str(work.path / "work"))
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -84,7 +85,7 @@ def _probe(store: Store) -> bool:
                 syscalls.set_parent_death_signal(signal.SIGKILL)
                 syscalls.unshare(syscalls.CLONE_NEWNS)
                 syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-                syscalls.mount("overlay", str(work.path / "merged"), "overlay", 0, options)
+                syscalls.mount("overlay", str(work.path / "merged"), "overlay", 0, given)
                 code = 0
             except BaseException:  # any failure means "no overlay here"
                 code = 1

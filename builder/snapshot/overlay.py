@@ -9,6 +9,7 @@ from builder import syscalls
 from builder.errors import SandboxError
 from builder.snapshot.base import Commit, SnapshotBase, commit_upper
 from builder.store.store import Store
+from builder.userns import rootless
 
 # index/redirect_dir/metacopy off: with any of them on, the upper dir is no longer a
 # self-contained change set (moby overlay2 check.go, buildkit#2480, catalogue W10).
@@ -22,8 +23,24 @@ _FLAGS = (("index", "off"), ("redirect_dir", "off"), ("metacopy", "off"))
 # a layer in the store is as durable as before.  The upper dir is never mounted
 # again, so the kernel's mark of a volatile upper never stops a later mount.
 _WRITABLE = "volatile"
+# In a user namespace (rootless) overlay may not use trusted.* xattrs: userxattr
+# makes it keep its opaque marks as user.overlay.* (layers.whiteout), as rootless
+# Docker and podman mount it.  The kernel takes userxattr only with redirect_dir=
+# nofollow, which is what "off" means unless redirect_always_follow is set: no
+# redirect is created or followed either way.
+_ROOTLESS_OPTIONS = "index=off,redirect_dir=nofollow,metacopy=off,userxattr"
+_ROOTLESS_FLAGS = (("index", "off"), ("redirect_dir", "nofollow"), ("metacopy", "off"))
 # The whole option string must fit in one page (the kernel copies it with copy_mount_options).
 _PAGE = 4096
+
+
+def options(*, lowers: str, upper: str | None = None, work: str | None = None) -> str:
+    """The overlay option string for this process's mode (root or rootless), with an
+    upper and work dir for a writable mount."""
+    common = _ROOTLESS_OPTIONS if rootless() else _OPTIONS
+    if upper is None or work is None:
+        return f"lowerdir={lowers},{common}"
+    return f"lowerdir={lowers},upperdir={upper},workdir={work},{_WRITABLE},{common}"
 
 
 class Snapshot(SnapshotBase):
@@ -49,15 +66,12 @@ class Snapshot(SnapshotBase):
         the new mount API instead).
         """
         lower = ":".join(self._lower_names(readonly))
-        if readonly:
-            options = f"lowerdir={lower},{_OPTIONS}"
-        else:
-            options = (f"lowerdir={lower},upperdir={self.upper},"
-                       f"workdir={self.work.path / 'ovl-work'},{_WRITABLE},{_OPTIONS}")
-        if len(options) >= _PAGE:
+        given = options(lowers=lower) if readonly else options(
+            lowers=lower, upper=str(self.upper), work=str(self.work.path / "ovl-work"))
+        if len(given) >= _PAGE:
             raise SandboxError(f"overlay: {len(self.store.chain(self.parent))} layers do not fit "
                                "the kernel's one-page mount option limit")
-        return str(self.store.root / "l"), options
+        return str(self.store.root / "l"), given
 
     def empty_lower(self) -> Path:
         empty = self.work.path / "empty"
@@ -91,7 +105,7 @@ class Snapshot(SnapshotBase):
         if not readonly:
             values += [("upperdir", str(self.upper)),
                        ("workdir", str(self.work.path / "ovl-work"))]
-        values += list(_FLAGS)
+        values += list(_ROOTLESS_FLAGS if rootless() else _FLAGS)
         saved = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fs_fd = mnt_fd = -1
         try:
@@ -104,6 +118,8 @@ class Snapshot(SnapshotBase):
                 syscalls.fsconfig(fs_fd, syscalls.FSCONFIG_SET_STRING, key, value)
             if not readonly:
                 syscalls.fsconfig(fs_fd, syscalls.FSCONFIG_SET_FLAG, _WRITABLE)
+            if rootless():
+                syscalls.fsconfig(fs_fd, syscalls.FSCONFIG_SET_FLAG, "userxattr")
             syscalls.fsconfig(fs_fd, syscalls.FSCONFIG_CMD_CREATE)
             mnt_fd = syscalls.fsmount(fs_fd, syscalls.MOUNT_ATTR_RDONLY if readonly else 0)
             syscalls.move_mount_to(mnt_fd, target)

@@ -16,7 +16,9 @@ def default_root() -> Path:
     """Where the store lives unless ``--root`` or ``PYBUILD_ROOT`` says otherwise."""
     if env := os.environ.get("PYBUILD_ROOT"):
         return Path(env)
-    if os.geteuid() == 0:
+    from builder.userns import rootless
+
+    if not rootless():
         return Path("/var/lib/pybuild")
     data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return Path(data) / "pybuild"

@@ -53,6 +53,8 @@ BLOB_MODE = 0o400   # write-once (catalogue K07): not even the owner opens a blo
 _OTHERS = 0o077     # group and other bits: none may be set on anything the store owns
 # Made by every open (ingest/ and cache-mounts/ by their first user).
 LAYOUT = ("blobs", "blobs/sha256", "layers", "l", "tmp")
+# An empty file: this store's layers were made in a user namespace (builder.userns).
+ROOTLESS_MARKER = "rootless"
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -131,19 +133,42 @@ def _dir_problem(info: os.stat_result) -> str | None:
     return None
 
 
+# Roots whose path this process checked before it entered its user namespace
+# (``vouch``): inside, root's and every other user's directories look alike (uid
+# 65534), so only the root itself is checked there.
+_VOUCHED: set[str] = set()
+
+
+def vouch(root: Path) -> None:
+    """Check ``root``'s path now, as the user who runs pybuild (making the root if it
+    is missing), and trust its parents from here on: called before rootless mode's
+    user namespace hides who owns them."""
+    try:
+        try:
+            check_owner(root)
+        except FileNotFoundError:
+            _make_root(root)
+            check_owner(root)
+    except OSError as err:  # a parent this user may not enter or write
+        raise StoreError(f"store {root}: cannot set it up: {err.strerror} "
+                         f"({err.filename})") from None
+    _VOUCHED.update((os.path.abspath(root), os.path.realpath(root)))
+
+
 def _walk(path: str) -> tuple[os.stat_result, bool, tuple[str, str] | None]:
     """lstat every component of absolute, normalised ``path``: the root's stat (a
     symlink followed), whether a symlink was met, and the first (path, why) problem.
     FileNotFoundError past the last component that exists (all of them checked)."""
     prefix, linked = "/", False
     info = os.lstat(prefix)
+    vouched = path in _VOUCHED
     for part in filter(None, path.split("/")):
-        if (problem := _dir_problem(info)) is not None:
+        if not vouched and (problem := _dir_problem(info)) is not None:
             return info, linked, (prefix, problem)
         prefix = os.path.join(prefix, part)
         info = os.lstat(prefix)
         if stat.S_ISLNK(info.st_mode):
-            if not _trusted(info.st_uid):
+            if not vouched and not _trusted(info.st_uid):
                 return info, True, (prefix, f"is a symlink owned by uid {info.st_uid}: that "
                                     "user could point it anywhere; use the real path")
             linked = True
@@ -207,6 +232,7 @@ def open_root(root: Path) -> None:
         if foreign:
             raise StoreError(f"store {root}: {foreign[0].path} {foreign[0].message}; "
                              "run 'pybuild doctor --repair' to remove it")
+        _check_mode(root, present)
         fix_modes(found)
         for name in LAYOUT:
             top, _, below = name.partition("/")
@@ -215,6 +241,30 @@ def open_root(root: Path) -> None:
     except OSError as err:  # a parent we may not write, a read-only file system
         raise StoreError(f"store {root}: cannot set it up: {err.strerror} "
                          f"({err.filename})") from None
+
+
+def _check_mode(root: Path, present: set[str]) -> None:
+    """A store holds layers of one mode only: rootless layers' files are owned by the
+    user's subordinate ids on the host, which a root build would copy into its
+    layers as they are; a root store's owners mean nothing in a user namespace."""
+    from builder.userns import rootless
+
+    marked = ROOTLESS_MARKER in present
+    if rootless() == marked:
+        return
+    if marked:
+        raise StoreError(f"store {root} was made by pybuild in rootless mode: its files are "
+                         "owned by a user's subordinate ids, which a build as root would "
+                         "copy into its layers; give root its own store (the default, "
+                         "/var/lib/pybuild)")
+    layers = root / "layers"
+    if "layers" in present and os.path.isdir(layers) and any(os.scandir(layers)):
+        raise StoreError(f"store {root} was made by pybuild as root: its layers' owners "
+                         "are the host's ids, which a rootless build cannot keep; use "
+                         "another --root (the default for a user is "
+                         "~/.local/share/pybuild)")
+    # A new store (or one that only ever held blobs and names) becomes rootless.
+    private_file(root / ROOTLESS_MARKER)
 
 
 def scan_top(root: Path, *, fix: bool, names: set[str] | None = None,

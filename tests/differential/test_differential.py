@@ -16,13 +16,10 @@ layer, the empty one, in both (tests/engine/test_empty_layers.py).
 
 from __future__ import annotations
 
-import functools
-import http.server
 import importlib.util
 import json
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,31 +34,12 @@ common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 
 CASES = sorted(p.parent.name for p in common.CASES.glob("*/Dockerfile"))
-URL_PORT = 18765
+URL_PORT = 18765  # the differential_url_server fixture's (conftest.py)
 
 # Cases pybuild is known to get wrong, with the reason (strict: they fail once fixed).
 XFAIL: dict[str, str] = {}
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def url_server():
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                                directory=str(common.CASES / "add_url"))
-
-    class Quiet(http.server.ThreadingHTTPServer):
-        pass
-
-    handler_cls: Any = handler
-    try:
-        server = Quiet(("127.0.0.1", URL_PORT), handler_cls)
-    except OSError as err:
-        pytest.skip(f"port {URL_PORT} for add_url is taken: {err}")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -136,15 +114,21 @@ def _recorder_quirks(actual: dict[str, Any], expected: dict[str, Any]) -> None:
         actual["WorkingDir"] = "/"
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=XFAIL[c])) if c in XFAIL
-    else c for c in CASES])
+def _marks(case: str) -> list[pytest.MarkDecorator]:
+    marks = [pytest.mark.xfail(strict=True, reason=XFAIL[case])] if case in XFAIL else []
+    if f"127.0.0.1:{URL_PORT}" in (common.CASES / case / "Dockerfile").read_text():
+        # One worker serves the fixed port (tests/rootless builds these cases too).
+        marks.append(pytest.mark.xdist_group("differential-url"))
+    return marks
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=_marks(c)) for c in CASES])
 def test_case_matches_buildkit(case: str, diff_store: Path, scratch: Path,
                                request: pytest.FixtureRequest) -> None:
     if f"127.0.0.1:{URL_PORT}" in (common.CASES / case / "Dockerfile").read_text():
         # Only the cases that ADD from it hold the fixed port: the other cases run on
         # any pytest-xdist worker, whether or not --dist loadgroup keeps them together.
-        request.getfixturevalue("url_server")
+        request.getfixturevalue("differential_url_server")
     expected = common.load_expected(case)
     base = request.getfixturevalue("debian_files") if common.needs_debian(case) else None
     _apply_override(case, expected)

@@ -2,21 +2,26 @@
 
 A Debian bookworm minbase made with debootstrap is imported with ``pybuild import``; the
 image installs nginx with apt-get (Debian's package servers), copies a page in, and is
-saved with ``pybuild save``, loaded with ``docker load`` and run with ``docker run``.
+saved with ``pybuild save``, loaded with ``docker load`` and run with ``docker run``;
+as root and rootless (issue 18: a fresh user, apt-get through the user's slirp4netns).
 """
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from helpers import run_cli
+from nonroot import nonroot_user, rootless_ready
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.docker, pytest.mark.slow,
               pytest.mark.network]
@@ -28,16 +33,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_nginx_from_debian_serves_the_copied_page(tmp_path: Path, debian_tar: Path,
-                                                  docker: dict[str, str]) -> None:
-    root = tmp_path / "store"
-    run_cli("import", str(debian_tar), "debian:bookworm", root=root)
+@dataclass
+class Builder:
+    """pybuild as root (a store in tmp_path) or rootless (a fresh user's own store),
+    and a directory of the builder's for the context and the archive."""
+
+    run: Callable[..., subprocess.CompletedProcess]
+    workdir: Path
+    own: Callable[[Path], object] = lambda path: path
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run(*args)
+
+
+@pytest.fixture(params=["root", "rootless"])
+def pybuild(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Builder]:
+    if request.param == "root":
+        yield Builder(lambda *args: run_cli(*args, root=tmp_path / "store"), tmp_path)
+        return
+    rootless_ready()
+    with nonroot_user() as user:
+        def run(*args: str) -> subprocess.CompletedProcess:
+            done = user.run(*args)
+            assert done.returncode == 0, done.stderr.decode(errors="replace")
+            return done
+        yield Builder(run, user.home, user.own)
+
+
+def test_nginx_from_debian_serves_the_copied_page(debian_tar: Path,
+                                                  docker: dict[str, str],
+                                                  pybuild: Builder) -> None:
+    base = pybuild.workdir / "debian.tar"
+    shutil.copyfile(debian_tar, base)
+    pybuild.own(base)
+    pybuild("import", str(base), "debian:bookworm")
 
     marker = f"pybuild-nginx-{uuid.uuid4().hex}"
     # The test's dockerd has no bridge network, so the container shares the host's
     # network; nginx listens on a free port on 127.0.0.1 instead of 80.
     port = _free_port()
-    ctx = tmp_path / "ctx"
+    ctx = pybuild.workdir / "ctx"
     (ctx / "app").mkdir(parents=True)
     (ctx / "app" / "index.html").write_text(f"<h1>{marker}</h1>\n")
     (ctx / "Dockerfile").write_text(
@@ -50,9 +85,11 @@ def test_nginx_from_debian_serves_the_copied_page(tmp_path: Path, debian_tar: Pa
         'CMD ["nginx", "-g", "daemon off;"]\n')
     tag = f"pybuild-nginx-test:{uuid.uuid4().hex[:12]}"
     # The build itself needs no host network: apt-get goes out through the default one.
-    run_cli("build", "-t", tag, str(ctx), root=root)
-    archive = tmp_path / "nginx.tar"
-    run_cli("save", "-o", str(archive), tag, root=root)
+    pybuild("build", "-t", tag, str(ctx))
+    for path in (ctx, ctx / "app", ctx / "app" / "index.html", ctx / "Dockerfile"):
+        pybuild.own(path)
+    archive = pybuild.workdir / "nginx.tar"
+    pybuild("save", "-o", str(archive), tag)
 
     name = f"pybuild-nginx-{uuid.uuid4().hex[:12]}"
     try:
@@ -64,7 +101,7 @@ def test_nginx_from_debian_serves_the_copied_page(tmp_path: Path, debian_tar: Pa
         assert started.returncode == 0, (
             f"docker run: {started.returncode}: {started.stderr}\n" + subprocess.run(
                 ["docker", "image", "inspect", tag], env=docker, capture_output=True,
-                text=True).stdout[-3000:] + run_cli("history", tag, root=root).stdout.decode())
+                text=True).stdout[-3000:] + pybuild("history", tag).stdout.decode())
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 30
         while True:

@@ -1,0 +1,231 @@
+"""Rootless mode for real (issue 18): a fresh user with subordinate ids runs pybuild,
+which enters a user namespace of its own (builder.userns) and builds with kernel
+overlayfs (``userxattr``), RUN steps in namespaces, slirp4netns for the network.
+
+The images it makes are the ones root makes, digest for digest (the base loaded
+from the same archive, SOURCE_DATE_EPOCH fixing every time); its store is the
+user's, 0700, marked rootless, and root's and the user's stores never mix.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import socketserver
+import stat
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import fails_in_one_line, run_cli
+from nonroot import User, nonroot_user
+
+from builder.run.network import resolv_conf
+
+pytestmark = [pytest.mark.root]
+
+# Everything a layer can record, made by RUN and COPY: a whiteout, a directory
+# replaced (opaque or whiteouts below), owners through the id map, set-id and
+# sticky bits, hard and symbolic links, and every kind of RUN mount.
+DOCKERFILE = """\
+# syntax=docker/dockerfile:1
+FROM base
+RUN rm /etc/passwd && rm -rf /var && mkdir -p /var/lib && echo v > /var/lib/v
+RUN mkdir -p /srv/a && echo x > /srv/a/f && chown -R 1000:1000 /srv && \\
+    cp /bin/busybox /srv/su && chmod 4755 /srv/su && chmod 1777 /srv/a && \\
+    ln /srv/a/f /srv/hard && ln -s a/f /srv/soft && chown -h 7:8 /srv/soft
+COPY --chown=1000:1000 --chmod=640 file /srv/copied
+RUN --mount=type=cache,target=/cache echo c > /cache/n && cat /cache/n > /srv/cache
+RUN --mount=type=tmpfs,target=/t touch /t/a && ls /t > /srv/tmpfs
+RUN --mount=type=secret,id=s cat /run/secrets/s | wc -c > /srv/secret
+RUN --mount=type=bind,source=file,target=/b cat /b > /srv/bound
+USER 1000:1000
+RUN touch /tmp/by-1000 && id > /tmp/id
+USER 0
+WORKDIR /srv
+"""
+
+
+@pytest.fixture(scope="module")
+def project(user: User, busybox_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The user's context, secret and base archive (saved from a root store, so both
+    sides start from the same image ID)."""
+    root_store = tmp_path_factory.mktemp("root") / "store"
+    run_cli("import", str(busybox_tar), "base", root=root_store)
+    ctx = user.home / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    (ctx / "file").write_text("copied\n")
+    (user.home / "secret").write_text("s3cret")
+    run_cli("save", "-o", str(user.home / "base.tar"), "base", root=root_store)
+    for path in (ctx, ctx / "Dockerfile", ctx / "file", user.home / "secret",
+                 user.home / "base.tar"):
+        user.own(path)
+    ok(user.run("load", "-i", str(user.home / "base.tar")))
+    return root_store
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert b"Traceback" not in result.stderr
+    return result.stdout.decode()
+
+
+def _build_args(user: User, *extra: str) -> list[str]:
+    return ["build", "-q", "--secret",
+            f"id=s,src={user.home / 'secret'}", *extra, str(user.home / "ctx")]
+
+
+def _store(user: User) -> Path:
+    return user.home / ".local" / "share" / "pybuild"
+
+
+def _subordinate(user: User) -> int:
+    for line in Path("/etc/subuid").read_text().splitlines():
+        name, start, _ = line.split(":")
+        if name == user.name:
+            return int(start)
+    raise AssertionError(f"no subordinate ids for {user.name}")
+
+
+@pytest.mark.parametrize("driver", ["overlay", "vfs", "auto"])
+def test_images_are_the_ones_root_builds(user: User, project: Path, driver: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    rootless = ok(user.run("--storage-driver", driver,
+                           *_build_args(user, "--no-cache", "-t", "app"))).strip()
+    as_root = run_cli(*_build_args(user, "-t", "app"), root=project).stdout.decode().strip()
+    assert rootless.startswith("sha256:")
+    assert rootless == as_root
+
+
+def test_store_is_the_users_and_marked(user: User, project: Path) -> None:
+    ok(user.run(*_build_args(user, "-t", "app")))
+    store = _store(user)
+    info = os.stat(store)
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (user.uid, 0o700)
+    assert (store / "rootless").is_file()
+    # A file the image gives uid 1000 is owned by the user's 1000th subordinate id.
+    owners = {os.lstat(p).st_uid for p in (store / "layers").glob("*/diff/srv/a/f")}
+    assert owners == {_subordinate(user) + 999}
+
+
+def test_root_and_rootless_stores_never_mix(user: User, project: Path, tmp_path: Path) -> None:
+    ok(user.run(*_build_args(user, "-t", "app")))
+    fails_in_one_line(run_cli("images", root=_store(user), check=False), "owned by uid")
+    # Root of a user namespace mapping only uid 0 owns root's store, yet is rootless.
+    run = subprocess.run(["unshare", "-Urm", *run_cli_argv(project, "images")],
+                         capture_output=True, timeout=120)
+    fails_in_one_line(run, "made by pybuild as root")
+    # And the user is refused root's store before anything is read.
+    fails_in_one_line(user.run("--root", str(project), "images"), f"store {project}")
+
+
+def run_cli_argv(root: Path, *args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "builder", "--root", str(root), *args]
+
+
+def test_local_export_is_owned_by_the_user(user: User, project: Path) -> None:
+    out = user.home / "out"
+    ok(user.run(*_build_args(user, "-o", f"type=local,dest={out}")))
+    owners = {(os.lstat(p).st_uid, os.lstat(p).st_gid) for p in out.rglob("*")}
+    assert owners == {(user.uid, os.stat(user.home).st_gid)}
+    assert (out / "srv" / "a" / "f").read_text() == "x\n"
+
+
+def test_store_commands_and_prune(user: User, project: Path) -> None:
+    df = user.home / "Dockerfile.gone"
+    df.write_text("FROM base\nRUN mkdir /gone && chown 1000:1000 /gone\n")
+    user.own(df)
+    ok(user.run("build", "-t", "gone", "-f", str(df), str(user.home / "ctx")))
+    for args in (("images",), ("history", "gone"), ("inspect", "gone"), ("explain", "gone"),
+                 ("df",)):
+        ok(user.run(*args))
+    report = ok(user.run("doctor"))
+    assert report.startswith(f"mode: rootless (uids 0-0 -> {user.uid}-{user.uid}, 1-65536 -> "
+                             f"{_subordinate(user)}-"), report
+    layers = _store(user) / "layers"
+    made = {p.parent.parent.parent.name for p in layers.glob("*/diff/gone")}
+    assert len(made) == 1 and os.lstat(next(layers.glob("*/diff/gone"))).st_uid != user.uid
+    ok(user.run("rmi", "gone"))
+    ok(user.run("prune", "--cache"))  # the build cache holds the layer until then
+    # Its files were owned by a subordinate id: only the namespace could remove them.
+    assert not list(layers.glob("*/diff/gone"))
+
+
+@pytest.fixture
+def host_server() -> Iterator[int]:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with socketserver.TCPServer(("127.0.0.1", 0), Quiet) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield server.server_address[1]
+        server.shutdown()
+
+
+def _get(address: str, port: int) -> str:
+    """A bounded HTTP GET in busybox's shell (its static wget crashes on Debian 12)."""
+    return (f"(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc -w 3 {address} {port}"
+            " || true)")
+
+
+def test_networks(user: User, project: Path, host_server: int) -> None:
+    isolated, host = user.home / "Dockerfile.net", user.home / "Dockerfile.host"
+    isolated.write_text(
+        "FROM base\n"
+        "RUN ip -o -4 addr show tap0 > /default && grep nameserver /etc/resolv.conf >> /default"
+        f" && {_get('10.0.2.2', host_server)} >> /default\n"
+        "RUN --network=none ip -o link | cut -d' ' -f2 > /none\n")
+    host.write_text(f"FROM base\nRUN {_get('127.0.0.1', host_server)} > /host\n")
+    out = user.home / "netout"
+    for path in (isolated, host):
+        user.own(path)
+    ok(user.run("build", "-f", str(isolated), "-o", f"type=local,dest={out}",
+                str(user.home / "ctx")))
+    default = (out / "default").read_text()
+    # slirp4netns's addresses; the host's loopback is not reachable through its gateway
+    servers = [line for line in resolv_conf(Path("/etc/resolv.conf").read_bytes()).decode()
+               .splitlines() if line.startswith("nameserver")]
+    assert "10.0.2.100/24" in default and servers[0] in default, default
+    assert "HTTP/1.0 200" not in default, default
+    assert (out / "none").read_text().split() == ["lo:"]
+    ok(user.run("build", "--network", "host", "-f", str(host), "-o",
+                f"type=local,dest={out}", str(user.home / "ctx")))
+    assert (out / "host").read_text().startswith("HTTP/1.0 200"), (out / "host").read_text()
+
+
+@pytest.fixture(scope="module")
+def single(busybox_tar: Path) -> Iterator[User]:
+    with nonroot_user(subordinate_ids=False) as made:
+        shutil.copy(busybox_tar, made.home / "busybox.tar")
+        made.own(made.home / "busybox.tar")
+        ok(made.run("import", str(made.home / "busybox.tar"), "base"))
+        yield made
+
+
+def test_single_id_map_builds_roots_files_and_names_the_rest(single: User) -> None:
+    ctx = single.home / "ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text("FROM base\nRUN echo hi > /hi\n")
+    (ctx / "Dockerfile.chown").write_text("FROM base\nCOPY --chown=5:5 Dockerfile /d\n")
+    (ctx / "Dockerfile.user").write_text("FROM base\nUSER 7\nRUN id\n")
+    for path in (ctx, *ctx.iterdir()):
+        single.own(path)
+    result = single.run("build", "-t", "one", str(ctx))
+    ok(result)
+    assert b"one id" in result.stderr  # says what it cannot represent
+    fails_in_one_line(single.run("build", "-f", str(ctx / "Dockerfile.chown"), str(ctx)),
+                      "--chown=5:5", "uid 5 is not mapped")
+    fails_in_one_line(single.run("build", "-f", str(ctx / "Dockerfile.user"), str(ctx)),
+                      "uid 7 is not mapped")
+    config = json.loads(ok(single.run("inspect", "one")))
+    assert config
