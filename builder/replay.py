@@ -182,10 +182,24 @@ def invocation(argv: list[str]) -> str:
     terminals = [str(stream is not None and stream.isatty()).encode()
                  for stream in (sys.stdin, sys.stdout, sys.stderr)]
     parts = [_VERSION, _code_stamp(), os.fsencode(sys.executable), sys.version.encode(),
-             *terminals, str(os.geteuid()).encode(), os.fsencode(os.getcwd()),
+             *terminals, _invoking_uid(), os.fsencode(os.getcwd()),
              *(os.fsencode(a) for a in argv), b"\1",
              *sorted(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in os.environ.items())]
     return str(sha256(b"\0".join(parts)).hexdigest())
+
+
+def _invoking_uid() -> bytes:
+    """The host's uid of whoever runs pybuild: rootless mode records inside its user
+    namespace (uid 0 there, builder.userns) what is looked up outside it.  Read here,
+    not from builder.userns: a replay loads nothing else."""
+    uid = os.geteuid()
+    if uid == 0:
+        with open("/proc/self/uid_map", "rb") as f:
+            for row in f.read().splitlines():
+                inside, outside, _ = row.split()
+                if inside == b"0":
+                    return outside
+    return str(uid).encode()
 
 
 def _code_stamp() -> bytes:

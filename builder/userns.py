@@ -171,6 +171,7 @@ class Plan(msgspec.Struct, frozen=True):
 
     uid: int
     gid: int
+    name: str
     subuids: tuple[IdRange, ...]
     subgids: tuple[IdRange, ...]
     missing_helper: str | None
@@ -185,7 +186,7 @@ class Plan(msgspec.Struct, frozen=True):
             return f"{self.missing_helper} is not installed (apt-get install uidmap)"
         return (f"no subordinate ids for uid {self.uid} in /etc/subuid and /etc/subgid "
                 f"(add them: usermod --add-subuids 100000-165535 --add-subgids "
-                f"100000-165535 {_user_name(self.uid)})")
+                f"100000-165535 {self.name})")
 
 
 def plan(subuid: Path = Path("/etc/subuid"), subgid: Path = Path("/etc/subgid")) -> Plan:
@@ -194,8 +195,8 @@ def plan(subuid: Path = Path("/etc/subuid"), subgid: Path = Path("/etc/subgid"))
     uid, gid = os.getuid(), os.getgid()
     name = _user_name(uid)
     missing = next((h for h in _HELPERS if shutil.which(h) is None), None)
-    return Plan(uid, gid, subordinate(subuid, name, uid), subordinate(subgid, name, uid),
-                missing)
+    return Plan(uid, gid, name, subordinate(subuid, name, uid),
+                subordinate(subgid, name, uid), missing)
 
 
 def _map_args(host_id: int, ranges: tuple[IdRange, ...]) -> list[str]:
@@ -272,12 +273,11 @@ def enter(wanted: Plan | None = None) -> IdMap:
                 os.write(go_w, b"y")
             os.close(go_w)
             _, status = os.waitpid(helper, 0)
-    if helper > 0:
-        with os.fdopen(report_r, "rb") as f:
-            why = f.read().decode(errors="replace").strip()
-        if status != 0:
-            raise SandboxError(f"rootless mode could not map the subordinate ids: {why}")
-    else:
+            with os.fdopen(report_r, "rb") as f:
+                why = f.read().decode(errors="replace").strip()
+    if helper > 0 and status != 0:
+        raise SandboxError(f"rootless mode could not map the subordinate ids: {why}")
+    if helper < 0:
         _write_single_map(wanted)
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nonroot
 import pytest
 from helpers import TESTDATA
 from helpers import run_cli as _run_cli
@@ -232,3 +233,13 @@ def differential_url_server() -> Iterator[None]:
     yield
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def rootless_user() -> Iterator[nonroot.User]:
+    """A fresh user with subordinate ids, for pybuild's rootless mode (docs/rootless.md),
+    with SOURCE_DATE_EPOCH=0 fixing every time its builds record."""
+    nonroot.rootless_ready()
+    with nonroot.nonroot_user() as made:
+        made.env["SOURCE_DATE_EPOCH"] = "0"
+        yield made

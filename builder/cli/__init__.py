@@ -77,8 +77,9 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--root", help="store directory (default /var/lib/pybuild as root, "
                         "~/.local/share/pybuild otherwise; env PYBUILD_ROOT)")
     parser.add_argument("--storage-driver", choices=("overlay", "vfs", "auto"),
-                        default="overlay", help="snapshot driver: overlay, vfs (a full copy "
-                        "per step, for machines without overlay) or auto (overlay if it mounts)")
+                        default="default", help="snapshot driver: overlay, vfs (a full copy "
+                        "per step, for machines without overlay) or auto (overlay if it "
+                        "mounts); default: overlay as root, rootless the store's first auto")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND")
     for verb in [_verb(only)] if only else all_verbs():

@@ -25,6 +25,7 @@ from builder.engine.scheduler import BuildInterrupted
 from builder.engine.stagebuild import build_stage
 from builder.errors import ContextError
 from builder.store.store import Store
+from builder.userns import rootless
 
 if TYPE_CHECKING:
     from builder.context.view import ContextFilter
@@ -73,10 +74,13 @@ def _ignore_matcher(options: BuildOptions) -> ContextFilter | None:
 def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResult:
     from builder.dockerfile import parse_text, plan_build
 
+    if options.storage_driver == "default" and not rootless():
+        options.storage_driver = "overlay"  # root's default (snapshot.default_driver)
     if options.storage_driver not in ("overlay", "vfs"):
         from builder.snapshot import open_driver  # a cached rebuild of a named driver skips it
 
-        # Resolve "auto" once (it probes a mount), so every step uses the same driver.
+        # Resolve "auto" (it probes a mount) and rootless's "default" (the store's record)
+        # once, so every step uses the same driver.
         options.storage_driver = open_driver(store, options.storage_driver).name
     text, path = _read_dockerfile(options)
     dockerfile = parse_text(text, path)

@@ -49,7 +49,7 @@ class BuildOptions(msgspec.Struct):
     iidfile: str | None = None
     metadata_file: str | None = None
     secrets: dict[str, str] = msgspec.field(default_factory=dict)  # secret id -> host file
-    storage_driver: str = "overlay"                        # overlay, vfs or auto
+    storage_driver: str = "default"            # overlay, vfs, auto or default (snapshot)
     cache_from: list[str] = msgspec.field(default_factory=list)    # local cache layout dirs
     cache_to: str | None = None                            # local dir to export the cache to
     cache_mode: str = "min"                                # min: final stage; max: all stages

@@ -13,6 +13,8 @@ build's ``--storage-driver``):
     overlay  lower layers + a fresh upper dir; commit renames the upper dir
     vfs      a full copy of the parent tree, bind-mounted; commit diffs the trees
     auto     overlay if a probe mount works under this store, else vfs
+    default  overlay as root; rootless, auto's choice the first time, recorded in the
+             store and kept (docs/rootless.md)
 
 Imports builder.errors, builder.syscalls, builder.layers and builder.store.
 """
@@ -29,6 +31,7 @@ from builder.snapshot.overlay import OverlayDriver
 from builder.snapshot.overlay import options as overlay_options
 from builder.snapshot.vfs import VfsDriver
 from builder.store.store import Store
+from builder.userns import rootless
 
 # Callers see the contract only (ActiveSnapshot); the drivers' classes stay inside.
 __all__ = ["DRIVERS", "ActiveSnapshot", "Commit", "Driver", "commit", "open_driver",
@@ -38,7 +41,9 @@ _probed: dict[str, bool] = {}
 
 
 def open_driver(store: Store, name: str = "overlay") -> Driver:
-    """The snapshot driver ``name`` ("overlay", "vfs" or "auto") for ``store``."""
+    """The snapshot driver ``name`` ("overlay", "vfs", "auto" or "default") for ``store``."""
+    if name == "default":
+        name = default_driver(store)
     if name == "auto":
         name = "overlay" if overlay_works(store) else "vfs"
     if name == "overlay":
@@ -46,6 +51,20 @@ def open_driver(store: Store, name: str = "overlay") -> Driver:
     if name == "vfs":
         return VfsDriver(store)
     raise PybuildError(f"unknown storage driver {name!r}: want overlay, vfs or auto")
+
+
+def default_driver(store: Store) -> str:
+    """overlay as root; rootless, what the store recorded when a build first probed it
+    (kernel overlayfs in a user namespace needs Linux 5.11: else vfs), so that every
+    build of a store uses one driver and no build probes again."""
+    if not rootless():
+        return "overlay"
+    recorded = store.recorded_snapshotter()
+    if recorded in DRIVERS:
+        return recorded
+    chosen = "overlay" if overlay_works(store) else "vfs"
+    store.record_snapshotter(chosen)
+    return chosen
 
 
 def prepare(store: Store, parent: str | None, driver: str = "overlay") -> ActiveSnapshot:

@@ -20,6 +20,9 @@ _OPEN_STORES: weakref.WeakSet[Database] = weakref.WeakSet()
 _INHERITED: list[sqlite3.Connection] = []
 
 
+SNAPSHOTTER = "snapshotter"  # a file in the root: recorded_snapshotter
+
+
 def _forget_connections_in_child() -> None:
     """SQLite connections must not cross fork(): a child opens its own on first use.
 
@@ -144,6 +147,28 @@ class Database:
             for link in (self.root / "l").iterdir():
                 if not link.exists():
                     link.unlink()
+
+    def recorded_snapshotter(self) -> str | None:
+        """The snapshot driver this store chose when it was first probed (rootless
+        mode: builder.snapshot), or None."""
+        self.db  # noqa: B018 - the root is checked and its layout made
+        try:
+            with open(self.root / SNAPSHOTTER, encoding="ascii", errors="replace") as f:
+                return f.read(64).strip() or None
+        except FileNotFoundError:
+            return None
+
+    def record_snapshotter(self, name: str) -> None:
+        """Keep ``name`` for every later build (written whole, then renamed in)."""
+        work = self.tmp_dir("snapshotter")
+        try:
+            staged = work.path / SNAPSHOTTER
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write(name + "\n")
+            os.rename(staged, self.root / SNAPSHOTTER)
+        finally:
+            work.release()
 
     def tmp_dir(self, prefix: str = "work") -> TmpDir:
         self.db  # noqa: B018 - make sure the layout exists

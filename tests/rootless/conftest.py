@@ -1,16 +1,11 @@
-"""The rootless tests' user: made fresh, with subordinate ids, for each module."""
+"""The rootless tests' user: tests/conftest.py's ``rootless_user``, one per module."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from nonroot import User, nonroot_user, rootless_ready
+from nonroot import User
 
 
 @pytest.fixture(scope="module")
-def user() -> Iterator[User]:
-    rootless_ready()
-    with nonroot_user() as made:
-        made.env["SOURCE_DATE_EPOCH"] = "0"  # every layer's times and the config's
-        yield made
+def user(rootless_user: User) -> User:
+    return rootless_user

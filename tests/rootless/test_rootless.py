@@ -109,6 +109,8 @@ def test_store_is_the_users_and_marked(user: User, project: Path) -> None:
     info = os.stat(store)
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (user.uid, 0o700)
     assert (store / "rootless").is_file()
+    # Kernel overlayfs mounts in a user namespace here: probed once, recorded, kept.
+    assert (store / "snapshotter").read_text() == "overlay\n"
     # A file the image gives uid 1000 is owned by the user's 1000th subordinate id.
     owners = {os.lstat(p).st_uid for p in (store / "layers").glob("*/diff/srv/a/f")}
     assert owners == {_subordinate(user) + 999}
@@ -229,3 +231,43 @@ def test_single_id_map_builds_roots_files_and_names_the_rest(single: User) -> No
                       "uid 7 is not mapped")
     config = json.loads(ok(single.run("inspect", "one")))
     assert config
+
+
+def test_ids_not_granted_are_refused_in_one_line(user: User) -> None:
+    """newuidmap checks /etc/subuid itself: asking for ids not granted fails, said once."""
+    probe = ("import os\n"
+             "from builder import userns\n"
+             "from builder.errors import SandboxError\n"
+             "ranges = (userns.IdRange(1, 1, 1000),)  # root's own ids: never a user's\n"
+             "try:\n"
+             "    userns.enter(userns.Plan(os.getuid(), os.getgid(), 'x', ranges, ranges,"
+             " None))\n"
+             "except SandboxError as err:\n"
+             "    print(err)\n")
+    result = subprocess.run(["runuser", "-u", user.name, "--", "env", "-i",
+                             *(f"{k}={v}" for k, v in user.env.items()), user.python, "-c",
+                             probe], capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("rootless mode could not map the subordinate ids: "
+                                    "newuidmap"), (result.stdout, result.stderr)
+    assert len(result.stdout.strip().splitlines()) == 1
+
+
+def test_a_cached_rebuild_is_replayed_without_entering(user: User, project: Path) -> None:
+    """The record a build makes inside its namespace is found outside it (the replay's
+    key has the host's uid), so a fully cached rebuild never enters (docs/rootless.md)."""
+    probe = ("import sys\nfrom builder.entry import main\nstatus = main(sys.argv[1:])\n"
+             "print('replayed' if 'builder.cli' not in sys.modules else 'built', "
+             "file=sys.stderr)\nraise SystemExit(status)\n")
+    dockerfile = user.home / "Dockerfile.replay"  # no --secret: such builds are never recorded
+    dockerfile.write_text("FROM base\nRUN echo hi > /hi\nCOPY file /f\n")
+    user.own(dockerfile)
+    seen = []
+    for _ in range(3):
+        result = subprocess.run(["runuser", "-u", user.name, "--", "env", "-i",
+                                 *(f"{k}={v}" for k, v in user.env.items()), user.python,
+                                 "-c", probe, "build", "-t", "replayed", "-f",
+                                 str(dockerfile), str(user.home / "ctx")],
+                                capture_output=True, timeout=120, cwd=user.home)
+        assert result.returncode == 0, result.stderr.decode()
+        seen.append(result.stderr.decode().split()[-1])
+    assert seen[-1] == "replayed", seen

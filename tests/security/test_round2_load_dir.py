@@ -70,7 +70,11 @@ def sha(data: bytes) -> str:
 class Layout:
     def __init__(self, saved: Path, path: Path):
         with tarfile.open(saved) as tar:
-            tar.extractall(path, filter="data")
+            # filter= is Python 3.11.4's; Debian 12's 3.11.2 (tests/rootless) has none.
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(path, filter="data")
+            else:
+                tar.extractall(path)
         self.path = path
         self.index = json.loads((path / "index.json").read_bytes())
         self.manifest: dict[str, Any] = json.loads(

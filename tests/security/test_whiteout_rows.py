@@ -21,6 +21,12 @@ from security.oracle import apply, build, lower, refuse
 
 from builder.errors import LayerError
 from builder.layers import write_layer_tar
+from builder.layers.whiteout import opaque_xattr
+from builder.userns import rootless
+
+# The opaque mark of this run's mode: root's trusted.*, or user.* in a user namespace
+# (tests/rootless/test_security_rootless.py runs this module there).
+OPAQUE = opaque_xattr(rootless())
 
 pytestmark = [
     pytest.mark.root,
@@ -81,7 +87,7 @@ def test_W06_root_opaque_merged(sandbox, tar):
 
 def test_W06_root_opaque_overlay(sandbox, tar):
     apply(sandbox, tar().add(".abc", content=b"a").add(".wh..wh..opq").data(), mode="overlay")
-    assert os.getxattr(sandbox.dest, "trusted.overlay.opaque") == b"y"
+    assert os.getxattr(sandbox.dest, OPAQUE) == b"y"
     assert sorted(os.listdir(sandbox.dest)) == [".abc"]
 
 
@@ -101,10 +107,10 @@ def test_W07_whiteouts_apply_to_lower_only_overlay(sandbox, tar):
           .add("x", content=b"upper").add(".wh.x").add("d/keep", content=b"k").add(".wh.d")
           .data(), mode="overlay")
     assert (sandbox.dest / "a/b/c/foo").read_bytes() == b"new"
-    assert os.getxattr(sandbox.dest / "a", "trusted.overlay.opaque") == b"y"
+    assert os.getxattr(sandbox.dest / "a", OPAQUE) == b"y"
     assert (sandbox.dest / "x").read_bytes() == b"upper"
     # A whiteout of a dir this layer made hides the lower one's children.
-    assert os.getxattr(sandbox.dest / "d", "trusted.overlay.opaque") == b"y"
+    assert os.getxattr(sandbox.dest / "d", OPAQUE) == b"y"
 
 
 def test_W08_whiteout_prefix_as_directory_refused(sandbox, tar, mode):
@@ -165,7 +171,8 @@ def layer(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("key", ["trusted.overlay.redirect", "trusted.overlay.metacopy"])
+@pytest.mark.parametrize("key", ["trusted.overlay.redirect", "trusted.overlay.metacopy",
+                                 "user.overlay.redirect", "user.overlay.metacopy"])
 def test_W10_redirect_and_metacopy_refused(layer, key):
     (layer / "d").mkdir()
     os.setxattr(layer / "d", key, b"/elsewhere")
@@ -178,7 +185,7 @@ def test_W11_only_the_modes_own_opaque_xattr(layer):
     os.setxattr(layer / "u", "user.overlay.opaque", b"y")
     (layer / "esc").mkdir()
     os.setxattr(layer / "esc", "user.overlay.overlay.opaque", b"y")
-    assert names(tar_of(layer)) == ["esc/", "u/"]
+    assert names(tar_of(layer, rootless=False)) == ["esc/", "u/"]
     assert names(tar_of(layer, rootless=True)) == ["esc/", "u/", "u/.wh..wh..opq"]
 
 
