@@ -58,7 +58,9 @@ def _cache_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="type=local,src=DIR|type=registry,ref=REF",
                    help="reuse a cache exported with --cache-to (several allowed)")
     p.add_argument("--cache-to", metavar="type=local,dest=DIR|type=registry,ref=REF[,mode=max]",
-                   help="export the build cache (mode=max: every stage's steps)")
+                   action="append", default=[],
+                   help="export the build cache (mode=max: every stage's steps); one per "
+                   "build (buildx takes several)")
 
 
 def _run_arguments(p: argparse.ArgumentParser) -> None:
@@ -251,7 +253,10 @@ def _options(args: argparse.Namespace, platform: Platform | None,
     if args.reproducible and not epoch and args.context != "-":
         epoch = str(_newest_mtime(Path(args.context)))
     cache_from = [cache_spec(spec, "src", "--cache-from") for spec in args.cache_from]
-    cache_to = cache_spec(args.cache_to, "dest", "--cache-to") if args.cache_to else {}
+    if len(args.cache_to) > 1:  # buildx exports to each; refused rather than one dropped
+        raise UsageError(f"--cache-to given {len(args.cache_to)} times: pybuild exports the "
+                         "build cache to one place per build (docs/ci-cache.md)")
+    cache_to = cache_spec(args.cache_to[0], "dest", "--cache-to") if args.cache_to else {}
     # -f -, context -, Dockerfile/dockerfile/Containerfile: builder.engine.dockerfile_locate
     source = locate(args.context, args.file, sys.stdin.buffer)
     return BuildOptions(

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import fails_in_one_line, run_cli
 
 from builder.cache import CacheStore
 from builder.cache.reasons import ReasonCode
@@ -214,3 +214,11 @@ def test_an_excluded_file_is_not_part_of_the_copy_key(project) -> None:
     assert _build(root, context) == first
     (context / "app" / "main.sh").write_text("echo changed\n")
     assert _build(root, context) != first
+
+
+def test_a_second_cache_to_is_refused_not_dropped(tmp_path: Path) -> None:
+    """buildx exports to every --cache-to; pybuild to one, and says so (docs/ci-cache.md)."""
+    result = run_cli("build", "--cache-to", f"type=local,dest={tmp_path / 'a'}", "--cache-to",
+                     f"type=local,dest={tmp_path / 'b'}", str(tmp_path), root=tmp_path / "s",
+                     check=False)
+    fails_in_one_line(result, "--cache-to given 2 times")
