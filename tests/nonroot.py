@@ -95,8 +95,11 @@ def rootless_ready() -> None:
     sets it up; docs/rootless.md)."""
     if shutil.which("newuidmap") is None:
         _unavailable("newuidmap missing (apt-get install uidmap)")
-    if stat.S_IMODE(os.stat("/dev/net/tun").st_mode) & 0o006 != 0o006:
-        _unavailable("/dev/net/tun is not 0666 (udev's mode; chmod 0666 /dev/net/tun)")
+    for device in ("/dev/net/tun", "/dev/fuse"):  # slirp4netns, fuse-overlayfs
+        if stat.S_IMODE(os.stat(device).st_mode) & 0o006 != 0o006:
+            _unavailable(f"{device} is not 0666 (udev's mode; chmod 0666 {device})")
+    if shutil.which("fuse-overlayfs") is None:
+        _unavailable("fuse-overlayfs missing (apt-get install fuse-overlayfs)")
 
 
 @contextmanager

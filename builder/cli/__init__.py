@@ -76,7 +76,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
     parser.add_argument("--root", help="store directory (default /var/lib/pybuild as root, "
                         "~/.local/share/pybuild otherwise; env PYBUILD_ROOT)")
-    parser.add_argument("--storage-driver", choices=("overlay", "vfs", "auto"),
+    parser.add_argument("--storage-driver", choices=("overlay", "fuse-overlayfs", "vfs", "auto"),
                         default="default", help="snapshot driver: overlay, vfs (a full copy "
                         "per step, for machines without overlay) or auto (overlay if it "
                         "mounts); default: overlay as root, rootless the store's first auto")

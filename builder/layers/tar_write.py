@@ -345,8 +345,8 @@ def write_layer_tar(layer_dir: PathLike, out: BinaryIO, *, source_date_epoch: in
     ``lowers`` are the parent layer dirs, topmost first; given, the tar is the
     minimal change set against them (see the module docstring).  ``rootless``
     selects ``user.overlay.opaque`` as the opaque marker (W11); None: this
-    process's mode (``builder.userns``).  Returns the
-    number of bytes written.  Raises LayerError for a name no tar can carry.
+    process's mode (``builder.userns``).  Returns the number of bytes written.
+    Raises LayerError for a name no tar can carry.
     ``changes``, if given, is filled with what ``layer_changes`` would say, from
     this same walk.
     """

@@ -3,15 +3,16 @@
 Process tree (mkosi's sandbox and runc have the same shape)::
 
     pybuild ──fork──> setup child: unshare(mount, ipc, uts[, net]); [network up];
-       │              unshare(pid); mount the overlay; read /etc/passwd as text; fork
-       │                └──> PID 1 of the new PID namespace: /proc, /dev, hosts,
-       │                     resolv.conf; pivot_root; drop to USER; close fds; execve
+       │              mount the overlay; read /etc/passwd as text; unshare(pid); fork
+       │                └──> PID 1 of the new PID namespace: its own mount namespace;
+       │                     /proc, /dev, hosts, resolv.conf; pivot_root; drop to USER;
+       │                     close fds; execve
        └──fork──> (default network) slirp4netns in the host's namespaces, its own
                   session; joins the setup child's network namespace (network.py);
                   killed and reaped by pybuild when the step ends
 
-Nothing is ever unmounted by hand: the mounts live in the setup child's mount
-namespace and vanish with it.  Neither child returns into the caller's code: a
+Nothing is ever unmounted by hand: the mounts live in the setup child's and PID
+1's mount namespaces and vanish with them.  Neither child returns into the caller's code: a
 failure is sent up ``err_fd`` as ``kind NUL message`` (``report``) and the child
 exits (125 setup failed, 127 program not found, as shells and runc do).
 """
@@ -69,6 +70,9 @@ def setup_child(snapshot: ActiveSnapshot, spec: RunSpec, out_fd: int, err_fd: in
         # only the binds set up in /dev do (no device cgroup here, unlike Docker).
         syscalls.mount(None, merged, None,
                        syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_NODEV)
+        # Last, and with no fork after it but PID 1's: the first child becomes PID 1,
+        # and a fuse-overlayfs daemon forked by the mounts above stays out of the step.
+        syscalls.unshare(syscalls.CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
             syscalls.set_parent_death_signal(signal.SIGKILL)
@@ -84,8 +88,8 @@ def setup_child(snapshot: ActiveSnapshot, spec: RunSpec, out_fd: int, err_fd: in
 
 
 def _unshare(spec: RunSpec, stack: network.Stack | None) -> None:
-    """New mount, IPC, UTS (and network) namespaces, the network up, then the PID
-    namespace, and every mount made private."""
+    """New mount, IPC, UTS (and network) namespaces, the network up, and every mount
+    made private (the PID namespace comes last, in ``setup_child``)."""
     from builder.run import network
 
     flags = syscalls.CLONE_NEWNS | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS
@@ -102,8 +106,6 @@ def _unshare(spec: RunSpec, stack: network.Stack | None) -> None:
             sysctl.write(f"0 {userns.highest_gid()}")
     if stack is not None:
         network.attach(stack)
-    # Last, and with no fork before ours: the first child becomes PID 1.
-    syscalls.unshare(syscalls.CLONE_NEWPID)
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
 
 
@@ -137,6 +139,11 @@ def _pid1(merged: str, spec: RunSpec, ident: Identity, files: Path, out_fd: int,
         # CVE-2024-21626), close them all; err_fd is close-on-exec.
         os.closerange(3, err_fd)
         os.closerange(err_fd + 1, 65536)
+        # A mount namespace of the step's own: pivot_root moves the root of every
+        # process whose root is the old one, and a fuse-overlayfs daemon serving the
+        # new root must keep the host's (snapshot/fuse.py).
+        syscalls.unshare(syscalls.CLONE_NEWNS)
+        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
         mount_specials(merged, spec, files)
         for index, mount in enumerate(spec.mounts):
             mount_extra(merged, mount, files / f"scratch-{index}")

@@ -12,9 +12,11 @@ build's ``--storage-driver``):
 
     overlay  lower layers + a fresh upper dir; commit renames the upper dir
     vfs      a full copy of the parent tree, bind-mounted; commit diffs the trees
+    fuse-overlayfs  overlay's layout, mounted by the fuse-overlayfs daemon (rootless on
+             kernels before 5.11: snapshot/fuse.py)
     auto     overlay if a probe mount works under this store, else vfs
-    default  overlay as root; rootless, auto's choice the first time, recorded in the
-             store and kept (docs/rootless.md)
+    default  overlay as root; rootless, the first that mounts of overlay, fuse-overlayfs
+             and vfs, probed once, recorded in the store and kept (docs/rootless.md)
 
 Imports builder.errors, builder.syscalls, builder.layers and builder.store.
 """
@@ -38,6 +40,7 @@ __all__ = ["DRIVERS", "ActiveSnapshot", "Commit", "Driver", "commit", "open_driv
            "overlay_works", "prepare"]
 
 _probed: dict[str, bool] = {}
+FUSE = "fuse-overlayfs"
 
 
 def open_driver(store: Store, name: str = "overlay") -> Driver:
@@ -48,21 +51,26 @@ def open_driver(store: Store, name: str = "overlay") -> Driver:
         name = "overlay" if overlay_works(store) else "vfs"
     if name == "overlay":
         return OverlayDriver(store)
+    if name == FUSE:
+        from builder.snapshot.fuse import FuseDriver  # rootless on an older kernel only
+
+        return FuseDriver(store)
     if name == "vfs":
         return VfsDriver(store)
-    raise PybuildError(f"unknown storage driver {name!r}: want overlay, vfs or auto")
+    raise PybuildError(f"unknown storage driver {name!r}: want overlay, fuse-overlayfs, vfs "
+                       "or auto")
 
 
 def default_driver(store: Store) -> str:
     """overlay as root; rootless, what the store recorded when a build first probed it
-    (kernel overlayfs in a user namespace needs Linux 5.11: else vfs), so that every
-    build of a store uses one driver and no build probes again."""
+    (kernel overlayfs in a user namespace needs Linux 5.11: else fuse-overlayfs, else
+    vfs), so that every build of a store uses one driver and no build probes again."""
     if not rootless():
         return "overlay"
     recorded = store.recorded_snapshotter()
     if recorded in DRIVERS:
         return recorded
-    chosen = "overlay" if overlay_works(store) else "vfs"
+    chosen = "overlay" if overlay_works(store) else FUSE if fuse_works(store) else "vfs"
     store.record_snapshotter(chosen)
     return chosen
 
@@ -87,6 +95,34 @@ def overlay_works(store: Store) -> bool:
     if key not in _probed:
         _probed[key] = _probe(store)
     return _probed[key]
+
+
+def fuse_works(store: Store) -> bool:
+    """Whether fuse-overlayfs mounts with its upper dir in this store's tmp/ (probed
+    in a throw-away child with its own mount namespace)."""
+    from builder.snapshot.fuse import FuseDriver
+
+    snapshot = FuseDriver(store).prepare(None)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setsid()
+                syscalls.set_parent_death_signal(signal.SIGKILL)
+                syscalls.unshare(syscalls.CLONE_NEWNS)
+                syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+                merged = snapshot.work.path / "merged"
+                merged.mkdir()
+                snapshot.mount(str(merged))
+                code = 0
+            except BaseException:  # any failure means "no fuse-overlayfs here"
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) == 0
+    finally:
+        snapshot.release()
 
 
 def _probe(store: Store) -> bool:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from builder.layers.summary import ChangeSummary
     from builder.store.store import Store, TmpDir
 
-DRIVERS = ("overlay", "vfs")
+DRIVERS = ("overlay", "vfs", "fuse-overlayfs")
 
 
 class Commit(msgspec.Struct):

@@ -91,7 +91,7 @@ def _build_oci(root: Path, context: Path, dest: Path, *extra: str,
     return _layout(dest)
 
 
-@pytest.mark.parametrize("driver", ["overlay", "vfs"])
+@pytest.mark.parametrize("driver", ["overlay", "fuse-overlayfs", "vfs"])
 def test_steps_that_change_nothing_make_the_empty_layer(tmp_path: Path, busybox_tar: Path,
                                                         driver: str) -> None:
     """The layer list and history of DOCKERFILE, as current BuildKit makes them.

@@ -92,7 +92,7 @@ def _subordinate(user: User) -> int:
     raise AssertionError(f"no subordinate ids for {user.name}")
 
 
-@pytest.mark.parametrize("driver", ["overlay", "vfs", "auto"])
+@pytest.mark.parametrize("driver", ["overlay", "fuse-overlayfs", "vfs", "auto"])
 def test_images_are_the_ones_root_builds(user: User, project: Path, driver: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
@@ -271,3 +271,21 @@ def test_a_cached_rebuild_is_replayed_without_entering(user: User, project: Path
         assert result.returncode == 0, result.stderr.decode()
         seen.append(result.stderr.decode().split()[-1])
     assert seen[-1] == "replayed", seen
+
+
+def test_the_probe_falls_back_to_fuse_overlayfs_and_records_it(user: User) -> None:
+    """Where kernel overlayfs will not mount in a user namespace (before Linux 5.11,
+    made so here by replacing the probe), the store takes fuse-overlayfs, once."""
+    root = user.home / "fuse-store"
+    probe = ("import sys\nfrom pathlib import Path\n"
+             "from builder import snapshot, userns\nfrom builder.store import Store, perms\n"
+             "root = Path(sys.argv[1])\nperms.vouch(root)\nuserns.enter()\n"
+             "snapshot.overlay_works = lambda store: False\n"
+             "print(snapshot.default_driver(Store(root)))\n"
+             "snapshot.fuse_works = lambda store: sys.exit('probed twice')\n"
+             "print(snapshot.default_driver(Store(root)))\n")
+    result = subprocess.run(["runuser", "-u", user.name, "--", "env", "-i",
+                             *(f"{k}={v}" for k, v in user.env.items()), user.python, "-c",
+                             probe, str(root)], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["fuse-overlayfs", "fuse-overlayfs"], result.stderr
+    assert (root / "snapshotter").read_text() == "fuse-overlayfs\n"

@@ -57,7 +57,7 @@ def _seen(out: Path, name: str) -> tuple[str, str]:
             (out / "out" / f"{name}.cat").read_text())
 
 
-@pytest.mark.parametrize("driver", ["overlay", "vfs"])
+@pytest.mark.parametrize("driver", ["overlay", "fuse-overlayfs", "vfs"])
 def test_a_file_from_a_stage(bstore: Path, context: Path, tmp_path: Path, driver: str):
     out = tmp_path / "out"
     build(bstore, context, STAGE + "FROM busybox\nRUN mkdir /out\n"
@@ -85,7 +85,7 @@ def test_a_file_from_an_image(bstore: Path, context: Path, tmp_path: Path):
     assert not (out / "usr" / "x").exists()
 
 
-@pytest.mark.parametrize("driver", ["overlay", "vfs"])
+@pytest.mark.parametrize("driver", ["overlay", "fuse-overlayfs", "vfs"])
 def test_a_file_from_the_context(bstore: Path, context: Path, tmp_path: Path, driver: str):
     out = tmp_path / "out"
     build(bstore, context, "FROM busybox\nRUN mkdir /out\n"

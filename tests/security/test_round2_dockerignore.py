@@ -111,7 +111,7 @@ READ_ALL = ("find {t} > /out/{n}.list; "
             "cat {t}/ok.txt {t}/docs/README.md {t}/cache/a/keep > /out/{n}.fine")
 
 
-@pytest.mark.parametrize("driver", ["overlay", "vfs"])
+@pytest.mark.parametrize("driver", ["overlay", "fuse-overlayfs", "vfs"])
 def test_run_bind_mount_of_the_context_hides_ignored_files(bstore, context, tmp_path, driver):
     out = tmp_path / "out"
     build(bstore, context, "FROM busybox\nRUN mkdir /out\n"

@@ -96,7 +96,7 @@ def test_R01_no_leaked_fds(bstore, sandbox, tmp_path):
             assert "working directory" in one_line_error(result)
 
 
-@pytest.mark.parametrize("driver", ["overlay", "vfs"])
+@pytest.mark.parametrize("driver", ["overlay", "fuse-overlayfs", "vfs"])
 def test_R02_proc_symlink_in_image(sandbox, tmp_path, busybox_tar, driver):
     root = _load(tmp_path, busybox_tar, [
         TarMaker().add("proc", "sym", target=str(sandbox.host_dir))

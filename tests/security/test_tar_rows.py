@@ -451,7 +451,7 @@ def _load(tmp_path: Path, driver: str, busybox_tar: Path, layers: list[bytes]) -
 
 @pytest.mark.overlay
 @pytest.mark.slow
-@pytest.mark.parametrize("driver", ["overlay", "vfs"])
+@pytest.mark.parametrize("driver", ["overlay", "fuse-overlayfs", "vfs"])
 def test_T25_two_step_through_load_and_build(sandbox, tmp_path, busybox_tar, driver):
     # Layer 1 points x far above the root at a unique host path; layer 2 writes
     # through it.  Per-layer dirs (overlay) keep x a plain dir in layer 2; the
@@ -477,7 +477,7 @@ def test_T25_two_step_through_load_and_build(sandbox, tmp_path, busybox_tar, dri
 
 @pytest.mark.overlay
 @pytest.mark.slow
-@pytest.mark.parametrize("driver", ["overlay", "vfs"])
+@pytest.mark.parametrize("driver", ["overlay", "fuse-overlayfs", "vfs"])
 def test_T06_var_run_symlink_through_load_and_build(sandbox, tmp_path, busybox_tar, driver):
     root = _load(tmp_path, driver, busybox_tar, [
         TarMaker().add("run", "dir").add("run/existing", "dir")
