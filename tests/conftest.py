@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -214,10 +215,11 @@ def sandbox(tmp_path: Path):
         sb.cleanup()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def differential_url_server() -> Iterator[None]:
-    """testdata/differential/add_url served on 127.0.0.1:18765, the port its cases
-    name; they run in one xdist group, so one worker binds it."""
+    """testdata/differential/add_url served on 127.0.0.1:18765, the port its cases name.
+    Held under a lock the xdist workers share (their groups are not kept: see above),
+    so that one test at a time serves it."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler,
                                 directory=str(TESTDATA / "differential" / "add_url"))
 
@@ -225,14 +227,18 @@ def differential_url_server() -> Iterator[None]:
         pass
 
     handler_cls: Any = handler
-    try:
-        server = Quiet(("127.0.0.1", 18765), handler_cls)
-    except OSError as err:
-        pytest.skip(f"port 18765 for add_url is taken: {err}")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield
-    server.shutdown()
-    server.server_close()
+    with open(Path(tempfile.gettempdir()) / "pybuild-tests-port-18765.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            server = Quiet(("127.0.0.1", 18765), handler_cls)
+        except OSError as err:
+            pytest.skip(f"port 18765 for add_url is taken: {err}")
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield
+        finally:
+            server.shutdown()
+            server.server_close()
 
 
 @pytest.fixture(scope="module")

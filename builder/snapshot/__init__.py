@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 from builder import syscalls
 from builder.errors import PybuildError
@@ -98,29 +99,14 @@ def overlay_works(store: Store) -> bool:
 
 
 def fuse_works(store: Store) -> bool:
-    """Whether fuse-overlayfs mounts with its upper dir in this store's tmp/ (probed
-    in a throw-away child with its own mount namespace)."""
+    """Whether fuse-overlayfs mounts with its upper dir in this store's tmp/."""
     from builder.snapshot.fuse import FuseDriver
 
     snapshot = FuseDriver(store).prepare(None)
     try:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.setsid()
-                syscalls.set_parent_death_signal(signal.SIGKILL)
-                syscalls.unshare(syscalls.CLONE_NEWNS)
-                syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-                merged = snapshot.work.path / "merged"
-                merged.mkdir()
-                snapshot.mount(str(merged))
-                code = 0
-            except BaseException:  # any failure means "no fuse-overlayfs here"
-                code = 1
-            os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        return os.waitstatus_to_exitcode(status) == 0
+        merged = snapshot.work.path / "merged"
+        merged.mkdir()
+        return _mounts_in_a_child(lambda: snapshot.mount(str(merged)))
     finally:
         snapshot.release()
 
@@ -132,20 +118,27 @@ def _probe(store: Store) -> bool:
             (work.path / sub).mkdir()
         given = overlay_options(lowers=str(work.path / "lower"), upper=str(work.path / "upper"),
                                 work=str(work.path / "work"))
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.setsid()  # like every child of a build: off the invoker's terminal
-                syscalls.set_parent_death_signal(signal.SIGKILL)
-                syscalls.unshare(syscalls.CLONE_NEWNS)
-                syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-                syscalls.mount("overlay", str(work.path / "merged"), "overlay", 0, given)
-                code = 0
-            except BaseException:  # any failure means "no overlay here"
-                code = 1
-            os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        return os.waitstatus_to_exitcode(status) == 0
+        return _mounts_in_a_child(lambda: syscalls.mount(
+            "overlay", str(work.path / "merged"), "overlay", 0, given))
     finally:
         work.release()
+
+
+def _mounts_in_a_child(mount: Callable[[], None]) -> bool:
+    """Whether ``mount`` succeeds in a throw-away child with a mount namespace of its
+    own, so that the probe mount never reaches the host."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setsid()  # like every child of a build: off the invoker's terminal
+            syscalls.set_parent_death_signal(signal.SIGKILL)
+            syscalls.unshare(syscalls.CLONE_NEWNS)
+            syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+            mount()
+            code = 0
+        except BaseException:  # any failure means "it does not mount here"
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0

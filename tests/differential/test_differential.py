@@ -114,15 +114,9 @@ def _recorder_quirks(actual: dict[str, Any], expected: dict[str, Any]) -> None:
         actual["WorkingDir"] = "/"
 
 
-def _marks(case: str) -> list[pytest.MarkDecorator]:
-    marks = [pytest.mark.xfail(strict=True, reason=XFAIL[case])] if case in XFAIL else []
-    if f"127.0.0.1:{URL_PORT}" in (common.CASES / case / "Dockerfile").read_text():
-        # One worker serves the fixed port (tests/rootless builds these cases too).
-        marks.append(pytest.mark.xdist_group("differential-url"))
-    return marks
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=_marks(c)) for c in CASES])
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=XFAIL[c])) if c in XFAIL
+    else c for c in CASES])
 def test_case_matches_buildkit(case: str, diff_store: Path, scratch: Path,
                                request: pytest.FixtureRequest) -> None:
     if f"127.0.0.1:{URL_PORT}" in (common.CASES / case / "Dockerfile").read_text():

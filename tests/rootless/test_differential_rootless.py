@@ -22,7 +22,7 @@ common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 
 CASES = sorted(p.parent.name for p in common.CASES.glob("*/Dockerfile"))
-URL_PORT = 18765  # tests/differential's server for add_url (the same group runs them)
+URL_PORT = 18765  # the differential_url_server fixture's (conftest.py)
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.slow]
 
@@ -42,18 +42,13 @@ def root_store(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path,
     return root
 
 
-def _url_group(case: str) -> list[pytest.MarkDecorator]:
-    uses = f"127.0.0.1:{URL_PORT}" in (common.CASES / case / "Dockerfile").read_text()
-    return [pytest.mark.xdist_group("differential-url")] if uses else []
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=_url_group(c)) for c in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_case_gives_roots_image(case: str, user: User, root_store: Path,
                                 request: pytest.FixtureRequest,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     if "error" in common.load_expected(case):
         pytest.skip("the case does not build (tests/differential says why)")
-    if _url_group(case):
+    if f"127.0.0.1:{URL_PORT}" in (common.CASES / case / "Dockerfile").read_text():
         request.getfixturevalue("differential_url_server")
     context = common.CASES / case
     args = ("build", "-q", "-t", f"diff-{case}", "-f", str(context / "Dockerfile"),

@@ -13,10 +13,12 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import socketserver
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -289,3 +291,51 @@ def test_the_probe_falls_back_to_fuse_overlayfs_and_records_it(user: User) -> No
                              probe, str(root)], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["fuse-overlayfs", "fuse-overlayfs"], result.stderr
     assert (root / "snapshotter").read_text() == "fuse-overlayfs\n"
+
+
+@pytest.mark.parametrize("driver", ["overlay", "fuse-overlayfs"])
+def test_ctrl_c_stops_a_rootless_build_within_two_seconds(user: User, project: Path,
+                                                          driver: str) -> None:
+    """SIGINT to the build's process group, as a terminal sends it: the step, the
+    namespace and a fuse-overlayfs daemon all end, nothing of the user's is left."""
+    dockerfile = user.home / f"Dockerfile.sleep-{driver}"
+    dockerfile.write_text("FROM base\nRUN echo started; sleep 300\n")
+    user.own(dockerfile)
+    log = user.home / f"sleep-{driver}.log"
+    with open(log, "wb") as out:
+        build = subprocess.Popen(
+            ["runuser", "-u", user.name, "--", "env", "-i",
+             *(f"{k}={v}" for k, v in user.env.items()), user.python, "-m", "builder",
+             "--storage-driver", driver, "build", "--progress", "plain", "-f",
+             str(dockerfile), str(user.home / "ctx")],
+            stdout=out, stderr=out, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while b"started" not in log.read_bytes():
+            assert time.monotonic() < deadline and build.poll() is None, log.read_text()
+            time.sleep(0.05)
+        os.killpg(build.pid, signal.SIGINT)
+        stopped = time.monotonic()
+        assert build.wait(timeout=10) == 130, log.read_text()
+        assert time.monotonic() - stopped < 2.0
+        assert "interrupted" in log.read_text()
+        deadline = time.monotonic() + 5
+        while _processes_of(user.uid):  # the step ran as the user's subordinate ids
+            assert time.monotonic() < deadline, _processes_of(user.uid)
+            time.sleep(0.05)
+    finally:
+        if build.poll() is None:
+            os.killpg(build.pid, signal.SIGKILL)
+            build.wait()
+
+
+def _processes_of(uid: int) -> list[str]:
+    """Command lines of live processes whose real uid is ``uid`` (the user's own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
