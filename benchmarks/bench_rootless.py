@@ -104,6 +104,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=5, help="timed cached rebuilds (median)")
     ap.add_argument("--cold-rounds", type=int, default=5, help="timed cold builds (median)")
     ap.add_argument("--no-buildah", action="store_true")
+    ap.add_argument("--cases", default="cold,cold-files,cached",
+                    help="from cold, cold-files, cached")
     ap.add_argument("--base-tar", type=Path, default=DEFAULT_BASE)
     ap.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
     ap.add_argument("--out", type=Path)
@@ -120,17 +122,17 @@ def run(tools: dict[str, Tool], args: argparse.Namespace, work: Path) -> dict:
         done = wl.measure(tool, tool.import_cmd(args.base_tar), logs / f"import-{name}.log")
         if not done["ok"]:
             raise SystemExit(f"{name}: import failed: see {done['log']}")
-    cases = {
-        "cold": wl.rounds_of(tools, "cold", logs, args.cold_rounds,
-                             lambda t, i: wl.build_cmd(t, ctx, "rl-cold", no_cache=True)),
-        "cold-files": wl.rounds_of(tools, "cold-files", logs, args.cold_rounds,
-                                   lambda t, i: wl.build_cmd(t, files, "rl-files",
-                                                             no_cache=True)),
-        "cached": wl.rounds_of(tools, "cached", logs, args.rounds,
-                               lambda t, i: wl.build_cmd(t, ctx, "rl-cached"),
-                               first_for=lambda t, i: wl.build_cmd(t, ctx, "rl-cached",
-                                                                   no_cache=True)),
+    commands: dict[str, tuple[int, wl.CommandFor, wl.CommandFor | None]] = {
+        "cold": (args.cold_rounds,
+                 lambda t, i: wl.build_cmd(t, ctx, "rl-cold", no_cache=True), None),
+        "cold-files": (args.cold_rounds,
+                       lambda t, i: wl.build_cmd(t, files, "rl-files", no_cache=True), None),
+        "cached": (args.rounds, lambda t, i: wl.build_cmd(t, ctx, "rl-cached"),
+                   lambda t, i: wl.build_cmd(t, ctx, "rl-cached", no_cache=True)),
     }
+    cases = {name: wl.rounds_of(tools, name, logs, rounds, command, first_for=first)
+             for name, (rounds, command, first) in commands.items()
+             if name in args.cases.split(",")}
     return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "kernel": os.uname().release, "cases": cases}
 

@@ -281,7 +281,10 @@ def enter(wanted: Plan | None = None) -> IdMap:
             _, status = os.waitpid(helper, 0)
             with os.fdopen(report_r, "rb") as f:
                 said = f.read().decode(errors="replace").strip().splitlines()
-            why = said[-1] if said else "newuidmap or newgidmap failed"
+            # Both helpers write here; when both fail, newuidmap's line is the one said,
+            # whichever finished first.
+            why = min(said, key=lambda line: not line.startswith(_HELPERS[0]),
+                      default="newuidmap or newgidmap failed")
     if helper > 0 and status != 0:
         raise SandboxError(f"rootless mode could not map the subordinate ids: {why}")
     if helper < 0:
