@@ -139,7 +139,7 @@ def run(tools: dict[str, Tool], args: argparse.Namespace, work: Path) -> dict:
 
 def report(results: dict) -> str:
     lines = ["| workload | pybuild (root) | pybuild rootless | buildah rootless | "
-             "rootless / root | buildah rootless / pybuild rootless | within 10% |",
+             "rootless / root | pybuild rootless / buildah rootless | within 10% |",
              "|---|---|---|---|---|---|---|"]
     for case, found in results["cases"].items():
         root, mine, theirs = (found.get(t) for t in ("pybuild", "pybuild-rootless",

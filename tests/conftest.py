@@ -249,3 +249,34 @@ def rootless_user() -> Iterator[nonroot.User]:
     with nonroot.nonroot_user() as made:
         made.env["SOURCE_DATE_EPOCH"] = "0"
         yield made
+
+
+@pytest.fixture(scope="session")
+def emulation_ready(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """arm64 runs through QEMU here: ``pybuild doctor --enable-emulation`` has run."""
+    import emulated
+
+    if (why := emulated.enable(tmp_path_factory.mktemp("doctor") / "store")) is not None:
+        _fail_or_skip(why)
+
+
+@pytest.fixture
+def arm64_emulation(emulation_ready: None) -> Iterator[None]:
+    """arm64's handler stays on for the test (see tests/emulated.py)."""
+    import emulated
+
+    with emulated.binfmt_lock(exclusive=False):
+        yield
+
+
+@pytest.fixture(scope="session")
+def busybox_arm64_tar(tmp_path_factory: pytest.TempPathFactory, emulation_ready: None) -> Path:
+    """A busybox rootfs tarball from Debian's busybox-static:arm64."""
+    import emulated
+
+    with emulated.binfmt_lock(exclusive=False):
+        made = emulated.busybox_arm64_tar(CACHE / "debs", tmp_path_factory.mktemp("bb-arm64"))
+    if isinstance(made, str):
+        _fail_or_skip(made)
+    assert isinstance(made, Path)
+    return made

@@ -39,7 +39,7 @@ PACKAGE = REPO / "builder"
 # The layers, lowest first: a package may import from its own layer and those below.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "syscalls", "interrupt", "textsafe", "untrusted", "platforms", "userns",
-     "limits", "rootpath", "replay"),
+     "emulation", "limits", "rootpath", "replay"),
     ("dockerfile", "context", "layers"),
     ("store",),
     ("snapshot",),

@@ -262,16 +262,25 @@ def _doctor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deep", action="store_true",
                    help="also recompute every layer's diff_id from its directory (reads "
                    "every file)")
+    p.add_argument("--enable-emulation", action="store_true",
+                   help="register QEMU (Debian's qemu-user-static) in binfmt_misc with the "
+                   "F flag, mounting it if needed, so RUN steps run for other platforms "
+                   "(root; for the whole machine)")
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from builder import userns
+    from builder import emulation, userns
     from builder.run.network import tun_problem
     from builder.store.doctor import doctor, render
     from builder.textsafe import printable
 
+    if args.enable_emulation:
+        for done in emulation.enable():
+            print(f"emulation: {done}")
     report = doctor(open_store(args), repair=args.repair, deep=args.deep)
     print(userns.summary())
+    for line in emulation.summary():
+        print(f"platforms: {line}")
     if (why := tun_problem()) is not None:
         print(f"network: {why}")
     print(printable(render(report, repair=args.repair), multiline=True))

@@ -20,9 +20,13 @@ builder/builder-next/adapters/containerimage/pull.go, ``ResolveModePreferLocal``
 "does not match local image platform, checking remote").  When that pull fails
 the build stops with one line naming both platforms.
 
-RUN needs a platform this host executes (``platforms.host_executes``); emulation
-(QEMU through binfmt_misc) is issue 19.  ``check_runnable`` refuses a build whose
-plan would RUN on another platform before any step runs, so nothing is committed.
+RUN needs a platform this host executes: natively (``platforms.host_executes``) or
+through a QEMU emulator registered in binfmt_misc with the F flag
+(``builder.emulation``; BuildKit's worker lists the same platforms, and
+``autoDetectPlatform`` takes a base image's platform when the worker runs it).
+``check_runnable`` refuses a build whose plan would RUN on a platform the host
+cannot execute before any step runs, so nothing is committed; the error names the
+package that provides the emulators.
 """
 
 from __future__ import annotations
@@ -90,11 +94,14 @@ def ensure_runnable(platform: Platform | None, path: str, line: int, stage: str)
     # needed when platforms.Only(p) of a platform the host runs matches.
     if platform is None or any(p.rank(platform) is not None for p in host_executes()):
         return
+    from builder import emulation  # only for a platform the host does not run natively
+
+    if emulation.emulator_for(platform) is not None:
+        return
     raise DockerfileError(
         f"RUN in stage {stage!r} needs platform {platform}, which this "
-        f"{Platform.host()} host cannot execute: emulation (QEMU/binfmt_misc) is not "
-        "supported yet (issue 19); only steps that run nothing (COPY, ADD, ENV, ...) can "
-        f"be built for {platform}", path, line)
+        f"{Platform.host()} host cannot execute: {emulation.missing_message(platform)}",
+        path, line)
 
 
 def image_platform(plan: BuildPlan, planned: PlannedStage, config: dict[str, Any], name: str,
@@ -109,12 +116,23 @@ def image_platform(plan: BuildPlan, planned: PlannedStage, config: dict[str, Any
     detected = (plan.implicit_platform and planned.platform is None
                 and (offered.os, offered.architecture) != (wanted.os, wanted.architecture))
     if detected:
-        wanted = next((p for p in host_executes()
+        wanted = next((p for p in _worker_platforms(offered)
                        if (p.os, p.architecture) == (offered.os, offered.architecture)), wanted)
     if (offered.os, offered.architecture) != (wanted.os, wanted.architecture):
         warn(f"InvalidBaseImagePlatform: Base image {name} was pulled with platform "
              f'"{offered}", expected "{wanted}" for current build (line {planned.stage.line})')
     return wanted
+
+
+def _worker_platforms(offered: Platform) -> tuple[Platform, ...]:
+    """What BuildKit's worker would list that matters for ``offered``: the native
+    platforms, and ``offered`` itself when an emulator runs it."""
+    native = host_executes()
+    if any((p.os, p.architecture) == (offered.os, offered.architecture) for p in native):
+        return native
+    from builder import emulation
+
+    return (*native, offered) if emulation.emulator_for(offered) is not None else native
 
 
 def find_base(store: Store, base: str, platform: Platform, *, pull_always: bool,

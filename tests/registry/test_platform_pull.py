@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import emulated
 import pytest
 from helpers import image_config, run_cli
 from registry_server import (
@@ -75,8 +76,9 @@ def test_a_run_on_the_arm64_image_fails_before_anything_is_pulled(tmp_path, regi
     push_multiplatform_index(registry, "c-multi", "2")
     context = _context(tmp_path, f"FROM {registry.host}/c-multi:2\nRUN cat /hello.txt\n")
     root = tmp_path / "store"
-    result = run_cli("build", "-t", "c-never", "--platform", "linux/arm64", str(context),
-                     root=root, check=False)
+    with emulated.arm64_switched_off():  # as on a machine without emulation
+        result = run_cli("build", "-t", "c-never", "--platform", "linux/arm64", str(context),
+                         root=root, check=False)
     err = result.stderr.decode()
     assert result.returncode == 1 and "Traceback" not in err
     assert err.count("\n") == 1 and "Dockerfile:2: RUN in stage 'stage-0' needs platform " \
@@ -166,11 +168,13 @@ def test_a_single_manifest_of_another_platform_is_used_with_a_warning(tmp_path,
     """A plain manifest (no index) is taken whatever its platform, as containerd's
     resolver does for the root manifest; BuildKit then warns InvalidBaseImagePlatform
     (dockerfile2llb/validations.go).  Without --platform the config keeps the base's
-    platform; with --platform linux/amd64 it records amd64 (convert.go)."""
+    platform; with --platform linux/amd64 it records amd64 (convert.go).  sparc64: a
+    platform nothing here emulates (an emulated one becomes the stage's platform,
+    tests/engine/test_emulation.py)."""
     if os.uname().machine != "x86_64":
         pytest.skip("the expected warning names this host's platform, linux/amd64")
-    push_image(registry, "c-single", "1", tar_bytes({"only.txt": b"arm64 only\n"}),
-               architecture="arm64")
+    push_image(registry, "c-single", "1", tar_bytes({"only.txt": b"sparc64 only\n"}),
+               architecture="sparc64")
     name = f"{registry.host}/c-single:1"
     context = _context(tmp_path, f"FROM {name}\nCOPY f /f\n")
     root = tmp_path / "store"
@@ -178,8 +182,28 @@ def test_a_single_manifest_of_another_platform_is_used_with_a_warning(tmp_path,
                      root=root)
     output = result.stdout.decode() + result.stderr.decode()
     assert (f"WARNING: InvalidBaseImagePlatform: Base image {name} was pulled with platform "
-            '"linux/arm64", expected "linux/amd64" for current build (line 1)') in output
-    assert image_config(root, "c-implicit")["architecture"] == "arm64"
+            '"linux/sparc64", expected "linux/amd64" for current build (line 1)') in output
+    assert image_config(root, "c-implicit")["architecture"] == "sparc64"
     run_cli("build", "-q", "-t", "c-explicit", "--platform", "linux/amd64", str(context),
             root=root)
     assert image_config(root, "c-explicit")["architecture"] == "amd64"
+
+
+def test_an_emulated_platform_single_manifest_becomes_the_stages(
+        tmp_path, registry, arm64_emulation, busybox_arm64_tar: Path) -> None:
+    """The same plain manifest for arm64 on a host that emulates arm64: BuildKit's worker
+    lists the emulated platforms, so autoDetectPlatform (convert.go) makes the stage
+    arm64, with no InvalidBaseImagePlatform, and its RUN runs the arm64 busybox.
+    TARGETARCH stays the requested target's (defaultArgs are computed before the
+    stage's platform is detected)."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("arm64 is native on an arm64 host")
+    push_image(registry, "c-arm", "1", busybox_arm64_tar.read_bytes(), architecture="arm64")
+    context = _context(tmp_path, f"FROM {registry.host}/c-arm:1\nARG TARGETARCH\n"
+                                 "RUN echo $TARGETARCH $(uname -m) > /arch\n")
+    root, out = tmp_path / "store", tmp_path / "out"
+    result = run_cli("build", "--progress", "plain", "-t", "c-emu", "-o",
+                     f"type=local,dest={out}", str(context), root=root)
+    assert b"InvalidBaseImagePlatform" not in result.stdout + result.stderr
+    assert (out / "arch").read_text() == "amd64 aarch64\n"
+    assert image_config(root, "c-emu")["architecture"] == "arm64"
