@@ -26,7 +26,8 @@ import msgspec
 
 from builder.errors import UsageError
 
-__all__ = ["Platform", "PlatformError", "host_executes", "parse_platform_flag"]
+__all__ = ["Platform", "PlatformError", "host_executes", "parse_platform_flag",
+           "parse_platforms"]
 
 # containerd database.go isKnownOS / isKnownArch (Go's syslist), plus the WASI names
 # Docker uses for wasm images (--platform wasi/wasm), which that list predates.
@@ -238,19 +239,12 @@ def host_executes() -> tuple[Platform, ...]:
     return (host, *levels, Platform("linux", "386"))
 
 
-def parse_platform_flag(values: list[str] | str | None, flag: str = "--platform",
-                        several: str = "") -> Platform | None:
-    """The platform a command line asks for (None: not given), or a one-line UsageError.
-
-    ``values`` are the flag's occurrences; each may be a comma-separated list, as
-    buildx reads it, and ``local`` is the host (buildx util/platformutil/parse.go).
-    Duplicates collapse; more than one platform is refused with ``several`` as the
-    reason (several at once is issue 19).
-    """
-    if values is None:
-        return None
+def parse_platforms(values: list[str] | str | None, flag: str = "--platform") -> list[Platform]:
+    """The platforms a command line asks for, in order, duplicates collapsed ([]: not
+    given), or a one-line UsageError.  Each occurrence may be a comma-separated list,
+    as buildx reads it, and ``local`` is the host (buildx util/platformutil/parse.go)."""
     found: list[Platform] = []
-    for value in [values] if isinstance(values, str) else values:
+    for value in [] if values is None else [values] if isinstance(values, str) else values:
         for text in value.split(","):
             try:
                 plat = _host() if text.strip().lower() == "local" else Platform.parse(text.strip())
@@ -258,8 +252,16 @@ def parse_platform_flag(values: list[str] | str | None, flag: str = "--platform"
                 raise UsageError(f"{flag} {value}: {err}") from None
             if plat not in found:
                 found.append(plat)
+    return found
+
+
+def parse_platform_flag(values: list[str] | str | None, flag: str = "--platform",
+                        several: str = "") -> Platform | None:
+    """The one platform a command line asks for (None: not given), or a one-line
+    UsageError; more than one is refused with ``several`` as the reason."""
+    found = parse_platforms(values, flag)
     if len(found) > 1:
-        given = ",".join([values] if isinstance(values, str) else values)
+        given = ",".join([values] if isinstance(values, str) else values or [])
         raise UsageError(f"{flag} {given}: several platforms ({', '.join(map(str, found))}): "
                          f"{several or 'one platform expected'}")
     return found[0] if found else None

@@ -94,15 +94,20 @@ def _output_arguments(p: argparse.ArgumentParser) -> None:
 def _build(args: argparse.Namespace) -> int:
     if args.check:  # docker build --check: no root, no store, nothing built
         return _check_only(args)
-    from builder.platforms import Platform, parse_platform_flag
+    from builder.platforms import Platform, parse_platforms
 
-    platform = parse_platform_flag(args.platform, several="one build for several is not "
-                                   "supported yet (issue 19): run one build per platform")
+    platforms = parse_platforms(args.platform)
+    platform = platforms[0] if platforms else None
     from builder.engine import buildx_flags as bx
     from builder.engine.options import parse_output
     from builder.engine.progress import make_progress
 
     outputs = bx.check_outputs([parse_output(spec) for spec in args.output if spec])
+    if len(platforms) > 1:
+        from builder.cli.multibuild import build_several, refuse_unsupported
+
+        refuse_unsupported(args, outputs)
+        return build_several(args, platforms, _options(args, None, outputs), outputs)
     annotations = bx.image_annotations(bx.parse_annotations(args.annotation,
                                                             str(platform or Platform.host())))
     recorder = _start_recording(args)  # before the Dockerfile is located
@@ -125,10 +130,10 @@ def _run_build(args: argparse.Namespace, options: BuildOptions, progress: Progre
         from builder.store import replays
 
         recorder.generation = replays.generation(store.db)
-    _check_tags(store, options.tags)
+    check_tags(store, options.tags)
     from builder.lint.gate import lint_before_build  # a store lookup when unchanged
 
-    text, path = _dockerfile_text(options.dockerfile_text, options.dockerfile)
+    text, path = dockerfile_text(options.dockerfile_text, options.dockerfile)
     if recorder is not None and text is not None:
         recorder.file(path, text)  # what lint read: the build reads it again
     lint = lint_before_build(store, text, path, options.build_args, progress.lint_line)
@@ -148,7 +153,7 @@ def _run_build(args: argparse.Namespace, options: BuildOptions, progress: Progre
 
         for tag in result.tags:
             push_image(store, result.image_id, tag, args.compression, args.insecure_registry,
-                       _transfer_mode(args.progress), quiet=args.quiet,
+                       transfer_mode(args.progress), quiet=args.quiet,
                        annotations=annotations)
     _write_files(args, store, result, outputs, annotations)
     if args.quiet:
@@ -213,12 +218,12 @@ def _keep_record(store: Store, progress: Progress, result: BuildResult,
         return
 
 
-def _transfer_mode(mode: str) -> str:
+def transfer_mode(mode: str) -> str:
     """A push's layer progress: never plain lines inside a JSON stream."""
     return "quiet" if mode in ("json", "rawjson") else mode
 
 
-def _dockerfile_text(text: bytes | None, path: Path | None) -> tuple[bytes | None, str]:
+def dockerfile_text(text: bytes | None, path: Path | None) -> tuple[bytes | None, str]:
     """The Dockerfile's bytes and the name findings quote (None: unreadable; the
     build then says why)."""
     if text is not None:
@@ -234,7 +239,7 @@ def _check_only(args: argparse.Namespace) -> int:
     from builder.lint.gate import check_build
 
     source = locate(args.context, args.file, sys.stdin.buffer)
-    text, path = _dockerfile_text(source.text, source.dockerfile)
+    text, path = dockerfile_text(source.text, source.dockerfile)
     if text is None:
         raise UsageError(f"{path}: cannot read the Dockerfile")
     output, found = check_build(text, path, key_values(args.build_arg, "--build-arg"))
@@ -292,7 +297,7 @@ def _write_files(args: argparse.Namespace, store: Store, result: BuildResult,
             compression=args.compression, annotations=annotations, steps=result.steps))
 
 
-def _check_tags(store: Store, tags: list[str]) -> None:
+def check_tags(store: Store, tags: list[str]) -> None:
     """Refuse a ``-t`` that is not a valid image reference before building, in
     Docker's words (``docker load`` would refuse the image later).  A name the store
     already holds was checked when it was made: a cached rebuild skips the parser."""

@@ -297,7 +297,7 @@ def print_images(store: Store, fmt: str, no_trunc: bool) -> None:
     for name, image_id in store.tags():
         names.setdefault(image_id, []).append(name)
     listed = []
-    for image_id, top, _stored in store.images():
+    for image_id, top, _stored in store.listed_images():
         config = store.image_config(image_id)
         size = image_size(store, top)
         listed.append((unix_time(config.get("created")), image_id,

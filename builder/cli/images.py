@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from builder.cli.verbs import (
     Verb,
@@ -18,6 +19,11 @@ from builder.cli.verbs import (
     quiet_flag,
     resolve_image,
 )
+from builder.errors import UsageError
+from builder.platforms import Platform
+
+if TYPE_CHECKING:
+    from builder.store import Store
 
 
 def _format_flags(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +58,7 @@ def _images(args: argparse.Namespace) -> int:
             tags.setdefault(image_id, []).append(name)
     if not args.quiet:
         print(f"{'REPOSITORY':<30} {'TAG':<12} {'IMAGE ID':<14} {'SIZE':>9}")
-    for image_id, top, _created in store.images():
+    for image_id, top, _created in store.listed_images():
         if args.quiet:
             print(image_id if args.no_trunc else image_id[7:19])
             continue
@@ -72,12 +78,15 @@ def _inspect(args: argparse.Namespace) -> int:
     image_id = resolve_image(store, args.image)
     config = store.image_config(image_id)
     tags = [name for name, iid in store.tags() if iid == image_id]
-    doc = {"Id": image_id, "RepoTags": tags, "Created": config.get("created"),
+    doc: dict[str, object] = {
+           "Id": image_id, "RepoTags": tags, "Created": config.get("created"),
            "Author": config.get("author", ""), "Architecture": config.get("architecture"),
            **({"Variant": config["variant"]} if config.get("variant") else {}),  # omitempty
            "Os": config.get("os"), "Config": config.get("config", {}),
            "RootFS": {"Type": "layers", "Layers": config.get("rootfs", {}).get("diff_ids", [])},
            "Size": sum(r.size for r in store.chain(store.image_top_chain(image_id)))}
+    if (members := store.index_of(args.image)) is not None:  # built for several platforms
+        doc["Index"] = [{"Platform": m.platform, "Id": m.image_id} for m in members]
     if args.format is not None:
         from builder.cli.formats import image_size, render_inspect
 
@@ -166,24 +175,47 @@ def _rmi(args: argparse.Namespace) -> int:
 def _save_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--format", choices=("docker", "oci"), default="docker")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="save this platform's image of a name built for several (as "
+                   "docker save --platform)")
     p.add_argument("images", nargs="+")
 
 
 def _save(args: argparse.Namespace) -> int:
     from builder.image.archive import write_layout
+    from builder.platforms import parse_platform_flag
 
+    platform = parse_platform_flag(args.platform)
     store = open_store(args)
     images: dict[str, list[str]] = {}
     for name in args.images:
         image_id = resolve_image(store, name)
+        named = not name.startswith("sha256:") and store.resolve_tag(name) is not None
+        if platform is not None:
+            image_id = _of_platform(store, name, image_id, platform)
         tags = images.setdefault(image_id, [])
-        if store.resolve_image(name) == image_id and not name.startswith("sha256:"):
+        if named:
             from builder.store.store import normalize_tag
 
             tags.append(normalize_tag(name))
     write_layout(store, list(images.items()), args.output,
                  compression="none" if args.format == "docker" else "gzip")
     return 0
+
+
+def _of_platform(store: Store, name: str, image_id: str, platform: Platform) -> str:
+    """``name``'s image for ``platform``: its member if it was built for several, else
+    the image itself when it is of that platform; a usage error otherwise."""
+    from builder.engine.stageplatform import index_member
+
+    if (member := index_member(store, name, platform)) is not None:
+        return member
+    offered = Platform.from_config(store.image_config(image_id))
+    members = store.index_of(name)
+    if members is None and offered is not None and platform.rank(offered) is not None:
+        return image_id
+    has = ", ".join(m.platform for m in members) if members else str(offered)
+    raise UsageError(f"image {name!r} has no {platform} image (it has {has})")
 
 
 def _import_arguments(p: argparse.ArgumentParser) -> None:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from builder.dockerfile.stages import BuildPlan, PlannedStage
     from builder.store.store import Store
 
-__all__ = ["check_runnable", "ensure_runnable", "find_base", "image_platform",
+__all__ = ["check_runnable", "ensure_runnable", "find_base", "image_platform", "index_member",
            "record_target", "requested"]
 
 
@@ -135,6 +135,15 @@ def _worker_platforms(offered: Platform) -> tuple[Platform, ...]:
     return (*native, offered) if emulation.emulator_for(offered) is not None else native
 
 
+def index_member(store: Store, name: str, platform: Platform) -> str | None:
+    """The image of a name built for several platforms that serves ``platform`` best
+    (containerd's ranking), None if the name is one image or none serves it."""
+    members = store.index_of(name)
+    ranked = [(rank, m.image_id) for m in members or ()
+              if (rank := platform.rank(Platform.parse(m.platform))) is not None]
+    return min(ranked)[1] if ranked else None
+
+
 def find_base(store: Store, base: str, platform: Platform, *, pull_always: bool,
               insecure: tuple[str, ...], where: tuple[str, int],
               message: Callable[[str], None]) -> str:
@@ -155,6 +164,9 @@ def find_base(store: Store, base: str, platform: Platform, *, pull_always: bool,
             image_id = store.resolve_tag(name)
             if image_id is None:
                 continue
+            member = index_member(store, name, platform)
+            if member is not None:  # a name built for several platforms, this one among them
+                return member
             offered = Platform.from_config(store.image_config(image_id))
             if offered is None or platform.rank(offered) is not None:
                 return image_id

@@ -12,15 +12,17 @@ import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from builder.errors import DigestMismatch, StoreError, UsageError
 from builder.image.config import MEDIA_INDEX, MEDIA_MANIFEST, go_json
-from builder.image.manifest import ImageAnnotations, manifest_json
+from builder.image.manifest import ImageAnnotations, image_index, manifest_json
 from builder.layers.safeout import OutputDir, components
+from builder.platforms import Platform
 from builder.store.exportview import MEDIA_LAYER, Descriptor, ExportOptions
 from builder.store.faults import point
+from builder.store.images import IndexMember
 from builder.store.store import Store, normalize_tag
 
 if TYPE_CHECKING:
@@ -130,6 +132,59 @@ def _blob_name(digest: str) -> str:
     return "blobs/sha256/" + digest.split(":", 1)[1]
 
 
+def _write_image(sink: _Sink, store: Store, image_id: str, compression: str,
+                 annotations: ImageAnnotations | None) -> tuple[Descriptor, list[str]]:
+    """An image's layers, config and manifest into ``sink``: (its manifest's
+    descriptor, its layers' member names)."""
+    export = store.export_image(image_id, ExportOptions(compression))
+    config, layers = export.config, export.layers
+    for layer in layers:
+        sink.add(_blob_name(layer.descriptor.digest), layer.descriptor.size, layer.write)
+    sink.add_bytes(_blob_name(image_id), config)
+    manifest = manifest_json(image_id, len(config), [layer.descriptor for layer in layers],
+                             annotations)
+    digest = store.put_blob(manifest)
+    sink.add_bytes(_blob_name(digest), manifest)
+    return (Descriptor(MEDIA_MANIFEST, digest, len(manifest)),
+            [_blob_name(layer.descriptor.digest) for layer in layers])
+
+
+def _named_entries(descriptor: Descriptor, tags: list[str],
+                   annotations: ImageAnnotations | None) -> list[dict[str, object]]:
+    """index.json's entries for one descriptor: one per name (containerd's and the
+    OCI's name annotations), or one unnamed."""
+    entries = []
+    for tag in tags or [""]:
+        entry = descriptor.to_json()
+        named = dict(annotations.descriptor) if annotations else {}
+        if tag:
+            named.update({"io.containerd.image.name": _full_name(tag),
+                          "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[1]})
+        if named:
+            entry["annotations"] = dict(sorted(named.items()))
+        entries.append(entry)
+    return entries
+
+
+@contextlib.contextmanager
+def _archive(dest: str, as_dir: bool, label: str, compression: str) -> Iterator[_Sink]:
+    """The sink of one archive; on an error, a half archive file is removed, so it
+    cannot look like a good one."""
+    if compression not in MEDIA_LAYER:
+        raise UsageError(f"unknown compression {compression!r}: use gzip, zstd or none")
+    sink = _Sink(dest, as_dir, label)
+    try:
+        sink.add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        yield sink
+    except BaseException:
+        sink.close()
+        if not as_dir and dest != "-":
+            with contextlib.suppress(OSError):
+                os.unlink(dest)
+        raise
+    sink.close()
+
+
 def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: str, *,
                  compression: str = "none", as_dir: bool = False,
                  label: str = "output",
@@ -139,52 +194,44 @@ def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: st
     ``label`` names the export in errors about the destination (``-o type=oci``);
     ``annotations`` (``--annotation``) go into each manifest and its index.json entry.
     """
-    if compression not in MEDIA_LAYER:
-        raise UsageError(f"unknown compression {compression!r}: use gzip, zstd or none")
-    sink = _Sink(dest, as_dir, label)
     index: list[dict[str, object]] = []
     docker_manifest: list[dict[str, object]] = []
     results: list[Descriptor] = []
-    try:
-        sink.add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+    with _archive(dest, as_dir, label, compression) as sink:
         for image_id, tags in images:
-            export = store.export_image(image_id, ExportOptions(compression))
-            config, layers = export.config, export.layers
-            for layer in layers:
-                sink.add(_blob_name(layer.descriptor.digest), layer.descriptor.size,
-                         layer.write)
-            sink.add_bytes(_blob_name(image_id), config)
-            manifest = manifest_json(image_id, len(config),
-                                     [layer.descriptor for layer in layers], annotations)
-            digest = store.put_blob(manifest)
-            sink.add_bytes(_blob_name(digest), manifest)
-            descriptor = Descriptor(MEDIA_MANIFEST, digest, len(manifest))
+            descriptor, layers = _write_image(sink, store, image_id, compression, annotations)
             results.append(descriptor)
             tags = [normalize_tag(t) for t in tags]
-            for tag in tags or [""]:
-                entry = descriptor.to_json()
-                named = dict(annotations.descriptor) if annotations else {}
-                if tag:
-                    named.update({"io.containerd.image.name": _full_name(tag),
-                                  "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[1]})
-                if named:
-                    entry["annotations"] = dict(sorted(named.items()))
-                index.append(entry)
+            index += _named_entries(descriptor, tags, annotations)
             docker_manifest.append({"Config": _blob_name(image_id),
-                                    "RepoTags": list(tags) or None,
-                                    "Layers": [_blob_name(layer.descriptor.digest)
-                                               for layer in layers]})
+                                    "RepoTags": list(tags) or None, "Layers": layers})
         sink.add_bytes("index.json", go_json({"schemaVersion": 2, "mediaType": MEDIA_INDEX,
                                               "manifests": index}))
         sink.add_bytes("manifest.json", go_json(docker_manifest))
-    except BaseException:
-        sink.close()
-        if not as_dir and dest != "-":  # a half archive must not look like a good one
-            with contextlib.suppress(OSError):
-                os.unlink(dest)
-        raise
-    sink.close()
     return results
+
+
+def write_index_layout(store: Store, members: list[IndexMember], tags: list[str], dest: str,
+                       *, compression: str, as_dir: bool, label: str,
+                       annotations: ImageAnnotations | None = None) -> Descriptor:
+    """Images built for several platforms as BuildKit's OCI exporter writes them:
+    index.json names one image index, which lists each platform's manifest with its
+    platform.  No manifest.json: ``docker load`` takes one platform (``save
+    --platform``).  Returns the image index's descriptor."""
+    with _archive(dest, as_dir, label, compression) as sink:
+        listed = []
+        for member in members:
+            descriptor, _ = _write_image(sink, store, member.image_id, compression,
+                                         annotations)
+            listed.append((descriptor, Platform.parse(member.platform)))
+        body = image_index(listed)
+        digest = store.put_blob(body)
+        sink.add_bytes(_blob_name(digest), body)
+        descriptor = Descriptor(MEDIA_INDEX, digest, len(body))
+        entries = _named_entries(descriptor, [normalize_tag(t) for t in tags], annotations)
+        sink.add_bytes("index.json", go_json({"schemaVersion": 2, "mediaType": MEDIA_INDEX,
+                                              "manifests": entries}))
+    return descriptor
 
 
 def _full_name(tag: str) -> str:

@@ -1,8 +1,9 @@
-"""The OCI image manifest pybuild exports, with ``--annotation`` values.
+"""The OCI image manifest pybuild exports, with ``--annotation`` values, and the
+image index of a build for several platforms.
 
 One function makes the manifest bytes for ``-o type=oci|docker``, ``--push`` and
 ``--metadata-file``, so a digest the metadata names is the digest of what was
-written or pushed.
+written or pushed; one makes the index for ``-o type=oci`` and ``--push``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from builder.image.config import MEDIA_CONFIG, MEDIA_MANIFEST, go_json
+from builder.image.config import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST, go_json
 
 if TYPE_CHECKING:
+    from builder.platforms import Platform
     from builder.store.exportview import Descriptor
 
 
@@ -34,3 +36,19 @@ def manifest_json(image_id: str, config_size: int, layers: list[Descriptor],
     if annotations is not None and annotations.manifest:
         doc["annotations"] = dict(sorted(annotations.manifest.items()))
     return go_json(doc)
+
+
+def platform_json(platform: Platform) -> dict[str, str]:
+    """An index entry's ``platform``, in ocispec's field order."""
+    doc = {"architecture": platform.architecture, "os": platform.os}
+    if platform.variant:
+        doc["variant"] = platform.variant
+    return doc
+
+
+def image_index(manifests: list[tuple[Descriptor, Platform]]) -> bytes:
+    """The OCI image index of one image per platform, as BuildKit writes it for
+    ``--platform a,b`` (a descriptor's ``platform`` after its ``size``)."""
+    entries = [{**descriptor.to_json(), "platform": platform_json(platform)}
+               for descriptor, platform in manifests]
+    return go_json({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": entries})

@@ -1,4 +1,5 @@
-"""``pybuild push`` and ``build --push``: a store image to a registry.
+"""``pybuild push`` and ``build --push``: a store image (or the images of a build for
+several platforms, with their index) to a registry.
 
 Blobs first, several at a time: a blob the registry has (HEAD) is skipped, one
 in another repository of the same registry is mounted across, the rest are
@@ -8,6 +9,7 @@ under the tag, only after every blob is confirmed (REL-10).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from builder import interrupt
 from builder.errors import PybuildError, RegistryError
-from builder.registry.client import OCI_MANIFEST, Repository
+from builder.registry.client import OCI_INDEX, OCI_MANIFEST, Repository
 from builder.registry.progress import TransferProgress
 from builder.registry.pull import open_repository
 from builder.registry.reference import Reference, parse_reference
@@ -23,6 +25,8 @@ from builder.store.store import Store
 
 if TYPE_CHECKING:
     from builder.image.manifest import ImageAnnotations
+    from builder.store.exportview import Descriptor
+    from builder.store.images import IndexMember
 
 _WORKERS = 4
 
@@ -32,10 +36,50 @@ def push(store: Store, image_id: str, ref: Reference, *, compression: str = "gzi
          annotations: ImageAnnotations | None = None) -> str:
     """Push an image under ``ref``; returns the manifest digest.  ``annotations``
     (``--annotation``): the manifest's; a single manifest has no descriptor to annotate."""
-    from builder.image.manifest import manifest_json
-    from builder.store.exportview import ExportOptions
+    progress = progress or TransferProgress("quiet", verb="push")
+    repo = open_repository(ref, push=True, insecure=insecure)
+    try:
+        digest = _push_image(store, repo, image_id, ref.tag or ref.digest or "latest",
+                             compression, progress, annotations).digest
+    finally:
+        repo.transport.close()
+    progress.message(f"pushed {ref.familiar()}: {digest}")
+    return digest
+
+
+def push_index(store: Store, members: list[IndexMember], ref: Reference, *,
+               compression: str = "gzip", insecure: tuple[str, ...] = (),
+               progress: TransferProgress | None = None,
+               annotations: ImageAnnotations | None = None) -> str:
+    """Push the images of a build for several platforms, each manifest by its digest,
+    then their image index under ``ref`` (as buildx pushes a manifest list); returns
+    the index's digest."""
+    from builder.image.manifest import image_index
+    from builder.platforms import Platform
 
     progress = progress or TransferProgress("quiet", verb="push")
+    repo = open_repository(ref, push=True, insecure=insecure)
+    try:
+        listed = []
+        for member in members:
+            descriptor = _push_image(store, repo, member.image_id, None, compression,
+                                     progress, annotations)
+            listed.append((descriptor, Platform.parse(member.platform)))
+        digest = repo.put_manifest(ref.tag or ref.digest or "latest", image_index(listed),
+                                   OCI_INDEX)
+    finally:
+        repo.transport.close()
+    progress.message(f"pushed {ref.familiar()}: {digest}")
+    return digest
+
+
+def _push_image(store: Store, repo: Repository, image_id: str, tag: str | None,
+                compression: str, progress: TransferProgress,
+                annotations: ImageAnnotations | None) -> Descriptor:
+    """An image's blobs, then its manifest under ``tag`` (None: by its digest)."""
+    from builder.image.manifest import manifest_json
+    from builder.store.exportview import Descriptor, ExportOptions
+
     if compression == "none":
         compression = "gzip"  # registries expect compressed layers; Docker pushes gzip
     export = store.export_image(image_id, ExportOptions(compression, verify=False,
@@ -45,14 +89,10 @@ def push(store: Store, image_id: str, ref: Reference, *, compression: str = "gzi
     blobs.append((image_id, len(config), store.blob_path(image_id)))
     manifest = manifest_json(image_id, len(config), [layer.descriptor for layer in layers],
                              annotations)
-    repo = open_repository(ref, push=True, insecure=insecure)
-    try:
-        push_blobs(store, repo, blobs, progress)
-        digest = repo.put_manifest(ref.tag or ref.digest or "latest", manifest, OCI_MANIFEST)
-    finally:
-        repo.transport.close()
-    progress.message(f"pushed {ref.familiar()}: {digest}")
-    return digest
+    push_blobs(store, repo, blobs, progress)
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    pushed = repo.put_manifest(tag or digest, manifest, OCI_MANIFEST)
+    return Descriptor(OCI_MANIFEST, pushed, len(manifest))
 
 
 def push_blobs(store: Store, repo: Repository, blobs: list[tuple[str, int, Path | None]],

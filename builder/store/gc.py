@@ -1,6 +1,7 @@
 """Space accounting (``pybuild df``) and garbage collection (``pybuild prune``).
 
-What is live: every tagged image; every image and layer chain that a cache entry
+What is live: every tagged image (and every platform's image of a name built for
+several); every image and layer chain that a cache entry
 names (unless the cache is pruned too); and every layer below a live one.  Everything
 else — untagged images, their layers, blobs nothing names — is reclaimable.
 Run prune when no build is running on the same store.
@@ -46,7 +47,7 @@ def _cache_chains(store: Store) -> list[str]:
 
 def _live(store: Store, *, keep_cache: bool) -> tuple[set[str], set[str]]:
     """(live image IDs, live chain IDs)."""
-    tagged = {image_id for _name, image_id in store.tags()}
+    tagged = {image_id for _name, image_id in store.tags()} | store.index_members()
     tops = [top for image_id, top, _ in store.images() if image_id in tagged and top]
     if keep_cache:
         tops += _cache_chains(store)

@@ -1,4 +1,11 @@
-"""Images (a config blob and its top layer) and the names (tags) that point at them."""
+"""Images (a config blob and its top layer) and the names (tags) that point at them.
+
+A name built for several platforms (``--platform a,b``) is a tag of the member for
+this host (so ``FROM``, ``run``, ``history`` and ``save`` take it as they take any
+image) plus an ``image_indexes`` row listing every member with its platform; the
+exports that write an index (``-o type=oci``, ``push``) read the row.  Re-tagging the
+name as one image drops the row.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,21 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
+import msgspec
+
 from builder.errors import StoreError
 from builder.store.blobs import BlobStore
 from builder.store.names import normalize_tag
+
+
+class IndexMember(msgspec.Struct, frozen=True, array_like=True):
+    """One platform's image in a name built for several."""
+
+    platform: str
+    image_id: str
+
+
+_MEMBERS = msgspec.json.Decoder(list[IndexMember])
 
 
 class ImageRows:
@@ -37,11 +56,20 @@ class ImageRows:
             "SELECT name FROM tags WHERE image_id = ? ORDER BY name", (image_id,))]
 
     def drop_name(self, name: str) -> bool:
+        self.db.execute("DELETE FROM image_indexes WHERE name = ?", (name,))
         return self.db.execute("DELETE FROM tags WHERE name = ?", (name,)).rowcount > 0
+
+    def index_of(self, name: str) -> list[IndexMember] | None:
+        """The members of a (normalized) name built for several platforms, else None."""
+        row = self.db.execute("SELECT members FROM image_indexes WHERE name = ?",
+                              (name,)).fetchone()
+        return None if row is None else _MEMBERS.decode(row[0])
 
     def drop_image(self, image_id: str) -> None:
         """The image, its names and its explain record (which would describe an image
         that is gone; a rebuild giving the same ID writes it again)."""
+        self.db.execute("DELETE FROM image_indexes WHERE name IN "
+                        "(SELECT name FROM tags WHERE image_id = ?)", (image_id,))
         self.db.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
         self.db.execute("DELETE FROM images WHERE id = ?", (image_id,))
         self.db.execute("DELETE FROM builds WHERE image_id = ?", (image_id,))
@@ -72,12 +100,36 @@ class ImageStore(BlobStore):
         return None if row[0] is None else str(row[0])
 
     def tag(self, name: str, image_id: str) -> None:
-        """Point ``name`` at the image; a name already there writes nothing."""
+        """Point ``name`` at the image (it names one platform's image from now on); a
+        name already there writes nothing."""
         name = normalize_tag(name)
-        if ImageRows(self.db).image_of(name) == image_id:
+        rows = ImageRows(self.db)
+        if rows.image_of(name) == image_id and rows.index_of(name) is None:
             return
         with self.transaction() as db:
+            db.execute("DELETE FROM image_indexes WHERE name = ?", (name,))
             db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (name, image_id))
+
+    def tag_index(self, name: str, members: list[IndexMember], default: str) -> None:
+        """Name the images built for several platforms: ``name`` points at ``default``
+        (this host's member) and lists every member; unchanged, it writes nothing."""
+        name = normalize_tag(name)
+        rows = ImageRows(self.db)
+        if rows.image_of(name) == default and rows.index_of(name) == members:
+            return
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (name, default))
+            db.execute("INSERT OR REPLACE INTO image_indexes VALUES (?, ?)",
+                       (name, msgspec.json.encode(members).decode()))
+
+    def index_of(self, name: str) -> list[IndexMember] | None:
+        """The members of a name built for several platforms (None: one image)."""
+        return ImageRows(self.db).index_of(normalize_tag(name))
+
+    def index_members(self) -> set[str]:
+        """Every image some name built for several platforms lists (gc keeps them)."""
+        return {member.image_id for (raw,) in self.db.execute(
+            "SELECT members FROM image_indexes") for member in _MEMBERS.decode(raw)}
 
     def resolve_tag(self, name: str) -> str | None:
         """The image ID a name (``repo[:tag]`` or ``repo@digest``) points at; None if
@@ -101,6 +153,13 @@ class ImageStore(BlobStore):
 
     def images(self) -> list[tuple[str, str | None, float]]:
         return list(self.db.execute("SELECT id, top_chain, created FROM images ORDER BY created"))
+
+    def listed_images(self) -> list[tuple[str, str | None, float]]:
+        """``images()`` as ``pybuild images`` lists them: another platform's image of a
+        name built for several is part of that name, not an untagged image."""
+        members = self.index_members()
+        tagged = {image_id for _name, image_id in self.tags()}
+        return [row for row in self.images() if row[0] in tagged or row[0] not in members]
 
     def remove_images(self, image_ids: Iterable[str]) -> None:
         """Drop images with their names and their explain records, in one transaction."""

@@ -14,6 +14,7 @@ Every table the store has, and its columns (the code that reads them is in this 
     packed_layers  pulled layers whose blob is not extracted yet
     layer_blobs    a layer's blobs, one per compression
     images, tags   image IDs with their top layer; names
+    image_indexes  a name built for several platforms -> its member images (JSON)
     cache_entries  build cache: step key, parent key, slot, recorded inputs, chain, ...
     stat_cache     context path + stat -> content digest
     dir_summaries  context directory + what was skipped in it -> every entry's stat and
@@ -50,6 +51,11 @@ _CONTENT_MANIFESTS = """CREATE TABLE IF NOT EXISTS content_manifests (
         digest TEXT PRIMARY KEY,
         entries BLOB NOT NULL,
         recorded REAL NOT NULL)"""
+# A name built for several platforms: its members, one image per platform, in the
+# order asked for (JSON); the name's tags row points at the member for this host.
+_IMAGE_INDEXES = """CREATE TABLE IF NOT EXISTS image_indexes (
+        name TEXT PRIMARY KEY,
+        members TEXT NOT NULL)"""
 _DIR_SUMMARIES = """CREATE TABLE IF NOT EXISTS dir_summaries (
         path TEXT NOT NULL,
         scope TEXT NOT NULL,
@@ -57,7 +63,12 @@ _DIR_SUMMARIES = """CREATE TABLE IF NOT EXISTS dir_summaries (
         PRIMARY KEY (path, scope))"""
 # builder.replay's records, and the generation they are valid for: every write to a
 # table a build reads bumps it, whichever code (or pybuild version) writes.
-_GENERATION_TABLES = ("images", "tags", "cache_entries", "layers", "packed_layers")
+def _generation_triggers(*tables: str) -> tuple[str, ...]:
+    return tuple(f"""CREATE TRIGGER IF NOT EXISTS generation_{table}_{event.lower()} AFTER
+        {event} ON {table} BEGIN UPDATE store_generation SET n = n + 1; END"""
+                 for table in tables for event in ("INSERT", "UPDATE", "DELETE"))
+
+
 _REPLAYS = (
     """CREATE TABLE IF NOT EXISTS replays (
         invocation BLOB PRIMARY KEY,
@@ -66,10 +77,9 @@ _REPLAYS = (
         output BLOB NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS store_generation (n INTEGER NOT NULL)",
     "INSERT INTO store_generation SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM store_generation)",
-    *(f"""CREATE TRIGGER IF NOT EXISTS generation_{table}_{event.lower()} AFTER {event}
-        ON {table} BEGIN UPDATE store_generation SET n = n + 1; END"""
-      for table in _GENERATION_TABLES for event in ("INSERT", "UPDATE", "DELETE")),
+    *_generation_triggers("images", "tags", "cache_entries", "layers", "packed_layers"),
 )
+_INDEXES = (_IMAGE_INDEXES, *_generation_triggers("image_indexes"))
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS layers (
         chain_id TEXT PRIMARY KEY,
@@ -124,6 +134,7 @@ _TABLES = (
     _CONTENT_MANIFESTS,
     _DIR_SUMMARIES,
     *_REPLAYS,
+    *_INDEXES,
 )
 
 
@@ -218,6 +229,12 @@ def _add_replays(db: sqlite3.Connection) -> bool:
     return True
 
 
+def _add_image_indexes(db: sqlite3.Connection) -> bool:
+    for statement in _INDEXES:  # with its generation triggers: a build reads it
+        db.execute(statement)
+    return True
+
+
 MIGRATIONS = (
     Migration(1, "every table and index", _create_tables),
     Migration(2, "build-arg values in clear digested", _scrub_plain_values),
@@ -226,6 +243,7 @@ MIGRATIONS = (
     Migration(5, "manifests of large COPY sources", _add_content_manifests),
     Migration(6, "context directory summaries", _add_dir_summaries),
     Migration(7, "replay records of fully cached builds", _add_replays),
+    Migration(8, "names built for several platforms", _add_image_indexes),
 )
 LATEST = MIGRATIONS[-1].version
 

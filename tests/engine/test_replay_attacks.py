@@ -244,7 +244,7 @@ raise SystemExit(main(sys.argv[2:]))
 
 def test_a_dockerfile_edited_between_lint_and_build_is_not_replayed(
         tmp_path: Path, busybox_tar: Path) -> None:
-    """The lint reads the Dockerfile (build._dockerfile_text), then the engine reads it
+    """The lint reads the Dockerfile (build.dockerfile_text), then the engine reads it
     again and records that read's digest: an edit between the two is recorded with the
     lint output of the old text.  The new text's warning (LegacyKeyValueFormat) is
     printed by every build of it, but not by its replay."""

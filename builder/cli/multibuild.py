@@ -1,0 +1,153 @@
+"""``pybuild build --platform a,b``: one image per platform, one name for them all.
+
+The platforms are built in turn into one store, in the order given: every step whose
+key does not depend on the target platform (a ``FROM --platform=$BUILDPLATFORM``
+stage that does not read ``TARGETARCH``, a ``COPY`` into one) is built for the first
+and a cache hit for the others, as BuildKit shares them.  The name then lists every
+platform's image (``Store.tag_index``) and points at this host's (``FROM``, ``run``
+and ``history`` take that one); ``-o type=oci`` and ``--push`` write their image
+index, ``-o type=local`` a directory per platform (``linux_arm64``, as buildx).
+
+Not yet with several platforms, each refused in one line before anything is built:
+``-o type=docker`` (buildx refuses it too: docker load takes one platform, ``pybuild
+save --platform``), ``-o type=tar``, ``--iidfile``, ``--metadata-file`` and
+``--annotation``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from builder.cli.verbs import open_store
+from builder.errors import PybuildError, UsageError
+from builder.platforms import Platform
+
+if TYPE_CHECKING:
+    from builder.engine.options import BuildOptions, BuildResult, Output
+    from builder.engine.progress import Progress
+    from builder.store import Store
+    from builder.store.images import IndexMember
+
+__all__ = ["build_several", "refuse_unsupported"]
+
+
+def refuse_unsupported(args: argparse.Namespace, outputs: list[Output]) -> None:
+    """What a build for several platforms cannot do yet: one line, before building."""
+    for output in outputs:
+        if output.type == "docker":
+            raise UsageError("-o type=docker: docker exporter does not currently support "
+                             "exporting manifest lists (build one platform, or save one "
+                             "with 'pybuild save --platform')")
+        if output.type == "tar":
+            raise UsageError("-o type=tar with several platforms is not supported yet: use "
+                             "-o type=local (a directory per platform) or -o type=oci")
+    for flag, given in (("--iidfile", args.iidfile), ("--metadata-file", args.metadata_file),
+                        ("--annotation", args.annotation)):
+        if given:
+            raise UsageError(f"{flag} with several platforms is not supported yet: build "
+                             "one platform at a time")
+
+
+def build_several(args: argparse.Namespace, platforms: list[Platform], options: BuildOptions,
+                  outputs: list[Output]) -> int:
+    """Build ``options`` for each platform, name the images together, write the outputs
+    and push; prints what ``build`` prints for one platform."""
+    from builder.cli.build import check_tags, dockerfile_text
+    from builder.engine.progress import make_progress
+    from builder.lint.gate import lint_before_build
+
+    store = open_store(args)
+    check_tags(store, options.tags)
+    progress = make_progress(args.progress, quiet=args.quiet)
+    text, path = dockerfile_text(options.dockerfile_text, options.dockerfile)
+    lint = lint_before_build(store, text, path, options.build_args, progress.lint_line)
+    results: list[BuildResult] = []
+    try:
+        for platform in platforms:
+            results.append(_build_one(store, options, platform, progress))
+    except PybuildError:
+        lint.finish_failed(progress.lint_line)
+        raise
+    finally:
+        progress.close()
+    members, default = _members(platforms, results)
+    for tag in options.tags:
+        store.tag_index(tag, members, default)
+    _write_outputs(store, members, options, outputs, args.compression)
+    if args.push:
+        _push(args, store, members, options.tags)
+    if args.quiet:
+        print(default)
+    else:
+        progress.message(f"writing image {default} ({', '.join(map(str, platforms))})"
+                         + "".join(f"\nnaming to {t}" for t in options.tags))
+    steps = next(r.steps for r in results if r.image_id == default)
+    lint.finish(store, default, steps, progress.lint_line)
+    return 0
+
+
+def _build_one(store: Store, options: BuildOptions, platform: Platform,
+               progress: Progress) -> BuildResult:
+    from builder.engine.engine import build
+
+    progress.message(f"building for {platform}")
+    return build(store, msgspec.structs.replace(options, platform=platform, tags=[]),
+                 progress)
+
+
+def _members(platforms: list[Platform],
+             results: list[BuildResult]) -> tuple[list[IndexMember], str]:
+    """The index members in the order asked for, and the image this host runs best."""
+    from builder.store.images import IndexMember
+
+    members = [IndexMember(str(p), r.image_id) for p, r in zip(platforms, results, strict=True)]
+    host = Platform.host()
+    ranked = [(rank, m) for p, m in zip(platforms, members, strict=True)
+              if (rank := host.rank(p)) is not None]
+    default = min(ranked, key=lambda pair: pair[0])[1] if ranked else members[0]
+    return members, default.image_id
+
+
+def _write_outputs(store: Store, members: list[IndexMember], options: BuildOptions,
+                   outputs: list[Output], compression: str) -> None:
+    for output in outputs:
+        if not output.dest:
+            raise UsageError(f"-o type={output.type} needs dest=PATH")
+        if output.type == "oci":
+            from builder.image.archive import write_index_layout
+
+            write_index_layout(store, members, options.tags, output.dest,
+                               compression=compression,
+                               as_dir=output.attrs.get("tar", "true") == "false",
+                               label="-o type=oci")
+        elif output.type == "local":
+            from builder.engine.outputs import export_rootfs
+
+            for member in members:
+                dest = Path(output.dest) / member.platform.replace("/", "_")
+                export_rootfs(store, store.image_top_chain(member.image_id), str(dest),
+                              as_tar=False, preserve=output.preserve,
+                              driver=options.storage_driver)
+        else:
+            raise UsageError(f"unknown output type {output.type!r}: use oci or local with "
+                             "several platforms")
+
+
+def _push(args: argparse.Namespace, store: Store, members: list[IndexMember],
+          tags: list[str]) -> None:
+    from builder.cli.build import transfer_mode
+    from builder.registry.progress import TransferProgress
+    from builder.registry.push import push_index
+    from builder.registry.reference import parse_reference
+
+    if not tags:
+        raise UsageError("--push needs a name: add -t REGISTRY/NAME:TAG")
+    mode = "quiet" if args.quiet else transfer_mode(args.progress)
+    for tag in tags:
+        push_index(store, members, parse_reference(tag), compression=args.compression,
+                   insecure=tuple(args.insecure_registry),
+                   progress=TransferProgress(mode, verb="push"))

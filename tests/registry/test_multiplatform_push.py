@@ -1,0 +1,73 @@
+"""A build for two platforms pushed (issue 19, point 2): each manifest by digest, then
+the image index under the tag, which a registry on 127.0.0.1 serves, skopeo reads raw
+and pybuild pulls by platform; and ``docker load`` of one platform saved with
+``save --platform``, run by Docker (arm64 through the machine's QEMU handler).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import image_config, run_cli
+from registry_server import skopeo, skopeo_args
+
+pytestmark = [pytest.mark.root, pytest.mark.overlay]
+DOCKERFILE = ("ARG TARGETARCH\nFROM bb-${TARGETARCH}\nARG TARGETPLATFORM\n"
+              "RUN echo $TARGETPLATFORM $(uname -m) > /arch\n")
+
+
+@pytest.fixture
+def root(tmp_path: Path, busybox_tar: Path, busybox_arm64_tar: Path,
+         arm64_emulation: None) -> Path:
+    store = tmp_path / "store"
+    run_cli("import", "--platform", "linux/amd64", str(busybox_tar), "bb-amd64", root=store)
+    run_cli("import", "--platform", "linux/arm64", str(busybox_arm64_tar), "bb-arm64",
+            root=store)
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    return store
+
+
+def test_push_puts_an_index_the_registry_serves_and_pull_selects(root: Path, tmp_path: Path,
+                                                                 registry) -> None:  # type: ignore[no-untyped-def]
+    name = f"{registry.host}/multi:1"
+    run_cli("build", "-q", "--platform", "linux/amd64,linux/arm64", "-t", name, "--push",
+            str(tmp_path / "ctx"), root=root)
+    raw = skopeo(registry, "inspect", "--raw", *skopeo_args(registry), f"docker://{name}")
+    assert raw.returncode == 0, raw.stderr
+    index = json.loads(raw.stdout)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [m["platform"] for m in index["manifests"]] == [
+        {"architecture": "amd64", "os": "linux"}, {"architecture": "arm64", "os": "linux"}]
+    for entry in index["manifests"]:  # each manifest is served by its digest
+        one = skopeo(registry, "inspect", "--raw", *skopeo_args(registry),
+                     f"docker://{registry.host}/multi@{entry['digest']}")
+        assert one.returncode == 0 and json.loads(one.stdout)["layers"], one.stderr
+    other = tmp_path / "other"
+    run_cli("pull", "--platform", "linux/arm64", name, root=other)
+    assert image_config(other, name)["architecture"] == "arm64"
+
+
+def test_docker_loads_and_runs_one_saved_platform(root: Path, tmp_path: Path,
+                                                  docker: dict[str, str]) -> None:
+    run_cli("build", "-q", "--platform", "linux/amd64,linux/arm64", "-t", "pb-multi:1",
+            str(tmp_path / "ctx"), root=root)
+    saved = tmp_path / "arm64.tar"
+    run_cli("save", "--platform", "linux/arm64", "-o", str(saved), "pb-multi:1", root=root)
+    loaded = subprocess.run(["docker", "load", "-i", str(saved)], env=docker,
+                            capture_output=True, text=True)
+    assert loaded.returncode == 0 and "pb-multi:1" in loaded.stdout, loaded.stderr
+    try:
+        arch = subprocess.run(["docker", "image", "inspect", "-f", "{{.Architecture}}",
+                               "pb-multi:1"], env=docker, capture_output=True, text=True,
+                              check=True).stdout
+        assert arch == "arm64\n"
+        ran = subprocess.run(["docker", "run", "--rm", "pb-multi:1", "cat", "/arch"],
+                             env=docker, capture_output=True, text=True)
+        assert ran.stdout == "linux/arm64 aarch64\n", ran.stderr
+    finally:
+        subprocess.run(["docker", "rmi", "-f", "pb-multi:1"], env=docker, capture_output=True)
