@@ -68,8 +68,10 @@ class ImageRows:
     def drop_image(self, image_id: str) -> None:
         """The image, its names and its explain record (which would describe an image
         that is gone; a rebuild giving the same ID writes it again)."""
-        self.db.execute("DELETE FROM image_indexes WHERE name IN "
-                        "(SELECT name FROM tags WHERE image_id = ?)", (image_id,))
+        # A name built for several platforms goes with any of its images (the ID's
+        # quoted JSON string is unique in the members list).
+        self.db.execute("DELETE FROM image_indexes WHERE instr(members, ?) > 0",
+                        (f'"{image_id}"',))
         self.db.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
         self.db.execute("DELETE FROM images WHERE id = ?", (image_id,))
         self.db.execute("DELETE FROM builds WHERE image_id = ?", (image_id,))

@@ -179,3 +179,14 @@ def test_what_several_platforms_cannot_do_yet_is_refused_before_building(
     assert result.returncode == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "store" / "pybuild.db").exists() or \
         b"multi" not in (tmp_path / "store" / "pybuild.db").read_bytes()
+
+
+def test_removing_one_platforms_image_makes_the_name_single(root: Path, tmp_path: Path) -> None:
+    """rmi of the arm64 member (by ID, -f): the name can no longer list it, so it names
+    the host's image alone; nothing exports a member that is gone."""
+    run_cli("build", "-q", "--platform", BOTH, "-t", "multi",
+            str(_context(tmp_path, PER_PLATFORM)), root=root)
+    members = json.loads(run_cli("inspect", "multi", root=root).stdout)[0]["Index"]
+    run_cli("rmi", "-f", members[1]["Id"], root=root)
+    doc = json.loads(run_cli("inspect", "multi", root=root).stdout)[0]
+    assert "Index" not in doc and doc["Id"] == members[0]["Id"]
