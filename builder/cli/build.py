@@ -89,6 +89,9 @@ def _output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iidfile", help="write the image ID to this file")
     p.add_argument("--metadata-file", help="write build metadata (JSON) to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    p.add_argument("--provenance", metavar="mode=min|max",
+                   help="attach SLSA provenance to each image in an index (default with "
+                   "several platforms: mode=min; false: none; docs/multi-platform.md)")
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -103,11 +106,16 @@ def _build(args: argparse.Namespace) -> int:
     from builder.engine.progress import make_progress
 
     outputs = bx.check_outputs([parse_output(spec) for spec in args.output if spec])
-    if len(platforms) > 1:
+    if len(platforms) > 1 or args.provenance not in (None, "false", "0"):
+        # An image index: several platforms, or provenance attached (min by default
+        # with several, as buildx; for one platform only when asked).
         from builder.cli.multibuild import build_several, refuse_unsupported
+        from builder.image.provenance import Mode, parse_flag
 
+        provenance = parse_flag(args.provenance, default=Mode.MIN)
         refuse_unsupported(args, outputs)
-        return build_several(args, platforms, _options(args, None, outputs), outputs)
+        return build_several(args, list(platforms) or [None], _options(args, None, outputs),
+                             outputs, provenance)
     annotations = bx.image_annotations(bx.parse_annotations(args.annotation,
                                                             str(platform or Platform.host())))
     recorder = _start_recording(args)  # before the Dockerfile is located

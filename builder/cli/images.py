@@ -76,6 +76,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     image_id = resolve_image(store, args.image)
+    if args.provenance:
+        return _print_provenance(store, args.image, image_id)
     config = store.image_config(image_id)
     tags = [name for name, iid in store.tags() if iid == image_id]
     doc: dict[str, object] = {
@@ -97,8 +99,43 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_provenance(store: Store, name: str, image_id: str) -> int:
+    """``inspect --provenance``: each platform's in-toto statement, as it is attached
+    to the image's manifest when exported or pushed (gzip layers)."""
+    import json
+
+    from builder.image.manifest import manifest_json
+    from builder.image.provenance import statement
+    from builder.store.exportview import ExportOptions
+    from builder.store.store import normalize_tag
+
+    named = not name.startswith("sha256:") and store.resolve_tag(name) is not None
+    members = store.index_of(name) if named else None
+    pairs = [(m.platform, m.image_id) for m in members] if members else \
+        [(str(Platform.from_config(store.image_config(image_id)) or Platform.host()), image_id)]
+    found: dict[str, object] = {}
+    for platform, member in pairs:
+        kept = store.provenance_of(member)
+        if kept is None:
+            continue
+        export = store.export_image(member, ExportOptions("gzip", compressed=True))
+        manifest = manifest_json(member, len(export.config),
+                                 [layer.descriptor for layer in export.layers])
+        digest = store.put_blob(manifest)
+        found[platform] = json.loads(statement(kept, normalize_tag(name) if named else "",
+                                               Platform.parse(platform), digest))
+    if not found:
+        raise UsageError(f"image {name!r} has no provenance: build it with --provenance "
+                         "(the default with several platforms)")
+    print(json.dumps(found, indent=4))
+    return 0
+
+
 def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
     image_argument(parser)
+    parser.add_argument("--provenance", action="store_true",
+                        help="print the SLSA provenance of each platform's image (JSON, "
+                        "keyed by platform)")
     parser.add_argument("-f", "--format", metavar="FORMAT",
                         help="'json' or a Go template over the JSON, as docker's "
                         "(e.g. '{{.Config.Env}}', '{{index .RepoTags 0}}')")

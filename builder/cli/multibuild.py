@@ -7,6 +7,11 @@ and a cache hit for the others, as BuildKit shares them.  The name then lists ev
 platform's image (``Store.tag_index``) and points at this host's (``FROM``, ``run``
 and ``history`` take that one); ``-o type=oci`` and ``--push`` write their image
 index, ``-o type=local`` a directory per platform (``linux_arm64``, as buildx).
+Each image's SLSA provenance (``--provenance``, min by default here, as buildx;
+builder.image.provenance) is made when it is built, kept by the store, and attached
+to the index as an attestation manifest when it is written or pushed.  A build for
+one platform comes here too when ``--provenance`` asks for it: its outputs are then
+an index of the image and its attestation.
 
 Not yet with several platforms, each refused in one line before anything is built:
 ``-o type=docker`` (buildx refuses it too: docker load takes one platform, ``pybuild
@@ -17,6 +22,7 @@ save --platform``), ``-o type=tar``, ``--iidfile``, ``--metadata-file`` and
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +35,8 @@ from builder.platforms import Platform
 if TYPE_CHECKING:
     from builder.engine.options import BuildOptions, BuildResult, Output
     from builder.engine.progress import Progress
+    from builder.image.archive import Attest
+    from builder.image.provenance import Attestation, Mode
     from builder.store import Store
     from builder.store.images import IndexMember
 
@@ -52,10 +60,11 @@ def refuse_unsupported(args: argparse.Namespace, outputs: list[Output]) -> None:
                              "one platform at a time")
 
 
-def build_several(args: argparse.Namespace, platforms: list[Platform], options: BuildOptions,
-                  outputs: list[Output]) -> int:
-    """Build ``options`` for each platform, name the images together, write the outputs
-    and push; prints what ``build`` prints for one platform."""
+def build_several(args: argparse.Namespace, platforms: list[Platform | None],
+                  options: BuildOptions, outputs: list[Output], provenance: Mode | None) -> int:
+    """Build ``options`` for each platform (None: the host's, implicit), name the images
+    together, keep their provenance, write the outputs and push; prints what ``build``
+    prints for one platform."""
     from builder.cli.build import check_tags, dockerfile_text
     from builder.engine.progress import make_progress
     from builder.lint.gate import lint_before_build
@@ -66,6 +75,7 @@ def build_several(args: argparse.Namespace, platforms: list[Platform], options: 
     text, path = dockerfile_text(options.dockerfile_text, options.dockerfile)
     lint = lint_before_build(store, text, path, options.build_args, progress.lint_line)
     results: list[BuildResult] = []
+    started = time.time()
     try:
         for platform in platforms:
             results.append(_build_one(store, options, platform, progress))
@@ -74,46 +84,89 @@ def build_several(args: argparse.Namespace, platforms: list[Platform], options: 
         raise
     finally:
         progress.close()
-    members, default = _members(platforms, results)
+    members, default = _members(store, platforms, results)
+    if provenance is not None:
+        _keep_provenance(store, options, members, results, provenance, started)
     for tag in options.tags:
-        store.tag_index(tag, members, default)
-    _write_outputs(store, members, options, outputs, args.compression)
+        if len(members) == 1:
+            store.tag(tag, default)
+        else:
+            store.tag_index(tag, members, default)
+    attest = _attester(store, options.tags) if provenance is not None else None
+    _write_outputs(store, members, options, outputs, args.compression, attest)
     if args.push:
-        _push(args, store, members, options.tags)
+        _push(args, store, members, options.tags, attest)
     if args.quiet:
         print(default)
     else:
-        progress.message(f"writing image {default} ({', '.join(map(str, platforms))})"
+        progress.message(f"writing image {default} ({', '.join(m.platform for m in members)})"
                          + "".join(f"\nnaming to {t}" for t in options.tags))
     steps = next(r.steps for r in results if r.image_id == default)
     lint.finish(store, default, steps, progress.lint_line)
     return 0
 
 
-def _build_one(store: Store, options: BuildOptions, platform: Platform,
+def _build_one(store: Store, options: BuildOptions, platform: Platform | None,
                progress: Progress) -> BuildResult:
     from builder.engine.engine import build
 
-    progress.message(f"building for {platform}")
+    if platform is not None:
+        progress.message(f"building for {platform}")
     return build(store, msgspec.structs.replace(options, platform=platform, tags=[]),
                  progress)
 
 
-def _members(platforms: list[Platform],
+def _members(store: Store, platforms: list[Platform | None],
              results: list[BuildResult]) -> tuple[list[IndexMember], str]:
-    """The index members in the order asked for, and the image this host runs best."""
+    """The index members in the order asked for (an implicit platform: the image's own),
+    and the image this host runs best."""
     from builder.store.images import IndexMember
 
-    members = [IndexMember(str(p), r.image_id) for p, r in zip(platforms, results, strict=True)]
+    chosen = [p or Platform.from_config(store.image_config(r.image_id)) or Platform.host()
+              for p, r in zip(platforms, results, strict=True)]
+    members = [IndexMember(str(p), r.image_id) for p, r in zip(chosen, results, strict=True)]
     host = Platform.host()
-    ranked = [(rank, m) for p, m in zip(platforms, members, strict=True)
+    ranked = [(rank, m) for p, m in zip(chosen, members, strict=True)
               if (rank := host.rank(p)) is not None]
     default = min(ranked, key=lambda pair: pair[0])[1] if ranked else members[0]
     return members, default.image_id
 
 
+def _keep_provenance(store: Store, options: BuildOptions, members: list[IndexMember],
+                     results: list[BuildResult], mode: Mode, started: float) -> None:
+    """Each platform's predicate, into the store (one invocation ID for all, as BuildKit)."""
+    import uuid
+
+    from builder import __version__
+    from builder.engine.provenance_facts import context_digest, facts_of
+    from builder.image.config import go_json
+    from builder.image.provenance import predicate
+
+    context = context_digest(store, options)
+    invocation = uuid.uuid4().hex
+    for member, result in zip(members, results, strict=True):
+        facts = facts_of(store, options, result, Platform.parse(member.platform),
+                         context=context, invocation_id=invocation, started=started)
+        store.put_provenance(result.image_id, go_json(predicate(facts, mode, __version__)))
+
+
+def _attester(store: Store, tags: list[str]) -> Attest:
+    """The attestation manifest of a member, from the predicate its build kept."""
+    from builder.image.provenance import attestation, statement
+    from builder.store.store import normalize_tag
+
+    def attest(member: IndexMember, manifest: str) -> Attestation | None:
+        kept = store.provenance_of(member.image_id)
+        if kept is None:
+            return None
+        return attestation(statement(kept, normalize_tag(tags[0]) if tags else "",
+                                     Platform.parse(member.platform), manifest), manifest)
+
+    return attest
+
+
 def _write_outputs(store: Store, members: list[IndexMember], options: BuildOptions,
-                   outputs: list[Output], compression: str) -> None:
+                   outputs: list[Output], compression: str, attest: Attest | None) -> None:
     for output in outputs:
         if not output.dest:
             raise UsageError(f"-o type={output.type} needs dest=PATH")
@@ -123,7 +176,7 @@ def _write_outputs(store: Store, members: list[IndexMember], options: BuildOptio
             write_index_layout(store, members, options.tags, output.dest,
                                compression=compression,
                                as_dir=output.attrs.get("tar", "true") == "false",
-                               label="-o type=oci")
+                               label="-o type=oci", attest=attest)
         elif output.type == "local":
             from builder.engine.outputs import export_rootfs
 
@@ -138,7 +191,7 @@ def _write_outputs(store: Store, members: list[IndexMember], options: BuildOptio
 
 
 def _push(args: argparse.Namespace, store: Store, members: list[IndexMember],
-          tags: list[str]) -> None:
+          tags: list[str], attest: Attest | None) -> None:
     from builder.cli.build import transfer_mode
     from builder.registry.progress import TransferProgress
     from builder.registry.push import push_index
@@ -150,4 +203,4 @@ def _push(args: argparse.Namespace, store: Store, members: list[IndexMember],
     for tag in tags:
         push_index(store, members, parse_reference(tag), compression=args.compression,
                    insecure=tuple(args.insecure_registry),
-                   progress=TransferProgress(mode, verb="push"))
+                   progress=TransferProgress(mode, verb="push"), attest=attest)

@@ -48,7 +48,7 @@ def _read_dockerfile(options: BuildOptions) -> tuple[bytes, str]:
         raise ContextError(f"{path}: is a directory, not a Dockerfile") from None
 
 
-def _ignore_matcher(options: BuildOptions) -> ContextFilter | None:
+def ignore_matcher(options: BuildOptions) -> ContextFilter | None:
     if options.context is None:
         return None
     from builder.context.ignore import PatternMatcher, find_ignore_file, read_ignore_file
@@ -98,7 +98,7 @@ def build(store: Store, options: BuildOptions, progress: Progress) -> BuildResul
     for warning in plan.warnings:
         progress.message(f"WARNING: {warning}")
     stageplatform.check_runnable(plan, path)  # before anything runs or is pulled
-    run = BuildRun(store, options, progress, path, _ignore_matcher(options), CacheStore(store),
+    run = BuildRun(store, options, progress, path, ignore_matcher(options), CacheStore(store),
                    plan, escape=dockerfile.escape, named=named)
     if options.cache_from:  # imported lazily: most builds share no cache
         from builder.cache.importer import open_cache

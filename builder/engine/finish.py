@@ -30,7 +30,10 @@ def commit_image(run: BuildRun, state: StageState) -> BuildResult:
 
     save_build(run.store, image_id, run.steps)
     _export_cache(run, state)
-    return BuildResult(image_id=image_id, steps=run.steps, tags=list(run.options.tags))
+    bases = [(s.base_name, s.base_ref, s.platform) for s in run.stages.values()
+             if s.base_name and s.base_ref.startswith("sha256:") and s.platform is not None]
+    return BuildResult(image_id=image_id, steps=run.steps, tags=list(run.options.tags),
+                       bases=list(dict.fromkeys(bases)))
 
 
 def _export_cache(run: BuildRun, state: StageState) -> None:

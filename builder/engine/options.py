@@ -66,3 +66,6 @@ class BuildResult(msgspec.Struct):
     image_id: str
     steps: list[StepRecord]
     tags: list[str]
+    # (FROM as written, the image ID it resolved to, its stage's platform) of each stage
+    # built on an image
+    bases: list[tuple[str, str, Platform]] = msgspec.field(default_factory=list)

@@ -28,6 +28,11 @@ from builder.store.store import Store, normalize_tag
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
+    from builder.image.provenance import Attestation
+
+# The attestation manifest of one platform's image, given its manifest digest (None: none).
+Attest = Callable[[IndexMember, str], "Attestation | None"]
+
 _EPOCH = 0  # archive member mtimes: fixed, so the same images give the same archive
 
 class _Sink:
@@ -213,18 +218,25 @@ def write_layout(store: Store, images: Iterable[tuple[str, list[str]]], dest: st
 
 def write_index_layout(store: Store, members: list[IndexMember], tags: list[str], dest: str,
                        *, compression: str, as_dir: bool, label: str,
-                       annotations: ImageAnnotations | None = None) -> Descriptor:
+                       annotations: ImageAnnotations | None = None,
+                       attest: Attest | None = None) -> Descriptor:
     """Images built for several platforms as BuildKit's OCI exporter writes them:
     index.json names one image index, which lists each platform's manifest with its
-    platform.  No manifest.json: ``docker load`` takes one platform (``save
-    --platform``).  Returns the image index's descriptor."""
+    platform, then their attestation manifests (``attest``).  No manifest.json:
+    ``docker load`` takes one platform (``save --platform``).  Returns the image
+    index's descriptor."""
     with _archive(dest, as_dir, label, compression) as sink:
-        listed = []
+        listed, attested = [], []
         for member in members:
             descriptor, _ = _write_image(sink, store, member.image_id, compression,
                                          annotations)
             listed.append((descriptor, Platform.parse(member.platform)))
-        body = image_index(listed)
+            made = attest(member, descriptor.digest) if attest is not None else None
+            if made is not None:
+                for blob in made.blobs():
+                    sink.add_bytes(_blob_name(store.put_blob(blob)), blob)
+                attested.append(made.descriptor)
+        body = image_index(listed, attested)
         digest = store.put_blob(body)
         sink.add_bytes(_blob_name(digest), body)
         descriptor = Descriptor(MEDIA_INDEX, digest, len(body))

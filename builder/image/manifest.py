@@ -46,9 +46,13 @@ def platform_json(platform: Platform) -> dict[str, str]:
     return doc
 
 
-def image_index(manifests: list[tuple[Descriptor, Platform]]) -> bytes:
+def image_index(manifests: list[tuple[Descriptor, Platform]],
+                attestations: list[dict[str, object]] | None = None) -> bytes:
     """The OCI image index of one image per platform, as BuildKit writes it for
-    ``--platform a,b`` (a descriptor's ``platform`` after its ``size``)."""
-    entries = [{**descriptor.to_json(), "platform": platform_json(platform)}
-               for descriptor, platform in manifests]
-    return go_json({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": entries})
+    ``--platform a,b`` (a descriptor's ``platform`` after its ``size``), with the
+    attestation manifests' entries after the images (builder.image.provenance)."""
+    entries: list[dict[str, object]] = [
+        {**descriptor.to_json(), "platform": platform_json(platform)}
+        for descriptor, platform in manifests]
+    return go_json({"schemaVersion": 2, "mediaType": MEDIA_INDEX,
+                    "manifests": entries + (attestations or [])})

@@ -24,6 +24,7 @@ from builder.registry.reference import Reference, parse_reference
 from builder.store.store import Store
 
 if TYPE_CHECKING:
+    from builder.image.archive import Attest
     from builder.image.manifest import ImageAnnotations
     from builder.store.exportview import Descriptor
     from builder.store.images import IndexMember
@@ -50,23 +51,32 @@ def push(store: Store, image_id: str, ref: Reference, *, compression: str = "gzi
 def push_index(store: Store, members: list[IndexMember], ref: Reference, *,
                compression: str = "gzip", insecure: tuple[str, ...] = (),
                progress: TransferProgress | None = None,
-               annotations: ImageAnnotations | None = None) -> str:
+               annotations: ImageAnnotations | None = None,
+               attest: Attest | None = None) -> str:
     """Push the images of a build for several platforms, each manifest by its digest,
-    then their image index under ``ref`` (as buildx pushes a manifest list); returns
-    the index's digest."""
+    their attestation manifests (``attest``), then their image index under ``ref`` (as
+    buildx pushes a manifest list); returns the index's digest."""
     from builder.image.manifest import image_index
     from builder.platforms import Platform
 
     progress = progress or TransferProgress("quiet", verb="push")
     repo = open_repository(ref, push=True, insecure=insecure)
     try:
-        listed = []
+        listed, attested = [], []
         for member in members:
             descriptor = _push_image(store, repo, member.image_id, None, compression,
                                      progress, annotations)
             listed.append((descriptor, Platform.parse(member.platform)))
-        digest = repo.put_manifest(ref.tag or ref.digest or "latest", image_index(listed),
-                                   OCI_INDEX)
+            made = attest(member, descriptor.digest) if attest is not None else None
+            if made is not None:
+                stored = [store.put_blob(blob) for blob in (made.layer, made.config)]
+                push_blobs(store, repo, [(digest, store.blob_path(digest).stat().st_size,
+                                          store.blob_path(digest)) for digest in stored],
+                           progress)
+                repo.put_manifest(str(made.descriptor["digest"]), made.manifest, OCI_MANIFEST)
+                attested.append(made.descriptor)
+        digest = repo.put_manifest(ref.tag or ref.digest or "latest",
+                                   image_index(listed, attested), OCI_INDEX)
     finally:
         repo.transport.close()
     progress.message(f"pushed {ref.familiar()}: {digest}")

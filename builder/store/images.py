@@ -73,6 +73,7 @@ class ImageRows:
         self.db.execute("DELETE FROM image_indexes WHERE instr(members, ?) > 0",
                         (f'"{image_id}"',))
         self.db.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
+        self.db.execute("DELETE FROM provenance WHERE image_id = ?", (image_id,))
         self.db.execute("DELETE FROM images WHERE id = ?", (image_id,))
         self.db.execute("DELETE FROM builds WHERE image_id = ?", (image_id,))
 
@@ -155,6 +156,16 @@ class ImageStore(BlobStore):
 
     def images(self) -> list[tuple[str, str | None, float]]:
         return list(self.db.execute("SELECT id, top_chain, created FROM images ORDER BY created"))
+
+    def put_provenance(self, image_id: str, predicate: bytes) -> None:
+        """Keep the provenance predicate of a build of ``image_id`` (the last build's)."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO provenance VALUES (?, ?)", (image_id, predicate))
+
+    def provenance_of(self, image_id: str) -> bytes | None:
+        row = self.db.execute("SELECT predicate FROM provenance WHERE image_id = ?",
+                              (image_id,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def listed_images(self) -> list[tuple[str, str | None, float]]:
         """``images()`` as ``pybuild images`` lists them: another platform's image of a

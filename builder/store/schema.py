@@ -15,6 +15,7 @@ Every table the store has, and its columns (the code that reads them is in this 
     layer_blobs    a layer's blobs, one per compression
     images, tags   image IDs with their top layer; names
     image_indexes  a name built for several platforms -> its member images (JSON)
+    provenance     an image's SLSA provenance predicate (--provenance)
     cache_entries  build cache: step key, parent key, slot, recorded inputs, chain, ...
     stat_cache     context path + stat -> content digest
     dir_summaries  context directory + what was skipped in it -> every entry's stat and
@@ -56,6 +57,10 @@ _CONTENT_MANIFESTS = """CREATE TABLE IF NOT EXISTS content_manifests (
 _IMAGE_INDEXES = """CREATE TABLE IF NOT EXISTS image_indexes (
         name TEXT PRIMARY KEY,
         members TEXT NOT NULL)"""
+# An image's SLSA provenance predicate (builder.image.provenance), made when it was built.
+_PROVENANCE = """CREATE TABLE IF NOT EXISTS provenance (
+        image_id TEXT PRIMARY KEY,
+        predicate BLOB NOT NULL)"""
 _DIR_SUMMARIES = """CREATE TABLE IF NOT EXISTS dir_summaries (
         path TEXT NOT NULL,
         scope TEXT NOT NULL,
@@ -135,6 +140,7 @@ _TABLES = (
     _DIR_SUMMARIES,
     *_REPLAYS,
     *_INDEXES,
+    _PROVENANCE,
 )
 
 
@@ -235,6 +241,11 @@ def _add_image_indexes(db: sqlite3.Connection) -> bool:
     return True
 
 
+def _add_provenance(db: sqlite3.Connection) -> bool:
+    db.execute(_PROVENANCE)
+    return True
+
+
 MIGRATIONS = (
     Migration(1, "every table and index", _create_tables),
     Migration(2, "build-arg values in clear digested", _scrub_plain_values),
@@ -244,6 +255,7 @@ MIGRATIONS = (
     Migration(6, "context directory summaries", _add_dir_summaries),
     Migration(7, "replay records of fully cached builds", _add_replays),
     Migration(8, "names built for several platforms", _add_image_indexes),
+    Migration(9, "provenance of images", _add_provenance),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -1,6 +1,7 @@
-"""A build for two platforms pushed (issue 19, point 2): each manifest by digest, then
-the image index under the tag, which a registry on 127.0.0.1 serves, skopeo reads raw
-and pybuild pulls by platform; and ``docker load`` of one platform saved with
+"""A build for two platforms pushed (issue 19, points 2 and 6): each manifest by digest,
+its provenance attestation manifest, then the image index under the tag, which a
+registry on 127.0.0.1 serves, skopeo reads raw and pybuild pulls by platform (never the
+attestations' unknown/unknown); and ``docker load`` of one platform saved with
 ``save --platform``, run by Docker (arm64 through the machine's QEMU handler).
 """
 
@@ -42,8 +43,11 @@ def test_push_puts_an_index_the_registry_serves_and_pull_selects(root: Path, tmp
     index = json.loads(raw.stdout)
     assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
     assert [m["platform"] for m in index["manifests"]] == [
-        {"architecture": "amd64", "os": "linux"}, {"architecture": "arm64", "os": "linux"}]
-    for entry in index["manifests"]:  # each manifest is served by its digest
+        {"architecture": "amd64", "os": "linux"}, {"architecture": "arm64", "os": "linux"},
+        {"architecture": "unknown", "os": "unknown"}, {"architecture": "unknown", "os": "unknown"}]
+    assert [m.get("annotations", {}).get("vnd.docker.reference.digest")
+            for m in index["manifests"][2:]] == [m["digest"] for m in index["manifests"][:2]]
+    for entry in index["manifests"]:  # each manifest (attestations too) is served by digest
         one = skopeo(registry, "inspect", "--raw", *skopeo_args(registry),
                      f"docker://{registry.host}/multi@{entry['digest']}")
         assert one.returncode == 0 and json.loads(one.stdout)["layers"], one.stderr
