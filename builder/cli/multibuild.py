@@ -78,7 +78,9 @@ def build_several(args: argparse.Namespace, platforms: list[Platform | None],
     started = time.time()
     try:
         for platform in platforms:
-            results.append(_build_one(store, options, platform, progress))
+            shared = frozenset(s.key for r in results for s in r.steps if s.key)
+            results.append(_build_one(store, msgspec.structs.replace(options, shared_keys=shared),
+                                      platform, progress))
     except PybuildError:
         lint.finish_failed(progress.lint_line)
         raise

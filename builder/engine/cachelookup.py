@@ -37,11 +37,12 @@ def decide(run: BuildRun, state: StageState, index: int, inputs: Inputs) -> Cach
     key = cache_key(inputs)
     clear, inputs = inputs, recorded_inputs(inputs, state.args)  # stored: no value in clear
     slot = f"{_project(run)}/{Path(run.dockerfile_path).name}:{state.name}:{index}"
-    skip_cache = run.options.no_cache or state.name in run.options.no_cache_filter
+    skip_cache = (run.options.no_cache or state.name in run.options.no_cache_filter) \
+        and key not in run.options.shared_keys
     entry = None if skip_cache else _lookup(run, key, state.cache_key, slot, inputs)
     if entry is not None:
         return CacheDecision(key, inputs, slot, entry, [Reason(ReasonCode.CACHE_HIT)])
-    if run.options.no_cache:
+    if run.options.no_cache and key not in run.options.shared_keys:
         reasons = [Reason(ReasonCode.NO_CACHE)]
     elif skip_cache:
         reasons = [Reason(ReasonCode.NO_CACHE_FILTER, stage=state.name)]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from builder.engine import stageplatform
 from builder.engine.buildrun import BuildRun
 from builder.engine.history import fill_created
 from builder.engine.options import BuildResult
 from builder.engine.state import StageState
 from builder.explain.steps import StepRecord
+
+if TYPE_CHECKING:
+    from builder.explain.records import BaseRecord
 from builder.image import config as image_config
 
 
@@ -28,12 +33,22 @@ def commit_image(run: BuildRun, state: StageState) -> BuildResult:
         run.store.tag(tag, image_id)
     from builder.explain.records import save_build
 
-    save_build(run.store, image_id, run.steps)
+    save_build(run.store, image_id, run.steps, _bases(run))
     _export_cache(run, state)
     bases = [(s.base_name, s.base_ref, s.platform) for s in run.stages.values()
              if s.base_name and s.base_ref.startswith("sha256:") and s.platform is not None]
     return BuildResult(image_id=image_id, steps=run.steps, tags=list(run.options.tags),
                        bases=list(dict.fromkeys(bases)))
+
+
+def _bases(run: BuildRun) -> list[BaseRecord]:
+    """Each stage's base image, with the manifest digest it was pulled by (explain)."""
+    from builder.explain.records import BaseRecord
+
+    return [BaseRecord(state.name, state.base_name, str(state.platform), state.base_ref,
+                       run.store.repo_digest(state.base_ref))
+            for _index, state in sorted(run.stages.items())
+            if state.base_name and state.base_ref.startswith("sha256:")]
 
 
 def _export_cache(run: BuildRun, state: StageState) -> None:

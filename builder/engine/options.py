@@ -60,6 +60,9 @@ class BuildOptions(msgspec.Struct):
     build_contexts: dict[str, BuildContext] = msgspec.field(default_factory=dict)  # --build-context
     run_options: RunOptions | None = None   # --add-host, --ulimit, --shm-size for RUN steps
     plan: bool = False       # explain --plan: decide every step's cache use, run nothing
+    # Steps an earlier platform of the same build made (--platform a,b): reused even
+    # under --no-cache, as BuildKit solves a vertex shared by platforms once.
+    shared_keys: frozenset[str] = frozenset()
 
 
 class BuildResult(msgspec.Struct):

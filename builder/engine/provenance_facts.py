@@ -45,12 +45,9 @@ def _dockerfile(options: BuildOptions) -> tuple[str, bytes]:
 
 
 def _base_digest(store: Store, image_id: str) -> str:
-    """The manifest digest a pulled base was pulled by (its ``name@digest`` name), else
-    the image ID (an imported or loaded image has no manifest of its own here)."""
-    for name, named in store.tags():
-        if named == image_id and "@sha256:" in name:
-            return name.rsplit("@", 1)[1]
-    return image_id
+    """The manifest digest a pulled base was pulled by, else the image ID (an imported
+    or loaded image has no manifest of its own here)."""
+    return store.repo_digest(image_id) or image_id
 
 
 def facts_of(store: Store, options: BuildOptions, result: BuildResult, platform: Platform,

@@ -54,6 +54,9 @@ def document(report: Report, values: Mapping[str, str] | None = None) -> dict[st
     extra: dict[str, object] = {"plan": True} if report.image_id is None else {}
     if report.against:
         extra["against"] = report.against
+    if report.bases:
+        extra["bases"] = [{"stage": b.stage, "name": b.name, "platform": b.platform,
+                           "image": b.image, "digest": b.digest} for b in report.bases]
     return {"schemaVersion": SCHEMA_VERSION, "image": report.image_id, **extra, "steps": steps,
             "summary": {"steps": len(steps),
                         "layers": sum(1 for s in report.steps if s.layer),

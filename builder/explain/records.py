@@ -11,19 +11,49 @@ from __future__ import annotations
 
 import json
 
+import msgspec
+
 from builder.explain.steps import StepRecord
 from builder.store import records
 from builder.store.store import Store
 
 
-def save_build(store: Store, image_id: str, steps: list[StepRecord]) -> None:
+class BaseRecord(msgspec.Struct, frozen=True):
+    """A stage's base image: the FROM as written, the platform it was chosen for, the
+    image it resolved to and, when pulled, the manifest digest chosen (from an index:
+    the platform's entry)."""
+
+    stage: str
+    name: str
+    platform: str
+    image: str
+    digest: str | None = None
+
+
+_BASES = msgspec.json.Decoder(list[BaseRecord])
+
+
+def save_build(store: Store, image_id: str, steps: list[StepRecord],
+               bases: list[BaseRecord] | None = None) -> None:
     """Record the build of ``image_id``, unless the record there already says the same
     (durations aside): a no-op rebuild writes nothing."""
     new = json.dumps([step.to_record() for step in steps])
     stored = records.build_steps(store, image_id)
-    if stored is not None and _outcomes(stored) == _outcomes(new):
-        return
-    records.put_build_steps(store, image_id, new)
+    if stored is None or _outcomes(stored) != _outcomes(new):
+        records.put_build_steps(store, image_id, new)
+    if bases is not None and load_bases(store, image_id) != bases:
+        records.put_build_bases(store, image_id, msgspec.json.encode(bases).decode())
+
+
+def load_bases(store: Store, image_id: str) -> list[BaseRecord]:
+    """The base images of the build of ``image_id`` ([] if none or not recorded)."""
+    raw = records.build_bases(store, image_id)
+    if raw is None:
+        return []
+    try:
+        return _BASES.decode(raw)
+    except msgspec.DecodeError:
+        return []
 
 
 def _outcomes(raw: str) -> list[object] | None:

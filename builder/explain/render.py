@@ -59,7 +59,8 @@ def render(report: Report, values: Mapping[str, str] | None = None) -> str:
     title = f"image {report.image_id}" if report.image_id else "plan (nothing was built)"
     if report.against:
         title += f", against {report.against}"
-    lines = [title, "",
+    lines = [title, *(f"base {b.name} ({b.platform}, stage {b.stage}): "
+                      f"{b.digest or b.image}" for b in report.bases), "",
              f"{'STEP':<14} {'LAYER':<14} {'CACHE':<6} {'ADDED':>6} {'CHANGED':>8} "
              f"{'DELETED':>8} {'SIZE':>9} {'TIME':>7}  INSTRUCTION"]
     layers = empty = 0

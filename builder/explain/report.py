@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from builder.explain.records import load_build
+from builder.explain.records import BaseRecord, load_bases, load_build
 from builder.explain.steps import StepRecord
 from builder.store.store import Store
 
@@ -26,6 +26,7 @@ class Report(msgspec.Struct):
     steps: list[StepRecord]
     layers: dict[str, LayerFacts]     # by chain ID
     against: str | None = None        # explain --against: the baseline image
+    bases: list[BaseRecord] = msgspec.field(default_factory=list)   # the stages' FROM images
 
     def facts(self, step: StepRecord) -> LayerFacts | None:
         return self.layers.get(step.layer) if step.layer else None
@@ -58,4 +59,4 @@ def build_report(store: Store, image_id: str) -> Report | None:
         if step.layer and step.layer not in layers and store.has_layer(step.layer):
             record = store.layer(step.layer)
             layers[step.layer] = LayerFacts(record.chain_id, record.diff_id, record.size)
-    return Report(image_id, steps, layers)
+    return Report(image_id, steps, layers, bases=load_bases(store, image_id))

@@ -76,6 +76,7 @@ class ImageRows:
         self.db.execute("DELETE FROM provenance WHERE image_id = ?", (image_id,))
         self.db.execute("DELETE FROM images WHERE id = ?", (image_id,))
         self.db.execute("DELETE FROM builds WHERE image_id = ?", (image_id,))
+        self.db.execute("DELETE FROM build_bases WHERE image_id = ?", (image_id,))
 
 
 class ImageStore(BlobStore):
@@ -166,6 +167,12 @@ class ImageStore(BlobStore):
         row = self.db.execute("SELECT predicate FROM provenance WHERE image_id = ?",
                               (image_id,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def repo_digest(self, image_id: str) -> str | None:
+        """The manifest digest ``image_id`` was pulled by (its ``repo@digest`` name)."""
+        row = self.db.execute("SELECT name FROM tags WHERE image_id = ? AND name LIKE "
+                              "'%@sha256:%' ORDER BY name LIMIT 1", (image_id,)).fetchone()
+        return None if row is None else str(row[0]).rsplit("@", 1)[1]
 
     def listed_images(self) -> list[tuple[str, str | None, float]]:
         """``images()`` as ``pybuild images`` lists them: another platform's image of a

@@ -145,6 +145,18 @@ def build_steps(store: Database, image_id: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def put_build_bases(store: Database, image_id: str, bases: str) -> None:
+    """``bases``: JSON, as explain writes it."""
+    with store.transaction() as db:
+        db.execute("INSERT OR REPLACE INTO build_bases VALUES (?, ?)", (image_id, bases))
+
+
+def build_bases(store: Database, image_id: str) -> str | None:
+    row = store.db.execute("SELECT bases FROM build_bases WHERE image_id = ?",
+                           (image_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 # -- lint results (builder.lint owns what ``result`` holds) ---------------------------
 def lint_result(store: Database, key: str) -> str | None:
     row = store.db.execute("SELECT result FROM lint_results WHERE key = ?", (key,)).fetchone()

@@ -24,6 +24,7 @@ Every table the store has, and its columns (the code that reads them is in this 
                    while the generation, which triggers bump on every write to the
                    tables a build reads, has not moved
     builds         explain: what each step of a built image did
+    build_bases    explain: the base images a build started from, with the digests chosen
     content_manifests  every entry of a large COPY source by its content digest, for
                    explain to name a changed file (builder.cache.manifests); the newest few
     lint_results   lint findings by Dockerfile digest + rule set (builder.lint.gate), and
@@ -61,6 +62,10 @@ _IMAGE_INDEXES = """CREATE TABLE IF NOT EXISTS image_indexes (
 _PROVENANCE = """CREATE TABLE IF NOT EXISTS provenance (
         image_id TEXT PRIMARY KEY,
         predicate BLOB NOT NULL)"""
+# The base images a build started from (builder.explain.records owns the JSON).
+_BUILD_BASES = """CREATE TABLE IF NOT EXISTS build_bases (
+        image_id TEXT PRIMARY KEY,
+        bases TEXT NOT NULL)"""
 _DIR_SUMMARIES = """CREATE TABLE IF NOT EXISTS dir_summaries (
         path TEXT NOT NULL,
         scope TEXT NOT NULL,
@@ -141,6 +146,7 @@ _TABLES = (
     *_REPLAYS,
     *_INDEXES,
     _PROVENANCE,
+    _BUILD_BASES,
 )
 
 
@@ -246,6 +252,11 @@ def _add_provenance(db: sqlite3.Connection) -> bool:
     return True
 
 
+def _add_build_bases(db: sqlite3.Connection) -> bool:
+    db.execute(_BUILD_BASES)
+    return True
+
+
 MIGRATIONS = (
     Migration(1, "every table and index", _create_tables),
     Migration(2, "build-arg values in clear digested", _scrub_plain_values),
@@ -256,6 +267,7 @@ MIGRATIONS = (
     Migration(7, "replay records of fully cached builds", _add_replays),
     Migration(8, "names built for several platforms", _add_image_indexes),
     Migration(9, "provenance of images", _add_provenance),
+    Migration(10, "the base images of each build", _add_build_bases),
 )
 LATEST = MIGRATIONS[-1].version
 

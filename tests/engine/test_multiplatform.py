@@ -192,3 +192,33 @@ def test_removing_one_platforms_image_makes_the_name_single(root: Path, tmp_path
     run_cli("rmi", "-f", members[1]["Id"], root=root)
     doc = json.loads(run_cli("inspect", "multi", root=root).stdout)[0]
     assert "Index" not in doc and doc["Id"] == members[0]["Id"]
+
+
+def test_no_cache_still_builds_a_shared_step_once(root: Path, tmp_path: Path) -> None:
+    """--no-cache: nothing from earlier builds is reused, but a step the platforms share
+    is built once in this build, as BuildKit solves a shared vertex once."""
+    context = _context(tmp_path, "FROM --platform=$BUILDPLATFORM bb-amd64 AS build\n"
+                                 "RUN cat /proc/sys/kernel/random/uuid > /stamp\n"
+                                 "FROM scratch\nCOPY --from=build /stamp /\n")
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        run_cli("build", "-q", "--no-cache", "--platform", BOTH, "-o",
+                f"type=local,dest={out}", str(context), root=root)
+        assert (out / "linux_amd64" / "stamp").read_text() == \
+            (out / "linux_arm64" / "stamp").read_text()
+    assert (first / "linux_amd64" / "stamp").read_text() != \
+        (second / "linux_amd64" / "stamp").read_text()
+
+
+def test_explain_names_a_platform_change_as_the_miss_reason(tmp_path: Path) -> None:
+    """The same COPY built for amd64, then arm64: a miss, and explain says the platform
+    changed (as data: input-changed, input platform, old and new)."""
+    context = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /d\n")
+    store = tmp_path / "store"
+    for platform in ("linux/amd64", "linux/arm64"):
+        run_cli("build", "-q", "--platform", platform, "-t", "p", str(context), root=store)
+    text = run_cli("explain", "p", root=store).stdout.decode()
+    assert "cache miss: platform: 'linux/amd64' -> 'linux/arm64'" in text, text
+    [step] = json.loads(run_cli("explain", "p", "--format", "json", root=store).stdout)["steps"]
+    assert step["reasons"] == [{"code": "input-changed", "params": {
+        "input": "platform", "change": "changed", "old": "linux/amd64", "new": "linux/arm64"}}]

@@ -207,3 +207,22 @@ def test_an_emulated_platform_single_manifest_becomes_the_stages(
     assert b"InvalidBaseImagePlatform" not in result.stdout + result.stderr
     assert (out / "arch").read_text() == "amd64 aarch64\n"
     assert image_config(root, "c-emu")["architecture"] == "arm64"
+
+
+def test_the_digest_chosen_from_an_index_is_in_explain(tmp_path, registry) -> None:
+    """FROM an index, built for arm64: explain names the arm64 entry's manifest digest
+    (the one pulled), in text and JSON (docs/explain.schema.json)."""
+    import json
+
+    pushed = push_multiplatform_index(registry, "c-chosen", "1")
+    context = _context(tmp_path, f"FROM {registry.host}/c-chosen:1\nCOPY f /f\n")
+    root = tmp_path / "store"
+    run_cli("build", "-q", "-t", "c-arm", "--platform", "linux/arm64", str(context),
+            root=root)
+    arm = pushed["linux/arm64"]["manifest"]
+    text = run_cli("explain", "c-arm", root=root).stdout.decode()
+    assert f"base {registry.host}/c-chosen:1 (linux/arm64, stage stage-0): {arm}" in text, text
+    doc = json.loads(run_cli("explain", "c-arm", "--format", "json", root=root).stdout)
+    [base] = doc["bases"]
+    assert (base["platform"], base["digest"]) == ("linux/arm64", arm)
+    assert base["image"] == Store(root).resolve_image(f"{registry.host}/c-chosen@{arm}")
