@@ -218,7 +218,7 @@ def _host() -> Platform:
 def host_executes() -> tuple[Platform, ...]:
     """Platforms whose binaries run here natively: the host's; on amd64 also the x86-64
     levels this CPU has and linux/386 (BuildKit util/archutil/detect.go lists the same
-    by running a probe binary for each; binfmt_misc emulators are not used: issue 19)."""
+    by running a probe binary for each; emulated platforms are builder.emulation's)."""
     host = _host()
     if host.architecture != "amd64":
         return (host,)

@@ -233,13 +233,34 @@ def go_time_string(created: int) -> str:
 
 def history_row(entry: Mapping[str, object], image_id: str, size: int, no_trunc: bool
                 ) -> Row:
-    """One ``history`` row; ``image_id`` is ``<missing>`` but for the newest entry."""
+    """One ``history`` row; ``image_id`` is an image's ID or ``<missing>``."""
     created = unix_time(entry.get("created"))
     created_by = str(entry.get("created_by") or "").replace("\t", " ")
     return Row({"ID": image_id if image_id == "<missing>" else short_id(image_id, no_trunc),
                 "CreatedSince": since(created), "CreatedAt": rfc3339(created),
                 "CreatedBy": created_by if no_trunc else ellipsis(created_by, 45),
                 "Size": human_size(size), "Comment": str(entry.get("comment") or "")})
+
+
+def history_ids(store: Store, image_id: str, entries: list[Mapping[str, object]]) -> list[str]:
+    """The IMAGE of each history entry in ``history``'s default table: the image's own
+    for the newest, the base image's for the last entry that came from its base (the
+    image its build chose: for a base pulled from an index, that platform's; explain
+    has its manifest digest), else ``<missing>``.  (docker names a base only when its
+    classic builder recorded the parent; ``--format`` stays docker's.)"""
+    ids = ["<missing>"] * len(entries)
+    from builder.explain.records import load_bases
+
+    for base in reversed(load_bases(store, image_id)):
+        if not store.has_blob(base.image):
+            continue
+        own = store.image_config(base.image).get("history") or []
+        if 0 < len(own) < len(entries) and list(entries[:len(own)]) == own:
+            ids[len(own) - 1] = base.image
+            break
+    if ids:
+        ids[-1] = image_id
+    return ids
 
 
 def image_rows(image_id: str, names: list[str], created_at: object, size: int,
@@ -316,7 +337,9 @@ def print_history(store: Store, image_id: str, entries: list[Mapping[str, object
     for entry in entries:  # an empty_layer step has no layer: 0B, as docker's
         layer = None if entry.get("empty_layer") else next(layers, None)
         sizes.append(0 if layer is None else content_size(store, layer))
-    rows = [history_row(entry, image_id if at == len(entries) - 1 else "<missing>", size,
-                        no_trunc) for at, (entry, size) in enumerate(zip(entries, sizes,
-                                                                         strict=True))]
+    # docker's IDs: the image's own on the newest entry, <missing> on the others (docker
+    # knows no parent of a loaded image); the default table also names the base.
+    ids = ["<missing>"] * (len(entries) - 1) + [image_id]
+    rows = [history_row(entry, shown, size, no_trunc)
+            for entry, shown, size in zip(entries, ids, sizes, strict=True)]
     sys.stdout.write(render_rows(fmt, HISTORY, list(reversed(rows))))

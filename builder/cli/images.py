@@ -153,23 +153,28 @@ def _history(args: argparse.Namespace) -> int:
 
         print_history(store, image_id, config.get("history", []), args.format, args.no_trunc)
         return 0
+    from builder.cli.formats import history_ids
     from builder.layers.empty import is_empty
 
     layers = store.chain(store.image_top_chain(image_id))
     sizes = iter(0 if is_empty(r.diff_id) else r.size for r in layers)  # 0B, as docker's
+    entries = config.get("history", [])
     rows = []
-    for entry in config.get("history", []):
+    for entry, shown_id in zip(entries, history_ids(store, image_id, entries), strict=True):
         size = 0 if entry.get("empty_layer") else next(sizes, 0)
-        rows.append((entry.get("created", ""), entry.get("created_by", ""), size,
+        if shown_id != "<missing>" and not args.no_trunc:
+            shown_id = shown_id[7:19]
+        rows.append((shown_id, entry.get("created", ""), entry.get("created_by", ""), size,
                      entry.get("comment", "")))
-    print(f"{'CREATED':<22} {'CREATED BY':<60} {'SIZE':>9}  COMMENT")
-    for created, created_by, size, comment in reversed(rows):
+    width = 72 if args.no_trunc else 14
+    print(f"{'IMAGE':<{width}} {'CREATED':<22} {'CREATED BY':<60} {'SIZE':>9}  COMMENT")
+    for shown_id, created, created_by, size, comment in reversed(rows):
         # The image's history is anyone's text: no control character reaches the terminal.
         created_by = printable(str(created_by))
         shown = created_by if len(created_by) <= 60 or args.no_trunc \
             else created_by[:57] + "..."
-        print(printable(f"{str(created)[:19]:<22} {shown:<60} {human_size(size):>9}  "
-                        f"{comment}"))
+        print(printable(f"{shown_id:<{width}} {str(created)[:19]:<22} {shown:<60} "
+                        f"{human_size(size):>9}  {comment}"))
     return 0
 
 

@@ -87,7 +87,7 @@ def pull(store: Store, ref: Reference, *, platform: Platform, insecure: tuple[st
     download (a build that pulls its base needs the files next); else they stay packed.
     ``keep_other_platforms``: a name that already names an image of another platform
     keeps it (a build for arm64 does not take ``busybox`` away from the amd64 image;
-    the store holds one image per name until issue 19 stores indexes).
+    a pulled name holds one image; only a build for several platforms names several).
     """
     what = ref.familiar()
     repo = open_repository(ref, insecure=insecure)

@@ -152,7 +152,7 @@ def test_history_shows_empty_layers_as_0B(tmp_path: Path, busybox_tar: Path) -> 
     root = _store(tmp_path, busybox_tar)
     run_cli("-t", "a-empty", str(_context(tmp_path)), root=root)
     lines = run_cli("history", "a-empty", root=root).stdout.decode().splitlines()[1:]
-    sizes = [line[84:93].strip() for line in reversed(lines)][1:]   # base first, skipped
+    sizes = [line[99:108].strip() for line in reversed(lines)][1:]   # base first, skipped
     # As docker history shows them: the empty tar's 1024 bytes are no content.
     assert sizes[:-1] == ["0B"] * (len(HISTORY) - 1) and sizes[-1] != "0B"
 

@@ -209,9 +209,11 @@ def test_an_emulated_platform_single_manifest_becomes_the_stages(
     assert image_config(root, "c-emu")["architecture"] == "arm64"
 
 
-def test_the_digest_chosen_from_an_index_is_in_explain(tmp_path, registry) -> None:
+def test_the_digest_chosen_from_an_index_is_in_explain_and_history(tmp_path,
+                                                                   registry) -> None:
     """FROM an index, built for arm64: explain names the arm64 entry's manifest digest
-    (the one pulled), in text and JSON (docs/explain.schema.json)."""
+    (the one pulled), in text and JSON (docs/explain.schema.json); history shows the
+    image that entry gave at the base's last row."""
     import json
 
     pushed = push_multiplatform_index(registry, "c-chosen", "1")
@@ -225,4 +227,10 @@ def test_the_digest_chosen_from_an_index_is_in_explain(tmp_path, registry) -> No
     doc = json.loads(run_cli("explain", "c-arm", "--format", "json", root=root).stdout)
     [base] = doc["bases"]
     assert (base["platform"], base["digest"]) == ("linux/arm64", arm)
-    assert base["image"] == Store(root).resolve_image(f"{registry.host}/c-chosen@{arm}")
+    chosen = Store(root).resolve_image(f"{registry.host}/c-chosen@{arm}")
+    assert base["image"] == chosen
+    # history: the base's last entry carries the image chosen, as docker shows a base
+    # image it has (the arm64 entry's, not the amd64 one's).
+    table = run_cli("history", "--no-trunc", "c-arm", root=root).stdout.decode()
+    ids = [line.split()[0] for line in table.splitlines()[1:]]
+    assert ids[1] == chosen and ids[0] == Store(root).resolve_image("c-arm"), table
