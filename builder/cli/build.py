@@ -89,7 +89,7 @@ def _output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iidfile", help="write the image ID to this file")
     p.add_argument("--metadata-file", help="write build metadata (JSON) to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
-    p.add_argument("--provenance", metavar="mode=min|max",
+    p.add_argument("--provenance", metavar="mode=min|max[,builder-id=URI]",
                    help="attach SLSA provenance to each image in an index (default with "
                    "several platforms: mode=min; false: none; docs/multi-platform.md)")
 
@@ -105,15 +105,17 @@ def _build(args: argparse.Namespace) -> int:
     from builder.engine.options import parse_output
     from builder.engine.progress import make_progress
 
+    given = [parse_output(spec) for spec in args.output if spec]
+    # check_outputs fills in defaults in place; the index path checks what was given.
     outputs = bx.check_outputs([parse_output(spec) for spec in args.output if spec])
     if len(platforms) > 1 or args.provenance not in (None, "false", "0"):
         # An image index: several platforms, or provenance attached (min by default
         # with several, as buildx; for one platform only when asked).
         from builder.cli.multibuild import build_several, refuse_unsupported
-        from builder.image.provenance import Mode, parse_flag
+        from builder.image.provenance import Request, parse_flag
 
-        provenance = parse_flag(args.provenance, default=Mode.MIN)
-        refuse_unsupported(args, outputs)
+        provenance = parse_flag(args.provenance, default=Request())
+        refuse_unsupported(args, given, several=len(platforms) > 1)
         return build_several(args, list(platforms) or [None], _options(args, None, outputs),
                              outputs, provenance)
     annotations = bx.image_annotations(bx.parse_annotations(args.annotation,
@@ -154,6 +156,8 @@ def _run_build(args: argparse.Namespace, options: BuildOptions, progress: Progre
         progress.close()  # the tty timer stops, also on Ctrl-C
     write_outputs(store, result.image_id, result.tags, outputs, args.compression, annotations,
                   driver=options.storage_driver)  # resolved by build(): "auto" probed once
+    if args.provenance in ("false", "0"):  # none for this build, whatever an earlier kept
+        store.forget_provenance(result.image_id, result.tags)
     if args.push:
         if not result.tags:
             raise UsageError("--push needs a name: add -t REGISTRY/NAME:TAG")

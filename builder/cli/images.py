@@ -115,7 +115,7 @@ def _print_provenance(store: Store, name: str, image_id: str) -> int:
         [(str(Platform.from_config(store.image_config(image_id)) or Platform.host()), image_id)]
     found: dict[str, object] = {}
     for platform, member in pairs:
-        kept = store.provenance_of(member)
+        kept = store.provenance_of(member, normalize_tag(name) if named else "")
         if kept is None:
             continue
         export = store.export_image(member, ExportOptions("gzip", compressed=True))
@@ -185,7 +185,12 @@ def _tag_arguments(p: argparse.ArgumentParser) -> None:
 
 def _tag(args: argparse.Namespace) -> int:
     store = open_store(args)
-    store.tag(args.target, resolve_image(store, args.source))
+    image_id = resolve_image(store, args.source)
+    members = None if args.source.startswith("sha256:") else store.index_of(args.source)
+    if members is not None and store.resolve_tag(args.source) == image_id:
+        store.tag_index(args.target, members, image_id)  # every platform, as docker tag
+    else:
+        store.tag(args.target, image_id)
     return 0
 
 

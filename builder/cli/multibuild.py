@@ -36,32 +36,40 @@ if TYPE_CHECKING:
     from builder.engine.options import BuildOptions, BuildResult, Output
     from builder.engine.progress import Progress
     from builder.image.archive import Attest
-    from builder.image.provenance import Attestation, Mode
+    from builder.image.provenance import Attestation, Request
     from builder.store import Store
     from builder.store.images import IndexMember
 
-__all__ = ["build_several", "refuse_unsupported"]
+__all__ = ["attester", "build_several", "refuse_unsupported"]
 
 
-def refuse_unsupported(args: argparse.Namespace, outputs: list[Output]) -> None:
-    """What a build for several platforms cannot do yet: one line, before building."""
+def refuse_unsupported(args: argparse.Namespace, outputs: list[Output], several: bool) -> None:
+    """What an image index cannot be written as yet (several platforms, or one with
+    provenance): one line, before anything is built.  ``outputs`` are the ``-o`` as
+    given (a ``type=docker`` without ``dest`` is ``--load``, refused as buildx does)."""
+    why = "with several platforms" if several else "with --provenance (an image index)"
     for output in outputs:
         if output.type == "docker":
             raise UsageError("-o type=docker: docker exporter does not currently support "
                              "exporting manifest lists (build one platform, or save one "
-                             "with 'pybuild save --platform')")
+                             "with 'pybuild save --platform')" if several else
+                             "-o type=docker cannot hold provenance attestations: use -o "
+                             "type=oci, or --provenance false")
         if output.type == "tar":
-            raise UsageError("-o type=tar with several platforms is not supported yet: use "
-                             "-o type=local (a directory per platform) or -o type=oci")
+            raise UsageError(f"-o type=tar {why} is not supported yet: use -o type=local "
+                             "(a directory per platform) or -o type=oci")
+        if output.type not in ("oci", "local"):
+            raise UsageError(f"unknown output type {output.type!r} {why}: use oci or local "
+                             "(and --push to push)")
     for flag, given in (("--iidfile", args.iidfile), ("--metadata-file", args.metadata_file),
                         ("--annotation", args.annotation)):
         if given:
-            raise UsageError(f"{flag} with several platforms is not supported yet: build "
-                             "one platform at a time")
+            raise UsageError(f"{flag} {why} is not supported yet")
 
 
 def build_several(args: argparse.Namespace, platforms: list[Platform | None],
-                  options: BuildOptions, outputs: list[Output], provenance: Mode | None) -> int:
+                  options: BuildOptions, outputs: list[Output],
+                  provenance: Request | None) -> int:
     """Build ``options`` for each platform (None: the host's, implicit), name the images
     together, keep their provenance, write the outputs and push; prints what ``build``
     prints for one platform."""
@@ -89,15 +97,19 @@ def build_several(args: argparse.Namespace, platforms: list[Platform | None],
     members, default = _members(store, platforms, results)
     if provenance is not None:
         _keep_provenance(store, options, members, results, provenance, started)
+    else:
+        for member in members:
+            store.forget_provenance(member.image_id, options.tags)
     for tag in options.tags:
         if len(members) == 1:
             store.tag(tag, default)
         else:
             store.tag_index(tag, members, default)
-    attest = _attester(store, options.tags) if provenance is not None else None
-    _write_outputs(store, members, options, outputs, args.compression, attest)
+    name = options.tags[0] if options.tags else ""
+    _write_outputs(store, members, options, outputs, args.compression,
+                   attester(store, name) if provenance is not None else None)
     if args.push:
-        _push(args, store, members, options.tags, attest)
+        _push(args, store, members, options.tags, with_provenance=provenance is not None)
     if args.quiet:
         print(default)
     else:
@@ -135,7 +147,7 @@ def _members(store: Store, platforms: list[Platform | None],
 
 
 def _keep_provenance(store: Store, options: BuildOptions, members: list[IndexMember],
-                     results: list[BuildResult], mode: Mode, started: float) -> None:
+                     results: list[BuildResult], request: Request, started: float) -> None:
     """Each platform's predicate, into the store (one invocation ID for all, as BuildKit)."""
     import uuid
 
@@ -149,19 +161,21 @@ def _keep_provenance(store: Store, options: BuildOptions, members: list[IndexMem
     for member, result in zip(members, results, strict=True):
         facts = facts_of(store, options, result, Platform.parse(member.platform),
                          context=context, invocation_id=invocation, started=started)
-        store.put_provenance(result.image_id, go_json(predicate(facts, mode, __version__)))
+        store.put_provenance(result.image_id, options.tags,
+                             go_json(predicate(facts, request, __version__)))
 
 
-def _attester(store: Store, tags: list[str]) -> Attest:
-    """The attestation manifest of a member, from the predicate its build kept."""
+def attester(store: Store, name: str) -> Attest:
+    """The attestation manifest of a member of ``name`` ("": unnamed), from the
+    predicate the build that gave it that name kept (none: no attestation)."""
     from builder.image.provenance import attestation, statement
     from builder.store.store import normalize_tag
 
     def attest(member: IndexMember, manifest: str) -> Attestation | None:
-        kept = store.provenance_of(member.image_id)
+        kept = store.provenance_of(member.image_id, name)
         if kept is None:
             return None
-        return attestation(statement(kept, normalize_tag(tags[0]) if tags else "",
+        return attestation(statement(kept, normalize_tag(name) if name else "",
                                      Platform.parse(member.platform), manifest), manifest)
 
     return attest
@@ -169,9 +183,7 @@ def _attester(store: Store, tags: list[str]) -> Attest:
 
 def _write_outputs(store: Store, members: list[IndexMember], options: BuildOptions,
                    outputs: list[Output], compression: str, attest: Attest | None) -> None:
-    for output in outputs:
-        if not output.dest:
-            raise UsageError(f"-o type={output.type} needs dest=PATH")
+    for output in outputs:  # refuse_unsupported and check_outputs let only these through
         if output.type == "oci":
             from builder.image.archive import write_index_layout
 
@@ -187,13 +199,10 @@ def _write_outputs(store: Store, members: list[IndexMember], options: BuildOptio
                 export_rootfs(store, store.image_top_chain(member.image_id), str(dest),
                               as_tar=False, preserve=output.preserve,
                               driver=options.storage_driver)
-        else:
-            raise UsageError(f"unknown output type {output.type!r}: use oci or local with "
-                             "several platforms")
 
 
 def _push(args: argparse.Namespace, store: Store, members: list[IndexMember],
-          tags: list[str], attest: Attest | None) -> None:
+          tags: list[str], *, with_provenance: bool) -> None:
     from builder.cli.build import transfer_mode
     from builder.registry.progress import TransferProgress
     from builder.registry.push import push_index
@@ -205,4 +214,5 @@ def _push(args: argparse.Namespace, store: Store, members: list[IndexMember],
     for tag in tags:
         push_index(store, members, parse_reference(tag), compression=args.compression,
                    insecure=tuple(args.insecure_registry),
-                   progress=TransferProgress(mode, verb="push"), attest=attest)
+                   progress=TransferProgress(mode, verb="push"),
+                   attest=attester(store, tag) if with_provenance else None)

@@ -65,6 +65,19 @@ def push_image(store: Store, image_id: str, name: str, compression: str,
 def _push(args: argparse.Namespace) -> int:
     store = open_store(args)
     image_id = resolve_image(store, args.image)
+    members = None if args.image.startswith("sha256:") else store.index_of(args.image)
+    if members is not None:  # built for several platforms: the index, as build --push
+        from builder.cli.multibuild import attester
+        from builder.registry.progress import TransferProgress
+        from builder.registry.push import push_index
+        from builder.registry.reference import parse_reference
+
+        print(push_index(store, members, parse_reference(args.reference or args.image),
+                         compression=args.compression, insecure=tuple(args.insecure_registry),
+                         progress=TransferProgress("quiet" if args.quiet else "auto",
+                                                   verb="push"),
+                         attest=attester(store, args.image)))
+        return 0
     print(push_image(store, image_id, args.reference or args.image, args.compression,
                      args.insecure_registry, "auto", quiet=args.quiet))
     return 0

@@ -182,8 +182,10 @@ def find_base(store: Store, base: str, platform: Platform, *, pull_always: bool,
         if stored is not None:
             raise DockerfileError(
                 f"base image {base!r} is {stored} in the local store, not {platform}, and "
-                f"pulling {platform} failed ({err}); build for {stored}, or add a {platform} "
-                f"image with 'pybuild import --platform {platform} TARBALL {base}'",
+                f"pulling {platform} failed ({err}); build with --platform {stored}, or "
+                f"name a {platform} image in FROM (one imported with 'pybuild import "
+                f"--platform {platform} TARBALL NAME', or a name built with --platform "
+                f"{stored},{platform})",
                 path, line) from None
         raise DockerfileError(
             f"base image {base!r} is not in the local store and pulling it failed ({err}); "

@@ -39,7 +39,8 @@ from builder.image.config import MEDIA_CONFIG, MEDIA_MANIFEST, go_json
 from builder.platforms import Platform
 from builder.store.exportview import Descriptor
 
-__all__ = ["BuildFacts", "Mode", "attestation", "parse_flag", "predicate", "statement"]
+__all__ = ["BuildFacts", "Mode", "Request", "attestation", "parse_flag", "predicate",
+           "statement"]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -54,25 +55,31 @@ class Mode(enum.Enum):
     MAX = "max"
 
 
-def parse_flag(value: str | None, *, default: Mode | None) -> Mode | None:
-    """``--provenance``: ``mode=min|max``, ``true``/``1`` (min), ``false``/``0`` (none),
-    as buildx reads it; None given: ``default``."""
+class Request(msgspec.Struct, frozen=True):
+    """What ``--provenance`` asks for: the mode, and ``builder-id`` (runDetails.builder.id)."""
+
+    mode: Mode = Mode.MIN
+    builder_id: str = ""
+
+
+def parse_flag(value: str | None, *, default: Request | None) -> Request | None:
+    """``--provenance``: ``mode=min|max[,builder-id=URI]``, ``true``/``1`` (min),
+    ``false``/``0`` (none), as buildx reads it; None given: ``default``."""
     if value is None:
         return default
-    attrs = dict(part.partition("=")[::2] for part in value.split(",") if part)
     if value.strip().lower() in ("false", "0"):
         return None
     if value.strip().lower() in ("true", "1"):
-        return Mode.MIN
-    unknown = set(attrs) - {"mode"}
+        return Request()
+    attrs = dict(part.partition("=")[::2] for part in value.split(",") if part)
     try:
         mode = Mode(attrs.get("mode", "min"))
     except ValueError:
         mode = None
-    if unknown or mode is None:
-        raise UsageError(f"--provenance {value}: expected mode=min or mode=max (or true, "
-                         "false)")
-    return mode
+    if not attrs or set(attrs) - {"mode", "builder-id"} or mode is None:
+        raise UsageError(f"--provenance {value}: expected mode=min or mode=max (and "
+                         "builder-id=URI), or true, false")
+    return Request(mode, attrs.get("builder-id", ""))
 
 
 class Base(msgspec.Struct, frozen=True):
@@ -118,8 +125,9 @@ def _purl(name: str, platform: Platform) -> str:
     return f"pkg:docker/{repo}@{tag}?{query}"
 
 
-def predicate(facts: BuildFacts, mode: Mode, builder_version: str) -> dict[str, object]:
+def predicate(facts: BuildFacts, asked: Request, builder_version: str) -> dict[str, object]:
     """The SLSA v1 predicate (module docstring)."""
+    mode = asked.mode
     args: dict[str, str] = {}
     if facts.target:
         args["target"] = facts.target
@@ -148,7 +156,7 @@ def predicate(facts: BuildFacts, mode: Mode, builder_version: str) -> dict[str, 
                 {"uri": _purl(b.name, b.platform),
                  "digest": {"sha256": b.digest.split(":", 1)[-1]}} for b in facts.bases]},
         "runDetails": {
-            "builder": {"id": "", "version": {"pybuild": builder_version}},
+            "builder": {"id": asked.builder_id, "version": {"pybuild": builder_version}},
             "metadata": {"invocationId": facts.invocation_id, "startedOn": facts.started_on,
                          "finishedOn": facts.finished_on}},
     }

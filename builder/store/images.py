@@ -158,14 +158,28 @@ class ImageStore(BlobStore):
     def images(self) -> list[tuple[str, str | None, float]]:
         return list(self.db.execute("SELECT id, top_chain, created FROM images ORDER BY created"))
 
-    def put_provenance(self, image_id: str, predicate: bytes) -> None:
-        """Keep the provenance predicate of a build of ``image_id`` (the last build's)."""
+    def put_provenance(self, image_id: str, names: list[str], predicate: bytes) -> None:
+        """Keep the provenance predicate of the build that gave ``image_id`` these names
+        (none: under ""); another build of the same image under another name, or with
+        another mode, keeps its own."""
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO provenance VALUES (?, ?)", (image_id, predicate))
+            for name in [normalize_tag(n) for n in names] or [""]:
+                db.execute("INSERT OR REPLACE INTO provenance VALUES (?, ?, ?)",
+                           (image_id, name, predicate))
 
-    def provenance_of(self, image_id: str) -> bytes | None:
-        row = self.db.execute("SELECT predicate FROM provenance WHERE image_id = ?",
-                              (image_id,)).fetchone()
+    def forget_provenance(self, image_id: str, names: list[str]) -> None:
+        """A build of ``image_id`` under these names with ``--provenance false``."""
+        keys = [(image_id, normalize_tag(n)) for n in names] or [(image_id, "")]
+        if any(self.db.execute("SELECT 1 FROM provenance WHERE image_id = ? AND name = ?",
+                               key).fetchone() for key in keys):
+            with self.transaction() as db:
+                db.executemany("DELETE FROM provenance WHERE image_id = ? AND name = ?", keys)
+
+    def provenance_of(self, image_id: str, name: str = "") -> bytes | None:
+        """The predicate of the build that named ``image_id`` ``name`` ("": unnamed)."""
+        row = self.db.execute("SELECT predicate FROM provenance WHERE image_id = ? AND "
+                              "name = ?", (image_id, normalize_tag(name) if name else ""),
+                              ).fetchone()
         return None if row is None else bytes(row[0])
 
     def repo_digest(self, image_id: str) -> str | None:

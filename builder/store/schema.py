@@ -15,7 +15,8 @@ Every table the store has, and its columns (the code that reads them is in this 
     layer_blobs    a layer's blobs, one per compression
     images, tags   image IDs with their top layer; names
     image_indexes  a name built for several platforms -> its member images (JSON)
-    provenance     an image's SLSA provenance predicate (--provenance)
+    provenance     an image's SLSA provenance predicate (--provenance), by the name its
+                   build gave it
     cache_entries  build cache: step key, parent key, slot, recorded inputs, chain, ...
     stat_cache     context path + stat -> content digest
     dir_summaries  context directory + what was skipped in it -> every entry's stat and
@@ -58,10 +59,13 @@ _CONTENT_MANIFESTS = """CREATE TABLE IF NOT EXISTS content_manifests (
 _IMAGE_INDEXES = """CREATE TABLE IF NOT EXISTS image_indexes (
         name TEXT PRIMARY KEY,
         members TEXT NOT NULL)"""
-# An image's SLSA provenance predicate (builder.image.provenance), made when it was built.
+# An image's SLSA provenance predicate (builder.image.provenance) as the build that
+# named it ``name`` made it ("": a build that named it nothing).
 _PROVENANCE = """CREATE TABLE IF NOT EXISTS provenance (
-        image_id TEXT PRIMARY KEY,
-        predicate BLOB NOT NULL)"""
+        image_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        predicate BLOB NOT NULL,
+        PRIMARY KEY (image_id, name))"""
 # The base images a build started from (builder.explain.records owns the JSON).
 _BUILD_BASES = """CREATE TABLE IF NOT EXISTS build_bases (
         image_id TEXT PRIMARY KEY,

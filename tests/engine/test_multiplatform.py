@@ -169,7 +169,11 @@ def test_prune_keeps_every_platform_and_a_new_tag_makes_the_name_single(
 @pytest.mark.parametrize(("flags", "message"), [
     (["-o", "type=docker,dest=x.tar"], "-o type=docker: docker exporter does not currently "
                                        "support exporting manifest lists"),
+    (["-o", "type=docker"], "-o type=docker: docker exporter does not currently "
+                            "support exporting manifest lists"),  # --load, as buildx's
     (["-o", "type=tar,dest=x.tar"], "-o type=tar with several platforms is not supported yet"),
+    (["-o", "type=registry"], "unknown output type 'registry' with several platforms: use "
+                              "oci or local (and --push to push)"),
     (["--iidfile", "iid"], "--iidfile with several platforms is not supported yet"),
 ])
 def test_what_several_platforms_cannot_do_yet_is_refused_before_building(
@@ -222,3 +226,4 @@ def test_explain_names_a_platform_change_as_the_miss_reason(tmp_path: Path) -> N
     [step] = json.loads(run_cli("explain", "p", "--format", "json", root=store).stdout)["steps"]
     assert step["reasons"] == [{"code": "input-changed", "params": {
         "input": "platform", "change": "changed", "old": "linux/amd64", "new": "linux/arm64"}}]
+

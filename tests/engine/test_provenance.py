@@ -161,5 +161,43 @@ def test_a_bad_provenance_flag_is_one_line(tmp_path: Path, context: Path) -> Non
     result = run_cli("build", "--provenance", "mode=everything", str(context),
                      root=tmp_path / "store", check=False)
     assert result.returncode == 2 and result.stderr.decode() == (
-        "pybuild: --provenance mode=everything: expected mode=min or mode=max (or true, "
-        "false)\n")
+        "pybuild: --provenance mode=everything: expected mode=min or mode=max (and "
+        "builder-id=URI), or true, false\n")
+
+
+def test_each_name_keeps_the_provenance_of_its_own_build(bstore: Path, context: Path,
+                                                        tmp_path: Path) -> None:
+    """One image built as ``a`` (max, a builder id) and as ``b`` (min): each name shows its
+    own build's; ``--provenance false`` on a rebuild of ``a`` leaves it none."""
+    for name, mode in (("a", "mode=max,builder-id=https://ci.example/run/7"), ("b", "mode=min")):
+        run_cli("build", "-q", "--platform", BOTH, "-t", f"p-{name}", "--provenance", mode,
+                "--build-arg", "VERSION=v-9", "--secret", f"id=token,src={context / 'token'}",
+                str(context), root=bstore)
+
+    def shown(name: str) -> dict:
+        return json.loads(run_cli("inspect", "--provenance", name, root=bstore).stdout)
+
+    a, b = shown("p-a")["linux/arm64"]["predicate"], shown("p-b")["linux/arm64"]["predicate"]
+    assert a["buildDefinition"]["internalParameters"]["pybuild"]["mode"] == "max"
+    assert a["runDetails"]["builder"]["id"] == "https://ci.example/run/7"
+    assert b["buildDefinition"]["internalParameters"]["pybuild"]["mode"] == "min"
+    assert b["runDetails"]["builder"]["id"] == ""
+    run_cli("build", "-q", "--platform", BOTH, "-t", "p-a", "--provenance", "false",
+            "--build-arg", "VERSION=v-9", "--secret", f"id=token,src={context / 'token'}",
+            str(context), root=bstore)
+    gone = run_cli("inspect", "--provenance", "p-a", root=bstore, check=False)
+    assert gone.returncode == 2 and b"has no provenance" in gone.stderr
+    assert shown("p-b")["linux/arm64"]["predicate"] == b
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["-o", "type=docker,dest=x.tar"], "-o type=docker cannot hold provenance attestations: "
+                                       "use -o type=oci, or --provenance false"),
+    (["--iidfile", "iid"], "--iidfile with --provenance (an image index) is not supported yet"),
+])
+def test_one_platform_with_provenance_refuses_what_an_index_cannot_be(
+        tmp_path: Path, context: Path, flags: list[str], message: str) -> None:
+    result = run_cli("build", "--provenance", "mode=min", *flags, str(context),
+                     root=tmp_path / "store", check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err == f"pybuild: {message}\n", err

@@ -75,3 +75,19 @@ def test_docker_loads_and_runs_one_saved_platform(root: Path, tmp_path: Path,
         assert ran.stdout == "linux/arm64 aarch64\n", ran.stderr
     finally:
         subprocess.run(["docker", "rmi", "-f", "pb-multi:1"], env=docker, capture_output=True)
+
+
+def test_tag_and_push_take_every_platform(root: Path, tmp_path: Path,
+                                          registry) -> None:  # type: ignore[no-untyped-def]
+    """``tag`` of a name built for several platforms names them all (docker tag with the
+    containerd store); ``push NAME`` pushes the index, as ``build --push`` does."""
+    run_cli("build", "-q", "--platform", "linux/amd64,linux/arm64", "-t", "multi",
+            str(tmp_path / "ctx"), root=root)
+    run_cli("tag", "multi", "again", root=root)
+    doc = json.loads(run_cli("inspect", "again", root=root).stdout)[0]
+    assert [m["Platform"] for m in doc["Index"]] == ["linux/amd64", "linux/arm64"]
+    target = f"{registry.host}/again:1"
+    run_cli("push", "again", target, root=root)
+    raw = skopeo(registry, "inspect", "--raw", *skopeo_args(registry), f"docker://{target}")
+    assert [m["platform"]["architecture"] for m in json.loads(raw.stdout)["manifests"]] == \
+        ["amd64", "arm64"], raw.stderr  # no provenance was kept under "again"

@@ -234,3 +234,35 @@ def test_the_digest_chosen_from_an_index_is_in_explain_and_history(tmp_path,
     table = run_cli("history", "--no-trunc", "c-arm", root=root).stdout.decode()
     ids = [line.split()[0] for line in table.splitlines()[1:]]
     assert ids[1] == chosen and ids[0] == Store(root).resolve_image("c-arm"), table
+
+
+def test_pull_ranks_arm_variants_like_containerd_only(tmp_path, registry) -> None:
+    """arm/v7-style variants (containerd platforms.Only, as BuildKit matches them):
+    ``linux/arm`` is arm/v7; arm/v7 takes arm/v6 when that is all there is, never the
+    reverse; arm64 takes arm/v7."""
+    images = {}
+    for arch, variant in (("arm", "v6"), ("arm", "v7"), ("arm64", "v8")):
+        label = f"{arch}{variant}"
+        images[label] = push_image(registry, "c-arm", label, tar_bytes({"which": label.encode()}),
+                                   architecture=arch, variant=variant)
+
+    def index(tag: str, *labels: str) -> str:
+        doc = {"schemaVersion": 2, "mediaType": MEDIA_INDEX,
+               "manifests": [images[label]["descriptor"] for label in labels]}
+        put_manifest(registry, "c-arm", tag, doc, MEDIA_INDEX)
+        return f"{registry.host}/c-arm:{tag}"
+
+    root = tmp_path / "store"
+    cases = [(index("all", "armv6", "armv7", "arm64v8"), "linux/arm/v7", "armv7"),
+             (index("all", "armv6", "armv7", "arm64v8"), "linux/arm", "armv7"),
+             (index("all", "armv6", "armv7", "arm64v8"), "linux/arm/v6", "armv6"),
+             (index("all", "armv6", "armv7", "arm64v8"), "linux/arm64", "arm64v8"),
+             (index("v6", "armv6"), "linux/arm/v7", "armv6"),
+             (index("v7", "armv7"), "linux/arm64", "armv7")]
+    for ref, platform, label in cases:
+        run_cli("pull", "--platform", platform, ref, root=root)
+        assert Store(root).resolve_image(ref) == images[label]["config"], (platform, label)
+    failed = run_cli("pull", "--platform", "linux/arm/v6", index("v7only", "armv7"),
+                     root=root, check=False)
+    assert failed.returncode == 1 and "no image for platform linux/arm/v6" in \
+        failed.stderr.decode()
