@@ -280,3 +280,14 @@ def busybox_arm64_tar(tmp_path_factory: pytest.TempPathFactory, emulation_ready:
         _fail_or_skip(made)
     assert isinstance(made, Path)
     return made
+
+
+@pytest.fixture
+def two_arch_store(tmp_path: Path, busybox_tar: Path, busybox_arm64_tar: Path,
+                   arm64_emulation: None) -> Path:
+    """A store with ``bb-amd64`` and ``bb-arm64`` (arm64 runs through QEMU meanwhile)."""
+    store = tmp_path / "store"
+    _run_cli("import", "--platform", "linux/amd64", str(busybox_tar), "bb-amd64", root=store)
+    _run_cli("import", "--platform", "linux/arm64", str(busybox_arm64_tar), "bb-arm64",
+             root=store)
+    return store

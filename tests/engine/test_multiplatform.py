@@ -26,14 +26,8 @@ BOTH = "linux/amd64,linux/arm64"
 
 
 @pytest.fixture
-def root(tmp_path: Path, busybox_tar: Path, busybox_arm64_tar: Path,
-         arm64_emulation: None) -> Path:
-    """A store with ``bb-amd64`` and ``bb-arm64``."""
-    store = tmp_path / "store"
-    run_cli("import", "--platform", "linux/amd64", str(busybox_tar), "bb-amd64", root=store)
-    run_cli("import", "--platform", "linux/arm64", str(busybox_arm64_tar), "bb-arm64",
-            root=store)
-    return store
+def root(two_arch_store: Path) -> Path:
+    return two_arch_store
 
 
 def _context(tmp_path: Path, dockerfile: str, name: str = "ctx") -> Path:

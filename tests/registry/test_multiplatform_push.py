@@ -21,12 +21,8 @@ DOCKERFILE = ("ARG TARGETARCH\nFROM bb-${TARGETARCH}\nARG TARGETPLATFORM\n"
 
 
 @pytest.fixture
-def root(tmp_path: Path, busybox_tar: Path, busybox_arm64_tar: Path,
-         arm64_emulation: None) -> Path:
-    store = tmp_path / "store"
-    run_cli("import", "--platform", "linux/amd64", str(busybox_tar), "bb-amd64", root=store)
-    run_cli("import", "--platform", "linux/arm64", str(busybox_arm64_tar), "bb-arm64",
-            root=store)
+def root(tmp_path: Path, two_arch_store: Path) -> Path:
+    store = two_arch_store
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "Dockerfile").write_text(DOCKERFILE)

@@ -131,22 +131,29 @@ def test_from_platform_in_one_stage_of_an_amd64_build(tmp_path, registry) -> Non
     assert image_config(root, "c-mixed")["architecture"] == "amd64"
 
 
-def test_pull_ranks_index_entries_like_containerd_only(tmp_path, registry) -> None:
-    """An exact match wins over a compatible one; linux/amd64 takes a linux/386 image
-    when that is all there is; linux/amd64/v2 does not take amd64/v3."""
+def _indexes(registry, repo: str, platforms: tuple[tuple[str, str | None], ...]):  # type: ignore[no-untyped-def]
+    """One small image per (arch, variant), labelled ``archvariant``; and ``index(tag,
+    *labels)``, which puts an index of those images and returns its reference."""
     images = {}
-    for arch, variant in (("386", None), ("amd64", "v3"), ("amd64", None)):
+    for arch, variant in platforms:
         label = f"{arch}{variant or ''}"
-        images[label] = push_image(registry, "c-rank", label,
-                                   tar_bytes({"which": label.encode()}),
+        images[label] = push_image(registry, repo, label, tar_bytes({"which": label.encode()}),
                                    architecture=arch, variant=variant)
 
     def index(tag: str, *labels: str) -> str:
         doc = {"schemaVersion": 2, "mediaType": MEDIA_INDEX,
                "manifests": [images[label]["descriptor"] for label in labels]}
-        put_manifest(registry, "c-rank", tag, doc, MEDIA_INDEX)
-        return f"{registry.host}/c-rank:{tag}"
+        put_manifest(registry, repo, tag, doc, MEDIA_INDEX)
+        return f"{registry.host}/{repo}:{tag}"
 
+    return images, index
+
+
+def test_pull_ranks_index_entries_like_containerd_only(tmp_path, registry) -> None:
+    """An exact match wins over a compatible one; linux/amd64 takes a linux/386 image
+    when that is all there is; linux/amd64/v2 does not take amd64/v3."""
+    images, index = _indexes(registry, "c-rank", (("386", None), ("amd64", "v3"),
+                                                  ("amd64", None)))
     root = tmp_path / "store"
     cases = [(index("all", "386", "amd64v3", "amd64"), "linux/amd64", "amd64"),
              (index("all", "386", "amd64v3", "amd64"), "linux/amd64/v3", "amd64v3"),
@@ -240,18 +247,8 @@ def test_pull_ranks_arm_variants_like_containerd_only(tmp_path, registry) -> Non
     """arm/v7-style variants (containerd platforms.Only, as BuildKit matches them):
     ``linux/arm`` is arm/v7; arm/v7 takes arm/v6 when that is all there is, never the
     reverse; arm64 takes arm/v7."""
-    images = {}
-    for arch, variant in (("arm", "v6"), ("arm", "v7"), ("arm64", "v8")):
-        label = f"{arch}{variant}"
-        images[label] = push_image(registry, "c-arm", label, tar_bytes({"which": label.encode()}),
-                                   architecture=arch, variant=variant)
-
-    def index(tag: str, *labels: str) -> str:
-        doc = {"schemaVersion": 2, "mediaType": MEDIA_INDEX,
-               "manifests": [images[label]["descriptor"] for label in labels]}
-        put_manifest(registry, "c-arm", tag, doc, MEDIA_INDEX)
-        return f"{registry.host}/c-arm:{tag}"
-
+    images, index = _indexes(registry, "c-arm", (("arm", "v6"), ("arm", "v7"),
+                                                 ("arm64", "v8")))
     root = tmp_path / "store"
     cases = [(index("all", "armv6", "armv7", "arm64v8"), "linux/arm/v7", "armv7"),
              (index("all", "armv6", "armv7", "arm64v8"), "linux/arm", "armv7"),
