@@ -18,7 +18,7 @@ from builder.engine.git_source import is_git_source, redact
 from builder.errors import BuildError
 
 if TYPE_CHECKING:
-    from builder.engine.copy import _Copier
+    from builder.engine.copier import Copier
 
 _CHUNK = 1 << 20
 
@@ -41,7 +41,7 @@ def _url_file_name(url: str, headers: Any) -> str:
     return base if base not in ("", ".", "..", "/") else "__unnamed__"
 
 
-def add_url(copier: _Copier, url: str, dest: str, dest_is_dir: bool,
+def add_url(copier: Copier, url: str, dest: str, dest_is_dir: bool,
             checksum: str = "") -> None:
     """Fetch ``url`` into ``dest`` inside the copier's root (see the module doc)."""
     if is_git_source(url):   # never saved as a page: it is cloned (git_source.py)

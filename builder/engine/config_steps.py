@@ -207,7 +207,7 @@ def _mkdir(snap: ActiveSnapshot, path: str, owner: str) -> None:
 
 def _mkdir_in_snapshot(snapshot: ActiveSnapshot, path: str, owner: str) -> None:
     """In the step's mount namespace: mount the snapshot, make ``path`` owned by ``owner``."""
-    from builder.engine.copy import make_dirs
+    from builder.engine.copier import make_dirs
     from builder.run.sandbox import resolve_user
 
     merged = str(snapshot.work.path / "merged")

@@ -32,11 +32,19 @@ _OPEN_SOURCE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 def copy_bytes(src_fd: int, dst_fd: int, size: int) -> str:
     """Copy ``src_fd`` to its end into ``dst_fd``; the sha256 of the bytes written.
-    ``size`` (the source's) sizes the first read: a small file is one read."""
+    ``size`` (the source's, from fstat) sizes the first read: a small file is one read,
+    and it ends there when it gave all ``size`` bytes.  The digest is always of what
+    was written, so a file that changed is caught by the caller's check (catalogue K)."""
     hasher = hashlib.sha256()
-    while chunk := os.read(src_fd, min(max(size, 0) + 1, _CHUNK)):
+    want = min(max(size, 0) + 1, _CHUNK)
+    while chunk := os.read(src_fd, want):
         hasher.update(chunk)
         os.write(dst_fd, chunk)
+        if len(chunk) == size < want:
+            # All of a small file in one read, and it asked for a byte more: the read
+            # that would return b"" is skipped (100,000 system calls in a COPY of
+            # 100,000 files).  A file growing meanwhile is copied as fstat saw it.
+            break
     return "sha256:" + hasher.hexdigest()
 
 

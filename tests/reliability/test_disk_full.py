@@ -8,6 +8,7 @@ and a layer blob written into the store at export.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,6 @@ def _grow(mountpoint: Path) -> None:
 
 
 def _build(root: Path, context: Path, *extra: str) -> subprocess.CompletedProcess:
-    import os
     import sys
 
     return subprocess.run([sys.executable, "-m", "builder", "--root", str(root), "build",
@@ -86,4 +86,29 @@ def test_blob_write_that_fills_the_disk(small_fs: Path, tmp_path: Path,
     assert again.returncode == 0, again.stderr.decode()
     assert again.stderr.decode().count("CACHED") == 2  # both layers were kept
     assert out.stat().st_size > 9_000_000
+    assert_store_clean(root)
+
+
+def test_copy_that_fills_the_disk(small_fs: Path, tmp_path: Path, busybox_tar: Path) -> None:
+    """A COPY of files bigger than the store's filesystem (written on the copy's worker
+    threads) fails in one line naming the step and the cause, not the helper's
+    "internal error"; nothing is left behind and the next build, with room, works."""
+    root = new_store(small_fs / "store", busybox_tar)
+    context = _context(tmp_path / "ctx", "COPY files/ /files/")
+    for folder in range(3):   # files of new directories: the copy's pooled path
+        (context / "files" / f"d{folder}").mkdir(parents=True)
+        for index in range(4):
+            (context / "files" / f"d{folder}" / f"f{index}").write_bytes(
+                os.urandom(1 << 20) * 2)
+    failed = _build(root, context)
+    err = failed.stderr.decode()
+    assert failed.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert "Dockerfile:3: COPY files/ /files/: cannot write the copied files: No space " \
+           "left on device" in last, last
+    assert "Traceback" not in err and "internal error" not in err
+    assert_store_clean(root)
+    _grow(small_fs)
+    again = _build(root, context)
+    assert again.returncode == 0, again.stderr.decode()
     assert_store_clean(root)

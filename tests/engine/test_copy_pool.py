@@ -1,0 +1,114 @@
+"""The copy's worker threads (builder.engine.copy_pool): what depends on order stays in
+order, and a copy on several threads writes exactly what one thread writes."""
+
+from __future__ import annotations
+
+import os
+import stat
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+
+from builder.context.checksum import checksum_sources
+from builder.engine import copy_pool
+from builder.engine.copy import copy_into
+from builder.engine.copy_plan import CopyRequest
+from builder.engine.copy_pool import CHUNK_FILES, CopyPool
+from builder.errors import BuildError
+
+
+def test_a_step_waits_for_the_chunk_queued_before_it() -> None:
+    pool = CopyPool(workers=2)
+    ran: list[str] = []
+    chunk: Future[copy_pool.Copied] = Future()
+    pool.later(lambda _: ran.append("file of the chunk"), chunk)
+    pool.later(lambda _: ran.append("directory's final times"))
+    assert ran == []   # the directory is not finished before its file is written
+    chunk.set_result([])
+    pool.later(lambda _: ran.append("next record"))
+    assert ran == ["file of the chunk", "directory's final times", "next record"]
+
+
+def test_drain_raises_a_chunks_error_in_order() -> None:
+    pool = CopyPool(workers=2)
+    ran: list[str] = []
+    failed: Future[copy_pool.Copied] = Future()
+    pool.later(lambda _: ran.append("before"))
+    pool.later(lambda _: ran.append("never"), failed)
+    failed.set_exception(BuildError("cannot copy /x: it changed while being copied"))
+    with pytest.raises(BuildError, match="changed while being copied"):
+        pool.drain()
+    assert ran == ["before"]
+
+
+def _context(root: Path) -> Path:
+    """Three new directories of more files than a chunk, hard links within a chunk,
+    across chunks and across directories, a symlink, and directories whose final mode
+    and times must be set after their files are written."""
+    context = root / "context"
+    for folder in range(3):
+        directory = context / "src" / f"d{folder}"
+        directory.mkdir(parents=True)
+        for index in range(CHUNK_FILES + 40):
+            (directory / f"f{index:05d}").write_bytes(f"{folder}/{index}\n".encode() * index)
+    src = context / "src"
+    os.link(src / "d0" / "f00001", src / "d0" / "f00002x")
+    os.link(src / "d0" / "f00003", src / "d1" / f"f{CHUNK_FILES + 10:05d}x")
+    os.link(src / "d2" / "f00000", src / "d2" / f"f{CHUNK_FILES + 39:05d}x")
+    os.symlink("f00001", src / "d1" / "link")
+    for folder, mode in (("d0", 0o555), ("d1", 0o700), ("d2", 0o751)):
+        os.chmod(src / folder, mode)
+        os.utime(src / folder, ns=(1_000_000_000, 2_000_000_000 + len(folder)))
+    return context
+
+
+def _tree(root: Path) -> dict[str, tuple]:
+    """Everything a layer keeps of each entry; hard links as the first path of their
+    inode."""
+    first: dict[int, str] = {}
+    found: dict[str, tuple] = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        rel = str(path.relative_to(root))
+        link = first.setdefault(st.st_ino, rel)
+        content = (os.readlink(path) if stat.S_ISLNK(st.st_mode) else
+                   path.read_bytes() if stat.S_ISREG(st.st_mode) else b"")
+        found[rel] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, content, link)
+    return found
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_threads_write_what_one_thread_writes(tmp_path: Path, workers: int,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    context = _context(tmp_path)
+    expected = checksum_sources([("src", str(context / "src"))]).digest
+    images = {}
+    for count in (1, workers):
+        monkeypatch.setattr(copy_pool, "default_workers", lambda count=count: count)
+        image = tmp_path / f"image-{count}-{len(images)}"
+        image.mkdir()
+        copy_into(str(image), str(context), CopyRequest(
+            sources=["src"], dest="/out/", workdir="/", expected_content=expected))
+        images[count] = _tree(image)
+        del images[count]["out"]   # made now by mkdir -p, as BuildKit's: its time differs
+    assert images[workers] == images[1]
+    out = images[1]
+    assert out["out/d0"][0] & 0o7777 == 0o555 and out["out/d0"][3] == 2_000_000_002
+    assert out["out/d0/f00002x"][5] == "out/d0/f00001"
+    assert out[f"out/d1/f{CHUNK_FILES + 10:05d}x"][5] == "out/d0/f00003"
+    assert out[f"out/d2/f{CHUNK_FILES + 39:05d}x"][5] == "out/d2/f00000"
+
+
+def test_a_parallel_copy_still_checks_what_it_wrote(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The digest of what the threads wrote is compared with the key's (catalogue K):
+    content other than the checksummed one is refused."""
+    context = _context(tmp_path)
+    expected = checksum_sources([("src", str(context / "src"))]).digest
+    (context / "src" / "d1" / "f00007").write_bytes(b"changed after the checksum")
+    monkeypatch.setattr(copy_pool, "default_workers", lambda: 2)
+    (tmp_path / "image").mkdir()
+    with pytest.raises(BuildError, match="changed while it was being copied"):
+        copy_into(str(tmp_path / "image"), str(context), CopyRequest(
+            sources=["src"], dest="/out/", workdir="/", expected_content=expected))
