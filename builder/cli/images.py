@@ -102,9 +102,10 @@ def _inspect(args: argparse.Namespace) -> int:
 def _print_provenance(store: Store, name: str, image_id: str) -> int:
     """``inspect --provenance``: each platform's in-toto statement, as it is attached
     to the image's manifest when exported or pushed (gzip layers)."""
+    import hashlib
     import json
 
-    from builder.image.manifest import manifest_json
+    from builder.image.manifest import manifest_of
     from builder.image.provenance import statement
     from builder.store.exportview import ExportOptions
     from builder.store.store import normalize_tag
@@ -118,10 +119,9 @@ def _print_provenance(store: Store, name: str, image_id: str) -> int:
         kept = store.provenance_of(member, normalize_tag(name) if named else "")
         if kept is None:
             continue
-        export = store.export_image(member, ExportOptions("gzip", compressed=True))
-        manifest = manifest_json(member, len(export.config),
-                                 [layer.descriptor for layer in export.layers])
-        digest = store.put_blob(manifest)
+        # The manifest's digest only: inspect writes nothing to the store.
+        manifest = manifest_of(store.export_image(member, ExportOptions("gzip", compressed=True)))
+        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
         found[platform] = json.loads(statement(kept, normalize_tag(name) if named else "",
                                                Platform.parse(platform), digest))
     if not found:
@@ -187,7 +187,7 @@ def _tag(args: argparse.Namespace) -> int:
     store = open_store(args)
     image_id = resolve_image(store, args.source)
     members = None if args.source.startswith("sha256:") else store.index_of(args.source)
-    if members is not None and store.resolve_tag(args.source) == image_id:
+    if members is not None:  # tag_index wrote the name's tag with its members
         store.tag_index(args.target, members, image_id)  # every platform, as docker tag
     else:
         store.tag(args.target, image_id)

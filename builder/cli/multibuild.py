@@ -159,7 +159,7 @@ def _keep_provenance(store: Store, options: BuildOptions, members: list[IndexMem
     context = context_digest(store, options)
     invocation = uuid.uuid4().hex
     for member, result in zip(members, results, strict=True):
-        facts = facts_of(store, options, result, Platform.parse(member.platform),
+        facts = facts_of(options, result, Platform.parse(member.platform),
                          context=context, invocation_id=invocation, started=started)
         store.put_provenance(result.image_id, options.tags,
                              go_json(predicate(facts, request, __version__)))

@@ -42,7 +42,7 @@ def decide(run: BuildRun, state: StageState, index: int, inputs: Inputs) -> Cach
     entry = None if skip_cache else _lookup(run, key, state.cache_key, slot, inputs)
     if entry is not None:
         return CacheDecision(key, inputs, slot, entry, [Reason(ReasonCode.CACHE_HIT)])
-    if run.options.no_cache and key not in run.options.shared_keys:
+    if skip_cache and run.options.no_cache:
         reasons = [Reason(ReasonCode.NO_CACHE)]
     elif skip_cache:
         reasons = [Reason(ReasonCode.NO_CACHE_FILTER, stage=state.name)]

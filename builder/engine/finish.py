@@ -33,16 +33,16 @@ def commit_image(run: BuildRun, state: StageState) -> BuildResult:
         run.store.tag(tag, image_id)
     from builder.explain.records import save_build
 
-    save_build(run.store, image_id, run.steps, _bases(run))
+    bases = _bases(run)
+    save_build(run.store, image_id, run.steps, bases)
     _export_cache(run, state)
-    bases = [(s.base_name, s.base_ref, s.platform) for s in run.stages.values()
-             if s.base_name and s.base_ref.startswith("sha256:") and s.platform is not None]
     return BuildResult(image_id=image_id, steps=run.steps, tags=list(run.options.tags),
-                       bases=list(dict.fromkeys(bases)))
+                       bases=bases)
 
 
 def _bases(run: BuildRun) -> list[BaseRecord]:
-    """Each stage's base image, with the manifest digest it was pulled by (explain)."""
+    """Each stage's base image, with the manifest digest it was pulled by (explain's
+    record and the provenance's resolved dependencies)."""
     from builder.explain.records import BaseRecord
 
     return [BaseRecord(state.name, state.base_name, str(state.platform), state.base_ref,

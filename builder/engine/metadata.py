@@ -1,6 +1,6 @@
 """``--metadata-file``: what the build exported, as buildx writes it.
 
-The manifest it describes is made by ``image.manifest.manifest_json``, as the
+The manifest it describes is made by ``image.manifest.manifest_of``, as the
 exports make theirs, so its digest is the digest of what was written or pushed.
 The metadata keys are the ones BuildKit's image and OCI
 exporters return and buildx writes (moby/buildkit
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from builder.engine.buildx_flags import write_file_atomically
 from builder.engine.options import Output
 from builder.image.config import MEDIA_MANIFEST
-from builder.image.manifest import ImageAnnotations, manifest_json
+from builder.image.manifest import ImageAnnotations, manifest_of
 
 if TYPE_CHECKING:
     from builder.explain.steps import StepRecord
@@ -57,11 +57,9 @@ def metadata(store: Store, image_id: str, tags: list[str], *, outputs: list[Outp
     kind, compressed = _exported(outputs, push, compression)
     export = store.export_image(image_id, ExportOptions(kind, verify=False,
                                                         compressed=compressed))
-    layers = [layer.descriptor for layer in export.layers]
-    config = export.config
-    manifest = manifest_json(image_id, len(config), layers, annotations)
+    manifest = manifest_of(export, annotations)
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    image = json.loads(config)
+    image = json.loads(export.config)
     descriptor: dict[str, object] = {"mediaType": MEDIA_MANIFEST, "digest": digest,
                                      "size": len(manifest)}
     if annotations.descriptor:

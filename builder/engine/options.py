@@ -12,6 +12,7 @@ from builder.platforms import Platform
 
 if TYPE_CHECKING:
     from builder.engine.buildx_flags import BuildContext
+    from builder.explain.records import BaseRecord
     from builder.run.runopts import RunOptions
 
 
@@ -69,6 +70,4 @@ class BuildResult(msgspec.Struct):
     image_id: str
     steps: list[StepRecord]
     tags: list[str]
-    # (FROM as written, the image ID it resolved to, its stage's platform) of each stage
-    # built on an image
-    bases: list[tuple[str, str, Platform]] = msgspec.field(default_factory=list)
+    bases: list[BaseRecord] = msgspec.field(default_factory=list)   # stages' FROM images

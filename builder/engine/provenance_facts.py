@@ -44,21 +44,17 @@ def _dockerfile(options: BuildOptions) -> tuple[str, bytes]:
     return Path(path).name, Path(path).read_bytes()
 
 
-def _base_digest(store: Store, image_id: str) -> str:
-    """The manifest digest a pulled base was pulled by, else the image ID (an imported
-    or loaded image has no manifest of its own here)."""
-    return store.repo_digest(image_id) or image_id
-
-
-def facts_of(store: Store, options: BuildOptions, result: BuildResult, platform: Platform,
-             *, context: str | None, invocation_id: str, started: float) -> BuildFacts:
+def facts_of(options: BuildOptions, result: BuildResult, platform: Platform, *,
+             context: str | None, invocation_id: str, started: float) -> BuildFacts:
     path, text = _dockerfile(options)
     return BuildFacts(
         dockerfile_path=path, dockerfile_digest=hashlib.sha256(text).hexdigest(),
         context_digest=context, target=options.target, build_args=dict(options.build_args),
         secret_ids=sorted(options.secrets), platform=platform,
-        bases=[Base(name, _base_digest(store, image_id), stage_platform)
-               for name, image_id, stage_platform in result.bases],
+        # The manifest digest a base was pulled by, else its image ID (an imported or
+        # loaded image has no manifest of its own here); one per image and platform.
+        bases=list(dict.fromkeys(Base(b.name, b.digest or b.image, Platform.parse(b.platform))
+                                 for b in result.bases)),
         steps=[Step(s.stage, s.instruction, s.key) for s in result.steps if s.key],
         invocation_id=invocation_id, started_on=timestamp(started),
         finished_on=timestamp())

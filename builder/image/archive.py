@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from builder.errors import DigestMismatch, StoreError, UsageError
 from builder.image.config import MEDIA_INDEX, MEDIA_MANIFEST, go_json
-from builder.image.manifest import ImageAnnotations, image_index, manifest_json
+from builder.image.manifest import ImageAnnotations, image_index, manifest_of
 from builder.layers.safeout import OutputDir, components
 from builder.platforms import Platform
 from builder.store.exportview import MEDIA_LAYER, Descriptor, ExportOptions
@@ -146,8 +146,7 @@ def _write_image(sink: _Sink, store: Store, image_id: str, compression: str,
     for layer in layers:
         sink.add(_blob_name(layer.descriptor.digest), layer.descriptor.size, layer.write)
     sink.add_bytes(_blob_name(image_id), config)
-    manifest = manifest_json(image_id, len(config), [layer.descriptor for layer in layers],
-                             annotations)
+    manifest = manifest_of(export, annotations)
     digest = store.put_blob(manifest)
     sink.add_bytes(_blob_name(digest), manifest)
     return (Descriptor(MEDIA_MANIFEST, digest, len(manifest)),

@@ -16,7 +16,7 @@ from builder.image.config import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST, go_j
 
 if TYPE_CHECKING:
     from builder.platforms import Platform
-    from builder.store.exportview import Descriptor
+    from builder.store.exportview import Descriptor, ImageExport
 
 
 class ImageAnnotations(msgspec.Struct, frozen=True):
@@ -36,6 +36,12 @@ def manifest_json(image_id: str, config_size: int, layers: list[Descriptor],
     if annotations is not None and annotations.manifest:
         doc["annotations"] = dict(sorted(annotations.manifest.items()))
     return go_json(doc)
+
+
+def manifest_of(export: ImageExport, annotations: ImageAnnotations | None = None) -> bytes:
+    """The manifest of an exported image: its config and its layers as exported."""
+    return manifest_json(export.image_id, len(export.config),
+                         [layer.descriptor for layer in export.layers], annotations)
 
 
 def platform_json(platform: Platform) -> dict[str, str]:

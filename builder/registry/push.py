@@ -87,7 +87,7 @@ def _push_image(store: Store, repo: Repository, image_id: str, tag: str | None,
                 compression: str, progress: TransferProgress,
                 annotations: ImageAnnotations | None) -> Descriptor:
     """An image's blobs, then its manifest under ``tag`` (None: by its digest)."""
-    from builder.image.manifest import manifest_json
+    from builder.image.manifest import manifest_of
     from builder.store.exportview import Descriptor, ExportOptions
 
     if compression == "none":
@@ -97,8 +97,7 @@ def _push_image(store: Store, repo: Repository, image_id: str, tag: str | None,
     config, layers = export.config, export.layers
     blobs = [(layer.descriptor.digest, layer.descriptor.size, layer.blob) for layer in layers]
     blobs.append((image_id, len(config), store.blob_path(image_id)))
-    manifest = manifest_json(image_id, len(config), [layer.descriptor for layer in layers],
-                             annotations)
+    manifest = manifest_of(export, annotations)
     push_blobs(store, repo, blobs, progress)
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     pushed = repo.put_manifest(tag or digest, manifest, OCI_MANIFEST)
