@@ -106,8 +106,7 @@ def _build(args: argparse.Namespace) -> int:
     from builder.engine.progress import make_progress
 
     given = [parse_output(spec) for spec in args.output if spec]
-    # check_outputs fills in defaults in place; the index path checks what was given.
-    outputs = bx.check_outputs([parse_output(spec) for spec in args.output if spec])
+    outputs = bx.check_outputs(given)   # with defaults; the index path checks ``given``
     if len(platforms) > 1 or args.provenance not in (None, "false", "0"):
         # An image index: several platforms, or provenance attached (min by default
         # with several, as buildx; for one platform only when asked).

@@ -204,15 +204,25 @@ def _write_outputs(store: Store, members: list[IndexMember], options: BuildOptio
 def _push(args: argparse.Namespace, store: Store, members: list[IndexMember],
           tags: list[str], *, with_provenance: bool) -> None:
     from builder.cli.build import transfer_mode
-    from builder.registry.progress import TransferProgress
-    from builder.registry.push import push_index
-    from builder.registry.reference import parse_reference
 
     if not tags:
         raise UsageError("--push needs a name: add -t REGISTRY/NAME:TAG")
     mode = "quiet" if args.quiet else transfer_mode(args.progress)
     for tag in tags:
-        push_index(store, members, parse_reference(tag), compression=args.compression,
-                   insecure=tuple(args.insecure_registry),
-                   progress=TransferProgress(mode, verb="push"),
-                   attest=attester(store, tag) if with_provenance else None)
+        push_members(store, members, tag, attest_as=tag if with_provenance else None,
+                     compression=args.compression, insecure=args.insecure_registry, mode=mode)
+
+
+def push_members(store: Store, members: list[IndexMember], name: str, *,
+                 attest_as: str | None, compression: str, insecure: list[str],
+                 mode: str) -> str:
+    """Push a name built for several platforms as buildx does (``build --push`` and
+    ``pybuild push``): each platform's manifest, the provenance kept under
+    ``attest_as`` (None: none), then the index under ``name``; the index's digest."""
+    from builder.registry.progress import TransferProgress
+    from builder.registry.push import push_index
+    from builder.registry.reference import parse_reference
+
+    return push_index(store, members, parse_reference(name), compression=compression,
+                      insecure=tuple(insecure), progress=TransferProgress(mode, verb="push"),
+                      attest=attester(store, attest_as) if attest_as is not None else None)

@@ -67,16 +67,12 @@ def _push(args: argparse.Namespace) -> int:
     image_id = resolve_image(store, args.image)
     members = None if args.image.startswith("sha256:") else store.index_of(args.image)
     if members is not None:  # built for several platforms: the index, as build --push
-        from builder.cli.multibuild import attester
-        from builder.registry.progress import TransferProgress
-        from builder.registry.push import push_index
-        from builder.registry.reference import parse_reference
+        from builder.cli.multibuild import push_members
 
-        print(push_index(store, members, parse_reference(args.reference or args.image),
-                         compression=args.compression, insecure=tuple(args.insecure_registry),
-                         progress=TransferProgress("quiet" if args.quiet else "auto",
-                                                   verb="push"),
-                         attest=attester(store, args.image)))
+        print(push_members(store, members, args.reference or args.image,
+                           attest_as=args.image, compression=args.compression,
+                           insecure=args.insecure_registry,
+                           mode="quiet" if args.quiet else "auto"))
         return 0
     print(push_image(store, image_id, args.reference or args.image, args.compression,
                      args.insecure_registry, "auto", quiet=args.quiet))

@@ -72,11 +72,13 @@ def parse_output(spec: str) -> Output:
 
 def check_outputs(outputs: list[Output]) -> list[Output]:
     """buildx's ``CreateExports`` checks, before anything is built; returns the
-    outputs that write somewhere (``type=docker`` without ``dest`` is ``--load``:
-    the image goes to the local store, as every build does)."""
+    outputs that write somewhere, with buildx's defaults filled in (new ``Output``s:
+    the ones given are left as written).  ``type=docker`` without ``dest`` is
+    ``--load``: the image goes to the local store, as every build does."""
     kept: list[Output] = []
     stdout_used = False
-    for out in outputs:
+    for given in outputs:
+        out = msgspec.structs.replace(given, attrs=dict(given.attrs))
         # Go's strconv.ParseBool; anything else counts as true, as in buildx.
         as_tar = out.attrs.get("tar", "true") not in ("false", "0", "f", "F", "FALSE", "False")
         if "tar" in out.attrs:
