@@ -286,11 +286,36 @@ def report(results: dict, files: int) -> str:
 
 # ---------------------------------------------------------------- main
 
+def workdir_filesystem(path: Path) -> str:
+    """The filesystem under ``path``, and for ext4 whether it has a journal.  ext4
+    without one does not reuse an inode freed in the last 60 s (300 s while its inode
+    table block is dirty) and scans past each such inode on every file it creates
+    (fs/ext4/ialloc.c, recently_deleted): after any tool deletes a big tree, the next
+    cold COPY of 100,000 files can take 8x as long, whichever tool runs it."""
+    st = os.stat(path)
+    device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    kind = "unknown"
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[2] == device:   # optional fields end at "-"; the type follows it
+            kind = fields[fields.index("-") + 1]
+    if kind != "ext4":
+        return kind
+    name = Path(f"/sys/dev/block/{device}").resolve().name
+    journaled = Path(f"/proc/fs/jbd2/{name}-8").exists()
+    return "ext4" if journaled else "ext4 without a journal"
+
+
 def run_all(tools: dict[str, Tool], args: argparse.Namespace, work: Path) -> dict:
     logs = work / "logs"
     logs.mkdir()
+    filesystem = workdir_filesystem(work)
+    if filesystem == "ext4 without a journal":
+        print(f"warning: {work} is on ext4 without a journal: cold builds swing with what "
+              "was deleted in the last minutes (see benchmarks/README.md)", file=sys.stderr)
     results: dict = {"host": {"kernel": os.uname().release, "cpus": os.cpu_count(),
-                              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "workdir_filesystem": filesystem},
                      "args": {k: str(v) for k, v in vars(args).items()}}
     wl.add_tools(tools, args.tools, work, args.pybuild, args.docker_cli)
     if not tools:
