@@ -130,12 +130,13 @@ def run_simple_cases(tools: dict[str, Tool], args: argparse.Namespace, work: Pat
         if "cold-copy" in args.cases:
             out["cold-copy"] = wl.rounds_of(
                 tools, "cold-copy", logs, cold,
-                lambda t, i: wl.build_cmd(t, big, "ci-cold-copy", no_cache=True))
+                lambda t, i: wl.build_cmd(t, big, "ci-cold-copy", no_cache=True), settle=True)
     if "cold-run" in args.cases:
         ctx = wl.dockerfile_context(work, "cold-run", wl.COLD_RUN_DOCKERFILE)
         out["cold-run"] = wl.rounds_of(
             tools, "cold-run", logs, cold,
-            lambda t, i: wl.build_cmd(t, ctx, "ci-cold-run", no_cache=True), sample_tree=True)
+            lambda t, i: wl.build_cmd(t, ctx, "ci-cold-run", no_cache=True), sample_tree=True,
+            settle=True)
     return out
 
 

@@ -192,9 +192,12 @@ def summarize(runs: list[dict]) -> dict:
 
 def rounds_of(tools: dict[str, Tool], name: str, logs: Path, rounds: int,
               cmd_for: CommandFor, first_for: CommandFor | None = None,
-              sample_tree: bool = False) -> dict[str, dict]:
+              sample_tree: bool = False, settle: bool = False) -> dict[str, dict]:
     """Each tool's first (untimed-in-the-median) build, then ``rounds`` timed builds,
-    round by round alternating the tools.  A tool whose first build fails is left out."""
+    round by round alternating the tools.  A tool whose first build fails is left out.
+    ``settle``: an untimed ``sync`` before each timed build, so that no build writes
+    back what the one before it left in the page cache (pybuild syncs its layer
+    before naming it, BuildKit and buildah do not)."""
     firsts: dict[str, dict] = {}
     if first_for:
         for tname, tool in tools.items():
@@ -205,6 +208,8 @@ def rounds_of(tools: dict[str, Tool], name: str, logs: Path, rounds: int,
         print(f"{name}: round {i + 1}/{rounds} ...", file=sys.stderr)
         for tname in runs:
             tool = tools[tname]
+            if settle:
+                subprocess.run(["sync"], check=True)
             runs[tname].append(measure(tool, cmd_for(tool, i), logs / f"{name}-{tname}-{i}.log",
                                        sample_tree))
     results = {t: {"ok": False, "median_s": None, "first": firsts[t]}
