@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -112,3 +113,30 @@ def test_a_parallel_copy_still_checks_what_it_wrote(tmp_path: Path,
     with pytest.raises(BuildError, match="changed while it was being copied"):
         copy_into(str(tmp_path / "image"), str(context), CopyRequest(
             sources=["src"], dest="/out/", workdir="/", expected_content=expected))
+
+
+def test_a_second_name_in_a_directory_the_image_has_stays_a_hard_link(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first copy of an inode is a pooled file of a new directory, still being
+    written when a second name for it is copied into a directory the image already has
+    (on the COPY's own thread).  The two are still one inode in the layer: whichever is
+    copied first, the other is made as a link to it when its turn in order comes."""
+    context = tmp_path / "context"
+    (context / "src" / "new").mkdir(parents=True)
+    (context / "src" / "old").mkdir()
+    for index in range(CHUNK_FILES + 5):
+        (context / "src" / "new" / f"f{index:05d}").write_text(str(index))
+    os.link(context / "src" / "new" / f"f{CHUNK_FILES + 4:05d}", context / "src" / "old" / "b")
+    monkeypatch.setattr(copy_pool, "default_workers", lambda: 2)
+    copy_chunk = copy_pool._copy_chunk
+
+    def slow_chunk(*args: object) -> copy_pool.Copied:
+        time.sleep(0.5)   # still running when the copy reaches old/b
+        return copy_chunk(*args)  # type: ignore[arg-type]
+    monkeypatch.setattr(copy_pool, "_copy_chunk", slow_chunk)
+    image = tmp_path / "image"
+    (image / "out" / "old").mkdir(parents=True)   # in the image already
+    copy_into(str(image), str(context), CopyRequest(sources=["src"], dest="/out/",
+                                                    workdir="/"))
+    first = os.stat(image / "out" / "new" / f"f{CHUNK_FILES + 4:05d}")
+    assert os.stat(image / "out" / "old" / "b").st_ino == first.st_ino
