@@ -68,3 +68,23 @@ def fails_in_one_line(result: subprocess.CompletedProcess, *words: str) -> None:
     assert lines, err
     for word in words:
         assert word in lines[-1], err
+
+
+def docker_run(args: list[str], env: dict[str, str],
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``docker run ARGS``, once more if the container started without its image's files
+    (exit 126 or 127).  Debian's dockerd 20.10 here does that now and then, in about
+    one CI run in three, while ``docker image inspect`` and pybuild's history show the
+    image is right (conftest.docker_one_at_a_time).  A second failure is returned.
+    The first goes to stderr, so it is on record."""
+    ran = subprocess.run(["docker", "run", *args], env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    if ran.returncode not in (126, 127):
+        return ran
+    print(f"docker run {' '.join(args)}: exit {ran.returncode}: {ran.stderr.strip()}; "
+          "once more", file=sys.stderr)
+    if "--name" in args:   # the container that failed to start still holds the name
+        subprocess.run(["docker", "rm", "-f", args[args.index("--name") + 1]], env=env,
+                       capture_output=True)
+    return subprocess.run(["docker", "run", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)

@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_cli
+from helpers import REPO, docker_run, run_cli
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.docker, pytest.mark.slow]
 
@@ -30,13 +30,12 @@ def test_docker_loads_and_runs_the_image(docker: dict[str, str], demo_archive: P
                             capture_output=True, text=True, check=True)
     assert "pybuild-interop-demo:1" in loaded.stdout
     try:
-        run = subprocess.run(["docker", "run", "--rm", "pybuild-interop-demo:1"], env=docker,
-                             capture_output=True, text=True, check=True)
+        run = docker_run(["--rm", "pybuild-interop-demo:1"], docker)
+        assert run.returncode == 0, run.stderr
         assert run.stdout == "hello from a pybuild RUN step\n"
-        probe = subprocess.run(
-            ["docker", "run", "--rm", "pybuild-interop-demo:1", "sh", "-c",
-             "id -u; test -e /etc/hostname.wh || echo ok; cat /etc/passwd | tail -1"],
-            env=docker, capture_output=True, text=True, check=True)
+        script = "id -u; test -e /etc/hostname.wh || echo ok; cat /etc/passwd | tail -1"
+        probe = docker_run(["--rm", "pybuild-interop-demo:1", "sh", "-c", script], docker)
+        assert probe.returncode == 0, probe.stderr
         assert probe.stdout.split("\n")[:3] == ["1000", "ok", "app:x:1000:1000:app:/app:/bin/false"]
         history = subprocess.run(["docker", "history", "--no-trunc", "--format",
                                   "{{.CreatedBy}}", "pybuild-interop-demo:1"], env=docker,

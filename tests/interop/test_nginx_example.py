@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import docker_run, run_cli
 from nonroot import nonroot_user, rootless_ready
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.docker, pytest.mark.slow,
@@ -96,8 +96,7 @@ def test_nginx_from_debian_serves_the_copied_page(debian_tar: Path,
         loaded = subprocess.run(["docker", "load", "-i", str(archive)], env=docker,
                                 capture_output=True, text=True, check=True)
         assert tag in loaded.stdout
-        started = subprocess.run(["docker", "run", "-d", "--name", name, "--network", "host",
-                                  tag], env=docker, capture_output=True, text=True)
+        started = docker_run(["-d", "--name", name, "--network", "host", tag], docker)
         assert started.returncode == 0, (
             f"docker run: {started.returncode}: {started.stderr}\n" + subprocess.run(
                 ["docker", "image", "inspect", tag], env=docker, capture_output=True,

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import image_config, run_cli
+from helpers import docker_run, image_config, run_cli
 from registry_server import skopeo, skopeo_args
 
 pytestmark = [pytest.mark.root, pytest.mark.overlay]
@@ -66,8 +66,7 @@ def test_docker_loads_and_runs_one_saved_platform(root: Path, tmp_path: Path,
                                "pb-multi:1"], env=docker, capture_output=True, text=True,
                               check=True).stdout
         assert arch == "arm64\n"
-        ran = subprocess.run(["docker", "run", "--rm", "pb-multi:1", "cat", "/arch"],
-                             env=docker, capture_output=True, text=True)
+        ran = docker_run(["--rm", "pb-multi:1", "cat", "/arch"], docker)
         assert ran.stdout == "linux/arm64 aarch64\n", ran.stderr
     finally:
         subprocess.run(["docker", "rmi", "-f", "pb-multi:1"], env=docker, capture_output=True)

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import docker_run, run_cli
 from nonroot import User
 
 _spec = importlib.util.spec_from_file_location(
@@ -78,8 +78,7 @@ def test_docker_runs_a_rootless_image(user: User, root_store: Path,
     try:
         subprocess.run(["docker", "load", "-i", str(archive)], env=docker, check=True,
                        capture_output=True)
-        ran = subprocess.run(["docker", "run", "--rm", "--network", "none", "runme:rootless"],
-                             env=docker, capture_output=True, text=True, timeout=120)
+        ran = docker_run(["--rm", "--network", "none", "runme:rootless"], docker)
         assert ran.returncode == 0, ran.stderr
         assert ran.stdout.strip() == "1000:1000 /srv/f"
     finally:
