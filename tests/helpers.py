@@ -77,8 +77,11 @@ def docker_run(args: list[str], env: dict[str, str],
     one CI run in three, while ``docker image inspect`` and pybuild's history show the
     image is right (conftest.docker_one_at_a_time).  A second failure is returned.
     The first goes to stderr, so it is on record."""
-    ran = subprocess.run(["docker", "run", *args], env=env, capture_output=True, text=True,
-                         timeout=timeout)
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["docker", "run", *args], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    ran = run()
     if ran.returncode not in (126, 127):
         return ran
     print(f"docker run {' '.join(args)}: exit {ran.returncode}: {ran.stderr.strip()}; "
@@ -86,5 +89,4 @@ def docker_run(args: list[str], env: dict[str, str],
     if "--name" in args:   # the container that failed to start still holds the name
         subprocess.run(["docker", "rm", "-f", args[args.index("--name") + 1]], env=env,
                        capture_output=True)
-    return subprocess.run(["docker", "run", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run()
