@@ -92,7 +92,7 @@ class EntryDigest:
 
     def add(self, rel: str, kind: str, mode: int, content: str) -> str:
         """Record one entry; returns its text (``kind mode content``)."""
-        entry = f"{kind} {mode:o} {content}"
+        entry = entry_text(kind, mode, content)
         self._hash.update(record(rel, entry))
         return entry
 
@@ -102,6 +102,11 @@ class EntryDigest:
 
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()
+
+
+def entry_text(kind: str, mode: int, content: str) -> str:
+    """One entry as the digest and explain's manifest name it: ``kind mode content``."""
+    return f"{kind} {mode:o} {content}"
 
 
 def record(rel: str, entry: str) -> bytes:

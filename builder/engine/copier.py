@@ -7,6 +7,15 @@ semantics (``rootpath``); every source is opened through a checked fd
 (``copy_files.open_source``, C03).  The regular files of directories the copy made
 are copied on worker threads (``copy_pool``).  Which sources, and what the copied
 content must hash to, are ``copy.py``'s.
+
+With ``defer_fresh``, the contents of the directories the copy makes are not written
+during the walk: ``write_deferred`` writes them afterwards, straight into the snapshot's
+upper dir once its overlay is unmounted (overlayfs allows changes to the upper tree only
+offline).  A file created through an overlay costs about 1.6 times one created on the
+upper filesystem itself, and a cold COPY of a big tree is mostly creating files.  Such a
+directory is new and empty, so its upper dir is exactly what the overlay would have
+written there; what the walk writes later into one (through an image symlink) first
+writes the deferred ones, through the mount, in order.
 """
 
 from __future__ import annotations
@@ -18,9 +27,9 @@ import shutil
 import stat
 from collections.abc import Callable
 
-from builder.context.checksum import EntryDigest, kind_of
 from builder.engine.copy_files import Metadata, copy_bytes, open_source
 from builder.engine.copy_pool import CHUNK_FILES, Copied, CopyPool
+from builder.engine.copy_records import ContentRecords, Segment
 from builder.errors import BuildError, SandboxError
 from builder.rootpath import resolve_components
 
@@ -63,6 +72,22 @@ def make_dirs(root: str, path: str, uid: int, gid: int) -> str:
     return host
 
 
+def _close_segment(records: ContentRecords, segment: Segment, _: object) -> None:
+    records.close(segment)
+
+
+class _Subtree:
+    """A directory the copy made whose contents ``write_deferred`` writes."""
+
+    __slots__ = ("inside", "origin", "rel", "segment", "source", "stat")
+
+    def __init__(self, source: str, rel: str, inside: str, origin: str,
+                 st: os.stat_result, segment: Segment | None) -> None:
+        self.source, self.rel, self.origin, self.stat = source, rel, origin, st
+        self.inside = inside       # its path under the copier's root, from "/"
+        self.segment = segment
+
+
 class Copier:
     def __init__(self, root: str, uid: int, gid: int, mode: int | None,
                  leaves_out: Callable[[str, str, bool], bool], keep_owner: bool = False):
@@ -73,7 +98,10 @@ class Copier:
         self.source_root: str | None = None   # set: every source open is checked in it
         # Set: every copied entry is recorded as the content checksum records it, with
         # the digest of the bytes actually written (see _check_copied).
-        self.copied: EntryDigest | None = None
+        self.records: ContentRecords | None = None
+        self._segment: Segment | None = None   # set: a deferred subtree's records
+        self.defer_fresh = False    # see the module docstring and write_deferred
+        self._deferred: dict[str, _Subtree] = {}   # by ``inside``, in the copy's order
         # Source inode -> (first copy, its content digest), so hardlinked sources stay
         # hardlinked (BuildKit).
         self.links: dict[tuple[int, int], tuple[str, str]] = {}
@@ -82,13 +110,18 @@ class Copier:
         self.pool = CopyPool()
 
     def record(self, rel: str, st: os.stat_result, content: str) -> None:
-        if self.copied is not None:
-            copied = self.copied
-            self.pool.later(lambda _: copied.add(rel, kind_of(st.st_mode),
-                                                 stat.S_IMODE(st.st_mode), content))
+        if self.records is not None:
+            records, segment = self.records, self._recording_to()
+            self.pool.later(lambda _: records.add(segment, rel, st, content))
+
+    def _recording_to(self) -> Segment:
+        assert self.records is not None
+        return self._segment if self._segment is not None else self.records.walk
 
     def make_dirs(self, path: str) -> str:
-        return make_dirs(self.root, path, self.uid, self.gid)
+        host = make_dirs(self.root, path, self.uid, self.gid)
+        self._before_writing_into(host)
+        return host
 
     def finish(self, path: str, st: os.stat_result) -> None:
         """Give ``path`` its source's owner, mode and times, once what is queued before
@@ -182,7 +215,8 @@ class Copier:
     def copy_tree(self, source: str, rel: str, target: str, origin: str = ".") -> None:
         """Copy the contents of directory ``source`` into existing directory ``target``,
         in the checksum's order (pre-order, by name); ``origin`` is the copied source's
-        own relative path, for --exclude.  Everything is written when it returns."""
+        own relative path, for --exclude.  Everything is written when it returns, but
+        for the subtrees ``defer_fresh`` leaves to ``write_deferred``."""
         try:
             self._tree(source, rel, target, origin, fresh=False)
             self.pool.drain()
@@ -221,11 +255,14 @@ class Copier:
         group = None if self.keep_owner else self.gid
         future = self.pool.copy_files(fds, [f[0] for f in files], [f[1] for f in files],
                                       Metadata(owner, group, self.mode, made_as))
+        segment = self._recording_to() if self.records is not None else None
         for index, (_, _, rel, destination) in enumerate(files):
-            self.pool.later(functools.partial(self._copied, rel, destination, index), future)
+            self.pool.later(functools.partial(self._copied, rel, destination, segment, index),
+                            future)
         files.clear()
 
-    def _copied(self, rel: str, destination: str, index: int, results: Copied) -> None:
+    def _copied(self, rel: str, destination: str, segment: Segment | None, index: int,
+                results: Copied) -> None:
         """A pooled file's result, in order: a source hardlinked to one already copied
         is made again as a link to that copy (BuildKit), then it is recorded."""
         content, st = results[index]
@@ -236,8 +273,8 @@ class Copier:
             os.link(first, destination)
         elif st.st_nlink > 1:
             self.links[key] = (destination, content)
-        if self.copied is not None:
-            self.copied.add(rel, kind_of(st.st_mode), stat.S_IMODE(st.st_mode), content)
+        if self.records is not None and segment is not None:
+            self.records.add(segment, rel, st, content)
 
     def _copy_entries(self, source: str, rel: str, target: str, origin: str,
                       entries: list[os.DirEntry[str]],
@@ -277,6 +314,7 @@ class Copier:
             # the host: an absolute target would otherwise name a host path.
             destination = make_dirs(self.root, os.path.relpath(destination, self.root),
                                     self.uid, self.gid)
+            self._before_writing_into(destination)
         elif existing is not None and not stat.S_ISDIR(existing):
             self._replace(destination)
             existing = None
@@ -284,5 +322,66 @@ class Copier:
             os.mkdir(destination, 0o700)
         dir_stat = entry.stat(follow_symlinks=False)
         self.record(rel, dir_stat, "")
+        if existing is None and self.defer_fresh:
+            self._defer(source, rel, destination, origin, dir_stat)
+            return
         self._tree(source, rel, destination, origin, fresh=existing is None)
         self.finish(destination, dir_stat)
+
+    # -- deferred subtrees ------------------------------------------------------------
+
+    def _defer(self, source: str, rel: str, destination: str, origin: str,
+               st: os.stat_result) -> None:
+        if not destination.startswith(self.root.rstrip("/") + "/"):
+            raise SandboxError(f"copy: {destination} is not under {self.root}")
+        inside = destination[len(self.root.rstrip("/")):]
+        segment = self.records.reserve() if self.records is not None else None
+        self._deferred[inside] = _Subtree(source, rel, inside, origin, st, segment)
+
+    def _before_writing_into(self, directory: str) -> None:
+        """The walk is about to write into ``directory`` (reached through a link): if it
+        is in a deferred subtree, every deferred subtree is written first, through the
+        mount, so that the copy's order decides what is replaced, as without deferring."""
+        if not self._deferred:
+            return
+        inside = directory[len(self.root.rstrip("/")):]
+        while inside not in self._deferred and inside not in ("", "/"):
+            inside = posixpath.dirname(inside)
+        if inside in self._deferred:
+            self._write_deferred()
+
+    @property
+    def deferred(self) -> bool:
+        """Subtrees wait for ``write_deferred``."""
+        return bool(self._deferred)
+
+    def write_deferred(self, upper: str | None) -> None:
+        """Write the deferred subtrees, in the copy's order: into ``upper``, the
+        snapshot's upper dir whose overlay the caller unmounted (the root's paths are
+        the same there: whatever the copy made through the overlay is in the upper
+        dir), or through the mount when None."""
+        if not self._deferred:
+            return
+        if upper is not None:
+            old = self.root.rstrip("/")
+            self.root = upper
+            self.links = {key: (upper + first[len(old):], content)
+                          for key, (first, content) in self.links.items()}
+        self._write_deferred()
+
+    def _write_deferred(self) -> None:
+        deferred, self._deferred = list(self._deferred.values()), {}
+        self.defer_fresh = False    # what they hold is written now, not deferred again
+        try:
+            for tree in deferred:
+                target = self.root.rstrip("/") + tree.inside
+                self._segment = tree.segment
+                self._tree(tree.source, tree.rel, target, tree.origin, fresh=True)
+                self.finish(target, tree.stat)
+                if self.records is not None and tree.segment is not None:
+                    self.pool.later(functools.partial(_close_segment, self.records,
+                                                      tree.segment))
+            self.pool.drain()
+        finally:
+            self._segment = None
+            self.pool.close()

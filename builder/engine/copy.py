@@ -27,10 +27,10 @@ import shutil
 import stat
 import tarfile
 import tempfile
+from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
 from builder import userns
-from builder.context.checksum import EntryDigest
 from builder.engine.copier import Copier, check_name
 from builder.engine.copy_files import open_source
 from builder.engine.copy_plan import (
@@ -41,6 +41,7 @@ from builder.engine.copy_plan import (
     parse_chmod,
     select_sources,
 )
+from builder.engine.copy_records import ContentRecords
 from builder.errors import BuildError, PybuildError
 from builder.rootpath import resolve_in_root
 
@@ -55,16 +56,20 @@ def _parents_base(source: str) -> str:
     return "."
 
 
-def copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
+def copy_into(merged: str, source_root: str, request: CopyRequest,
+              offline_upper: Callable[[], str | None] | None = None) -> None:
     """Copy the request's sources from ``source_root`` into the root at ``merged``.
 
     Runs in a child process with the destination snapshot mounted at ``merged``.
+    ``offline_upper`` unmounts it and gives its upper dir (None: the mount stays): the
+    contents of the directories a one-source copy makes are written there
+    (``Copier.defer_fresh``).
     """
     # Every mode is set explicitly; with no umask a file can be created with its final
     # mode (copy_files.Metadata.made_as).
     umask = os.umask(0)
     try:
-        _copy_into(merged, source_root, request)
+        _copy_into(merged, source_root, request, offline_upper)
     except (FileNotFoundError, NotADirectoryError) as err:
         # A source that vanishes mid-copy (the context changed during the build,
         # C03) is a one-line error, not a traceback.
@@ -82,7 +87,8 @@ def copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
         os.umask(umask)
 
 
-def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
+def _copy_into(merged: str, source_root: str, request: CopyRequest,
+               offline_upper: Callable[[], str | None] | None) -> None:
     uid = gid = 0
     owner_fixed = bool(request.chown)
     if request.chown:
@@ -107,7 +113,11 @@ def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
     copier.owner_fixed = owner_fixed
     copier.source_root = source_root
     if request.expected_content is not None:
-        copier.copied = EntryDigest()
+        copier.records = ContentRecords()
+    # One source and nothing after it: no later write can land in a deferred directory
+    # but through a link, which the copier catches.
+    copier.defer_fresh = offline_upper is not None and len(selected) == 1 \
+        and not request.heredocs
     copied_sources = set(request.kept_sources(selected))
     for rel in selected:
         if request.add and rel in request.git_trees:
@@ -121,6 +131,8 @@ def _copy_into(merged: str, source_root: str, request: CopyRequest) -> None:
         if rel not in copied_sources:
             continue
         _copy_source(copier, request, merged, source_root, rel, dest, dest_is_dir)
+    if copier.deferred and offline_upper is not None:
+        copier.write_deferred(offline_upper())
     _check_copied(copier, request)
     for name, content in request.heredocs:
         into_dir = dest_is_dir or os.path.isdir(resolve_in_root(merged, dest) or "/nonexistent")
@@ -167,7 +179,7 @@ def _copy_source(copier: Copier, request: CopyRequest, merged: str, source_root:
 
 def _check_copied(copier: Copier, request: CopyRequest) -> None:
     """Fail when what was copied is not what the cache key was computed from."""
-    if copier.copied is None or copier.copied.digest() == request.expected_content:
+    if copier.records is None or copier.records.digest() == request.expected_content:
         return
     # The context changed between the checksum and the copy (catalogue K: check then
     # use).  Committing would store a layer under a key that names other content.

@@ -69,6 +69,12 @@ class ActiveSnapshot(Protocol):
         """Mount the view at ``target``; only in a private mount namespace."""
         ...
 
+    def offline_upper(self, target: str) -> str | None:
+        """Unmount the writable mount at ``target`` (made by ``mount`` in this process's
+        mount namespace) and give the upper dir, which may then be written directly as
+        the layer; None, the mount kept: this driver has no such dir, or it is busy."""
+        ...
+
     def commit(self, *, source_date_epoch: int | None = None) -> Commit:
         """Store the change as a layer (no change: the empty layer); the snapshot is used up."""
         ...
@@ -96,6 +102,11 @@ class SnapshotBase(msgspec.Struct):
         if self.used:
             raise StoreError(f"cannot {action} a snapshot that was already committed or "
                              "released")
+
+    def offline_upper(self, target: str) -> str | None:
+        """No upper dir to write behind the mount's back (the vfs driver's tree is
+        written through its mount anyway); overlay's says otherwise."""
+        return None
 
     def release(self) -> None:
         """Drop the snapshot's work dir; safe to call after a commit, and twice."""

@@ -60,6 +60,11 @@ class Snapshot(OverlaySnapshot):
             _daemon(program, str(self.store.root / "l"), options, target, str(log))
         _wait_mounted(pid, target, before, log)
 
+    def offline_upper(self, target: str) -> str | None:
+        """fuse-overlayfs marks whiteouts its own way (``as_kernel_marks``) and its
+        daemon owns the mount: the copy keeps writing through it."""
+        return None
+
     def commit(self, *, source_date_epoch: int | None = None) -> Commit:
         self.check_active("commit")
         as_kernel_marks(self.upper)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -132,6 +133,20 @@ class Snapshot(SnapshotBase):
                     os.close(fd)
             os.fchdir(saved)
             os.close(saved)
+
+    def offline_upper(self, target: str) -> str | None:
+        """Unmount the overlay at ``target`` and give the upper dir: overlayfs allows
+        changes to the upper tree only while it is not mounted.  A busy mount (an fd
+        still open in it) is kept, and None says to go on writing through it."""
+        self.check_active("write to")
+        try:
+            syscalls.umount2(target)
+        except OSError as err:
+            if err.errno != errno.EBUSY:
+                raise SandboxError(f"cannot unmount overlay at {target}: {err.strerror}") \
+                    from None
+            return None
+        return str(self.upper)
 
     def commit(self, *, source_date_epoch: int | None = None) -> Commit:
         """Turn the upper dir into a store layer by rename (no change: the empty layer)."""
