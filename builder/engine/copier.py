@@ -339,9 +339,12 @@ class Copier:
         self._deferred[inside] = _Subtree(source, rel, inside, origin, st, segment)
 
     def _before_writing_into(self, directory: str) -> None:
-        """The walk is about to write into ``directory`` (reached through a link): if it
-        is in a deferred subtree, every deferred subtree is written first, through the
-        mount, so that the copy's order decides what is replaced, as without deferring."""
+        """The walk is about to write into ``directory``, reached through a link, which
+        may be a directory this copy made: what the copy's order puts before it is
+        written first, so that the order decides what is replaced.  That is the pooled
+        files still being written, and, if ``directory`` is in a deferred subtree, every
+        deferred subtree (written now, through the mount)."""
+        self.pool.drain()
         if not self._deferred:
             return
         inside = directory[len(self.root.rstrip("/")):]

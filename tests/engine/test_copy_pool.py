@@ -140,3 +140,30 @@ def test_a_second_name_in_a_directory_the_image_has_stays_a_hard_link(
                                                     workdir="/"))
     first = os.stat(image / "out" / "new" / f"f{CHUNK_FILES + 4:05d}")
     assert os.stat(image / "out" / "old" / "b").st_ino == first.st_ino
+
+
+def test_a_link_into_a_directory_being_filled_waits_for_its_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image's /out/y links to x, which the copy makes; x's files are a pooled chunk
+    still being written when src/y is copied through the link into x.  The chunk is
+    finished first, so y's f replaces x's, in the copy's order (else both create f:
+    one of them fails with EEXIST)."""
+    src = tmp_path / "context" / "src"
+    for rel, text in (("x/f", "from x\n"), ("x/only", "only x\n"), ("y/f", "from y\n")):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    monkeypatch.setattr(copy_pool, "default_workers", lambda: 2)
+    copy_chunk = copy_pool._copy_chunk
+
+    def slow_chunk(*args: object) -> copy_pool.Copied:
+        time.sleep(0.5)   # still running when the copy reaches y
+        return copy_chunk(*args)  # type: ignore[arg-type]
+    monkeypatch.setattr(copy_pool, "_copy_chunk", slow_chunk)
+    image = tmp_path / "image"
+    (image / "out").mkdir(parents=True)
+    os.symlink("x", image / "out" / "y")
+    expected = checksum_sources([("src", str(src))]).digest
+    copy_into(str(image), str(src.parent), CopyRequest(
+        sources=["src"], dest="/out/", workdir="/", expected_content=expected))
+    assert (image / "out" / "x" / "f").read_text() == "from y\n"
+    assert (image / "out" / "x" / "only").read_text() == "only x\n"
