@@ -202,7 +202,7 @@ def _mkdir(snap: ActiveSnapshot, path: str, owner: str) -> None:
     namespace machinery is not imported on the cached path)."""
     from builder.run import in_mount_namespace
 
-    in_mount_namespace(_mkdir_in_snapshot, snap, path, owner)
+    in_mount_namespace(_mkdir_in_snapshot, snap, path, owner, writing="the directory")
 
 
 def _mkdir_in_snapshot(snapshot: ActiveSnapshot, path: str, owner: str) -> None:

@@ -18,7 +18,6 @@ it, so here it is a plain copy.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import os
@@ -78,11 +77,6 @@ def copy_into(merged: str, source_root: str, request: CopyRequest,
             raise
         raise BuildError(f'"/{os.path.relpath(where, source_root)}": changed while being '
                          f"copied ({err.strerror})") from None
-    except OSError as err:
-        # The disk, not the request: one line, not the helper's "internal error".
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
-            raise
-        raise BuildError(f"cannot write the copied files: {err.strerror}") from None
     finally:
         os.umask(umask)
 

@@ -88,7 +88,7 @@ def copy_files(run: BuildRun, state: StageState, command: CopyLike, record: Step
         try:
             with checkouts(run.store, plan.remote, plan.request):
                 in_mount_namespace(_copy_in_child, snapshot, view, plan.source_from is None,
-                                   plan.context, plan.request)
+                                   plan.context, plan.request, writing="the copied files")
         finally:
             if view is not None:
                 view.release()

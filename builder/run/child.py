@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import signal
@@ -46,13 +47,28 @@ class _SpawnLock:
 SPAWN_LOCK = _SpawnLock()
 os.register_at_fork(after_in_child=SPAWN_LOCK._reset)
 
+# Writes the disk refused (full, over quota, read-only, failing): a one-line error that
+# the caller places (the step), not the "internal error" of a bug (catalogue REL-4).
+_DISK_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO))
 
-def in_mount_namespace(fn: Callable[[*Args], T], *args: *Args, flags: int = 0) -> T:
+
+def _failure(err: BaseException, writing: str) -> tuple[str, object]:
+    """What the child sends back for ``err``; called in its ``except`` block."""
+    if isinstance(err, errors.PybuildError):
+        return ("err", err)
+    if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+        return ("err", errors.BuildError(f"cannot write {writing}: {err.strerror}"))
+    return ("bug", f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
+
+
+def in_mount_namespace(fn: Callable[[*Args], T], *args: *Args, flags: int = 0,
+                       writing: str = "to the disk") -> T:
     """Call ``fn(*args)`` in a child process with a private mount namespace.
 
     The return value must be picklable.  A ``PybuildError`` raised in the child
-    is raised again here with the same type and message; any other exception
-    becomes a ``PybuildError`` carrying the child's traceback text.
+    is raised again here with the same type and message; a write the disk refused
+    becomes the ``BuildError`` "cannot write ``writing``: <reason>"; any other
+    exception becomes a ``PybuildError`` carrying the child's traceback text.
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -72,10 +88,8 @@ def in_mount_namespace(fn: Callable[[*Args], T], *args: *Args, flags: int = 0) -
             syscalls.unshare(syscalls.CLONE_NEWNS | flags)
             syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
             payload: tuple[str, object] = ("ok", fn(*args))
-        except errors.PybuildError as err:
-            payload = ("err", err)
         except BaseException as err:  # everything must reach the parent
-            payload = ("bug", f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
+            payload = _failure(err, writing)
         try:
             with os.fdopen(write_fd, "wb") as out:
                 pickle.dump(payload, out)
