@@ -51,11 +51,13 @@ def _run_on_snapshot(run: BuildRun, state: StageState,
                      action: SnapshotAction) -> tuple[str, ChangeSummary]:
     """Prepare a snapshot of the stage's chain, run ``action`` on it, commit it: the new
     chain ID and what the layer changed."""
-    from builder.snapshot import commit, prepare
+    from builder.snapshot import EarlyWriteback, commit, prepare
 
     snapshot = prepare(run.store, state.chain, run.options.storage_driver)
     try:
-        action(snapshot)
+        # What the step writes goes to disk while it runs (snapshot/writeback.py).
+        with EarlyWriteback(snapshot.work.path):
+            action(snapshot)
         committed = commit(snapshot, source_date_epoch=run.options.source_date_epoch)
     except BaseException:
         snapshot.release()

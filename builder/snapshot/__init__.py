@@ -33,12 +33,13 @@ from builder.snapshot.base import DRIVERS, ActiveSnapshot, Commit, Driver
 from builder.snapshot.overlay import OverlayDriver
 from builder.snapshot.overlay import options as overlay_options
 from builder.snapshot.vfs import VfsDriver
+from builder.snapshot.writeback import EarlyWriteback
 from builder.store.store import Store
 from builder.userns import rootless
 
 # Callers see the contract only (ActiveSnapshot); the drivers' classes stay inside.
-__all__ = ["DRIVERS", "ActiveSnapshot", "Commit", "Driver", "commit", "open_driver",
-           "overlay_works", "prepare"]
+__all__ = ["DRIVERS", "ActiveSnapshot", "Commit", "Driver", "EarlyWriteback", "commit",
+           "open_driver", "overlay_works", "prepare"]
 
 _probed: dict[str, bool] = {}
 FUSE = "fuse-overlayfs"

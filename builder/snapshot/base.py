@@ -19,16 +19,15 @@ suite, tests/snapshot/test_contract.py.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from builder import interrupt, limits, syscalls
+from builder import limits
 from builder.errors import BuildError, StoreError
+from builder.snapshot.writeback import Writeback
 
 if TYPE_CHECKING:
     from builder.layers.changes import LayerChanges
@@ -124,37 +123,6 @@ class Driver(Protocol):
         ...
 
 
-class _Writeback:
-    """syncfs of the filesystem under a layer dir, on a thread of its own: the layer's
-    files reach the disk while the commit walks and hashes them, and before the row that
-    names the layer is written (a crash after the row must not leave a layer whose files
-    were never written; catalogue REL-2).  Overlay mounts are volatile, so nothing else
-    syncs them (snapshot/overlay.py)."""
-
-    def __init__(self, path: Path) -> None:
-        self.error: OSError | None = None
-        self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._thread = threading.Thread(target=self._sync, name="pybuild-syncfs", daemon=True)
-        self._thread.start()
-
-    def _sync(self) -> None:
-        try:
-            syscalls.syncfs(self._fd)
-        except OSError as err:
-            self.error = err
-        finally:
-            os.close(self._fd)
-
-    def wait(self) -> None:
-        # Polled, not one join: the disk may take seconds, and a stopping build
-        # (Ctrl-C) must not wait for it; the thread ends on its own.
-        while self._thread.is_alive():
-            interrupt.check()
-            self._thread.join(0.1)
-        if self.error is not None:
-            raise StoreError(f"cannot write the layer to disk: {self.error.strerror}")
-
-
 def commit_upper(snapshot: SnapshotBase, *, source_date_epoch: int | None,
                  before_store: Callable[[], None] | None = None) -> Commit:
     """The commit both drivers share: the snapshot's overlay-format ``upper`` dir
@@ -171,7 +139,7 @@ def commit_upper(snapshot: SnapshotBase, *, source_date_epoch: int | None,
     # One walk gives both the diff_id and the explain summary (100k small files:
     # the walk is most of a commit's cost).
     changes = LayerChanges()
-    writeback = _Writeback(snapshot.upper)
+    writeback = Writeback(snapshot.upper)
     diff_id, size = layer_diff_id(snapshot.upper, source_date_epoch=source_date_epoch,
                                   lowers=lowers, changes=changes)
     writeback.wait()
