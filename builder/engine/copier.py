@@ -119,9 +119,8 @@ class Copier:
         return self._segment if self._segment is not None else self.records.walk
 
     def make_dirs(self, path: str) -> str:
-        host = make_dirs(self.root, path, self.uid, self.gid)
-        self._before_writing_into(host)
-        return host
+        self._before_following_links()
+        return make_dirs(self.root, path, self.uid, self.gid)
 
     def finish(self, path: str, st: os.stat_result) -> None:
         """Give ``path`` its source's owner, mode and times, once what is queued before
@@ -312,9 +311,7 @@ class Copier:
         if existing is not None and stat.S_ISLNK(existing):
             # An image symlink in the way is followed inside the root, never on
             # the host: an absolute target would otherwise name a host path.
-            destination = make_dirs(self.root, os.path.relpath(destination, self.root),
-                                    self.uid, self.gid)
-            self._before_writing_into(destination)
+            destination = self.make_dirs(os.path.relpath(destination, self.root))
         elif existing is not None and not stat.S_ISDIR(existing):
             self._replace(destination)
             existing = None
@@ -335,22 +332,22 @@ class Copier:
         if not destination.startswith(self.root.rstrip("/") + "/"):
             raise SandboxError(f"copy: {destination} is not under {self.root}")
         inside = destination[len(self.root.rstrip("/")):]
+        # The walk's records queued so far belong before the subtree's (none are, while
+        # deferring: no chunk is pooled then); reserving closes the walk's segment.
+        self.pool.drain()
         segment = self.records.reserve() if self.records is not None else None
         self._deferred[inside] = _Subtree(source, rel, inside, origin, st, segment)
 
-    def _before_writing_into(self, directory: str) -> None:
-        """The walk is about to write into ``directory``, reached through a link, which
-        may be a directory this copy made: what the copy's order puts before it is
-        written first, so that the order decides what is replaced.  That is the pooled
-        files still being written, and, if ``directory`` is in a deferred subtree, every
-        deferred subtree (written now, through the mount)."""
+    def _before_following_links(self) -> None:
+        """A path is about to be resolved through the image's links, which may lead into
+        (or above) a directory this copy made, and whatever is there decides where the
+        walk writes: everything the copy's order puts before it is written first, the
+        pooled files still being written and every deferred subtree (now, through the
+        mount; no more are deferred).  Resolving first would let a deferred subtree put
+        a link where the resolved path has a directory, and the walk's writes would
+        follow it out of the root (catalogue C03)."""
         self.pool.drain()
-        if not self._deferred:
-            return
-        inside = directory[len(self.root.rstrip("/")):]
-        while inside not in self._deferred and inside not in ("", "/"):
-            inside = posixpath.dirname(inside)
-        if inside in self._deferred:
+        if self._deferred:
             self._write_deferred()
 
     @property

@@ -190,4 +190,5 @@ def _copy_in_child(snapshot: ActiveSnapshot, view: ActiveSnapshot | None, from_c
             view.mount(source_root, readonly=True)
     from builder.engine.copy import copy_into
 
-    copy_into(merged, source_root, request, lambda: snapshot.offline_upper(merged))
+    offline = (lambda: snapshot.offline_upper(merged)) if snapshot.has_offline_upper else None
+    copy_into(merged, source_root, request, offline)

@@ -57,7 +57,10 @@ def _failure(err: BaseException, writing: str) -> tuple[str, object]:
     if isinstance(err, errors.PybuildError):
         return ("err", err)
     if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
-        return ("err", errors.BuildError(f"cannot write {writing}: {err.strerror}"))
+        reason = err.strerror or os.strerror(err.errno)
+        # EIO may come from either side of a copy; the others are refused writes.
+        verb = "read or write" if err.errno == errno.EIO else "write"
+        return ("err", errors.BuildError(f"cannot {verb} {writing}: {reason}"))
     return ("bug", f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
 
 

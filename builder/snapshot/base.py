@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import msgspec
 
@@ -68,6 +68,9 @@ class ActiveSnapshot(Protocol):
         """Mount the view at ``target``; only in a private mount namespace."""
         ...
 
+    # Has an upper dir that may be written directly once unmounted (offline_upper).
+    has_offline_upper: ClassVar[bool]
+
     def offline_upper(self, target: str) -> str | None:
         """Unmount the writable mount at ``target`` (made by ``mount`` in this process's
         mount namespace) and give the upper dir, which may then be written directly as
@@ -102,9 +105,11 @@ class SnapshotBase(msgspec.Struct):
             raise StoreError(f"cannot {action} a snapshot that was already committed or "
                              "released")
 
+    # No upper dir to write behind the mount's back (the vfs driver's tree is written
+    # through its mount anyway); overlay's says otherwise.
+    has_offline_upper: ClassVar[bool] = False
+
     def offline_upper(self, target: str) -> str | None:
-        """No upper dir to write behind the mount's back (the vfs driver's tree is
-        written through its mount anyway); overlay's says otherwise."""
         return None
 
     def release(self) -> None:

@@ -23,6 +23,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import ClassVar
 
 from builder import syscalls
 from builder.errors import SandboxError
@@ -60,9 +61,11 @@ class Snapshot(OverlaySnapshot):
             _daemon(program, str(self.store.root / "l"), options, target, str(log))
         _wait_mounted(pid, target, before, log)
 
+    # fuse-overlayfs marks whiteouts its own way (``as_kernel_marks``) and its daemon
+    # owns the mount: a copy keeps writing through it.
+    has_offline_upper: ClassVar[bool] = False
+
     def offline_upper(self, target: str) -> str | None:
-        """fuse-overlayfs marks whiteouts its own way (``as_kernel_marks``) and its
-        daemon owns the mount: the copy keeps writing through it."""
         return None
 
     def commit(self, *, source_date_epoch: int | None = None) -> Commit:

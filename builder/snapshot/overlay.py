@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import ClassVar
 
 from builder import syscalls
 from builder.errors import SandboxError
@@ -133,6 +134,8 @@ class Snapshot(SnapshotBase):
                     os.close(fd)
             os.fchdir(saved)
             os.close(saved)
+
+    has_offline_upper: ClassVar[bool] = True
 
     def offline_upper(self, target: str) -> str | None:
         """Unmount the overlay at ``target`` and give the upper dir: overlayfs allows

@@ -12,7 +12,9 @@ ends.  The kernel starts writing dirty data back on its own only past a tenth or
 memory (gigabytes), or after 30 s.  ``EarlyWriteback`` syncs the filesystem while the
 step runs, whenever enough dirty data has piled up, so the writing happens beside the
 step (a RUN step usually keeps one CPU busy, not all) and the commit finds little left.
-Steps that write little never trigger it: no extra journal commits or disk flushes.
+It goes by the machine's dirty bytes (the kernel counts no others cheaply): a step that
+writes little adds no journal commits or disk flushes, unless something else on the
+machine keeps that much dirty.
 """
 
 from __future__ import annotations
@@ -84,8 +86,12 @@ class EarlyWriteback:
 
     def __enter__(self) -> EarlyWriteback:
         fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        threading.Thread(target=self._run, args=(fd,), name="pybuild-early-writeback",
-                         daemon=True).start()
+        try:
+            threading.Thread(target=self._run, args=(fd,), name="pybuild-early-writeback",
+                             daemon=True).start()
+        except BaseException:
+            os.close(fd)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

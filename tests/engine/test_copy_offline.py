@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,8 @@ def offline_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _through_the_mount(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(overlay.Snapshot, "offline_upper", lambda self, target: None)
+    """The copy as before: every entry through the mount, in the walk's order."""
+    monkeypatch.setattr(overlay.Snapshot, "has_offline_upper", False)
 
 
 def test_new_directories_written_offline_make_the_same_layer(
@@ -136,6 +138,64 @@ def test_a_link_in_the_image_into_a_new_directory_keeps_the_copy_order(
     layer = store.layer_dir(offline.chain_id)
     assert (layer / "out/x/f").read_text() == "from y\n"
     assert (layer / "out/x/only").read_text() == "only x\n"
+    _through_the_mount(monkeypatch)
+    assert _copy(store, base, src.parent, _request(src.parent)).chain_id == offline.chain_id
+
+
+def _image_with(links: dict[str, str]) -> Callable[[str], None]:
+    def make(root: str) -> None:
+        os.makedirs(os.path.join(root, "out"))
+        for name, target in links.items():
+            os.symlink(target, os.path.join(root, "out", name))
+    return make
+
+
+def test_a_link_in_the_image_to_a_parent_of_a_new_directory_keeps_the_copy_order(
+        store: Store, tmp_path: Path, offline_log: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image's /out/self links to /out itself, so src/self/a/ lands in /out/a, the
+    directory the copy made for src/a/ and left for later.  Following the link writes
+    the deferred directories first: self/a's x replaces a's, and /out/a gets self/a's
+    mode and times, as in the copy's order (deferred, x is made twice: EEXIST)."""
+    base = step(store, "overlay", None, _image_with({"self": "."})).chain_id
+    src = tmp_path / "context" / "src"
+    _write(src / "a" / "x", "from a\n")
+    _write(src / "self" / "a" / "x", "from self/a\n")
+    os.chmod(src / "a", 0o750)
+    os.chmod(src / "self" / "a", 0o700)
+    for number, path in enumerate(sorted(src.rglob("*"))):
+        os.utime(path, ns=(OLD * 10**9, (OLD + number) * 10**9))
+    offline = _copy(store, base, src.parent, _request(src.parent))
+    layer = store.layer_dir(offline.chain_id)
+    assert (layer / "out/a/x").read_text() == "from self/a\n"
+    assert os.stat(layer / "out/a").st_mode & 0o7777 == 0o700
+    _through_the_mount(monkeypatch)
+    assert _copy(store, base, src.parent, _request(src.parent)).chain_id == offline.chain_id
+
+
+def test_a_new_directory_cannot_turn_a_resolved_path_into_a_way_out(
+        store: Store, tmp_path: Path, offline_log: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attack: the image's /out/zlink points at a/b/t, which does not exist yet;
+    the context has src/a/b, a link to a host directory, and src/zlink/x.  Resolving
+    zlink before the deferred a/ is written would make real directories a/b/t, which
+    a/'s write then replaces with the link: x and zlink's times and owner would go to
+    the host's directory.  The deferred directories are written before the link is
+    followed, so it is resolved inside the root, as in the copy's order."""
+    host = tmp_path / "host"
+    (host / "t").mkdir(parents=True)    # where x would land
+    before = os.stat(host / "t")
+    base = step(store, "overlay", None, _image_with({"zlink": "a/b/t"})).chain_id
+    src = tmp_path / "context" / "src"
+    (src / "a").mkdir(parents=True)
+    os.symlink(str(host), src / "a" / "b")
+    _write(src / "zlink" / "x", "x\n")
+    offline = _copy(store, base, src.parent, _request(src.parent))
+    assert list((host / "t").iterdir()) == []
+    after = os.stat(host / "t")
+    assert (after.st_mtime_ns, after.st_mode) == (before.st_mtime_ns, before.st_mode)
+    layer = store.layer_dir(offline.chain_id)
+    assert (layer / str(host).lstrip("/") / "t" / "x").read_text() == "x\n"
     _through_the_mount(monkeypatch)
     assert _copy(store, base, src.parent, _request(src.parent)).chain_id == offline.chain_id
 

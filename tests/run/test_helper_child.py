@@ -23,7 +23,8 @@ def _fail(code: int) -> None:
 def test_a_write_the_disk_refused_is_one_line(code: int) -> None:
     with pytest.raises(BuildError) as caught:
         in_mount_namespace(_fail, code, writing="the copied files")
-    assert str(caught.value) == f"cannot write the copied files: {os.strerror(code)}"
+    verb = "read or write" if code == errno.EIO else "write"
+    assert str(caught.value) == f"cannot {verb} the copied files: {os.strerror(code)}"
 
 
 def test_another_os_error_is_still_a_bug() -> None:
