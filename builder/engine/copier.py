@@ -14,8 +14,9 @@ upper dir once its overlay is unmounted (overlayfs allows changes to the upper t
 offline).  A file created through an overlay costs about 1.6 times one created on the
 upper filesystem itself, and a cold COPY of a big tree is mostly creating files.  Such a
 directory is new and empty, so its upper dir is exactly what the overlay would have
-written there; what the walk writes later into one (through an image symlink) first
-writes the deferred ones, through the mount, in order.
+written there.  Only a link in the image can lead the walk back into (or above) one, so
+before it follows such a link the walk writes the deferred ones, through the mount, in
+order (``_before_following_links``).
 """
 
 from __future__ import annotations
