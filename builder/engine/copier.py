@@ -245,18 +245,18 @@ class Copier:
             if target_fd is not None:
                 os.close(target_fd)
 
-    def _pool_files(self, fds: tuple[int, int], files: list[tuple[str, str, str, str]],
+    def _pool_files(self, fds: tuple[int, int], files: list[tuple[str, str, str]],
                     made_as: tuple[int, int] | None) -> None:
-        """Hand regular ``files`` (name, source path, rel, destination) of a directory
-        this copy made to the pool; their results are taken in the copy's order."""
+        """Hand regular ``files`` (name, rel, destination) of a directory this copy made
+        to the pool; their results are taken in the copy's order."""
         if not files:
             return
         owner = None if self.keep_owner else self.uid
         group = None if self.keep_owner else self.gid
-        future = self.pool.copy_files(fds, [f[0] for f in files], [f[1] for f in files],
+        future = self.pool.copy_files(fds, [f[0] for f in files], [f'"/{f[1]}"' for f in files],
                                       Metadata(owner, group, self.mode, made_as))
         segment = self._recording_to() if self.records is not None else None
-        for index, (_, _, rel, destination) in enumerate(files):
+        for index, (_, rel, destination) in enumerate(files):
             self.pool.later(functools.partial(self._copied, rel, destination, segment, index),
                             future)
         files.clear()
@@ -280,7 +280,7 @@ class Copier:
                       entries: list[os.DirEntry[str]],
                       fds: tuple[int, int | None], made_as: tuple[int, int] | None) -> None:
         source_fd, target_fd = fds
-        pooled: list[tuple[str, str, str, str]] = []
+        pooled: list[tuple[str, str, str]] = []
         for entry in entries:
             entry_path = os.path.join(source, entry.name)
             entry_rel = posixpath.normpath(posixpath.join(rel, entry.name))
@@ -290,7 +290,7 @@ class Copier:
             check_name(entry_rel)
             destination = os.path.join(target, entry.name)
             if target_fd is not None and not is_dir and entry.is_file(follow_symlinks=False):
-                pooled.append((entry.name, entry.path, entry_rel, destination))
+                pooled.append((entry.name, entry_rel, destination))
                 if len(pooled) >= CHUNK_FILES:
                     self._pool_files((source_fd, target_fd), pooled, made_as)
                 continue
@@ -318,7 +318,12 @@ class Copier:
             existing = None
         if existing is None:
             os.mkdir(destination, 0o700)
-        dir_stat = entry.stat(follow_symlinks=False)
+        try:
+            dir_stat = entry.stat(follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError) as err:
+            # Listed by fd, so the error names no context path for copy_into to place.
+            raise BuildError(f'"/{rel}": changed while being copied ({err.strerror})') \
+                from None
         self.record(rel, dir_stat, "")
         if existing is None and self.defer_fresh:
             self._defer(source, rel, destination, origin, dir_stat)

@@ -68,7 +68,14 @@ def copy_at(src_dir: int, dst_dir: int, name: str, meta: Metadata,
     """Copy the regular file ``name`` of ``src_dir`` to a new ``name`` in ``dst_dir``;
     its content digest and the stat of the file whose bytes were copied.  ``where``
     names the source in an error."""
-    src = os.open(name, _OPEN_SOURCE, dir_fd=src_dir)
+    try:
+        src = os.open(name, _OPEN_SOURCE, dir_fd=src_dir)
+    except OSError as err:
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise
+        # Gone, or swapped for a link (O_NOFOLLOW), since it was listed (C03).
+        raise BuildError(f"cannot copy {where}: it changed while being copied "
+                         f"({err.strerror})") from None
     try:
         st = os.fstat(src)
         if not stat.S_ISREG(st.st_mode):

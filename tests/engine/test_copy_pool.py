@@ -167,3 +167,40 @@ def test_a_link_into_a_directory_being_filled_waits_for_its_files(
         sources=["src"], dest="/out/", workdir="/", expected_content=expected))
     assert (image / "out" / "x" / "f").read_text() == "from y\n"
     assert (image / "out" / "x" / "only").read_text() == "only x\n"
+
+
+def test_a_source_gone_since_it_was_listed_is_one_line(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of a new directory (a pooled chunk), and a directory, each renamed away
+    after the walk listed it (C03: a context changing during the build): a one-line
+    BuildError naming the source, not the helper's internal error.  Opened by directory
+    fd, their errors name no context path for copy_into to place."""
+    src = tmp_path / "context" / "src"
+    for rel in ("new/f1", "new/f2", "sub/inner/g"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    monkeypatch.setattr(copy_pool, "default_workers", lambda: 2)
+    copy_chunk = copy_pool._copy_chunk
+
+    def renamed_first(*args: object) -> copy_pool.Copied:
+        os.rename(src / "new" / "f2", src / "new" / "f2.real")
+        return copy_chunk(*args)  # type: ignore[arg-type]
+    monkeypatch.setattr(copy_pool, "_copy_chunk", renamed_first)
+    (tmp_path / "image").mkdir()
+    with pytest.raises(BuildError, match=r'cannot copy "/src/new/f2": it changed while '
+                                         r"being copied \(No such file or directory\)"):
+        copy_into(str(tmp_path / "image"), str(src.parent), CopyRequest(
+            sources=["src"], dest="/out/", workdir="/"))
+    os.rename(src / "new" / "f2.real", src / "new" / "f2")
+    monkeypatch.setattr(copy_pool, "_copy_chunk", copy_chunk)
+    real_lstat = os.lstat
+
+    def lstat(path: str | os.PathLike[str], **kwargs: object) -> os.stat_result:
+        if str(path).endswith("/out/sub/inner") and (src / "sub" / "inner").exists():
+            os.rename(src / "sub" / "inner", src / "sub" / "inner.real")
+        return real_lstat(path, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(os, "lstat", lstat)
+    (tmp_path / "image2").mkdir()
+    with pytest.raises(BuildError, match=r'"/src/sub/inner": changed while being copied'):
+        copy_into(str(tmp_path / "image2"), str(src.parent), CopyRequest(
+            sources=["src"], dest="/out/", workdir="/"))
