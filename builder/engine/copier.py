@@ -102,7 +102,7 @@ class Copier:
         self.records: ContentRecords | None = None
         self._segment: Segment | None = None   # set: a deferred subtree's records
         self.defer_fresh = False    # see the module docstring and write_deferred
-        self._deferred: dict[str, _Subtree] = {}   # by ``inside``, in the copy's order
+        self._deferred: list[_Subtree] = []    # in the copy's order
         # Source inode -> (first copy, its content digest), so hardlinked sources stay
         # hardlinked (BuildKit).
         self.links: dict[tuple[int, int], tuple[str, str]] = {}
@@ -342,7 +342,7 @@ class Copier:
         # deferring: no chunk is pooled then); reserving closes the walk's segment.
         self.pool.drain()
         segment = self.records.reserve() if self.records is not None else None
-        self._deferred[inside] = _Subtree(source, rel, inside, origin, st, segment)
+        self._deferred.append(_Subtree(source, rel, inside, origin, st, segment))
 
     def _before_following_links(self) -> None:
         """A path is about to be resolved through the image's links, which may lead into
@@ -376,7 +376,7 @@ class Copier:
         self._write_deferred()
 
     def _write_deferred(self) -> None:
-        deferred, self._deferred = list(self._deferred.values()), {}
+        deferred, self._deferred = self._deferred, []
         self.defer_fresh = False    # what they hold is written now, not deferred again
         try:
             for tree in deferred:

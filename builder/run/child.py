@@ -70,7 +70,8 @@ def in_mount_namespace(fn: Callable[[*Args], T], *args: *Args, flags: int = 0,
 
     The return value must be picklable.  A ``PybuildError`` raised in the child
     is raised again here with the same type and message; a write the disk refused
-    becomes the ``BuildError`` "cannot write ``writing``: <reason>"; any other
+    becomes the ``BuildError`` "cannot write ``writing``: <reason>" ("cannot read or
+    write" for EIO); any other
     exception becomes a ``PybuildError`` carrying the child's traceback text.
     """
     sys.stdout.flush()
