@@ -368,3 +368,66 @@ def test_small_file_fast_path_matches_tar_header(layer, monkeypatch):
     fast = tar_of(layer)
     monkeypatch.setattr(tar_write, "_MAX7", -1)  # every file through tar_header()
     assert tar_of(layer) == fast
+
+
+# ------------------------------------------------------------------ hashing big files beside the walk
+
+def test_big_files_hashed_beside_the_walk_give_the_tars_digest(layer):
+    # Big bodies go to the hash thread by descriptor while the walk formats the
+    # small files after them; the digest must still be the tar's, byte for byte.
+    for name, size in (("a", 70_000), ("b", 3 << 20), ("c", 0), ("d", 300_001)):
+        (layer / name).write_bytes(os.urandom(size))
+        (layer / f"{name}-small").mkdir()
+        for i in range(300):
+            (layer / f"{name}-small" / f"f{i}").write_bytes(b"x" * (i % 700))
+    data = tar_of(layer)
+    assert layer_diff_id(layer) == ("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+
+
+def test_a_file_that_shrinks_before_it_is_hashed_is_an_error_not_a_digest(layer, monkeypatch):
+    import builder.layers.tar_write as tar_write
+
+    (layer / "big").write_bytes(os.urandom(1 << 20))
+    (layer / "z").write_bytes(b"after")
+    handed = tar_write.Sha256Writer.write_file
+
+    def shrink_first(self, fd, size, shrank):
+        os.truncate(layer / "big", size // 2)  # the step is over; a racer would do this
+        handed(self, fd, size, shrank)
+
+    monkeypatch.setattr(tar_write.Sha256Writer, "write_file", shrink_first)
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(tar_write.LayerError, match="entry 'big': file shrank while it was being read"):
+        layer_diff_id(layer)
+    assert len(os.listdir("/proc/self/fd")) == fds  # the handed-over descriptor is closed
+
+
+def test_a_stop_while_a_big_file_is_hashed_raises_instead_of_a_digest(layer):
+    import threading
+    import time
+
+    from builder import interrupt
+
+    with open(layer / "sparse", "wb") as f:
+        f.truncate(8 << 30)  # hashing it takes seconds
+    outcome: list[object] = []
+
+    def commit() -> None:
+        try:
+            outcome.append(layer_diff_id(layer))
+        except BaseException as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=commit)
+    thread.start()
+    try:
+        time.sleep(0.3)  # the walk is over: only the hash thread is still reading
+        started = time.monotonic()
+        interrupt.request()
+        thread.join(5)
+        assert time.monotonic() - started < 1
+        assert len(outcome) == 1 and isinstance(outcome[0], interrupt.Stopped)
+    finally:
+        interrupt.request()
+        thread.join()
+        interrupt.clear()
