@@ -25,6 +25,9 @@ bin/pybuild), PYTHONDONTWRITEBYTECODE unset.  Cases (--cases):
 
 Cached and no-op cases report the median of --rounds rebuilds (after one first build),
 cold cases the median of --cold-rounds builds; the rounds alternate between the tools.
+Before each timed cold build, what earlier builds left dirty is written back, untimed;
+before each timed cold RUN the page cache is dropped too (--keep-page-cache: not;
+bench_workloads.settle_page_cache says why).
 Prints a table (workload, pybuild, BuildKit, buildah, pybuild/BuildKit, target, met)
 and writes JSON to --out.
 """
@@ -73,6 +76,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workdir", type=Path, default=Path("/var/tmp"),
                     help="where the temporary stores and contexts go")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--keep-page-cache", action="store_true",
+                    help="cold RUN: only sync before each timed build, do not drop the "
+                         "page cache (bench_workloads.settle_page_cache says why it does)")
     ap.add_argument("--report", type=Path, metavar="JSON",
                     help="print the tables of an earlier run's --out file, run nothing")
     args = ap.parse_args()
@@ -136,7 +142,7 @@ def run_simple_cases(tools: dict[str, Tool], args: argparse.Namespace, work: Pat
         out["cold-run"] = wl.rounds_of(
             tools, "cold-run", logs, cold,
             lambda t, i: wl.build_cmd(t, ctx, "ci-cold-run", no_cache=True), sample_tree=True,
-            settle=True)
+            settle=True, drop_caches=not args.keep_page_cache)
     return out
 
 

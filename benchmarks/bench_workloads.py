@@ -192,12 +192,14 @@ def summarize(runs: list[dict]) -> dict:
 
 def rounds_of(tools: dict[str, Tool], name: str, logs: Path, rounds: int,
               cmd_for: CommandFor, first_for: CommandFor | None = None,
-              sample_tree: bool = False, settle: bool = False) -> dict[str, dict]:
+              sample_tree: bool = False, settle: bool = False,
+              drop_caches: bool = False) -> dict[str, dict]:
     """Each tool's first (untimed-in-the-median) build, then ``rounds`` timed builds,
     round by round alternating the tools.  A tool whose first build fails is left out.
     ``settle``: an untimed ``sync`` before each timed build, so that no build writes
     back what the one before it left in the page cache (pybuild syncs its layer
-    before naming it, BuildKit and buildah do not)."""
+    before naming it, BuildKit and buildah do not); with ``drop_caches`` the page
+    cache is emptied too (``settle_page_cache``)."""
     firsts: dict[str, dict] = {}
     if first_for:
         for tname, tool in tools.items():
@@ -209,7 +211,7 @@ def rounds_of(tools: dict[str, Tool], name: str, logs: Path, rounds: int,
         for tname in runs:
             tool = tools[tname]
             if settle:
-                subprocess.run(["sync"], check=True)
+                settle_page_cache(drop_caches)
             runs[tname].append(measure(tool, cmd_for(tool, i), logs / f"{name}-{tname}-{i}.log",
                                        sample_tree))
     results = {t: {"ok": False, "median_s": None, "first": firsts[t]}
@@ -219,6 +221,23 @@ def rounds_of(tools: dict[str, Tool], name: str, logs: Path, rounds: int,
         if tname in firsts:
             results[tname]["first_s"] = firsts[tname]["wall_s"]
     return results
+
+
+def settle_page_cache(drop: bool) -> None:
+    """Write back what earlier builds left dirty; with ``drop``, also empty the page cache.
+
+    Dropping it is for this VM (Firecracker, with free page reporting): a guest page
+    the host has taken back costs about 10 us to touch again, 2.6 s a GiB.  A cold RUN
+    that writes 512 MiB fills about 1 GiB of page cache (twice over, through the loop
+    device); without a drop, the later rounds of every tool write into such pages, and
+    their writes take up to twice as long, by how much depending on what the host took
+    back when.  After a drop, a build reuses the pages just freed.  (Not for a cold
+    COPY: there a drop also makes BuildKit's own copy of the last context cold, which
+    it compares the new one against; benchmarks/README.md has the numbers.)
+    """
+    subprocess.run(["sync"], check=True)
+    if drop:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def ratio(a: dict | None, b: dict | None, key: str = "median_s") -> float | None:
