@@ -370,7 +370,7 @@ def test_small_file_fast_path_matches_tar_header(layer, monkeypatch):
     assert tar_of(layer) == fast
 
 
-# ------------------------------------------------------------------ hashing big files beside the walk
+# -------------------------------------------------------- big files: hashed beside the walk
 
 def test_big_files_hashed_beside_the_walk_give_the_tars_digest(layer):
     # Big bodies go to the hash thread by descriptor while the walk formats the
@@ -397,7 +397,8 @@ def test_a_file_that_shrinks_before_it_is_hashed_is_an_error_not_a_digest(layer,
 
     monkeypatch.setattr(tar_write.Sha256Writer, "write_file", shrink_first)
     fds = len(os.listdir("/proc/self/fd"))
-    with pytest.raises(tar_write.LayerError, match="entry 'big': file shrank while it was being read"):
+    with pytest.raises(tar_write.LayerError,
+                       match="entry 'big': file shrank while it was being read"):
         layer_diff_id(layer)
     assert len(os.listdir("/proc/self/fd")) == fds  # the handed-over descriptor is closed
 
