@@ -9,6 +9,7 @@ of its files), but for ``CreatedSince``, which may tick between the two commands
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -19,7 +20,9 @@ from helpers import run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.overlay]
 
-TAG = "pybuild-formats-diff:1"
+# Per process: two xdist workers may share one daemon (one already running), and
+# each loads and removes its own copy.
+TAG = f"pybuild-formats-diff-{os.getpid()}:1"
 DOCKERFILE = """FROM busybox
 LABEL other="x y" com.example.z=1 a.b=c
 ENV A=1 B="two words"
