@@ -8,6 +8,7 @@ upper dir: a deletion is a 0:0 character device, an opaque directory carries
     whiteout     whiteout names, overlay xattrs, the xattr allowlist (both ways)
     changes      walk a layer dir as a change set (vs lowers); explain summary
     tar_write    layer dir -> OCI tar (streaming), diff_id
+    sha256_sink  hashes a stream on a thread; reads big files handed over by fd
     tar_read     OCI tar -> validated members (tarfile as a header parser only)
     apply        members -> layer dir ("overlay") or into a rootfs ("merged")
     safepath     fd-based resolution inside a root (openat2 / O_PATH walk)

@@ -68,7 +68,7 @@ class _Digest:
     """Hands the compressed bytes on to ``out`` and hashes them on a thread."""
 
     def __init__(self, out: Any) -> None:
-        from builder.layers.tar_write import Sha256Writer
+        from builder.layers.sha256_sink import Sha256Writer
 
         self.out = out
         self.hash = Sha256Writer()
@@ -149,7 +149,7 @@ class _Tee:
     """The tar side: hashes the diff_id (on a thread) and feeds the compressor."""
 
     def __init__(self, compressor: Any) -> None:
-        from builder.layers.tar_write import Sha256Writer
+        from builder.layers.sha256_sink import Sha256Writer
 
         self.digest = Sha256Writer()
         self.compressor = compressor
@@ -191,8 +191,8 @@ def _finish(compressor: Any, tee: _Tee, sink: _Digest, compression: str) -> Laye
 def _abort(compressor: Any, tee: _Tee, sink: _Digest) -> None:
     if isinstance(compressor, _ParallelGzip):
         compressor.pool.shutdown(cancel_futures=True)
-    tee.digest.close()
-    sink.hexdigest()
+    tee.digest.abort()
+    sink.hash.abort()
 
 
 def compress_layer(layer_dir: PathLike, out: BinaryIO, compression: Compression = "gzip", *,

@@ -33,17 +33,12 @@ produce identical bytes for the same change.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import queue
 import stat
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import BinaryIO, TypeVar, cast
 
 from builder import interrupt
-from builder.errors import LayerError
 from builder.layers import whiteout as wh
 from builder.layers.changes import (
     DIR,
@@ -56,6 +51,7 @@ from builder.layers.changes import (
     Walker,
     layer_changes,
 )
+from builder.layers.sha256_sink import CHUNK, Sha256Writer
 
 __all__ = ["LayerChanges", "Sha256Writer", "layer_changes", "layer_diff_id", "tar_header",
            "write_layer_tar"]
@@ -63,9 +59,8 @@ __all__ = ["LayerChanges", "Sha256Writer", "layer_changes", "layer_diff_id", "ta
 _BLOCK = 512
 _END = bytes(2 * _BLOCK)
 _FLUSH_AT = 1 << 20
-_CHUNK = 1 << 20
+_CHUNK = CHUNK
 _SMALL_FILE = 1 << 16
-_FILES_PENDING = 4
 
 # ---------------------------------------------------------------- headers
 
@@ -322,7 +317,7 @@ class _TarWriter:
         self.out.flush()
         shrank = walker.error("file shrank while it was being read", rel)
         if self.hasher is not None:  # hashed and read there, while the walk goes on
-            self.hasher.write_file(os.dup(fd), size, shrank)
+            self.hasher.write_file(fd, size, shrank)
             self.out.count += size
             self.out.add(_padding(size))
             return
@@ -367,105 +362,6 @@ def write_layer_tar(layer_dir: PathLike, out: BinaryIO, *, source_date_epoch: in
         interrupt.check()
         writer.event(walker, ev)
     return writer.close()
-
-
-@dataclass(frozen=True)
-class _FileBody:
-    """A file's bytes for the hash thread to read itself: an fd it owns and closes."""
-    fd: int
-    size: int
-    shrank: LayerError
-
-
-class Sha256Writer:
-    """A write-only sink that hashes on a second thread.
-
-    hashlib drops the GIL for big updates, so the walk (and the kernel's
-    reads, and a compressor) go on while a MiB is being hashed.  A big file's
-    body is handed over as a descriptor (``write_file``): the thread reads and
-    hashes it while the walk formats what follows it.  At most ``pending``
-    writes are queued (about a MiB each): memory stays flat.
-    """
-
-    def __init__(self, pending: int = 8) -> None:
-        self.hash = hashlib.sha256()
-        self.size = 0
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self.queue: queue.Queue[bytes | bytearray | _FileBody | None] = queue.Queue(pending)
-        # Descriptors handed over and not yet closed: a few, whatever ``pending`` is.
-        self._open_files = threading.BoundedSemaphore(_FILES_PENDING)
-        self.thread = threading.Thread(target=self._run, name="sha256", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        buffer: memoryview | None = None
-        while (item := self.queue.get()) is not None:
-            if isinstance(item, bytes | bytearray):
-                if self.error is None and not self._stop.is_set():
-                    self.hash.update(item)
-                continue
-            try:
-                if self.error is None:
-                    buffer = buffer or memoryview(bytearray(_CHUNK))
-                    self._hash_file(item, buffer)
-            except BaseException as err:  # handed to the walk's thread (write, close)
-                self.error = err
-            finally:
-                os.close(item.fd)
-                self._open_files.release()
-
-    def _hash_file(self, body: _FileBody, buffer: memoryview) -> None:
-        os.posix_fadvise(body.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        done = 0
-        while done < body.size:
-            if self._stop.is_set():
-                return  # aborted: nothing waits for this hash
-            interrupt.check()  # the walk's thread then raises it (close), never a digest
-            n = os.preadv(body.fd, [buffer[:min(body.size - done, _CHUNK)]], done)
-            if not n:
-                raise body.shrank
-            self.hash.update(buffer[:n])
-            done += n
-
-    def _raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._raise_error()
-        # A memoryview is a caller's reusable buffer: copy it.
-        self.queue.put(bytes(data) if isinstance(data, memoryview) else data)
-        self.size += len(data)
-        return len(data)
-
-    def write_file(self, fd: int, size: int, shrank: LayerError) -> None:
-        """Hash ``size`` bytes of ``fd`` (from offset 0) next, and close it.  ``shrank``
-        is raised (by a later ``write`` or ``close``) if the file has fewer."""
-        try:
-            self._raise_error()
-        except BaseException:
-            os.close(fd)
-            raise
-        self._open_files.acquire()
-        self.queue.put(_FileBody(fd, size, shrank))
-        self.size += size
-
-    def close(self) -> str:
-        """Wait for the hash; "sha256:<hex>".  Call ``abort`` instead on error paths."""
-        self._finish()
-        self._raise_error()
-        return "sha256:" + self.hash.hexdigest()
-
-    def abort(self) -> None:
-        """Stop hashing (a file being read is left at its next MiB) and end the thread."""
-        self._stop.set()
-        self._finish()
-
-    def _finish(self) -> None:
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
 
 
 def layer_diff_id(layer_dir: PathLike, *, source_date_epoch: int | None = None,

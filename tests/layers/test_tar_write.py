@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.errors import LayerError
 from builder.layers import layer_changes, layer_diff_id, write_layer_tar
 from builder.layers.tar_write import tar_header
 
@@ -384,6 +385,42 @@ def test_big_files_hashed_beside_the_walk_give_the_tars_digest(layer):
     assert layer_diff_id(layer) == ("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
 
 
+def test_more_big_files_and_small_ones_than_the_hash_thread_queues(layer):
+    # More files handed over than may be open at once (4), and more small entries
+    # behind them than the queue holds (32 MiB): the walk waits, in order.
+    for i in range(8):
+        (layer / f"big{i}").write_bytes(os.urandom(100_000 + i * 400_000))
+        (layer / f"big{i}-small").mkdir()
+        for j in range(90):
+            (layer / f"big{i}-small" / f"f{j}").write_bytes(os.urandom(60_000))
+    data = tar_of(layer)
+    assert layer_diff_id(layer) == ("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+
+
+def sha256_threads() -> int:
+    import threading
+
+    return sum(t.name == "sha256" for t in threading.enumerate())
+
+
+def test_a_walk_error_after_files_were_handed_over_leaves_no_descriptor(layer, monkeypatch):
+    import builder.layers.tar_write as tar_write
+
+    for i in range(6):
+        (layer / f"big{i}").write_bytes(os.urandom(1 << 20))
+    os.symlink("big0", layer / "link")
+
+    def unreadable(*args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(tar_write._TarWriter, "_other", unreadable)
+    fds, threads = len(os.listdir("/proc/self/fd")), sha256_threads()
+    with pytest.raises(OSError, match="Input/output error"):
+        layer_diff_id(layer)
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert sha256_threads() == threads
+
+
 def test_a_file_that_shrinks_before_it_is_hashed_is_an_error_not_a_digest(layer, monkeypatch):
     import builder.layers.tar_write as tar_write
 
@@ -397,8 +434,7 @@ def test_a_file_that_shrinks_before_it_is_hashed_is_an_error_not_a_digest(layer,
 
     monkeypatch.setattr(tar_write.Sha256Writer, "write_file", shrink_first)
     fds = len(os.listdir("/proc/self/fd"))
-    with pytest.raises(tar_write.LayerError,
-                       match="entry 'big': file shrank while it was being read"):
+    with pytest.raises(LayerError, match="entry 'big': file shrank while it was being read"):
         layer_diff_id(layer)
     assert len(os.listdir("/proc/self/fd")) == fds  # the handed-over descriptor is closed
 
