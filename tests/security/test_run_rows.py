@@ -154,10 +154,12 @@ def test_R05_dev_console_symlink_and_parallel_runs(sandbox, tmp_path, busybox_ta
 
 
 def _cache_race_builds(sandbox, seconds: int) -> tuple[str, str]:
-    """(attacker, victim) Dockerfiles racing on the cache ``c``'s ``sub`` entry."""
+    """(attacker, victim) Dockerfiles racing on the cache ``c``'s ``sub`` entry.  The
+    victim's build makes ``sub`` itself when it is missing, so any of the attacker's
+    commands may fail now and then; the attacker's RUN still succeeds (``true``)."""
     script = (f"end=$(($(date +%s)+{seconds})); while [ $(date +%s) -lt $end ]; do "
               f"rm -rf /cache/sub; ln -s {sandbox.host_dir} /cache/sub; rm -f /cache/sub; "
-              "mkdir /cache/sub; done")
+              "mkdir /cache/sub; done; true")
     attacker = f"FROM busybox\nRUN --mount=type=cache,id=c,target=/cache sh -c '{script}'\n"
     victim = ("FROM busybox\nRUN --mount=type=cache,id=c,source=sub,target=/c "
               "sh -c 'touch /c/RACED; rm -f /c/hostfile /c/whitedout'\n")
