@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from builder import interrupt
 from builder.errors import LayerError
 
-__all__ = ["CHUNK", "Sha256Writer"]
+__all__ = ["Sha256Writer"]
 
-CHUNK = 1 << 20  # a read of a handed-over file
+_CHUNK = 1 << 20  # a read of a handed-over file
 _FILES_PENDING = 4
 
 
@@ -51,7 +51,7 @@ class Sha256Writer:
         self.thread.start()
 
     def _run(self) -> None:
-        buffer = memoryview(bytearray(0))
+        buffer: memoryview | None = None  # made for the first file handed over
         while (item := self.queue.get()) is not None:
             # Whatever happens, the thread goes on draining: the walk never waits on it.
             try:
@@ -60,7 +60,8 @@ class Sha256Writer:
                 if isinstance(item, bytes | bytearray):
                     self.hash.update(item)
                     continue
-                buffer = buffer or memoryview(bytearray(CHUNK))
+                if buffer is None:
+                    buffer = memoryview(bytearray(_CHUNK))
                 self._hash_file(item, buffer)
             except BaseException as err:  # handed to the walk's thread (write, close)
                 self.error = err
@@ -81,7 +82,7 @@ class Sha256Writer:
             if self._stop.is_set():
                 return  # aborted: nothing waits for this hash
             interrupt.check()  # the walk's thread then raises it (close), never a digest
-            n = os.preadv(body.fd, [buffer[:min(body.size - done, CHUNK)]], done)
+            n = os.preadv(body.fd, [buffer[:min(body.size - done, _CHUNK)]], done)
             if not n:
                 raise body.shrank
             self.hash.update(buffer[:n])

@@ -51,7 +51,7 @@ from builder.layers.changes import (
     Walker,
     layer_changes,
 )
-from builder.layers.sha256_sink import CHUNK, Sha256Writer
+from builder.layers.sha256_sink import Sha256Writer
 
 __all__ = ["LayerChanges", "Sha256Writer", "layer_changes", "layer_diff_id", "tar_header",
            "write_layer_tar"]
@@ -59,8 +59,9 @@ __all__ = ["LayerChanges", "Sha256Writer", "layer_changes", "layer_diff_id", "ta
 _BLOCK = 512
 _END = bytes(2 * _BLOCK)
 _FLUSH_AT = 1 << 20
-_CHUNK = CHUNK
+_CHUNK = 1 << 20
 _SMALL_FILE = 1 << 16
+_SHRANK = "file shrank while it was being read"
 
 # ---------------------------------------------------------------- headers
 
@@ -309,15 +310,14 @@ class _TarWriter:
         while len(data) < size:
             more = os.read(fd, size - len(data))
             if not more:
-                raise walker.error("file shrank while it was being read", rel)
+                raise walker.error(_SHRANK, rel)
             data += more
         return data
 
     def _body(self, walker: Walker, rel: bytes, fd: int, size: int) -> None:
         self.out.flush()
-        shrank = walker.error("file shrank while it was being read", rel)
         if self.hasher is not None:  # hashed and read there, while the walk goes on
-            self.hasher.write_file(fd, size, shrank)
+            self.hasher.write_file(fd, size, walker.error(_SHRANK, rel))
             self.out.count += size
             self.out.add(_padding(size))
             return
@@ -330,7 +330,7 @@ class _TarWriter:
             interrupt.check()  # a stage thread: a stopping build ends the commit here
             n = os.readv(fd, [view[:min(left, _CHUNK)]])
             if not n:
-                raise shrank
+                raise walker.error(_SHRANK, rel)
             self.out.direct(view[:n])
             left -= n
         self.out.add(_padding(size))
