@@ -154,21 +154,12 @@ def _stop_all(run: BuildRun, threads: list[threading.Thread]) -> None:
 
 
 def _kill_children() -> None:
-    """SIGKILL this process's children: RUN setup children (their PID 1 follows by
-    its parent-death signal, and the kernel kills the rest of the PID namespace)
-    and COPY helpers.  Only called while the build is stopping."""
-    me = str(os.getpid())
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
-                fields = stat_file.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1].decode() == me:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
+    """SIGKILL every process below this one: RUN setup children with their steps
+    (killing PID 1 ends the rest of its PID namespace), network stacks and COPY
+    helpers.  Only called while the build is stopping."""
+    from builder.run.child import kill_process_tree
+
+    kill_process_tree(os.getpid(), include_root=False)
 
 
 def _stage_thread(run: BuildRun, build_stage: StageBuilder, planned: PlannedStage,

@@ -299,8 +299,11 @@ class Transport:
     def _send(self, method: str, scheme: str, host: str, target: str,
               headers: dict[str, str], body: Body) -> Response:
         headers = {"User-Agent": _USER_AGENT, **headers}
-        interrupt.check()  # a stopping build or command sends nothing more
         for fresh in (False, True):
+            # A stopping build or command sends nothing more: not even the fresh try
+            # after abort() shut the kept-alive connection (a stalled registry would
+            # then hold the worker for the whole socket timeout).
+            interrupt.check()
             conn = self._connection(scheme, host)
             payload: bytes | _Stoppable | None = \
                 _Stoppable(body()) if callable(body) else body

@@ -1,7 +1,9 @@
-"""Run a Python function in a forked child with a private mount namespace."""
+"""Run a Python function in a forked child with a private mount namespace; kill
+a child and everything below it at once."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pickle
@@ -112,3 +114,33 @@ def in_mount_namespace(fn: Callable[[*Args], T], *args: *Args, flags: int = 0,
     if kind == "err":
         raise value
     raise errors.PybuildError(f"internal error in helper process: {value}")
+
+
+def kill_process_tree(root: int, *, include_root: bool = True) -> None:
+    """SIGKILL every process below ``root`` (and ``root`` itself if ``include_root``).
+
+    The whole tree is read from /proc before anything is killed, so a grandchild
+    is killed by its PID even if its parent dies first and it is handed to init.
+    A RUN step's PID 1 is such a grandchild: its parent-death signal should end
+    it with the setup child, but a build stopped by Ctrl-C must never depend on
+    that alone (a step left running keeps its output pipe open, and the build
+    waits for it)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
+                parent = int(stat_file.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry.name))
+    doomed = [root] if include_root else []
+    pending = [root]
+    while pending:
+        below = children.get(pending.pop(), [])
+        doomed.extend(below)
+        pending.extend(below)
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

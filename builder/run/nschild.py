@@ -49,7 +49,7 @@ def setup_child(snapshot: ActiveSnapshot, spec: RunSpec, out_fd: int, err_fd: in
         # Out of the invoker's session first: it reads image files (/etc/passwd)
         # and must never hold the invoker's terminal as its controlling tty.
         os.setsid()
-        syscalls.set_parent_death_signal(signal.SIGKILL)
+        orphaned = _Orphaned()
         _unshare(spec, stack)
         # R13: nothing in the step may ptrace or open /proc/<pid>/exe of the
         # (host) Python doing the setup; execve of the step's program resets it.
@@ -77,14 +77,36 @@ def setup_child(snapshot: ActiveSnapshot, spec: RunSpec, out_fd: int, err_fd: in
         if pid == 0:
             syscalls.set_parent_death_signal(signal.SIGKILL)
             _pid1(merged, spec, ident, snapshot.work.path / "files", out_fd, err_fd)
+        orphaned.step = pid
         os.close(out_fd)
         _, wait_status = os.waitpid(pid, 0)
+        orphaned.step = 0  # reaped: its PID may be another process's now
         status = os.waitstatus_to_exitcode(wait_status)
         if status < 0:
             status = 128 - status
     except BaseException as err:  # must not return into the caller's code
         report(err_fd, err)
     os._exit(status)
+
+
+class _Orphaned:
+    """The setup child's parent-death signal, SIGTERM, handled: kill the step's PID 1
+    (which ends its PID namespace), then exit.
+
+    PID 1 asks for SIGKILL when the setup child dies, but the step's program may
+    clear that (any process may, with prctl).  If pybuild is killed outright (kill
+    -9, the OOM killer) nothing else would end such a step: it would run on with
+    no build around it."""
+
+    def __init__(self) -> None:
+        self.step = 0  # PID 1 once forked, as this process sees it
+        signal.signal(signal.SIGTERM, self._parent_died)
+        syscalls.set_parent_death_signal(signal.SIGTERM)
+
+    def _parent_died(self, signum: int, frame: object) -> None:
+        if self.step:
+            os.kill(self.step, signal.SIGKILL)
+        os._exit(SETUP_FAILED)
 
 
 def _unshare(spec: RunSpec, stack: network.Stack | None) -> None:

@@ -10,7 +10,6 @@ watches the store's free space until the step ends.  What a step asks for is
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import signal
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING
 from builder import limits
 from builder.errors import BuildError, SandboxError
 from builder.rootpath import resolve_components, resolve_in_root
-from builder.run.child import SPAWN_LOCK
+from builder.run.child import SPAWN_LOCK, kill_process_tree
 from builder.run.nschild import setup_child
 from builder.run.spec import HOSTS, NETWORKS, MountSpec, RunSpec
 from builder.run.users import resolve_user
@@ -72,8 +71,7 @@ def run_step(snapshot: ActiveSnapshot, spec: RunSpec, output: Callable[[bytes], 
         setup_error = err_pipe.read().decode(errors="replace")
         _, wait_status = os.waitpid(pid, 0)
     except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        kill_process_tree(pid)  # the step's PID 1 too, not only by its parent-death signal
         os.waitpid(pid, 0)
         raise
     finally:

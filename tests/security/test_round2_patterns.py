@@ -329,10 +329,11 @@ def test_signal_during_context_hashing(tmp_path: Path, bstore: Path, signum: int
 # ------------------------------------------------------------ registry I/O
 
 class _Trickle:
-    """A registry whose one layer blob never finishes: a byte every 20 ms, or
-    (``stall``) nothing at all after the headers."""
+    """A registry whose one layer blob never finishes: a byte every 20 ms
+    (``trickle``), nothing at all after the headers (``stall``), or no headers
+    either (``silent``: the download waits for the response)."""
 
-    def __init__(self, stall: bool) -> None:
+    def __init__(self, mode: str) -> None:
         import gzip
         import hashlib
         import io
@@ -388,6 +389,10 @@ class _Trickle:
                     self.send_error(404)
                     return
                 outer.blob_requested.set()
+                if mode == "silent":
+                    outer.stop_event.wait(120)  # bounded; ends long after any test
+                    self.close_connection = True
+                    return
                 self.send_response(200)
                 self.send_header("Content-Length", str(size))
                 self.end_headers()
@@ -395,7 +400,7 @@ class _Trickle:
                     if outer.stop_event.wait(0.02):
                         break
                     try:
-                        if not stall:
+                        if mode == "trickle":
                             self.wfile.write(b"\0")
                         self.wfile.flush()
                     except OSError:
@@ -413,19 +418,24 @@ class _Trickle:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("stall", [False, True], ids=["trickle", "stall"])
+@pytest.mark.parametrize("mode", ["trickle", "stall", "silent"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_during_registry_download(tmp_path: Path, signum: int, stall: bool) -> None:
-    """``pybuild pull`` from a registry that trickles a layer, or stalls (downloads
-    run on worker threads): the signal stops it within 2 s.  On the old main the
-    worker sat in a 1 MiB read for hours or in a receive for the 60 s socket
-    timeout (SIGINT), or the process died unannounced (SIGTERM)."""
-    server = _Trickle(stall)
+def test_signal_during_registry_download(tmp_path: Path, signum: int, mode: str) -> None:
+    """``pybuild pull`` from a registry that trickles a layer, stalls after the
+    headers, or never answers (downloads run on worker threads): the signal stops
+    it within 2 s.  On the old main the worker sat in a 1 MiB read for hours or in
+    a receive for the 60 s socket timeout (SIGINT), or the process died
+    unannounced (SIGTERM); and a download waiting for the response, its connection
+    shut down by the stop, sent the request again on a fresh connection and waited
+    there for the socket timeout."""
+    server = _Trickle(mode)
     root = tmp_path / "store"
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "builder", "--root", str(root), "pull",
-                                 f"{server.host}/t:1"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        # -X faulthandler: SIGABRT prints every thread's stack, for a failure message.
+        proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "builder",
+                                 "--root", str(root), "pull", f"{server.host}/t:1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
         try:
             assert server.blob_requested.wait(60), "the pull never asked for the layer"
             time.sleep(0.5)
@@ -435,12 +445,15 @@ def test_signal_during_registry_download(tmp_path: Path, signum: int, stall: boo
             try:
                 out, err = proc.communicate(timeout=20)
             except subprocess.TimeoutExpired:
-                pytest.fail(f"{signal.Signals(signum).name} did not stop the pull in 20 s")
+                proc.send_signal(signal.SIGABRT)
+                stacks = proc.communicate(timeout=20)[1].decode(errors="replace")[-8000:]
+                pytest.fail(f"{signal.Signals(signum).name} did not stop the pull in 20 s; "
+                            f"its threads then:\n{stacks}")
             took = time.monotonic() - sent
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            proc.communicate()  # reaped, and its pipes closed (no ResourceWarning later)
     finally:
         server.stop()
     result = subprocess.CompletedProcess(proc.pid, proc.returncode, out, err)
