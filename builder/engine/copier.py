@@ -151,11 +151,16 @@ class Copier:
         st = os.lstat(source)
         self._replace(target)
         key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) and key in self.links:
-            first, content = self.links[key]
-            os.link(first, target)
-            self.record(rel, st, content)
-            return
+        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+            # An earlier name of this inode may be in a chunk still on the pool: its
+            # turn comes first, so that this one finds it (and a chunk done while this
+            # file is copied cannot record it after the lookup, before this name).
+            self.pool.drain()
+            if key in self.links:
+                first, content = self.links[key]
+                os.link(first, target)
+                self.record(rel, st, content)
+                return
         content = ""
         if stat.S_ISLNK(st.st_mode):
             content = os.readlink(source)

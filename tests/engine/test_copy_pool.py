@@ -13,6 +13,7 @@ import pytest
 
 from builder.context.checksum import checksum_sources
 from builder.engine import copy_pool
+from builder.engine.copier import Copier
 from builder.engine.copy import copy_into
 from builder.engine.copy_plan import CopyRequest
 from builder.engine.copy_pool import CHUNK_FILES, CopyPool
@@ -140,6 +141,42 @@ def test_a_second_name_in_a_directory_the_image_has_stays_a_hard_link(
                                                     workdir="/"))
     first = os.stat(image / "out" / "new" / f"f{CHUNK_FILES + 4:05d}")
     assert os.stat(image / "out" / "old" / "b").st_ino == first.st_ino
+
+
+def test_a_chunk_done_while_a_second_name_is_copied_keeps_the_hard_link(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunk holding the first name of an inode finishes while a second name, in a
+    directory the image has, is being copied on the COPY's own thread: the steps it
+    unblocks ran inside that copy (its final times queue behind them), and the first
+    name was recorded after the second had looked for it and before the second
+    recorded itself.  Neither became a link: two inodes where BuildKit has one.  This
+    failed once in a few full test runs with the copy in worker processes."""
+    context = tmp_path / "context"
+    (context / "src" / "new").mkdir(parents=True)
+    (context / "src" / "old").mkdir()
+    (context / "src" / "new" / "f").write_text("one inode\n")
+    os.link(context / "src" / "new" / "f", context / "src" / "old" / "b")
+    monkeypatch.setattr(copy_pool, "default_workers", lambda: 2)
+    copy_chunk = copy_pool._copy_chunk
+
+    def slow_chunk(*args: object) -> copy_pool.Copied:
+        time.sleep(0.1)   # not done when the walk queues its steps, done during old/b
+        return copy_chunk(*args)  # type: ignore[arg-type]
+    monkeypatch.setattr(copy_pool, "_copy_chunk", slow_chunk)
+    copy_regular = Copier._copy_regular
+
+    def slow_regular(self: Copier, source: str, target: str) -> tuple[str, os.stat_result]:
+        time.sleep(0.5)   # old/b: new/'s chunk finishes meanwhile
+        return copy_regular(self, source, target)
+    monkeypatch.setattr(Copier, "_copy_regular", slow_regular)
+    image = tmp_path / "image"
+    (image / "out" / "old").mkdir(parents=True)   # in the image already
+    expected = checksum_sources([("src", str(context / "src"))]).digest
+    copy_into(str(image), str(context), CopyRequest(sources=["src"], dest="/out/",
+                                                    workdir="/", expected_content=expected))
+    first = os.stat(image / "out" / "new" / "f")
+    assert os.stat(image / "out" / "old" / "b").st_ino == first.st_ino
+    assert first.st_nlink == 2
 
 
 def test_a_link_into_a_directory_being_filled_waits_for_its_files(
