@@ -13,16 +13,21 @@ to a first copy, and each directory's final mode and times, set once its content
 written.  Those are steps queued behind the chunks they need (``later``) and run, in
 the order they were queued, as soon as the chunks are done; ``drain`` runs the rest.
 A copy with one CPU runs every chunk at once, on its own thread.
+
+Each thread hands its chunks to a worker process of its own (``copy_workers``): the
+threads only wait, and no copy waits for the GIL.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from builder.engine.copy_files import Metadata, copy_at
+from builder.engine.copy_workers import CopyWorker
 
 # Files per task: enough to make a task's overhead small, few enough that a directory
 # of a few hundred files is still shared between threads.
@@ -44,6 +49,26 @@ def _copy_chunk(src_dir: int, dst_dir: int, names: Sequence[str], wheres: Sequen
         os.close(dst_dir)
 
 
+def _chunk_in_worker(src_dir: int, dst_dir: int, names: Sequence[str],
+                     wheres: Sequence[str], meta: object) -> Copied:
+    """What a worker process runs: ``_copy_chunk``, looked up when called (a test that
+    replaces it does so before the pool forks its workers)."""
+    assert isinstance(meta, Metadata)
+    return _copy_chunk(src_dir, dst_dir, names, wheres, meta)
+
+
+def _in_worker(idle: queue.SimpleQueue[CopyWorker], src_dir: int, dst_dir: int,
+               names: Sequence[str], wheres: Sequence[str], meta: Metadata) -> Copied:
+    """A pool thread's task: the chunk in the first idle worker (one per thread)."""
+    worker = idle.get()
+    try:
+        copied = worker.run(src_dir, dst_dir, names, wheres, meta)
+    finally:
+        idle.put(worker)
+    assert isinstance(copied, list)
+    return copied
+
+
 def default_workers() -> int:
     """One thread per CPU this process may run on, at most eight."""
     return min(len(os.sched_getaffinity(0)), _MAX_WORKERS)
@@ -55,6 +80,8 @@ class CopyPool:
     def __init__(self, workers: int | None = None) -> None:
         self._workers = default_workers() if workers is None else workers
         self._executor: ThreadPoolExecutor | None = None   # made on the first chunk
+        self._processes: list[CopyWorker] = []
+        self._idle: queue.SimpleQueue[CopyWorker] = queue.SimpleQueue()
         self._queue: deque[tuple[Future[Copied] | None, Step]] = deque()
 
     def copy_files(self, fds: tuple[int, int], names: Sequence[str], wheres: Sequence[str],
@@ -67,8 +94,17 @@ class CopyPool:
             done.set_result(_copy_chunk(src, dst, names, wheres, meta))
             return done
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="copy")
-        return self._executor.submit(_copy_chunk, src, dst, names, wheres, meta)
+            self._executor = self._start()
+        return self._executor.submit(_in_worker, self._idle, src, dst, names, wheres, meta)
+
+    def _start(self) -> ThreadPoolExecutor:
+        # The processes fork before any thread of the pool exists: a fork while another
+        # thread holds a lock would leave the worker stuck on it.
+        for _ in range(self._workers):
+            worker = CopyWorker(_chunk_in_worker, self._processes)
+            self._processes.append(worker)
+            self._idle.put(worker)
+        return ThreadPoolExecutor(self._workers, thread_name_prefix="copy")
 
     def later(self, step: Step, after: Future[Copied] | None = None) -> None:
         """Run ``step`` (with ``after``'s result, or [] without one) once everything
@@ -97,3 +133,6 @@ class CopyPool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        while self._processes:
+            self._processes.pop().close()
+        self._idle = queue.SimpleQueue()

@@ -17,7 +17,7 @@ from builder.engine.copier import Copier
 from builder.engine.copy import copy_into
 from builder.engine.copy_plan import CopyRequest
 from builder.engine.copy_pool import CHUNK_FILES, CopyPool
-from builder.errors import BuildError
+from builder.errors import BuildError, PybuildError
 
 
 def test_a_step_waits_for_the_chunk_queued_before_it() -> None:
@@ -241,4 +241,43 @@ def test_a_source_gone_since_it_was_listed_is_one_line(tmp_path: Path,
     (tmp_path / "image2").mkdir()
     with pytest.raises(BuildError, match=r'"/src/sub/inner": changed while being copied'):
         copy_into(str(tmp_path / "image2"), str(src.parent), CopyRequest(
+            sources=["src"], dest="/out/", workdir="/"))
+
+
+def test_chunks_are_copied_in_worker_processes_that_end_with_the_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each thread's chunks go to a process of its own (no copy waits for the GIL); the
+    processes are reaped when the copy ends."""
+    context = _context(tmp_path)
+    monkeypatch.setattr(copy_pool, "default_workers", lambda: 2)
+    copy_chunk = copy_pool._copy_chunk
+    log = tmp_path / "pids"
+
+    def logged(*args: object) -> copy_pool.Copied:
+        with open(log, "a") as out:
+            out.write(f"{os.getpid()}\n")
+        return copy_chunk(*args)  # type: ignore[arg-type]
+    monkeypatch.setattr(copy_pool, "_copy_chunk", logged)
+    (tmp_path / "image").mkdir()
+    copy_into(str(tmp_path / "image"), str(context), CopyRequest(
+        sources=["src"], dest="/out/", workdir="/"))
+    pids = {int(line) for line in log.read_text().split()}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)   # already reaped: no zombie, no process
+
+
+def test_a_worker_that_dies_fails_the_copy_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    context = _context(tmp_path)
+    monkeypatch.setattr(copy_pool, "default_workers", lambda: 2)
+
+    def killed(*args: object) -> copy_pool.Copied:
+        os.kill(os.getpid(), 9)   # the OOM killer, say
+        raise AssertionError("unreachable")
+    monkeypatch.setattr(copy_pool, "_copy_chunk", killed)
+    (tmp_path / "image").mkdir()
+    with pytest.raises(PybuildError, match=r"^a copy worker died in the middle of a chunk$"):
+        copy_into(str(tmp_path / "image"), str(context), CopyRequest(
             sources=["src"], dest="/out/", workdir="/"))
