@@ -29,16 +29,14 @@ _LENGTH = struct.Struct("!Q")
 Chunk = Callable[[int, int, Sequence[str], Sequence[str], object], object]
 
 
-def _receive_exactly(sock: socket.socket, size: int, start: bytes = b"") -> bytes | None:
-    """``size`` bytes from ``sock`` (``start`` already read); None at its end before
-    the first of them."""
+def _receive_exactly(sock: socket.socket, size: int, start: bytes = b"") -> bytes:
+    """``size`` bytes from ``sock``, ``start`` already read (the end of a stream
+    between messages is ``_receive``'s to see)."""
     parts = [start]
     left = size - len(start)
     while left:
         part = sock.recv(min(left, 1 << 20))
         if not part:
-            if left == size:
-                return None
             raise EOFError("the other end closed in the middle of a message")
         parts.append(part)
         left -= len(part)
@@ -64,9 +62,7 @@ def _receive(sock: socket.socket) -> tuple[bytes, list[int]] | None:
         return None
     try:
         header = _receive_exactly(sock, _LENGTH.size, first)
-        payload = None if header is None else _receive_exactly(sock, _LENGTH.unpack(header)[0])
-        if payload is None:
-            raise EOFError("the other end closed in the middle of a message")
+        payload = _receive_exactly(sock, _LENGTH.unpack(header)[0])
     except BaseException:
         for fd in fds:
             os.close(fd)
