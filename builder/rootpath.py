@@ -181,7 +181,15 @@ class HostTree:
         return kind_of(st.st_mode)
 
     def readlink(self, parents: list[str], name: str) -> str:
-        return os.readlink(os.path.join(self.root, *parents, name))
+        path = os.path.join(self.root, *parents, name)
+        try:
+            return os.readlink(path)
+        except OSError as err:
+            if err.errno != errno.EINVAL:
+                raise
+            # lstat saw a link a moment ago, so the tree changed in between (a context
+            # edited during the build, C03): for this walk, the link it saw is gone.
+            raise FileNotFoundError(errno.ENOENT, "no longer a symbolic link", path) from None
 
     def enter(self, parents: list[str], name: str) -> None:
         return None

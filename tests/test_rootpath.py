@@ -248,3 +248,24 @@ def test_very_long_chain_of_directories(tmp_path: Path) -> None:
             safepath.clear_dir(fd)
         finally:
             os.close(fd)
+
+
+def test_a_link_swapped_for_a_directory_mid_walk_reads_as_gone(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """C03's race made deterministic: lstat sees ``via`` as a link, then the context
+    is edited and it is a directory when the walk reads it.  The walk reports the link
+    gone (FileNotFoundError, which COPY turns into "changed while being copied"),
+    not readlink's EINVAL, which reached the user as an internal error."""
+    looked_up = rootpath.HostTree.lookup
+
+    def lookup_then_swap(self: rootpath.HostTree, parents: list[str], name: str,
+                         via_link: bool) -> rootpath.Kind:
+        kind = looked_up(self, parents, name, via_link)
+        if name == "via":
+            os.unlink(root / "via")
+            (root / "via").mkdir()
+        return kind
+
+    monkeypatch.setattr(rootpath.HostTree, "lookup", lookup_then_swap)
+    with pytest.raises(FileNotFoundError, match="no longer a symbolic link"):
+        resolve_components(str(root), "via/passwd")

@@ -482,3 +482,34 @@ def test_C03_swap_right_after_resolving(ctx, sandbox, tmp_path, monkeypatch, swa
             path = os.path.join(top, name)
             if not os.path.islink(path):
                 assert Path(path).read_text() == "ctx", path
+
+
+def test_C03_link_swapped_back_between_lstat_and_readlink(ctx, tmp_path, monkeypatch):
+    """The interleaving the checker's CI hit once in the racing test above: resolving
+    the source, lstat sees ``sub`` as the attacker's link, and by the time the walk
+    reads the link, ``sub`` is the directory again (readlink: EINVAL).  The copy fails
+    with the one-line "changed while being copied", not an internal error."""
+    from builder import rootpath
+    from builder.engine.copy import copy_into
+    from builder.engine.copy_plan import CopyRequest
+    from builder.errors import BuildError
+
+    (ctx / "sub").mkdir()
+    (ctx / "sub" / "f").write_text("ctx")
+    os.rename(ctx / "sub", ctx / "sub.real")
+    os.symlink(str(tmp_path), ctx / "sub")
+    image = tmp_path / "image"
+    image.mkdir()
+    looked_up = rootpath.HostTree.lookup
+
+    def lookup_then_swap_back(self, parents, name, via_link):
+        kind = looked_up(self, parents, name, via_link)
+        if name == "sub" and (ctx / "sub").is_symlink():
+            os.unlink(ctx / "sub")
+            os.rename(ctx / "sub.real", ctx / "sub")
+        return kind
+
+    monkeypatch.setattr(rootpath.HostTree, "lookup", lookup_then_swap_back)
+    with pytest.raises(BuildError, match='"/sub": changed while being copied'):
+        copy_into(str(image), str(ctx), CopyRequest(sources=["sub"], dest="/out/", workdir="/",
+                                                    selected=["sub"]))
