@@ -172,12 +172,19 @@ class HostTree:
         self.root = root
 
     def lookup(self, parents: list[str], name: str, via_link: bool) -> Kind:
+        path = os.path.join(self.root, *parents, name)
         try:
-            st = os.lstat(os.path.join(self.root, *parents, name))
+            st = os.lstat(path)
         except FileNotFoundError:
             return _MISSING
         except NotADirectoryError:
             return Kind.BLOCKED
+        except OSError as err:
+            # The parents were directories when resolved: one is now a link that loops
+            # (the tree changed mid-walk), which the walk's callers report as a loop.
+            if err.errno == errno.ELOOP:
+                raise TooManyLinks(path) from None
+            raise
         return kind_of(st.st_mode)
 
     def readlink(self, parents: list[str], name: str) -> str:

@@ -269,3 +269,24 @@ def test_a_link_swapped_for_a_directory_mid_walk_reads_as_gone(
     monkeypatch.setattr(rootpath.HostTree, "lookup", lookup_then_swap)
     with pytest.raises(FileNotFoundError, match="no longer a symbolic link"):
         resolve_components(str(root), "via/passwd")
+
+
+def test_a_parent_swapped_for_a_looping_link_mid_walk_is_a_clean_error(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolved parent (``etc``, a directory when looked up) becomes a link to itself
+    before the next component is looked up: lstat meets ELOOP.  That is the one-line
+    "too many levels of symbolic links" (SandboxError), not a bare OSError that reached
+    the user as an internal error."""
+    looked_up = rootpath.HostTree.lookup
+
+    def lookup_then_loop(self: rootpath.HostTree, parents: list[str], name: str,
+                         via_link: bool) -> rootpath.Kind:
+        kind = looked_up(self, parents, name, via_link)
+        if name == "etc":
+            os.rename(root / "etc", root / "etc.real")
+            os.symlink("etc", root / "etc")
+        return kind
+
+    monkeypatch.setattr(rootpath.HostTree, "lookup", lookup_then_loop)
+    with pytest.raises(SandboxError, match="too many levels of symbolic links"):
+        resolve_components(str(root), "etc/passwd")
