@@ -18,6 +18,7 @@ it, so here it is a plain copy.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -44,6 +45,10 @@ from builder.engine.copy_records import ContentRecords
 from builder.errors import BuildError, PybuildError
 from builder.rootpath import resolve_in_root
 
+# What a source that changed under the copy raises: gone, a non-directory on its path,
+# a component swapped for a looping link.
+_CHANGED = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+
 _CHUNK = 1 << 20
 
 
@@ -69,11 +74,12 @@ def copy_into(merged: str, source_root: str, request: CopyRequest,
     umask = os.umask(0)
     try:
         _copy_into(merged, source_root, request, offline_upper)
-    except (FileNotFoundError, NotADirectoryError) as err:
-        # A source that vanishes mid-copy (the context changed during the build,
-        # C03) is a one-line error, not a traceback.
+    except OSError as err:
+        # A source that vanishes mid-copy, or whose path now meets a link that loops
+        # (the context changed during the build, C03), is a one-line error, not a
+        # traceback.
         where = os.fsdecode(err.filename or "")
-        if not where.startswith(source_root.rstrip("/") + "/"):
+        if err.errno not in _CHANGED or not where.startswith(source_root.rstrip("/") + "/"):
             raise
         raise BuildError(f'"/{os.path.relpath(where, source_root)}": changed while being '
                          f"copied ({err.strerror})") from None

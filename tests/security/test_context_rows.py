@@ -513,3 +513,32 @@ def test_C03_link_swapped_back_between_lstat_and_readlink(ctx, tmp_path, monkeyp
     with pytest.raises(BuildError, match='"/sub": changed while being copied'):
         copy_into(str(image), str(ctx), CopyRequest(sources=["sub"], dest="/out/", workdir="/",
                                                     selected=["sub"]))
+
+
+def test_C03_source_swapped_for_a_looping_link_right_after_resolving(ctx, tmp_path, monkeypatch):
+    """The attacker's other move: right after ``sub/inner`` is resolved, ``sub`` becomes
+    a link to itself, so every later path through it fails with ELOOP.  The copy fails
+    with the one-line "changed while being copied", not an internal error."""
+    import builder.engine.copy as copy_mod
+    from builder.engine.copy import copy_into
+    from builder.engine.copy_plan import CopyRequest
+    from builder.errors import BuildError
+
+    (ctx / "sub" / "inner").mkdir(parents=True)
+    (ctx / "sub" / "inner" / "f").write_text("ctx")
+    image = tmp_path / "image"
+    image.mkdir()
+    real = copy_mod.resolve_in_root
+
+    def resolve_then_loop(root: str, path: str):
+        resolved = real(root, path)
+        if root == str(ctx) and not (ctx / "sub").is_symlink():
+            os.rename(ctx / "sub", ctx / "sub.parked")
+            os.symlink("sub", ctx / "sub")
+        return resolved
+
+    monkeypatch.setattr(copy_mod, "resolve_in_root", resolve_then_loop)
+    with pytest.raises(BuildError, match='"/sub/inner": changed while being copied'):
+        copy_into(str(image), str(ctx), CopyRequest(sources=["sub/inner"], dest="/out/",
+                                                    workdir="/", selected=["sub/inner"]))
+    assert leaked(image) == []
