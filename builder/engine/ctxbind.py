@@ -65,8 +65,10 @@ def context_bind(mount: Mount, target: str, context: str,
                          is_dir=False, subpath=os.path.relpath(host, context))
         return spec, (f"bind {target} source={source} rw={not mount.readonly} "
                       f"content={checksum.digest} file-owner=0:0")
-    spec = MountSpec("bind" if mount.readonly else "scratch", target, host,
-                     readonly=mount.readonly)
+    # Mounted by the resolved components, opened again without following a link
+    # (builder.run.mountpoints): a link swapped in since the checksum is refused.
+    spec = MountSpec("context-dir", target, context, readonly=mount.readonly,
+                     subpath=os.path.relpath(host, context))
     if context_filter is not None:
         resolved = context_filter.resolve(source)[0] or "."
         spec.hide = functools.partial(context_filter.write_hide_layer, resolved)

@@ -180,27 +180,46 @@ def mount_extra(merged: str, mount: MountSpec, scratch: Path) -> None:
             os.close(source)
     elif mount.kind == "context-file":
         _mount_context_file(merged, mount, scratch)
-    elif mount.hide is not None and mount.hide(str(scratch / "hide")):
-        # Written here, when the step runs: a cache hit costs no walk of the context.
-        from builder.run.ctxmount import mount_filtered
-
-        target = open_in_root(merged, mount.target)
-        try:
-            mount_filtered(mount.source, str(scratch / "hide"), _at(target), scratch,
-                           writable=mount.kind == "scratch")
-        finally:
-            os.close(target)
-    elif mount.kind == "scratch":  # a writable bind whose writes are thrown away
-        from builder.run.ctxmount import mount_overlay
-
-        target = open_in_root(merged, mount.target)
-        try:
-            mount_overlay([mount.source], _at(target), scratch, writable=True,
-                          what=f"--mount type=bind,rw at {mount.target}")
-        finally:
-            os.close(target)
+    elif mount.kind == "context-dir":
+        _mount_context_dir(merged, mount, scratch)
     else:
         _mount_host_dir(merged, mount)
+
+
+def _mount_context_dir(merged: str, mount: MountSpec, scratch: Path) -> None:
+    """A directory of the build context at ``mount.target``: read-only, or ``rw`` over
+    a throw-away upper dir, with what .dockerignore hides whited out.
+
+    The directory is opened below the context without following any link
+    (``_open_beneath``) and mounted through that fd: the step sees the directory its
+    key summed, never one a link swapped in since (the context changed under the
+    build: a path string would have been followed to the host, C03)."""
+    fd = _open_beneath(mount.source, mount.subpath)
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise BuildError(f"--mount type=bind: /{mount.subpath} in the build context is no "
+                             "longer a directory (did the build context change during the "
+                             "build?)")
+        # The whiteouts are written here, when the step runs: a cache hit costs no walk
+        # of the context.
+        hidden = mount.hide is not None and mount.hide(str(scratch / "hide"))
+        if not hidden and mount.readonly:
+            _bind(merged, mount.target, _at(fd), readonly=True, extra=_HOST_FLAGS)
+            return
+        from builder.run.ctxmount import mount_filtered, mount_overlay
+
+        target = open_in_root(merged, mount.target)
+        try:
+            if hidden:
+                mount_filtered(_at(fd), str(scratch / "hide"), _at(target), scratch,
+                               writable=not mount.readonly)
+            else:   # rw: writes go to the throw-away upper dir
+                mount_overlay([_at(fd)], _at(target), scratch, writable=True,
+                              what=f"--mount type=bind,rw at {mount.target}")
+        finally:
+            os.close(target)
+    finally:
+        os.close(fd)
 
 
 def _mount_host_dir(merged: str, mount: MountSpec) -> None:

@@ -27,16 +27,18 @@ class MountSpec(msgspec.Struct):
     """One extra mount of a RUN step (``RUN --mount``, secrets)."""
 
     kind: str                      # "bind", "tmpfs", "view" (another stage or image),
-                                   # "scratch", "context-file" (subpath below source) or
-                                   # "secret" (a copy of the file at source)
+                                   # "context-dir" and "context-file" (subpath below
+                                   # source, the context) or "secret" (a copy of the
+                                   # file at source)
     target: str                    # absolute path inside the image
-    source: str = ""               # host path, for "bind" and "scratch" (its lower dir)
+    source: str = ""               # host path: the bound dir, or the context
     readonly: bool = True
     is_dir: bool = True            # the kind of mount point to create if the image lacks it
     view: ActiveSnapshot | None = None  # for "view": source inside it is mounted at target
     options: str = ""              # tmpfs options
-    subpath: str = ""              # for "bind": a directory below source (cache source=)
-    # For "bind"/"scratch" of the context: writes the whiteouts of what .dockerignore
+    subpath: str = ""              # below source: "bind" a cache dir (made if missing),
+                                   # "context-dir"/"context-file" the resolved source
+    # For "context-dir": writes the whiteouts of what .dockerignore
     # hides below source into the dir given, False if none (builder/run/ctxmount.py).
     hide: Callable[[str], bool] | None = None
     uid: int = 0                   # for "secret": the copy's owner, group and mode

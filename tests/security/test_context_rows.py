@@ -542,3 +542,48 @@ def test_C03_source_swapped_for_a_looping_link_right_after_resolving(ctx, tmp_pa
         copy_into(str(image), str(ctx), CopyRequest(sources=["sub/inner"], dest="/out/",
                                                     workdir="/", selected=["sub/inner"]))
     assert leaked(image) == []
+
+
+# Runs a build with ctxbind.context_bind wrapped: once it has resolved and summed the
+# bind's source, argv[1]/sub becomes a link to argv[2] (a host dir).
+_SWAP_AFTER_BIND = """
+import os, sys
+import builder.engine.ctxbind as ctxbind
+resolve_and_sum = ctxbind.context_bind
+def then_swap(*args, **kwargs):
+    result = resolve_and_sum(*args, **kwargs)
+    os.rename(sys.argv[1] + "/sub", sys.argv[1] + "/sub.parked")
+    os.symlink(sys.argv[2], sys.argv[1] + "/sub")
+    return result
+ctxbind.context_bind = then_swap
+from builder.entry import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("options,ignore", [("", ""), (",rw", ""), ("", "sub/hidden\n"),
+                                            (",rw", "sub/hidden\n")])
+def test_C03_bind_source_swapped_for_a_link_after_its_key(bstore, ctx, sandbox, tmp_path,
+                                                         options, ignore):
+    """``RUN --mount=type=bind,source=sub``: after the step's key summed ``sub``, the
+    attacker swaps it for a link to a host dir.  The mount must not follow it (it did:
+    the bind took the resolved path as a string, and the step copied the host's files
+    into the image, exit 0).  The step fails in one line, or shows the context's sub."""
+    (ctx / "sub").mkdir()
+    (ctx / "sub" / "mine").write_text("ctx")
+    (ctx / "sub" / "hidden").write_text("ctx")
+    (ctx / ".dockerignore").write_text(ignore)
+    df = tmp_path / "Dockerfile"
+    df.write_text(f"FROM busybox\nRUN --mount=type=bind,source=sub,target=/m{options} "
+                  "cp -r /m /copied\n")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-c", _SWAP_AFTER_BIND, str(ctx), str(sandbox.host_dir),
+         "--root", str(bstore), "build", "--no-cache", "--progress", "plain", "-f", str(df),
+         "-o", f"type=local,dest={out}", str(ctx)], capture_output=True, timeout=120)
+    assert (ctx / "sub").is_symlink(), "the swap did not happen"
+    if result.returncode != 0:
+        assert "did the build context change" in one_line_error(result)
+        return
+    assert leaked(out) == []
+    assert sorted(os.listdir(out / "copied")) == (["mine"] if ignore else ["hidden", "mine"])
