@@ -220,6 +220,34 @@ def resolve_components(root: str, path: str, *, keep_missing: bool = False) -> l
         raise SandboxError(f"too many levels of symbolic links in {path}") from None
 
 
+def open_below(root: str, rel: str) -> int:
+    """An O_PATH fd of ``rel`` below ``root``, reached through no symbolic link.
+
+    Each component is opened from its parent's fd with O_NOFOLLOW, so one that is a
+    link (or has become one since ``rel`` was resolved: a context changed during the
+    build) fails with ELOOP or ENOTDIR, and ``..`` is refused (EXDEV).  ``root`` itself
+    may be reached through links: it is the caller's choice.  OSError names the path.
+    """
+    path = os.path.join(root, rel)
+    parts = [part for part in rel.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise OSError(errno.EXDEV, "leaves its directory", path)
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if last else os.O_DIRECTORY)
+            child = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+    except OSError as err:
+        os.close(fd)
+        raise OSError(err.errno, err.strerror, path) from None
+    return fd
+
+
 def lexical_in_root(root: str, rel: str) -> str:
     """``rel`` (clean, relative, "." for the root) joined to ``root`` without resolving
     anything: what ``resolve_in_root`` returns when no link lies on the way."""

@@ -51,15 +51,16 @@ def _read_dockerfile(options: BuildOptions) -> tuple[bytes, str]:
 def ignore_matcher(options: BuildOptions) -> ContextFilter | None:
     if options.context is None:
         return None
-    from builder.context.ignore import PatternMatcher, find_ignore_file, read_ignore_file
+    from builder.context.ignore import PatternMatcher, read_ignore_file
+    from builder.context.ignorefile import read_ignore_bytes
 
-    found = find_ignore_file(str(options.context),
+    read = read_ignore_bytes(str(options.context),
                              str(options.dockerfile) if options.dockerfile else None)
-    if found is None:
+    if read is None:
         return None
     from builder.context.view import ContextFilter
 
-    raw = Path(found).read_bytes()
+    found, raw = read
     if (recorder := replay.recording()) is not None:
         recorder.file(found, raw)
     patterns = read_ignore_file(raw)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -170,15 +169,17 @@ def _local(run: BuildRun, found: BuildContext) -> _Loaded:
 def _filter(path: str) -> ContextFilter | None:
     """The context's own ``.dockerignore`` (no ``<Dockerfile>.dockerignore``: BuildKit
     reads only ``DefaultDockerignoreName`` from a named context)."""
-    from builder.context.ignore import PatternMatcher, find_ignore_file, read_ignore_file
+    from builder.context.ignore import PatternMatcher, read_ignore_file
+    from builder.context.ignorefile import read_ignore_bytes
 
-    found = find_ignore_file(path, "-")
-    if found is None:
+    read = read_ignore_bytes(path, "-")
+    if read is None:
         return None
     from builder.context.view import ContextFilter
 
+    found, raw = read
     try:
-        matcher = PatternMatcher(read_ignore_file(Path(found).read_bytes()))
+        matcher = PatternMatcher(read_ignore_file(raw))
     except ValueError as err:
         raise ContextError(f"{found}: {err}") from None
     return ContextFilter(path, matcher) if len(matcher) else None

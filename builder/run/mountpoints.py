@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from builder import syscalls
 from builder.errors import BuildError
-from builder.rootpath import resolve_components
+from builder.rootpath import open_below, resolve_components
 
 if TYPE_CHECKING:
     from builder.run.spec import MountSpec
@@ -243,25 +243,11 @@ def _open_beneath(root: str, rel: str) -> int:
     ``rel`` was resolved when the step's key was computed; a component that has
     become a link since (the context changed under the build) is an error, so
     the bind shows what was checked, or nothing."""
-    parts = [p for p in rel.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise BuildError(f"--mount type=bind: invalid context path {rel!r}")
-    # The context itself as the invoker named it (a link to a directory is fine).
-    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for index, part in enumerate(parts):
-            last = index == len(parts) - 1
-            flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if last else os.O_DIRECTORY)
-            child = os.open(part, flags, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        if stat.S_ISLNK(os.fstat(fd).st_mode):
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), rel)
+        return open_below(root, rel)
     except OSError as err:
-        os.close(fd)
         raise BuildError(f"--mount type=bind: /{rel} in the build context: {err.strerror} "
                          "(did the build context change during the build?)") from None
-    return fd
 
 
 def _mount_context_file(merged: str, mount: MountSpec, scratch: Path) -> None:

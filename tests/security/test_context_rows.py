@@ -587,3 +587,53 @@ def test_C03_bind_source_swapped_for_a_link_after_its_key(bstore, ctx, sandbox, 
         return
     assert leaked(out) == []
     assert sorted(os.listdir(out / "copied")) == (["mine"] if ignore else ["hidden", "mine"])
+
+
+@pytest.mark.parametrize("swap_to", ["fifo", "directory", "looping-link", "host-file-link"])
+def test_C03_dockerignore_swapped_after_it_was_chosen(ctx, tmp_path, monkeypatch, swap_to):
+    """The build chooses ``.dockerignore`` (a regular file, inside the context), and the
+    attacker swaps it at once.  Reading it must not hang on a FIFO, nor read a host file
+    through a link, nor end in a traceback: one ContextError line, or the context's own
+    patterns.  (It read the path as a string: a FIFO hung the build, a directory or a
+    loop raised a bare OSError, and a link to a host file was read as the patterns.)"""
+    import threading
+
+    from builder.engine.engine import ignore_matcher
+    from builder.engine.options import BuildOptions
+    from builder.errors import ContextError
+
+    ignore = ctx / ".dockerignore"
+    ignore.write_text("mine\n")
+    host_patterns = tmp_path / "host-patterns"   # outside the sandbox's top
+    host_patterns.write_text("hostpattern\n")
+    real_isfile = os.path.isfile
+
+    def isfile_then_swap(path):
+        answer = real_isfile(path)
+        if os.fspath(path) == str(ignore) and answer and not ignore.with_suffix(".parked").exists():
+            ignore.rename(ignore.with_suffix(".parked"))
+            {"fifo": lambda: os.mkfifo(ignore), "directory": ignore.mkdir,
+             "looping-link": lambda: ignore.symlink_to(".dockerignore"),
+             "host-file-link": lambda: ignore.symlink_to(host_patterns)}[swap_to]()
+        return answer
+
+    monkeypatch.setattr(os.path, "isfile", isfile_then_swap)
+    outcome: list[object] = []
+
+    def read() -> None:
+        try:
+            outcome.append(ignore_matcher(BuildOptions(context=ctx)))
+        except Exception as err:  # judged below, in the test's thread
+            outcome.append(err)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():   # let the hung open go before failing
+        os.close(os.open(ignore, os.O_WRONLY | os.O_NONBLOCK)) if swap_to == "fifo" else None
+        pytest.fail("reading the swapped .dockerignore hung")
+    assert ignore.with_suffix(".parked").exists(), "the swap did not happen"
+    (result,) = outcome
+    assert isinstance(result, ContextError), repr(result)
+    assert "did the build context change" in str(result)
+    assert "hostpattern" not in str(result)
