@@ -56,6 +56,9 @@ class Kind(enum.Enum):
 _MISSING, _DIR, _LINK, _OTHER = Kind.MISSING, Kind.DIR, Kind.LINK, Kind.OTHER
 
 
+_NAME_MAX = 255   # bytes in one name (Linux, every filesystem pybuild runs on)
+
+
 class TooManyLinks(OSError):
     """ELOOP: more than MAX_SYMLINKS links followed in one walk."""
 
@@ -180,6 +183,10 @@ class HostTree:
         except NotADirectoryError:
             return Kind.BLOCKED
         except OSError as err:
+            # A link's target may name a component longer than any name can be: as no
+            # entry has that name, it is missing.
+            if err.errno == errno.ENAMETOOLONG and len(os.fsencode(name)) > _NAME_MAX:
+                return _MISSING
             # The parents were directories when resolved: one is now a link that loops
             # (the tree changed mid-walk), which the walk's callers report as a loop.
             if err.errno == errno.ELOOP:

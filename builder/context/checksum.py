@@ -170,14 +170,24 @@ def checksum_sources(sources: list[tuple[str, str]], *, cache: StatCache | None 
         if not source_host:
             raise ContextError(f'"/{source_rel}": not found in the build context')
     summer = _Summer(cache, skip, skip_identity, keep_files)
-    try:
+    with reading_the_context():
         for source_rel, source_host in sources:
             summer.source(source_rel, source_host)
+    return summer.result()
+
+
+@contextlib.contextmanager
+def reading_the_context() -> Iterator[None]:
+    """An OSError while the build context is resolved or read (an entry that vanishes
+    or changes kind, a component swapped for a link: a context changed during the
+    build, C03/C04) as a one-line ContextError naming the path, never an internal
+    error."""
+    try:
+        yield
     except OSError as err:
-        where = err.filename or "build context"
+        where = os.fsdecode(err.filename or "build context")
         raise ContextError(f"{where}: {err.strerror} (did the build context change during "
                            "the build?)") from None
-    return summer.result()
 
 
 # ---------------------------------------------------------------- directory summaries

@@ -46,8 +46,10 @@ from builder.errors import BuildError, PybuildError
 from builder.rootpath import resolve_in_root
 
 # What a source that changed under the copy raises: gone, a non-directory on its path,
-# a component swapped for a looping link.
-_CHANGED = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+# a component swapped for a looping link or for one whose target no path can hold, a
+# link read after it became something else.
+_CHANGED = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG,
+                      errno.EINVAL})
 
 _CHUNK = 1 << 20
 

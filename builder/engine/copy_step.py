@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from builder import replay
 from builder.cache import Inputs
-from builder.context.checksum import checksum_sources
+from builder.context.checksum import checksum_sources, reading_the_context
 from builder.dockerfile.commands import AddCommand, CopyCommand
 from builder.engine.add_sources import checkouts
 from builder.engine.buildrun import BuildRun, Step
@@ -139,7 +139,8 @@ def _request_inputs(command: CopyLike, request: CopyRequest,
 def _add_context_inputs(run: BuildRun, command: CopyLike, plan: _CopyPlan) -> None:
     """The sources' content digest (and ADD's remote sources) into the cache key."""
     request, context = plan.request, plan.context
-    request.selected = select_sources(context, request)
+    with reading_the_context():
+        request.selected = select_sources(context, request)
     # A URL is not in the context: its text is the key (BuildKit also asks the
     # server; pybuild refetches only when the URL or the step's inputs change);
     # a git source's key holds the commit its ref names now (add_sources.py).
@@ -148,9 +149,10 @@ def _add_context_inputs(run: BuildRun, command: CopyLike, plan: _CopyPlan) -> No
 
         plan.remote = plan_add(run.store, command, request)
         plan.inputs += plan.remote.inputs
-    sources = [(rel, resolve_in_root(context, rel) or "")
-               for rel in request.kept_sources(request.selected)]
-    scope = request.summary_scope(context, sources)
+    with reading_the_context():
+        sources = [(rel, resolve_in_root(context, rel) or "")
+                   for rel in request.kept_sources(request.selected)]
+        scope = request.summary_scope(context, sources)
     _record_sources(context, sources, scope,
                     plan.remote is not None and plan.remote.asks_a_server)
     checksum = checksum_sources(sources, cache=run.cache, skip=request.leaves_out,

@@ -17,7 +17,7 @@ import os
 from typing import TYPE_CHECKING
 
 from builder import replay
-from builder.context.checksum import StatCache, checksum_sources
+from builder.context.checksum import StatCache, checksum_sources, reading_the_context
 from builder.context.view import ContextFilter
 from builder.engine.copy_plan import clean_source
 from builder.errors import BuildError
@@ -34,8 +34,9 @@ def context_bind(mount: Mount, target: str, context: str,
     """The mount of ``mount.source`` (the whole context by default) at ``target``,
     and the step's cache-key input for it."""
     source = clean_source(mount.source or "/")
-    host = resolve_in_root(context, source)
-    hidden = context_filter is not None and context_filter.hides_source(source)
+    with reading_the_context():
+        host = resolve_in_root(context, source)
+        hidden = context_filter is not None and context_filter.hides_source(source)
     if host is None or hidden:
         why = " (excluded by .dockerignore)" if hidden else ""
         raise BuildError(f'--mount type=bind: "/{source}" not found in the build context{why}')

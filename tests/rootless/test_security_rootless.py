@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.root, pytest.mark.overlay, pytest.mark.slow]
 # RUN escapes, hostile layers and archives, mount and path tricks, store permissions.
 MODULES = (
     "test_run_rows.py", "test_round2_escapes.py", "test_tar_rows.py",
-    "test_whiteout_rows.py", "test_context_rows.py", "test_round2_copy_race.py",
+    "test_whiteout_rows.py", "test_context_rows.py", "test_context_races.py",
+    "test_round2_copy_race.py",
     "test_round2_context_paths.py", "test_round2_exports.py", "test_round2_load_dir.py",
     "test_round2_store_perms.py", "test_round2_store_root.py", "test_round2_network.py",
 )
