@@ -106,8 +106,11 @@ def open_source(path: str, root: str | None, flags: int) -> int:
     component swapped for a symlink in between (a context changed during the
     build, catalogue C03, as in CVE-2018-15664) would redirect the open to the
     host; the fd's own path in /proc tells, and such a source is refused."""
+    # The root itself is the invoker's choice and may be a link (a context given as a
+    # symlink, `COPY .`); only what lies below it must not be one.
+    is_root = root is not None and os.path.normpath(path) == os.path.normpath(root)
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, flags | os.O_CLOEXEC | (0 if is_root else os.O_NOFOLLOW))
     except OSError as err:
         if root is None or err.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
             raise

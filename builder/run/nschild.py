@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder import syscalls, userns
-from builder.errors import BuildError, SandboxError
+from builder.errors import BuildError, PybuildError, SandboxError
 from builder.run.mountpoints import mount_extra, source_is_dir
 from builder.run.rootfs import make_init_layer, mount_specials
 from builder.run.runopts import apply_ulimits
@@ -243,10 +243,10 @@ def _find_program(argv0: str, env: list[str]) -> str | None:
 
 def report(err_fd: int, err: BaseException) -> None:
     """Send a setup failure to the parent as ``kind NUL message``."""
-    if isinstance(err, BuildError):
-        kind, text = "build", str(err)
-    elif isinstance(err, SandboxError):
+    if isinstance(err, SandboxError):
         kind, text = "sandbox", str(err)
+    elif isinstance(err, PybuildError):  # the step's own line (a BuildError, a context
+        kind, text = "build", str(err)   # that changed while its mount was made)
     elif isinstance(err, OSError):
         kind, text = "sandbox", f"{err.strerror or err}" + (f": {err.filename}"
                                                             if err.filename else "")

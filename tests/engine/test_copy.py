@@ -374,3 +374,16 @@ def test_new_files_get_their_owner_and_mode_whatever_the_directory_gives(
         assert (st.st_uid, st.st_gid) == owner, name
         assert stat.S_IMODE(st.st_mode) == (mode if chmod is None else int(chmod, 8)), name
     assert (image / "srv" / "sub").stat().st_gid == owner[1]
+
+
+def test_copy_dot_from_a_context_given_as_a_symlink(roots):
+    """``pybuild build link`` where ``link -> context``: ``COPY .`` copies the context,
+    as ``docker build link`` does (the root was opened with O_NOFOLLOW: "changed while
+    being copied (Not a directory)").  Links below the root are still never followed."""
+    image, context = roots
+    (context / "d").mkdir()
+    (context / "d" / "f").write_text("f")
+    link = context.parent / "link"
+    link.symlink_to(context)
+    copy(image, link, ".", dest="/c/")
+    assert (image / "c" / "d" / "f").read_text() == "f"

@@ -278,3 +278,39 @@ def test_C03_swap_back_while_the_step_key_resolves_its_source(bstore, ctx, sandb
     message = one_line_error(result)
     assert "internal error" not in message and "did the build context change" in message, \
         message
+
+
+# Runs a build in which, right before the whiteouts of a bind's hidden entries are
+# listed (in the step's setup child), argv[1]/a/b/c becomes a link to itself.
+_LOOP_BEFORE_THE_HIDE_WALK = """
+import os, sys
+from builder.context.view import ContextFilter
+c = os.path.join(sys.argv[1], "a", "b", "c")
+whiteouts = ContextFilter.whiteouts
+def loop_then_list(self, rel):
+    if not os.path.islink(c):
+        os.rename(c, c + ".parked")
+        os.symlink("c", c)
+    return whiteouts(self, rel)
+ContextFilter.whiteouts = loop_then_list
+from builder.entry import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_C03_bind_source_changed_while_its_hidden_entries_are_listed(bstore, ctx, tmp_path):
+    """The bind's source was opened, then the context changed before its .dockerignore'd
+    entries were listed: the step fails with the context's one line (it printed the
+    error's repr: "RUN sandbox: ContextError('...')")."""
+    (ctx / "a" / "b" / "c").mkdir(parents=True)
+    (ctx / "a" / "b" / "c" / "hidden").write_text("ctx")
+    (ctx / ".dockerignore").write_text("a/b/c/hidden\n")
+    df = tmp_path / "Dockerfile"
+    df.write_text("FROM busybox\nRUN --mount=type=bind,source=a/b/c,target=/m true\n")
+    result = subprocess.run(
+        [sys.executable, "-c", _LOOP_BEFORE_THE_HIDE_WALK, str(ctx), "--root", str(bstore),
+         "build", "--no-cache", "--progress", "plain", "-f", str(df), str(ctx)],
+        capture_output=True, timeout=120)
+    assert (ctx / "a" / "b" / "c").is_symlink(), "the swap did not happen"
+    message = one_line_error(result)
+    assert "did the build context change" in message and "Error(" not in message, message
