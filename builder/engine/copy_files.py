@@ -108,7 +108,7 @@ def open_source(path: str, root: str | None, flags: int) -> int:
     host; the fd's own path in /proc tells, and such a source is refused."""
     # The root itself is the invoker's choice and may be a link (a context given as a
     # symlink, `COPY .`); only what lies below it must not be one.
-    is_root = root is not None and os.path.normpath(path) == os.path.normpath(root)
+    is_root = root is not None and path.rstrip("/") == root.rstrip("/")
     try:
         fd = os.open(path, flags | os.O_CLOEXEC | (0 if is_root else os.O_NOFOLLOW))
     except OSError as err:
