@@ -309,6 +309,9 @@ class Transport:
                 _Stoppable(body()) if callable(body) else body
             try:
                 conn.request(method, target, body=payload, headers=headers)
+                # Connected now: a stop whose abort() came while this connection had no
+                # socket yet (so shut nothing down) is seen here, not after the timeout.
+                interrupt.check()
                 raw = conn.getresponse()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 # A kept-alive connection the server had closed: one fresh try.
