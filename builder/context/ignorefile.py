@@ -42,7 +42,10 @@ def read_ignore_bytes(context_dir: str, dockerfile_path: str | None) -> tuple[st
     swapped for a FIFO must not hang the read, one swapped for a link to a host file
     must not be read; each is a one-line ContextError, as is a check that meets the
     change."""
-    try:
+    # Here, not at the top: importing builder.context must not load checksum's hashlib.
+    from builder.context.checksum import reading_the_context
+
+    with reading_the_context():
         found = _find(context_dir, dockerfile_path)
         if found is None:
             return None
@@ -50,10 +53,6 @@ def read_ignore_bytes(context_dir: str, dockerfile_path: str | None) -> tuple[st
         real_root = os.path.realpath(root)
         rel = os.path.relpath(os.path.realpath(candidate), real_root)
         return candidate, _read_below(real_root, rel, limits.get().max_dockerfile_bytes)
-    except OSError as err:
-        where = err.filename or context_dir
-        raise ContextError(f"{where}: {err.strerror} (did the build context change during "
-                           "the build?)") from None
 
 
 def _read_below(root: str, rel: str, limit: int) -> bytes:
