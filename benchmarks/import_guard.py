@@ -29,8 +29,9 @@ FAST_PATH_MODULES = frozenset({
     "__future__", "collections.abc", "_sha256",
     "sqlite3", "sqlite3.dbapi2", "_sqlite3", "datetime", "_datetime", "math",
 })
-# 3.2-5.0 ms on the VM of benchmarks/README.md's last run (median 3.7 ms); one more
-# module of argparse's weight (with gettext and locale) would take it past.
+# 2.6-5.0 ms on the VM of benchmarks/README.md's last run.  A module added to the fast
+# path is FAST_PATH_MODULES's to catch (argparse with gettext added only 2 ms here); this
+# budget catches the fast path's own modules doing much more at import than they do now.
 OWN_BUDGET_MS = 8.0
 
 
