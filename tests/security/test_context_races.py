@@ -94,7 +94,22 @@ def test_C03_source_swapped_for_a_looping_link_right_after_resolving(ctx, tmp_pa
     assert leaked(image) == []
 
 
-# Runs a build with ctxbind.context_bind wrapped: once it has resolved and summed the
+def _build_hooked(hook: str, hook_args: list[str], bstore: Path, ctx: Path, tmp_path: Path,
+                  dockerfile: str, *extra: str) -> subprocess.CompletedProcess:
+    """Build ``dockerfile`` in ``ctx`` with the real CLI, in a process that first runs
+    ``hook`` (Python that wraps a function of pybuild's so that the context changes at
+    one chosen moment; its ``sys.argv[1:]`` are ``hook_args``)."""
+    df = tmp_path / "Dockerfile"
+    df.write_text(dockerfile)
+    script = (f"{hook}\nfrom builder.entry import main\n"
+              f"sys.exit(main(sys.argv[{len(hook_args) + 1}:]))\n")
+    return subprocess.run(
+        [sys.executable, "-c", script, *hook_args, "--root", str(bstore), "build", "--no-cache",
+         "--progress", "plain", "-f", str(df), *extra, str(ctx)],
+        capture_output=True, timeout=120)
+
+
+# A hook: ctxbind.context_bind wrapped: once it has resolved and summed the
 # bind's source, argv[1]/sub becomes a link to argv[2] (a host dir).
 _SWAP_AFTER_BIND = """
 import os, sys
@@ -106,8 +121,6 @@ def then_swap(*args, **kwargs):
     os.symlink(sys.argv[2], sys.argv[1] + "/sub")
     return result
 ctxbind.context_bind = then_swap
-from builder.entry import main
-sys.exit(main(sys.argv[3:]))
 """
 
 
@@ -123,14 +136,11 @@ def test_C03_bind_source_swapped_for_a_link_after_its_key(bstore, ctx, sandbox, 
     (ctx / "sub" / "mine").write_text("ctx")
     (ctx / "sub" / "hidden").write_text("ctx")
     (ctx / ".dockerignore").write_text(ignore)
-    df = tmp_path / "Dockerfile"
-    df.write_text(f"FROM busybox\nRUN --mount=type=bind,source=sub,target=/m{options} "
-                  "cp -r /m /copied\n")
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-c", _SWAP_AFTER_BIND, str(ctx), str(sandbox.host_dir),
-         "--root", str(bstore), "build", "--no-cache", "--progress", "plain", "-f", str(df),
-         "-o", f"type=local,dest={out}", str(ctx)], capture_output=True, timeout=120)
+    result = _build_hooked(
+        _SWAP_AFTER_BIND, [str(ctx), str(sandbox.host_dir)], bstore, ctx, tmp_path,
+        f"FROM busybox\nRUN --mount=type=bind,source=sub,target=/m{options} cp -r /m /copied\n",
+        "-o", f"type=local,dest={out}")
     assert (ctx / "sub").is_symlink(), "the swap did not happen"
     if result.returncode != 0:
         assert "did the build context change" in one_line_error(result)
@@ -238,7 +248,7 @@ def test_C03_a_link_whose_target_no_name_can_hold_is_not_found(bstore, ctx, tmp_
         assert "internal error" not in message and "not found" in message, message
 
 
-# Runs a build in which the first lookup of argv[1]/sub, a link, is followed by the
+# A hook: the first lookup of argv[1]/sub, a link, is followed by the
 # link's swap back to the directory argv[1]/sub.real: the resolver read a link that
 # was no longer there.
 _SWAP_BACK_AT_LOOKUP = """
@@ -253,8 +263,6 @@ def lookup_then_swap_back(self, parents, name, via_link):
         os.rename(sub + ".real", sub)
     return kind
 rootpath.HostTree.lookup = lookup_then_swap_back
-from builder.entry import main
-sys.exit(main(sys.argv[2:]))
 """
 
 
@@ -268,19 +276,15 @@ def test_C03_swap_back_while_the_step_key_resolves_its_source(bstore, ctx, sandb
     (ctx / "sub.real").mkdir()
     (ctx / "sub.real" / "f").write_text("ctx")
     os.symlink(str(sandbox.host_dir), ctx / "sub")
-    df = tmp_path / "Dockerfile"
-    df.write_text(f"FROM busybox\n{step}\n")
-    result = subprocess.run(
-        [sys.executable, "-c", _SWAP_BACK_AT_LOOKUP, str(ctx), "--root", str(bstore), "build",
-         "--no-cache", "--progress", "plain", "-f", str(df), str(ctx)],
-        capture_output=True, timeout=120)
+    result = _build_hooked(_SWAP_BACK_AT_LOOKUP, [str(ctx)], bstore, ctx, tmp_path,
+                           f"FROM busybox\n{step}\n")
     assert (ctx / "sub").is_dir() and not (ctx / "sub").is_symlink(), "no swap happened"
     message = one_line_error(result)
     assert "internal error" not in message and "did the build context change" in message, \
         message
 
 
-# Runs a build in which, right before the whiteouts of a bind's hidden entries are
+# A hook: right before the whiteouts of a bind's hidden entries are
 # listed (in the step's setup child), argv[1]/a/b/c becomes a link to itself.
 _LOOP_BEFORE_THE_HIDE_WALK = """
 import os, sys
@@ -293,8 +297,6 @@ def loop_then_list(self, rel):
         os.symlink("c", c)
     return whiteouts(self, rel)
 ContextFilter.whiteouts = loop_then_list
-from builder.entry import main
-sys.exit(main(sys.argv[2:]))
 """
 
 
@@ -305,12 +307,8 @@ def test_C03_bind_source_changed_while_its_hidden_entries_are_listed(bstore, ctx
     (ctx / "a" / "b" / "c").mkdir(parents=True)
     (ctx / "a" / "b" / "c" / "hidden").write_text("ctx")
     (ctx / ".dockerignore").write_text("a/b/c/hidden\n")
-    df = tmp_path / "Dockerfile"
-    df.write_text("FROM busybox\nRUN --mount=type=bind,source=a/b/c,target=/m true\n")
-    result = subprocess.run(
-        [sys.executable, "-c", _LOOP_BEFORE_THE_HIDE_WALK, str(ctx), "--root", str(bstore),
-         "build", "--no-cache", "--progress", "plain", "-f", str(df), str(ctx)],
-        capture_output=True, timeout=120)
+    result = _build_hooked(_LOOP_BEFORE_THE_HIDE_WALK, [str(ctx)], bstore, ctx, tmp_path,
+                           "FROM busybox\nRUN --mount=type=bind,source=a/b/c,target=/m true\n")
     assert (ctx / "a" / "b" / "c").is_symlink(), "the swap did not happen"
     message = one_line_error(result)
     assert "did the build context change" in message and "Error(" not in message, message
